@@ -1,0 +1,384 @@
+/*
+ * libevbus - publish and consume CloudEvents over any broker.
+ *
+ * This is the umbrella header: version, errors, logging, the bus, publishing,
+ * subscriptions and the poll loop. It includes the event object (event.h) and
+ * the backoff policy (retry.h) because the bus API uses them.
+ *
+ * Conventions used in every comment below:
+ *   Ownership   - who frees what a function takes or returns.
+ *   Thread-safe - whether several threads may call it on the same object at
+ *                 once. "Any thread" means yes without restriction.
+ */
+#ifndef EVBUS_EVBUS_H
+#define EVBUS_EVBUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evbus/export.h"
+#include "evbus/version.h"
+#include "evbus/event.h"
+#include "evbus/retry.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+/*
+ * One table gives the enum, evbus_strerror() and evbus_err_name().
+ * 0 is success; every error is negative. Codes are stable across releases;
+ * new ones are only appended.
+ *   X(NAME, value, retriable, message)
+ */
+#define EVBUS_ERRNO_MAP(X)                                                     \
+    X(OK,          0, 0, "success")                                            \
+    X(EINVAL,     -1, 0, "invalid argument")                                   \
+    X(ENOMEM,     -2, 1, "out of memory")                                      \
+    X(EURL,       -3, 0, "malformed bus URL")                                  \
+    X(ENOBACKEND, -4, 0, "no backend for this URL scheme")                     \
+    X(EOPTION,    -5, 0, "unknown or invalid option")                          \
+    X(EDECODE,    -6, 0, "malformed event")                                    \
+    X(ETOOBIG,    -7, 0, "event exceeds the size limit")                       \
+    X(ECONN,      -8, 1, "cannot reach the broker")                            \
+    X(EIO,        -9, 1, "broker or storage I/O error")                        \
+    X(ETIMEDOUT, -10, 1, "timed out")                                          \
+    X(EAGAIN,    -11, 1, "temporary failure, try again")                       \
+    X(EAUTH,     -12, 0, "authentication or authorization failed")             \
+    X(ECLOSED,   -13, 0, "bus is closing or closed")                           \
+    X(ENOTSUP,   -14, 0, "not supported by this backend")                      \
+    X(ESTATE,    -15, 0, "call not valid in the current state")                \
+    X(EBUSY,     -16, 1, "resource busy")                                      \
+    X(ENOTFOUND, -17, 0, "not found")                                          \
+    X(EREJECTED, -18, 0, "broker rejected the request permanently")            \
+    X(EBREAKER,  -19, 1, "circuit breaker is open")                            \
+    X(EINTERNAL, -20, 0, "internal error")
+
+typedef enum {
+#define EVBUS_ERR_ENUM_(name, val, retr, msg) EVBUS_##name = (val),
+    EVBUS_ERRNO_MAP(EVBUS_ERR_ENUM_)
+#undef EVBUS_ERR_ENUM_
+    EVBUS_ERR_LAST_ = -21
+} evbus_err_t;
+
+/* Human-readable message for an error code; never NULL ("unknown error" for
+ * codes outside the table). Returns a static string. Thread-safe. */
+EVBUS_API const char *evbus_strerror(int err);
+
+/* Symbolic name of an error code ("EVBUS_ECONN"); never NULL. Static string.
+ * Thread-safe. */
+EVBUS_API const char *evbus_err_name(int err);
+
+/* 1 when an operation that failed with err may succeed if tried again later
+ * (connection lost, timeout, broker busy), 0 otherwise. Thread-safe. */
+EVBUS_API int evbus_err_retriable(int err);
+
+/* ----------------------------------------------------------------- version */
+
+/* The library's version as "MAJOR.MINOR.PATCH". Static string. Thread-safe.
+ * Compare with EVBUS_VERSION_STRING to detect header/library mismatch. */
+EVBUS_API const char *evbus_version(void);
+
+/* EVBUS_VERSION_NUM of the linked library. Thread-safe. */
+EVBUS_API int evbus_version_num(void);
+
+/* ----------------------------------------------------------------- logging */
+
+typedef enum {
+    EVBUS_LOG_ERROR = 3,
+    EVBUS_LOG_WARN = 4,
+    EVBUS_LOG_INFO = 6,
+    EVBUS_LOG_DEBUG = 7
+} evbus_log_level_t;
+
+/* component: "core", "sqlite", "redis", ... msg: one line, no newline.
+ * Both strings are only valid during the call. */
+typedef void (*evbus_log_fn)(int level, const char *component, const char *msg,
+                             void *opaque);
+
+/*
+ * Installs the process-wide log callback. The library is silent until one is
+ * installed: it never writes to stdout or stderr by itself. Messages above
+ * max_level are not formatted at all. fn NULL turns logging off again.
+ * The callback may be invoked from any thread the library runs (broker
+ * threads included) and must not call back into the bus it reports on.
+ * Thread-safe; intended to be called once at startup.
+ */
+EVBUS_API void evbus_set_log(evbus_log_fn fn, int max_level, void *opaque);
+
+/* A ready-made callback that writes "evbus <level> <component>: msg" lines to
+ * stderr. Install with evbus_set_log(evbus_log_stderr, EVBUS_LOG_INFO, NULL). */
+EVBUS_API void evbus_log_stderr(int level, const char *component,
+                                const char *msg, void *opaque);
+
+/* --------------------------------------------------------------------- bus */
+
+typedef struct evbus evbus_t;
+typedef struct evbus_sub evbus_sub_t;
+
+/*
+ * Opens a bus on the broker named by url:
+ *   memory://NAME                          in-process, shared by NAME
+ *   sqlite:///path/to/bus.db               embedded durable log
+ *   redis://[user:pass@]host:port[/db]     Redis Streams
+ *   kafka://host:port[,host:port...]       Kafka
+ *   dapr://host:port?pubsub=NAME&app_port=N  Dapr sidecar
+ * Query parameters carry options. Options the core understands for every
+ * backend:
+ *   close_timeout_ms=N   how long evbus_close waits for pending publishes
+ *                        (default 10000)
+ *   max_event_bytes=N    largest encoded event accepted (default 1048576)
+ * Backend options are documented per backend (docs/backends.md); native
+ * client options pass through with a prefix (kafka.linger.ms=5). An option
+ * nobody understands is an error, so typos do not go unnoticed.
+ * When url is NULL, the EVBUS_URL environment variable is used.
+ *
+ * Returns NULL on failure with a one-line reason in errstr (which may be NULL
+ * when errstr_size is 0). A backend that cannot run here (library built
+ * without it, server unreachable) fails here, never later and never silently.
+ * Ownership: the caller owns the bus and releases it with evbus_close.
+ * Thread-safe (opening several buses at once is fine).
+ */
+EVBUS_API evbus_t *evbus_open(const char *url, char *errstr,
+                              size_t errstr_size);
+
+/*
+ * Closes the bus: stops taking new deliveries, waits for running handlers to
+ * return (a thread inside evbus_run is stopped and waited for), gives events
+ * still waiting for a retry back to the broker (they stay unacknowledged and
+ * will be delivered again), flushes pending publishes for up to
+ * close_timeout_ms and then releases everything, subscriptions included.
+ * Delivery callbacks of publishes that could not complete in time run with
+ * EVBUS_ETIMEDOUT. NULL is ignored.
+ * Must not be called from inside a handler or delivery callback of this bus.
+ * Thread-safe with respect to other threads using the bus: they see
+ * EVBUS_ECLOSED; after it returns the pointer is invalid.
+ */
+EVBUS_API void evbus_close(evbus_t *bus);
+
+/* The backend's URL scheme ("redis") for an open bus. Static string. Any
+ * thread. */
+EVBUS_API const char *evbus_scheme(const evbus_t *bus);
+
+/*
+ * Checks that the broker is reachable and usable (PING, metadata request,
+ * sidecar health endpoint, a storage query). Returns EVBUS_OK, or an error
+ * with what is wrong in errstr. Blocks for at most a few seconds.
+ * Any thread.
+ */
+EVBUS_API int evbus_health(evbus_t *bus, char *errstr, size_t errstr_size);
+
+/* ------------------------------------------------------------- publishing */
+
+/*
+ * Publishes ev to topic and returns once the broker has durably accepted it
+ * (as durable as the backend can make it: fsync'd WAL for sqlite, the
+ * server's reply for redis, acks=all for kafka, 204 from the sidecar).
+ * The event is validated and encoded first; an invalid event fails with
+ * EVBUS_EINVAL / EVBUS_ETOOBIG and nothing is sent.
+ * Returns EVBUS_OK or a negative error; evbus_err_retriable() tells whether
+ * trying again may help. A publish that got no answer is reported as failed,
+ * never as success.
+ * Ownership: ev and topic stay the caller's; they are not referenced after
+ * the call returns.
+ * Thread-safe: any number of threads may publish on one bus.
+ */
+EVBUS_API int evbus_publish(evbus_t *bus, const char *topic,
+                            const evbus_event_t *ev);
+
+/*
+ * Outcome of an asynchronous publish. ev is a copy of the published event,
+ * valid only during the call; err is EVBUS_OK when the broker accepted it.
+ * Runs on the thread that calls evbus_poll, evbus_flush or evbus_close
+ * (like librdkafka's delivery reports), never inside evbus_publish_async.
+ */
+typedef void (*evbus_delivery_cb)(const evbus_event_t *ev, int err,
+                                  void *opaque);
+
+/*
+ * Queues ev for publishing and returns without waiting for the broker.
+ * cb (may be NULL) reports the outcome later; see evbus_delivery_cb.
+ * Returns EVBUS_OK when queued, or an error when the event could not even be
+ * queued (invalid event, bus closed); then cb is not called.
+ * Failures without a callback are counted in the bus metrics
+ * (publish_failed) and logged.
+ * Ownership: the event is copied; the caller may free it at once.
+ * Thread-safe.
+ */
+EVBUS_API int evbus_publish_async(evbus_t *bus, const char *topic,
+                                  const evbus_event_t *ev, evbus_delivery_cb cb,
+                                  void *opaque);
+
+/*
+ * Waits until every publish queued so far has been accepted or has failed,
+ * running their delivery callbacks, for at most timeout_ms (-1 = no limit).
+ * Returns EVBUS_OK, EVBUS_ETIMEDOUT when some are still pending, or the
+ * first error of a publish that had no callback since the last flush.
+ * Thread-safe, but delivery callbacks run on the flushing thread.
+ */
+EVBUS_API int evbus_flush(evbus_t *bus, int timeout_ms);
+
+/*
+ * Publishes bytes exactly as given, with no validation or encoding. For
+ * tools, bridges from foreign producers and tests; consumers treat bytes that
+ * are not a CloudEvent as undecodable and dead-letter them.
+ * Same durability, ownership and thread-safety as evbus_publish.
+ */
+EVBUS_API int evbus_publish_raw(evbus_t *bus, const char *topic,
+                                const void *bytes, size_t len);
+
+/* ---------------------------------------------------------- subscriptions */
+
+/* What a handler answers; the Dapr app statuses SUCCESS / RETRY / DROP. */
+typedef enum {
+    EVBUS_ACK = 0,   /* processed: remove it from the group's backlog */
+    EVBUS_RETRY = 1, /* deliver again after a backoff delay; dead-letter after
+                        the subscription's max attempts */
+    EVBUS_DROP = 2   /* cannot ever be processed: dead-letter now */
+} evbus_result_t;
+
+/*
+ * Handles one event. ev is valid only during the call (copy what you keep).
+ * Runs on the thread that calls evbus_poll / evbus_run. A handler may publish
+ * on any bus, including this one, but must not close this bus.
+ */
+typedef evbus_result_t (*evbus_handler_fn)(const evbus_event_t *ev,
+                                           void *opaque);
+
+/* Per-subscription options. Initialise with evbus_sub_opts_init and change
+ * what you need; unknown future fields keep their defaults. */
+typedef struct evbus_sub_opts {
+    /* Backoff between RETRY answers and how many attempts before the event
+     * is dead-lettered (retry.max_attempts, default 5). */
+    evbus_retry_policy_t retry;
+    /* Dead-letter topic; NULL = "<topic>.dlq". Copied. */
+    const char *dlq_topic;
+    /* Most events fetched from the broker and not yet settled (handled or
+     * waiting for a retry) per subscription; default 1000. */
+    int max_inflight;
+} evbus_sub_opts_t;
+
+/* Fills o with the defaults: max 5 attempts, backoff 100 ms doubling up to
+ * 30 s with full jitter, dead-letter topic "<topic>.dlq", 1000 in flight.
+ * Thread-safe. */
+EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
+
+/*
+ * Subscribes fn to topic as a member of consumer group `group` (NULL means
+ * the group "default"). Every group receives every event of the topic; the
+ * members of one group - in this process or others - share them, each event
+ * going to one member at a time. Events published before the group existed
+ * are delivered on persistent backends (sqlite, redis, kafka: from the start
+ * of the retained log) and not on memory:// or dapr://.
+ * Handlers run only inside evbus_poll / evbus_run.
+ * Returns NULL with the reason logged and errno-like code available through
+ * evbus_last_error(bus) on failure (invalid topic, backend refused).
+ * Ownership: topic and group are copied; the subscription belongs to the bus
+ * and is freed by evbus_unsubscribe or evbus_close.
+ * Thread-safe.
+ */
+EVBUS_API evbus_sub_t *evbus_subscribe(evbus_t *bus, const char *topic,
+                                       const char *group, evbus_handler_fn fn,
+                                       void *opaque);
+
+/* evbus_subscribe with options (o NULL = defaults). Ownership and
+ * thread-safety as evbus_subscribe; o is copied. */
+EVBUS_API evbus_sub_t *evbus_subscribe_opts(evbus_t *bus, const char *topic,
+                                            const char *group,
+                                            const evbus_sub_opts_t *o,
+                                            evbus_handler_fn fn, void *opaque);
+
+/*
+ * Ends a subscription: no handler of it runs after this returns (when called
+ * from another thread than the poller it waits for a running handler).
+ * Events it fetched but did not settle go back to the broker for the group.
+ * Returns EVBUS_OK or EVBUS_EINVAL. Must not be called from inside that
+ * subscription's own handler. Thread-safe.
+ */
+EVBUS_API int evbus_unsubscribe(evbus_sub_t *sub);
+
+/* The error code of the last failed evbus_subscribe* on this bus from the
+ * calling thread (EVBUS_OK if none). Thread-safe (thread-local). */
+EVBUS_API int evbus_last_error(const evbus_t *bus);
+
+/*
+ * Fetches ready events from the broker and runs their handlers, waiting up to
+ * timeout_ms (0 = do not wait, -1 = until something arrives or evbus_stop)
+ * when nothing is ready. Also runs due retries and pending delivery
+ * callbacks. Returns how many handler calls it made (>= 0), or a negative
+ * error (EVBUS_ECLOSED once the bus is closing).
+ * One thread at a time per bus: a concurrent call returns EVBUS_EBUSY. To
+ * consume in parallel, open one bus per thread with the same group.
+ */
+EVBUS_API int evbus_poll(evbus_t *bus, int timeout_ms);
+
+/* Polls until evbus_stop or evbus_close. Returns EVBUS_OK after a stop, or
+ * the error that ended it. Same threading rule as evbus_poll. */
+EVBUS_API int evbus_run(evbus_t *bus);
+
+/*
+ * Makes evbus_run return (and a waiting evbus_poll return early).
+ * Async-signal-safe: may be called from a signal handler. Any thread.
+ */
+EVBUS_API void evbus_stop(evbus_t *bus);
+
+/* ---------------------------------------------------------------- metrics */
+
+/* Handler time histogram bucket upper bounds in microseconds; the last
+ * bucket counts everything slower. */
+#define EVBUS_HIST_BUCKETS 12
+EVBUS_API extern const uint64_t evbus_hist_bounds_us[EVBUS_HIST_BUCKETS - 1];
+
+typedef struct evbus_sub_metrics {
+    uint64_t delivered;     /* handler invocations */
+    uint64_t acked;
+    uint64_t retried;       /* RETRY answers that were scheduled again */
+    uint64_t dead_lettered; /* events written to the dead-letter topic */
+    uint64_t undecodable;   /* of those, payloads that were not CloudEvents */
+    uint64_t handler_us_sum;
+    uint64_t handler_us_hist[EVBUS_HIST_BUCKETS];
+} evbus_sub_metrics_t;
+
+typedef struct evbus_metrics {
+    uint64_t published;      /* publishes the broker accepted */
+    uint64_t publish_failed; /* publishes that failed (sync or async) */
+    uint64_t faults_injected; /* faulty+ wrapper only */
+} evbus_metrics_t;
+
+/* Copies the bus counters into out. Any thread. */
+EVBUS_API void evbus_metrics_get(evbus_t *bus, evbus_metrics_t *out);
+
+/* Copies a subscription's counters into out. Any thread. */
+EVBUS_API void evbus_sub_metrics_get(evbus_sub_t *sub,
+                                     evbus_sub_metrics_t *out);
+
+/*
+ * All counters of the bus and its subscriptions in Prometheus text
+ * exposition format (evbus_published_total, evbus_handler_seconds_bucket,
+ * ... labelled by topic and group). Returns a malloc'd string the caller
+ * frees with free(), or NULL when out of memory. Any thread.
+ */
+EVBUS_API char *evbus_metrics_prometheus(evbus_t *bus);
+
+/* The subscription's topic and group. Strings owned by the subscription.
+ * Any thread while the subscription lives. */
+EVBUS_API const char *evbus_sub_topic(const evbus_sub_t *sub);
+EVBUS_API const char *evbus_sub_group(const evbus_sub_t *sub);
+
+/* ------------------------------------------------------------- delivery */
+
+/*
+ * Inside a handler: which attempt this is (1 for the first delivery) and the
+ * topic it came from. Outside a handler: 0 and NULL. Thread-local; any
+ * thread.
+ */
+EVBUS_API int evbus_delivery_attempt(void);
+EVBUS_API const char *evbus_delivery_topic(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVBUS_EVBUS_H */
