@@ -125,7 +125,8 @@ struct evbus_backend {
                 char *errstr, size_t errstr_size);
 
     /* Releases everything. Called once, after every subscription was
-     * unsubscribed and flush returned. */
+     * unsubscribed and flush returned. Any publish_async still outstanding
+     * is completed (done called) with an error before close returns. */
     void (*close)(void *priv);
 
     /*
@@ -182,6 +183,10 @@ struct evbus_backend {
 
     /* Optional. Checks the broker; EVBUS_OK or an error with the reason. */
     int (*health)(void *priv, char *errstr, size_t errstr_size);
+
+    /* Optional. Features of this open bus when they differ from `features`
+     * (a wrapper backend reports its inner backend's). */
+    unsigned (*features_of)(void *priv);
 };
 
 /*

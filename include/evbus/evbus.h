@@ -153,14 +153,19 @@ EVBUS_API evbus_t *evbus_open(const char *url, char *errstr,
  * Delivery callbacks of publishes that could not complete in time run with
  * EVBUS_ETIMEDOUT. NULL is ignored.
  * Must not be called from inside a handler or delivery callback of this bus.
- * Thread-safe with respect to other threads using the bus: they see
- * EVBUS_ECLOSED; after it returns the pointer is invalid.
+ * Thread-safety: a thread inside evbus_run / evbus_poll is stopped and
+ * waited for; other calls on the bus must have returned before evbus_close
+ * is called, and none may start after (the pointer is invalid then).
  */
 EVBUS_API void evbus_close(evbus_t *bus);
 
 /* The backend's URL scheme ("redis") for an open bus. Static string. Any
  * thread. */
 EVBUS_API const char *evbus_scheme(const evbus_t *bus);
+
+/* The backend's EVBUS_FEAT_* flags (backend.h) for an open bus: whether it
+ * is persistent, ordered, shared across processes. Any thread. */
+EVBUS_API unsigned evbus_features(const evbus_t *bus);
 
 /*
  * Checks that the broker is reachable and usable (PING, metadata request,
