@@ -1,0 +1,474 @@
+/*
+ * sqlite:// backend - one SQLite connection: opening with clear errors, the
+ * PRAGMAs, the schema, reusable prepared statements, a busy handler that
+ * waits with short jittered sleeps (instead of SQLite's default 1..100 ms
+ * steps, which starve writers under contention), BEGIN IMMEDIATE/COMMIT
+ * with bounded retries, and the topic id cache.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sq_internal.h"
+
+#define SQ_SCHEMA_VERSION "1"
+
+static const char *const stmt_sql[SQ_NSTMT] = {
+    [SQ_BEGIN] = "BEGIN IMMEDIATE",
+    [SQ_COMMIT] = "COMMIT",
+    [SQ_ROLLBACK] = "ROLLBACK",
+    [SQ_TOPIC_INS] = "INSERT OR IGNORE INTO evbus_topics(name) VALUES(?1)",
+    [SQ_TOPIC_GET] = "SELECT id FROM evbus_topics WHERE name=?1",
+    [SQ_EV_INS] = "INSERT INTO evbus_events(topic_id, created_ms, payload) "
+                  "VALUES(?1, ?2, ?3)",
+    [SQ_GROUP_INS] = "INSERT OR IGNORE INTO evbus_groups(topic_id, name, "
+                     "cursor) VALUES(?1, ?2, 0)",
+    [SQ_GROUP_GET] = "SELECT id FROM evbus_groups WHERE topic_id=?1 AND "
+                     "name=?2",
+    /* Leases that expired, retries that are due and released events. */
+    [SQ_DUE_SEL] = "SELECT p.seq, p.deliveries, e.payload FROM evbus_pending p "
+                   "LEFT JOIN evbus_events e ON e.seq=p.seq "
+                   "WHERE p.gid=?1 AND p.visible_at<=?2 ORDER BY p.seq "
+                   "LIMIT ?3",
+    [SQ_LEASE_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=?4, "
+                     "deliveries=deliveries+1 WHERE gid=?1 AND seq=?2",
+    [SQ_PEND_DEL] = "DELETE FROM evbus_pending WHERE gid=?1 AND seq=?2",
+    [SQ_CURSOR_GET] = "SELECT cursor FROM evbus_groups WHERE id=?1",
+    [SQ_NEW_SEL] = "SELECT seq, payload FROM evbus_events WHERE topic_id=?1 "
+                   "AND seq>?2 ORDER BY seq LIMIT ?3",
+    [SQ_PEND_INS] = "INSERT OR REPLACE INTO evbus_pending(gid, seq, "
+                    "visible_at, deliveries, owner) VALUES(?1, ?2, ?3, 1, ?4)",
+    [SQ_CURSOR_SET] = "UPDATE evbus_groups SET cursor=?2 WHERE id=?1 AND "
+                      "cursor<?2",
+    /* Only the holder of the current lease may give it back. */
+    [SQ_RETRY_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=0 "
+                     "WHERE gid=?1 AND seq=?2 AND owner=?4 AND deliveries=?5",
+    [SQ_RELEASE_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=0, "
+                       "deliveries=max(deliveries-1, 0) "
+                       "WHERE gid=?1 AND seq=?2 AND owner=?4 AND "
+                       "deliveries=?5",
+    [SQ_READY] = "SELECT EXISTS(SELECT 1 FROM evbus_pending WHERE gid=?1 AND "
+                 "visible_at<=?2) OR EXISTS(SELECT 1 FROM evbus_events WHERE "
+                 "topic_id=?3 AND seq>(SELECT cursor FROM evbus_groups WHERE "
+                 "id=?1))",
+    [SQ_NEXT_DUE] = "SELECT MIN(visible_at) FROM evbus_pending WHERE gid=?1 "
+                    "AND visible_at>?2",
+    [SQ_DATA_VERSION] = "PRAGMA data_version",
+    [SQ_RET_TOPICS] = "SELECT id FROM evbus_topics",
+    /* Lowest seq some group of the topic still needs: its cursor + 1 or
+     * its lowest unacknowledged event. NULL when the topic has no group. */
+    [SQ_RET_LIMIT] = "SELECT MIN(min(g.cursor + 1, COALESCE((SELECT MIN(p.seq) "
+                     "FROM evbus_pending p WHERE p.gid=g.id), g.cursor + 1))) "
+                     "FROM evbus_groups g WHERE g.topic_id=?1",
+    [SQ_RET_MAXSEQ] = "SELECT MAX(seq) FROM evbus_events",
+    [SQ_RET_SCAN] = "SELECT seq, created_ms FROM evbus_events WHERE "
+                    "topic_id=?1 AND seq<?2 ORDER BY seq LIMIT ?3",
+    [SQ_RET_DEL] = "DELETE FROM evbus_events WHERE topic_id=?1 AND seq<=?2",
+    [SQ_HEALTH] = "SELECT count(*) FROM evbus_topics",
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS evbus_meta(key TEXT PRIMARY KEY, value TEXT)"
+    " WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO evbus_meta VALUES('schema', '" SQ_SCHEMA_VERSION
+    "');"
+    "CREATE TABLE IF NOT EXISTS evbus_topics(id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE);"
+    /* seq is the rowid: retention never deletes the newest row, so seqs
+     * keep growing without AUTOINCREMENT's extra page write per insert. */
+    "CREATE TABLE IF NOT EXISTS evbus_events(seq INTEGER PRIMARY KEY,"
+    " topic_id INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+    " payload BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS evbus_events_by_topic ON"
+    " evbus_events(topic_id, seq);"
+    "CREATE TABLE IF NOT EXISTS evbus_groups(id INTEGER PRIMARY KEY,"
+    " topic_id INTEGER NOT NULL, name TEXT NOT NULL,"
+    " cursor INTEGER NOT NULL DEFAULT 0, UNIQUE(topic_id, name));"
+    "CREATE TABLE IF NOT EXISTS evbus_pending(gid INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, visible_at INTEGER NOT NULL,"
+    " deliveries INTEGER NOT NULL, owner INTEGER NOT NULL,"
+    " PRIMARY KEY(gid, seq)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS evbus_pending_due ON"
+    " evbus_pending(gid, visible_at);";
+
+int64_t sq_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t sq_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int sq_err(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK: case SQLITE_DONE: case SQLITE_ROW:
+        return EVBUS_OK;
+    case SQLITE_BUSY: case SQLITE_LOCKED:
+        return EVBUS_EBUSY;
+    case SQLITE_NOMEM:
+        return EVBUS_ENOMEM;
+    case SQLITE_TOOBIG:
+        return EVBUS_ETOOBIG;
+    case SQLITE_MISUSE: case SQLITE_RANGE: case SQLITE_ERROR:
+        return EVBUS_EINTERNAL;
+    default:
+        return EVBUS_EIO;
+    }
+}
+
+/* Sleeps 20 us doubling to 2 ms with jitter until the busy timeout passed:
+ * short enough that a writer gets the lock soon after it is free, random so
+ * waiting processes do not wake in lockstep. */
+static int busy_handler(void *arg, int count)
+{
+    static _Thread_local uint32_t seed;
+    sq_conn_t *c = arg;
+    uint64_t now = sq_mono_ms();
+    if (count == 0)
+        c->busy_since_ms = now;
+    if ((long long)(now - c->busy_since_ms) >= c->busy_timeout_ms)
+        return 0;
+    if (!seed)
+        seed = (uint32_t)now ^ (uint32_t)(uintptr_t)&count ^ 0x9e3779b9u;
+    seed ^= seed << 13;
+    seed ^= seed >> 17;
+    seed ^= seed << 5;
+    unsigned cap = 20u << (count < 7 ? count : 7);
+    if (cap > 2000)
+        cap = 2000;
+    unsigned us = cap / 2 + seed % (cap / 2 + 1);
+    struct timespec ts = {0, (long)us * 1000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+sqlite3_stmt *sq_stmt(sq_conn_t *c, sq_stmt_id_t id)
+{
+    if (!c->st[id] &&
+        sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                           &c->st[id], NULL) != SQLITE_OK)
+        return NULL;
+    return c->st[id];
+}
+
+/* Runs a statement that returns no rows; resets it. */
+static int step_done(sq_conn_t *c, sq_stmt_id_t id)
+{
+    sqlite3_stmt *st = sq_stmt(c, id);
+    if (!st)
+        return sqlite3_errcode(c->db);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+int sq_begin(sq_conn_t *c)
+{
+    uint64_t t0 = sq_mono_ms();
+    for (;;) {
+        int rc = step_done(c, SQ_BEGIN);
+        if (rc == SQLITE_OK)
+            return EVBUS_OK;
+        /* The busy handler is skipped in a few cases (WAL recovery by
+         * another process); keep trying until our own deadline. */
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+            return sq_err(rc);
+        if ((long long)(sq_mono_ms() - t0) >= c->busy_timeout_ms)
+            return EVBUS_EBUSY;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void sq_rollback(sq_conn_t *c)
+{
+    if (!sqlite3_get_autocommit(c->db))
+        step_done(c, SQ_ROLLBACK);
+}
+
+int sq_commit(sq_conn_t *c)
+{
+    uint64_t t0 = sq_mono_ms();
+    for (;;) {
+        int rc = step_done(c, SQ_COMMIT);
+        if (rc == SQLITE_OK)
+            return EVBUS_OK;
+        /* A COMMIT that failed with BUSY leaves the transaction open and
+         * may simply be tried again. */
+        if (((rc & 0xff) != SQLITE_BUSY) ||
+            (long long)(sq_mono_ms() - t0) >= c->busy_timeout_ms) {
+            sq_rollback(c);
+            return sq_err(rc);
+        }
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int sq_step_int(sqlite3_stmt *st, int64_t def, int64_t *out)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_type(st, 0) == SQLITE_NULL
+                   ? def
+                   : sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        *out = def;
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int topic_lookup(sq_conn_t *c, const char *topic, int64_t *id)
+{
+    sqlite3_stmt *st = sq_stmt(c, SQ_TOPIC_GET);
+    if (!st)
+        return sqlite3_errcode(c->db);
+    sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+    int rc = sq_step_int(st, 0, id);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int sq_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
+{
+    for (size_t i = 0; i < c->ntopics; i++)
+        if (strcmp(c->topics[i].name, topic) == 0) {
+            *id = c->topics[i].id;
+            return EVBUS_OK;
+        }
+    /* Most topics exist already: try a plain read before taking the
+     * write lock. */
+    int rc = topic_lookup(c, topic, id);
+    if (rc != SQLITE_OK)
+        return sq_err(rc);
+    if (*id == 0) {
+        int err = sq_begin(c);
+        if (err != EVBUS_OK)
+            return err;
+        sqlite3_stmt *st = sq_stmt(c, SQ_TOPIC_INS);
+        rc = st ? SQLITE_OK : sqlite3_errcode(c->db);
+        if (st) {
+            sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            rc = rc == SQLITE_DONE ? topic_lookup(c, topic, id) : rc;
+        }
+        if (rc != SQLITE_OK) {
+            sq_rollback(c);
+            return sq_err(rc);
+        }
+        if ((err = sq_commit(c)) != EVBUS_OK)
+            return err;
+        if (*id == 0)
+            return EVBUS_EINTERNAL;
+    }
+    if (c->ntopics == c->cap_topics) {
+        size_t cap = c->cap_topics ? c->cap_topics * 2 : 16;
+        sq_topic_ent_t *t = realloc(c->topics, cap * sizeof *t);
+        if (!t)
+            return EVBUS_OK; /* correct, just not cached */
+        c->topics = t;
+        c->cap_topics = cap;
+    }
+    char *name = strdup(topic);
+    if (name)
+        c->topics[c->ntopics++] = (sq_topic_ent_t){name, *id};
+    return EVBUS_OK;
+}
+
+/* Checks what can be checked before SQLite, so the usual mistakes get a
+ * plain message instead of "unable to open database file". */
+static int check_path(const char *path, char *errstr, size_t n)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return EVBUS_ENOMEM;
+    const char *dir = dirname(copy);
+    struct stat st;
+    int err = EVBUS_OK;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(errstr, n, "sqlite: directory %s does not exist", dir);
+        err = EVBUS_EIO;
+    } else if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            snprintf(errstr, n, "sqlite: %s is a directory", path);
+            err = EVBUS_EIO;
+        } else if (access(path, R_OK | W_OK) != 0) {
+            snprintf(errstr, n, "sqlite: %s is read-only or unreadable (%s)",
+                     path, strerror(errno));
+            err = EVBUS_EIO;
+        } else if (access(dir, W_OK | X_OK) != 0) {
+            /* WAL mode creates path-wal and path-shm beside the file. */
+            snprintf(errstr, n,
+                     "sqlite: directory %s is read-only (WAL mode needs to "
+                     "create %s-wal there)", dir, path);
+            err = EVBUS_EIO;
+        }
+    } else if (errno != ENOENT) {
+        snprintf(errstr, n, "sqlite: cannot access %s: %s", path,
+                 strerror(errno));
+        err = EVBUS_EIO;
+    } else if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(errstr, n,
+                 "sqlite: cannot create %s: directory %s is read-only", path,
+                 dir);
+        err = EVBUS_EIO;
+    }
+    free(copy);
+    return err;
+}
+
+/* exec with the busy handler active, retried while the database is busy
+ * (journal_mode=WAL and schema creation need locks briefly). */
+static int exec_retry(sq_conn_t *c, const char *path, const char *sql,
+                      char *errstr, size_t n, const char *what)
+{
+    uint64_t t0 = sq_mono_ms();
+    for (;;) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+        if (rc == SQLITE_OK)
+            return EVBUS_OK;
+        bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+        if (!busy || (long long)(sq_mono_ms() - t0) >= c->busy_timeout_ms) {
+            if ((rc & 0xff) == SQLITE_NOTADB)
+                snprintf(errstr, n, "sqlite: %s is not a SQLite database",
+                         path);
+            else if ((rc & 0xff) == SQLITE_READONLY)
+                snprintf(errstr, n, "sqlite: %s is read-only (%s)", path,
+                         what);
+            else
+                snprintf(errstr, n, "sqlite: %s: %s failed: %s", path, what,
+                         msg ? msg : sqlite3_errstr(rc));
+            sqlite3_free(msg);
+            sq_rollback(c);
+            return sq_err(rc);
+        }
+        sqlite3_free(msg);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int check_schema(sq_conn_t *c, char *errstr, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(c->db,
+                                "SELECT value FROM evbus_meta WHERE "
+                                "key='schema'",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(errstr, n, "sqlite: not an evbus database: %s",
+                 sqlite3_errmsg(c->db));
+        return EVBUS_EIO;
+    }
+    int err = EVBUS_OK;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        snprintf(errstr, n, "sqlite: evbus schema missing");
+        err = EVBUS_EIO;
+    } else {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        if (!v || strcmp(v, SQ_SCHEMA_VERSION) != 0) {
+            snprintf(errstr, n,
+                     "sqlite: evbus schema version %s, this library knows %s",
+                     v ? v : "(null)", SQ_SCHEMA_VERSION);
+            err = EVBUS_EIO;
+        }
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+int sq_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
+                 bool create, char *errstr, size_t n)
+{
+    memset(c, 0, sizeof *c);
+    c->busy_timeout_ms = o->busy_timeout_ms;
+    int err = check_path(path, errstr, n);
+    if (err != EVBUS_OK)
+        return err;
+    int rc = sqlite3_open_v2(path, &c->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                 SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(errstr, n, "sqlite: cannot open %s: %s", path,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sq_conn_close(c);
+        return sq_err(rc);
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_handler(c->db, busy_handler, c);
+    if (sqlite3_db_readonly(c->db, "main") == 1) {
+        snprintf(errstr, n, "sqlite: %s can only be opened read-only", path);
+        sq_conn_close(c);
+        return EVBUS_EIO;
+    }
+    char pragmas[256];
+    snprintf(pragmas, sizeof pragmas,
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+             "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8192;",
+             o->sync_full ? "FULL" : "NORMAL");
+    if ((err = exec_retry(c, path, pragmas, errstr, n, "setting WAL mode")) !=
+        EVBUS_OK) {
+        sq_conn_close(c);
+        return err;
+    }
+    /* journal_mode=WAL quietly stays "delete" on file systems without
+     * shared memory support; cross-process waits would then misbehave. */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(c->db, "PRAGMA journal_mode", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        if (!mode || strcmp(mode, "wal") != 0) {
+            snprintf(errstr, n, "sqlite: %s cannot use WAL mode (mode %s)",
+                     path, mode ? mode : "?");
+            err = EVBUS_EIO;
+        }
+    }
+    sqlite3_finalize(st);
+    if (err == EVBUS_OK && create) {
+        char *sql = NULL;
+        if (asprintf(&sql, "BEGIN IMMEDIATE; %s COMMIT;", schema_sql) < 0)
+            err = EVBUS_ENOMEM;
+        else
+            err = exec_retry(c, path, sql, errstr, n, "creating the evbus schema");
+        free(sql);
+    }
+    if (err == EVBUS_OK)
+        err = check_schema(c, errstr, n);
+    if (err != EVBUS_OK) {
+        sq_conn_close(c);
+        return err;
+    }
+    return EVBUS_OK;
+}
+
+void sq_conn_close(sq_conn_t *c)
+{
+    for (int i = 0; i < SQ_NSTMT; i++)
+        sqlite3_finalize(c->st[i]);
+    for (size_t i = 0; i < c->ntopics; i++)
+        free(c->topics[i].name);
+    free(c->topics);
+    if (c->db)
+        sqlite3_close_v2(c->db);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,487 @@
+/*
+ * sqlite:// backend - consumer groups with leases.
+ *
+ * fetch leases a batch in one BEGIN IMMEDIATE transaction: first pending
+ * events of the group that are visible again (lease expired because a
+ * member died, retry delay over, released), then new events after the
+ * group's cursor, which moves past them. Each leased event is invisible to
+ * the other members for visibility_timeout_ms.
+ *
+ * settle does not write at once: ACK/RETRY/RELEASE are buffered and written
+ * in the next fetch's transaction (or by the watcher within ~100 ms when no
+ * fetch comes). A crash before that only means the lease expires and the
+ * event is delivered again: at-least-once, and only for events this member
+ * held a lease on.
+ *
+ * Attempt counting: evbus_pending.deliveries grows by one on every lease
+ * (including the re-lease after a crashed member's lease expired); RETRY
+ * keeps it, so the next lease reports attempts + 1; RELEASE takes the
+ * uncounted delivery back. It is stored, so it survives restarts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "sq_internal.h"
+
+/* Buffered settles are written by this long after the first one. */
+#define OPS_FLUSH_MS 100
+/* ... or at once when this many are buffered. */
+#define OPS_FLUSH_COUNT 1024
+
+static uint64_t random_owner(void)
+{
+    uint64_t v = 0;
+    while (v == 0) {
+        if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+            v = (uint64_t)sq_now_ms() ^ (uint64_t)(uintptr_t)&v;
+        v &= INT64_MAX; /* stored as a SQLite integer */
+    }
+    return v;
+}
+
+static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid,
+                        int64_t seq, int64_t a3, int64_t a4, int64_t a5)
+{
+    sqlite3_stmt *st = sq_stmt(c, id);
+    if (!st)
+        return sq_err(sqlite3_errcode(c->db));
+    sqlite3_bind_int64(st, 1, gid);
+    sqlite3_bind_int64(st, 2, seq);
+    int np = sqlite3_bind_parameter_count(st);
+    if (np >= 3)
+        sqlite3_bind_int64(st, 3, a3);
+    if (np >= 4)
+        sqlite3_bind_int64(st, 4, a4);
+    if (np >= 5)
+        sqlite3_bind_int64(st, 5, a5);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+}
+
+/* Writes s's buffered settles inside the caller's transaction. */
+static int apply_ops(sq_conn_t *c, sq_sub_t *s)
+{
+    for (size_t i = 0; i < s->nops; i++) {
+        sq_op_t *op = &s->ops[i];
+        int err;
+        switch (op->how) {
+        case EVBUS_SETTLE_ACK:
+            err = exec_gid_seq(c, SQ_PEND_DEL, s->gid, op->seq, 0, 0, 0);
+            break;
+        case EVBUS_SETTLE_RETRY:
+            err = exec_gid_seq(c, SQ_RETRY_UPD, s->gid, op->seq,
+                               op->visible_at, (int64_t)s->owner,
+                               op->deliveries);
+            break;
+        default:
+            err = exec_gid_seq(c, SQ_RELEASE_UPD, s->gid, op->seq,
+                               op->visible_at, (int64_t)s->owner,
+                               op->deliveries);
+            break;
+        }
+        if (err != EVBUS_OK)
+            return err;
+    }
+    return EVBUS_OK;
+}
+
+void sq_flush_ops_locked(sq_bus_t *b)
+{
+    bool any = false;
+    for (sq_sub_t *s = b->subs; s; s = s->next)
+        any |= s->nops > 0;
+    if (!any) {
+        atomic_store(&b->ops_due_ms, INT64_MAX);
+        return;
+    }
+    int err = sq_begin(&b->sub);
+    for (sq_sub_t *s = b->subs; s && err == EVBUS_OK; s = s->next)
+        err = apply_ops(&b->sub, s);
+    if (err == EVBUS_OK)
+        err = sq_commit(&b->sub);
+    else
+        sq_rollback(&b->sub);
+    if (err != EVBUS_OK) {
+        evbus_host_log(b->host, EVBUS_LOG_WARN,
+                       "writing acknowledgements failed: %s; will retry",
+                       evbus_strerror(err));
+        atomic_store(&b->ops_due_ms, (int64_t)sq_mono_ms() + OPS_FLUSH_MS);
+        return;
+    }
+    for (sq_sub_t *s = b->subs; s; s = s->next)
+        s->nops = 0;
+    b->sub_gen++;
+    atomic_store(&b->ops_due_ms, INT64_MAX);
+}
+
+int sq_subscribe(void *priv, const char *topic, const char *group,
+                 void **bsub, char *errstr, size_t n)
+{
+    sq_bus_t *b = priv;
+    if (!group || !*group)
+        group = "default";
+    sq_sub_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->topic = strdup(topic)) || !(s->group = strdup(group))) {
+        if (s)
+            free(s->topic);
+        free(s);
+        snprintf(errstr, n, "sqlite: out of memory");
+        return EVBUS_ENOMEM;
+    }
+    s->bus = b;
+    s->owner = random_owner();
+
+    pthread_mutex_lock(&b->sub_mu);
+    sq_conn_t *c = &b->sub;
+    int err = sq_topic_id(c, topic, &s->topic_id);
+    if (err == EVBUS_OK)
+        err = sq_begin(c);
+    if (err == EVBUS_OK) {
+        sqlite3_stmt *st = sq_stmt(c, SQ_GROUP_INS);
+        int rc = st ? SQLITE_OK : sqlite3_errcode(c->db);
+        if (st) {
+            sqlite3_bind_int64(st, 1, s->topic_id);
+            sqlite3_bind_text(st, 2, group, -1, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        if (rc == SQLITE_OK && !(st = sq_stmt(c, SQ_GROUP_GET)))
+            rc = sqlite3_errcode(c->db);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, s->topic_id);
+            sqlite3_bind_text(st, 2, group, -1, SQLITE_STATIC);
+            rc = sq_step_int(st, 0, &s->gid);
+            sqlite3_clear_bindings(st);
+        }
+        err = rc == SQLITE_OK && s->gid > 0 ? sq_commit(c) : sq_err(rc);
+        if (err != EVBUS_OK)
+            sq_rollback(c);
+    }
+    if (err == EVBUS_OK) {
+        s->next = b->subs;
+        b->subs = s;
+        atomic_fetch_add(&b->nsubs, 1);
+        b->sub_gen++;
+    }
+    pthread_mutex_unlock(&b->sub_mu);
+    if (err != EVBUS_OK) {
+        snprintf(errstr, n, "sqlite: cannot subscribe to %s as %s: %s", topic,
+                 group, evbus_strerror(err));
+        free(s->topic);
+        free(s->group);
+        free(s);
+        return err;
+    }
+    sq_watcher_poke(b); /* start watching the file */
+    *bsub = s;
+    return EVBUS_OK;
+}
+
+void sq_unsubscribe(void *priv, void *bsub)
+{
+    sq_bus_t *b = priv;
+    sq_sub_t *s = bsub;
+    pthread_mutex_lock(&b->sub_mu);
+    /* Write what it settled; after a failure the leases simply expire. */
+    for (int tries = 0; s->nops > 0 && tries < 3; tries++)
+        sq_flush_ops_locked(b);
+    if (s->nops > 0)
+        evbus_host_log(b->host, EVBUS_LOG_WARN,
+                       "%zu settles on %s could not be written; those events "
+                       "are delivered again after their lease expires",
+                       s->nops, s->topic);
+    for (sq_sub_t **pp = &b->subs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    atomic_fetch_sub(&b->nsubs, 1);
+    pthread_mutex_unlock(&b->sub_mu);
+    free(s->ops);
+    free(s->topic);
+    free(s->group);
+    free(s);
+}
+
+static sq_lease_t *lease_new(int64_t seq, int64_t deliveries,
+                             const void *payload, size_t len)
+{
+    sq_lease_t *l = malloc(sizeof *l + len + 1);
+    if (!l)
+        return NULL;
+    l->seq = seq;
+    l->deliveries = deliveries;
+    l->len = len;
+    if (len)
+        memcpy(l->payload, payload, len);
+    l->payload[len] = '\0';
+    return l;
+}
+
+static void fill_msg(sq_sub_t *s, evbus_msg_t *m, sq_lease_t *l)
+{
+    memset(m, 0, sizeof *m);
+    m->topic = s->topic;
+    m->payload = l->payload;
+    m->len = l->len;
+    m->delivery_count = l->deliveries > INT32_MAX ? INT32_MAX
+                                                  : (int)l->deliveries;
+    m->cookie = l;
+    m->cookie_u64 = (uint64_t)l->seq;
+}
+
+/* Leases pending events that are visible again. Returns how many were put
+ * in out, or a negative error. */
+static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
+{
+    sq_conn_t *c = &s->bus->sub;
+    sqlite3_stmt *st = sq_stmt(c, SQ_DUE_SEL);
+    if (!st)
+        return sq_err(sqlite3_errcode(c->db));
+    sqlite3_bind_int64(st, 1, s->gid);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, max);
+    int n = 0, rc;
+    int64_t orphans[64];
+    int norphans = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        int64_t deliveries = sqlite3_column_int64(st, 1);
+        if (sqlite3_column_type(st, 2) == SQLITE_NULL) {
+            /* The event is gone (deleted by hand): forget the entry. */
+            if (norphans < 64)
+                orphans[norphans++] = seq;
+            continue;
+        }
+        const void *p = sqlite3_column_blob(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        sq_lease_t *l = lease_new(seq, deliveries + 1, p, len);
+        if (!l) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        fill_msg(s, &out[n++], l);
+    }
+    sqlite3_reset(st);
+    int err = rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+    int64_t until = now + s->bus->o.visibility_timeout_ms;
+    for (int i = 0; i < n && err == EVBUS_OK; i++)
+        err = exec_gid_seq(c, SQ_LEASE_UPD, s->gid,
+                           (int64_t)out[i].cookie_u64, until,
+                           (int64_t)s->owner, 0);
+    for (int i = 0; i < norphans && err == EVBUS_OK; i++)
+        err = exec_gid_seq(c, SQ_PEND_DEL, s->gid, orphans[i], 0, 0, 0);
+    if (err != EVBUS_OK) {
+        for (int i = 0; i < n; i++)
+            free(out[i].cookie);
+        return err;
+    }
+    return n;
+}
+
+/* Leases new events after the group's cursor and moves the cursor. */
+static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
+{
+    sq_conn_t *c = &s->bus->sub;
+    sqlite3_stmt *st = sq_stmt(c, SQ_CURSOR_GET);
+    if (!st)
+        return sq_err(sqlite3_errcode(c->db));
+    sqlite3_bind_int64(st, 1, s->gid);
+    int64_t cursor;
+    int rc = sq_step_int(st, 0, &cursor);
+    if (rc != SQLITE_OK)
+        return sq_err(rc);
+    if (!(st = sq_stmt(c, SQ_NEW_SEL)))
+        return sq_err(sqlite3_errcode(c->db));
+    sqlite3_bind_int64(st, 1, s->topic_id);
+    sqlite3_bind_int64(st, 2, cursor);
+    sqlite3_bind_int64(st, 3, max);
+    int n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        const void *p = sqlite3_column_blob(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        sq_lease_t *l = lease_new(seq, 1, p, len);
+        if (!l) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        fill_msg(s, &out[n++], l);
+    }
+    sqlite3_reset(st);
+    int err = rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+    int64_t until = now + s->bus->o.visibility_timeout_ms;
+    for (int i = 0; i < n && err == EVBUS_OK; i++)
+        err = exec_gid_seq(c, SQ_PEND_INS, s->gid,
+                           (int64_t)out[i].cookie_u64, until,
+                           (int64_t)s->owner, 0);
+    if (err == EVBUS_OK && n > 0)
+        err = exec_gid_seq(c, SQ_CURSOR_SET, s->gid,
+                           (int64_t)out[n - 1].cookie_u64, 0, 0, 0);
+    if (err != EVBUS_OK) {
+        for (int i = 0; i < n; i++)
+            free(out[i].cookie);
+        return err;
+    }
+    return n;
+}
+
+static int64_t data_version(sq_conn_t *c)
+{
+    sqlite3_stmt *st = sq_stmt(c, SQ_DATA_VERSION);
+    int64_t v = -1;
+    if (st && sq_step_int(st, -1, &v) != SQLITE_OK)
+        v = -1;
+    return v;
+}
+
+/* Remembers that s has nothing now: until dv or sub_gen change or
+ * next_due passes, fetch can answer 0 without a query. Asks the watcher
+ * to notify when the next lease or retry turns due. */
+static void remember_idle(sq_sub_t *s, int64_t dv, int64_t now)
+{
+    sq_conn_t *c = &s->bus->sub;
+    int64_t due = INT64_MAX;
+    sqlite3_stmt *st = sq_stmt(c, SQ_NEXT_DUE);
+    if (st) {
+        sqlite3_bind_int64(st, 1, s->gid);
+        sqlite3_bind_int64(st, 2, now);
+        if (sq_step_int(st, INT64_MAX, &due) != SQLITE_OK)
+            due = now + 1000; /* look again soon */
+    }
+    s->seen_dv = dv;
+    s->seen_gen = s->bus->sub_gen;
+    s->next_due_ms = due;
+    s->idle_known = dv >= 0;
+    if (due != INT64_MAX)
+        sq_watch_due(s->bus, due);
+}
+
+static int ready(sq_sub_t *s, int64_t now, bool *yes)
+{
+    sq_conn_t *c = &s->bus->sub;
+    sqlite3_stmt *st = sq_stmt(c, SQ_READY);
+    if (!st)
+        return sq_err(sqlite3_errcode(c->db));
+    sqlite3_bind_int64(st, 1, s->gid);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, s->topic_id);
+    int64_t v;
+    int rc = sq_step_int(st, 0, &v);
+    *yes = v != 0;
+    return sq_err(rc);
+}
+
+int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+{
+    sq_bus_t *b = priv;
+    sq_sub_t *s = bsub;
+    if (max <= 0)
+        return 0;
+    pthread_mutex_lock(&b->sub_mu);
+    sq_conn_t *c = &b->sub;
+    int64_t now = sq_now_ms();
+    int64_t dv = data_version(c);
+    /* Nothing changed since we last found nothing: no query at all. */
+    if (s->nops == 0 && s->idle_known && dv == s->seen_dv &&
+        s->seen_gen == b->sub_gen && now < s->next_due_ms) {
+        pthread_mutex_unlock(&b->sub_mu);
+        return 0;
+    }
+    s->idle_known = false;
+    int err = EVBUS_OK;
+    if (s->nops == 0) {
+        bool yes = false;
+        err = ready(s, now, &yes);
+        if (err == EVBUS_OK && !yes) {
+            remember_idle(s, dv, now);
+            pthread_mutex_unlock(&b->sub_mu);
+            return 0;
+        }
+    }
+    int n = 0;
+    if (err == EVBUS_OK)
+        err = sq_begin(c);
+    if (err == EVBUS_OK) {
+        bool had_ops = s->nops > 0;
+        err = apply_ops(c, s);
+        int got = err == EVBUS_OK ? lease_due(s, now, out, max) : err;
+        if (got >= 0) {
+            n = got;
+            got = lease_fresh(s, now, out + n, max - n);
+        }
+        if (got < 0) {
+            err = got;
+        } else {
+            n += got;
+            err = sq_commit(c);
+        }
+        if (err != EVBUS_OK) {
+            sq_rollback(c);
+            for (int i = 0; i < n; i++)
+                free(out[i].cookie);
+            n = 0;
+        } else if (had_ops) {
+            s->nops = 0;
+            b->sub_gen++;
+            /* Our own commits do not change our data_version. */
+            s->seen_gen = b->sub_gen;
+        }
+    }
+    if (err == EVBUS_OK && n == 0)
+        remember_idle(s, dv, now);
+    pthread_mutex_unlock(&b->sub_mu);
+    if (err != EVBUS_OK) {
+        evbus_host_log(b->host, EVBUS_LOG_WARN, "fetch from %s failed: %s",
+                       s->topic, evbus_strerror(err));
+        return err;
+    }
+    return n;
+}
+
+int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+              int delay_ms)
+{
+    sq_bus_t *b = priv;
+    sq_sub_t *s = bsub;
+    sq_lease_t *l = msg->cookie;
+    if (!l)
+        return EVBUS_EINVAL;
+    int64_t now = sq_now_ms();
+    sq_op_t op = {l->seq, l->deliveries, how,
+                  how == EVBUS_SETTLE_RETRY && delay_ms > 0 ? now + delay_ms
+                                                             : now};
+    pthread_mutex_lock(&b->sub_mu);
+    if (s->nops == s->cap_ops) {
+        size_t cap = s->cap_ops ? s->cap_ops * 2 : 64;
+        sq_op_t *ops = realloc(s->ops, cap * sizeof *ops);
+        if (!ops) {
+            pthread_mutex_unlock(&b->sub_mu);
+            return EVBUS_ENOMEM; /* the core tries again later */
+        }
+        s->ops = ops;
+        s->cap_ops = cap;
+    }
+    s->ops[s->nops++] = op;
+    bool first = s->nops == 1;
+    if (s->nops >= OPS_FLUSH_COUNT)
+        sq_flush_ops_locked(b);
+    pthread_mutex_unlock(&b->sub_mu);
+    free(l);
+    msg->cookie = NULL;
+    msg->payload = NULL;
+    if (first) {
+        /* The watcher writes them if no fetch comes first. */
+        int64_t due = (int64_t)sq_mono_ms() + OPS_FLUSH_MS;
+        int64_t cur = atomic_load(&b->ops_due_ms);
+        if (due < cur) {
+            atomic_store(&b->ops_due_ms, due);
+            sq_watcher_poke(b);
+        }
+    }
+    return EVBUS_OK;
+}

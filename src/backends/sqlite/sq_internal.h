@@ -1,0 +1,213 @@
+/*
+ * sqlite:// backend - declarations shared by its files. Nothing here is
+ * public; every symbol is hidden by -fvisibility=hidden.
+ *
+ * Storage model (one SQLite file in WAL mode, shared by processes):
+ *   evbus_topics   topic name -> small integer id
+ *   evbus_events   the append-only log: seq (rowid, grows), topic, bytes
+ *   evbus_groups   one row per (topic, group): cursor = highest seq the
+ *                  group has taken from the log
+ *   evbus_pending  per group, the events taken but not acknowledged: who
+ *                  holds the lease, until when it is invisible, how often
+ *                  it was delivered (the crash-proof attempt count)
+ *
+ * Connections (a sqlite3 handle is never used by two threads at once):
+ *   pub   publish (any thread, under pub_mu) and the async writer thread
+ *   sub   subscribe/fetch/settle/unsubscribe and the watcher's ack flush
+ *         (under sub_mu)
+ *   aux   the watcher thread alone: PRAGMA data_version, retention
+ */
+#ifndef EVBUS_SQ_INTERNAL_H
+#define EVBUS_SQ_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "evbus/backend.h"
+#include "evbus/evbus.h"
+
+/* ------------------------------------------------------------ options */
+
+typedef struct sq_opts {
+    long long visibility_timeout_ms; /* lease length */
+    long long retention_ms;          /* keep acknowledged events this long */
+    long long retention_interval_ms; /* how often the cleanup runs */
+    long long busy_timeout_ms;       /* longest wait for the write lock */
+    long long poll_interval_ms;      /* data_version safety check */
+    long long max_queue;             /* async publishes waiting at most */
+    bool sync_full;                  /* synchronous=FULL instead of NORMAL */
+} sq_opts_t;
+
+/* ------------------------------------------------------------ connections */
+
+typedef enum {
+    SQ_BEGIN, SQ_COMMIT, SQ_ROLLBACK,
+    SQ_TOPIC_INS, SQ_TOPIC_GET,
+    SQ_EV_INS,
+    SQ_GROUP_INS, SQ_GROUP_GET,
+    SQ_DUE_SEL, SQ_LEASE_UPD, SQ_PEND_DEL,
+    SQ_CURSOR_GET, SQ_NEW_SEL, SQ_PEND_INS, SQ_CURSOR_SET,
+    SQ_RETRY_UPD, SQ_RELEASE_UPD,
+    SQ_READY, SQ_NEXT_DUE, SQ_DATA_VERSION,
+    SQ_RET_TOPICS, SQ_RET_LIMIT, SQ_RET_MAXSEQ, SQ_RET_SCAN, SQ_RET_DEL,
+    SQ_HEALTH,
+    SQ_NSTMT
+} sq_stmt_id_t;
+
+typedef struct sq_topic_ent {
+    char *name;
+    int64_t id;
+} sq_topic_ent_t;
+
+typedef struct sq_conn {
+    sqlite3 *db;
+    sqlite3_stmt *st[SQ_NSTMT]; /* prepared on first use, reused */
+    long long busy_timeout_ms;
+    uint64_t busy_since_ms;     /* busy handler: when this wait began */
+    sq_topic_ent_t *topics;     /* topic id cache (ids never change) */
+    size_t ntopics, cap_topics;
+} sq_conn_t;
+
+/* ------------------------------------------------------------ subscriptions */
+
+/* A fetched message's backend state; its payload lives here until settled. */
+typedef struct sq_lease {
+    int64_t seq;
+    int64_t deliveries; /* the value stored with our lease (owner check) */
+    size_t len;
+    unsigned char payload[];
+} sq_lease_t;
+
+/* A settle that is applied in the next write transaction. */
+typedef struct sq_op {
+    int64_t seq, deliveries;
+    evbus_settle_t how;
+    int64_t visible_at; /* RETRY: when it becomes visible again */
+} sq_op_t;
+
+typedef struct sq_sub {
+    struct sq_bus *bus;
+    char *topic, *group;
+    int64_t topic_id, gid;
+    uint64_t owner;         /* lease owner id, random per subscription */
+    sq_op_t *ops;           /* buffered settles (under sub_mu) */
+    size_t nops, cap_ops;
+    uint64_t ops_since_ms;  /* when the oldest buffered op was added */
+    int64_t seen_dv;        /* data_version when we last found nothing */
+    uint64_t seen_gen;      /* bus->sub_gen then */
+    int64_t next_due_ms;    /* earliest lease expiry / retry then */
+    bool idle_known;        /* the three fields above are valid */
+    struct sq_sub *next;
+} sq_sub_t;
+
+/* ------------------------------------------------------------ async queue */
+
+typedef struct sq_item {
+    struct sq_item *next;
+    const char *topic; /* points into data[] */
+    const void *payload;
+    size_t len;
+    int64_t topic_id;  /* resolved by the writer */
+    evbus_publish_done_fn done;
+    void *token;
+    char data[];
+} sq_item_t;
+
+/* ------------------------------------------------------------ the bus */
+
+typedef struct sq_bus {
+    evbus_host_t *host;
+    char *path;
+    sq_opts_t o;
+
+    pthread_mutex_t pub_mu;
+    sq_conn_t pub;
+
+    pthread_mutex_t sub_mu;
+    sq_conn_t sub;
+    sq_sub_t *subs;          /* under sub_mu */
+    atomic_int nsubs;
+    uint64_t sub_gen;        /* bumped when sub commits change pending rows */
+
+    /* async publishing: queue + writer thread */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;     /* writer waits for work */
+    pthread_cond_t q_idle;   /* flush and full-queue waiters */
+    sq_item_t *q_head, *q_tail;
+    long q_len;
+    long q_busy;             /* items in the batch being written */
+    bool q_stop;
+    bool writer_started;
+    pthread_t writer;
+
+    /* watcher thread */
+    sq_conn_t aux;
+    int wake_fd;             /* eventfd: pokes the watcher */
+    int ino_fd, ino_wd;      /* inotify on the directory, watch or -1 */
+    char *dir, *wal_name;    /* directory of the file, "<name>-wal" */
+    bool watcher_started;
+    pthread_t watcher;
+    atomic_bool stop;
+    _Atomic int64_t next_due_ms;  /* earliest moment something turns due */
+    _Atomic int64_t ops_due_ms;   /* buffered settles must be written by */
+} sq_bus_t;
+
+/* ------------------------------------------------------------ sq_conn.c */
+
+/* Wall clock in ms: lease times are shared between processes. */
+int64_t sq_now_ms(void);
+uint64_t sq_mono_ms(void);
+
+/* Opens path with our PRAGMAs and busy handler; creates the schema when
+ * create is true. EVBUS_OK or an error with the reason in errstr. */
+int sq_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
+                 bool create, char *errstr, size_t n);
+void sq_conn_close(sq_conn_t *c);
+/* The reusable statement id, prepared on first use (reset before return). */
+sqlite3_stmt *sq_stmt(sq_conn_t *c, sq_stmt_id_t id);
+/* BEGIN IMMEDIATE, waiting up to busy_timeout_ms. EVBUS_OK/EBUSY/EIO. */
+int sq_begin(sq_conn_t *c);
+/* COMMIT (retried while busy); on failure the transaction is rolled back. */
+int sq_commit(sq_conn_t *c);
+void sq_rollback(sq_conn_t *c);
+/* Maps a SQLite result code to an evbus error. */
+int sq_err(int rc);
+/* Topic id, creating the topic in its own transaction when new. */
+int sq_topic_id(sq_conn_t *c, const char *topic, int64_t *id);
+/* Steps a statement that returns one integer (or none: *out = def). */
+int sq_step_int(sqlite3_stmt *st, int64_t def, int64_t *out);
+
+/* ------------------------------------------------------------ sq_publish.c */
+int sq_publish(void *priv, const char *topic, const evbus_event_t *ev,
+               const void *payload, size_t len);
+int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
+                     const void *payload, size_t len,
+                     evbus_publish_done_fn done, void *token);
+int sq_flush(void *priv, int timeout_ms);
+/* Stops the writer after it wrote everything queued. */
+void sq_writer_stop(sq_bus_t *b);
+
+/* ------------------------------------------------------------ sq_consume.c */
+int sq_subscribe(void *priv, const char *topic, const char *group,
+                 void **bsub, char *errstr, size_t n);
+void sq_unsubscribe(void *priv, void *bsub);
+int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+              int delay_ms);
+/* Writes every subscription's buffered settles (caller holds sub_mu). */
+void sq_flush_ops_locked(sq_bus_t *b);
+
+/* ------------------------------------------------------------ sq_watch.c */
+int sq_watcher_start(sq_bus_t *b, char *errstr, size_t n);
+void sq_watcher_stop(sq_bus_t *b);
+/* Wakes the watcher so it re-reads its deadlines. Any thread. */
+void sq_watcher_poke(sq_bus_t *b);
+/* Lowers the moment the watcher will notify the host. Any thread. */
+void sq_watch_due(sq_bus_t *b, int64_t due_ms);
+/* Deletes old acknowledged events with conn c. Returns rows deleted. */
+long sq_retention_run(sq_bus_t *b, sq_conn_t *c);
+
+#endif /* EVBUS_SQ_INTERNAL_H */

@@ -1,0 +1,320 @@
+/*
+ * sqlite:// backend - the watcher thread, one per open bus. It sleeps in
+ * poll() and wakes for:
+ *   - inotify: the database's -wal file was written (a commit by any
+ *     process) while this bus has subscriptions -> evbus_host_notify;
+ *   - a lease expiry or retry delay turning due (set by fetch);
+ *   - buffered settles that no fetch wrote within 100 ms;
+ *   - a PRAGMA data_version check every poll_interval_ms, in case inotify
+ *     misses something (network file systems) or is unavailable (then the
+ *     check runs every 10 ms);
+ *   - retention: deleting acknowledged events older than retention_ms.
+ * An idle bus therefore costs one wakeup per poll_interval_ms.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sq_internal.h"
+
+#define FALLBACK_POLL_MS 10
+#define RETENTION_CHUNK 5000
+
+void sq_watcher_poke(sq_bus_t *b)
+{
+    if (b->wake_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(b->wake_fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+void sq_watch_due(sq_bus_t *b, int64_t due_ms)
+{
+    int64_t cur = atomic_load(&b->next_due_ms);
+    while (due_ms < cur) {
+        if (atomic_compare_exchange_weak(&b->next_due_ms, &cur, due_ms)) {
+            sq_watcher_poke(b);
+            return;
+        }
+    }
+}
+
+static int64_t aux_data_version(sq_conn_t *c)
+{
+    sqlite3_stmt *st = sq_stmt(c, SQ_DATA_VERSION);
+    int64_t v = -1;
+    if (st && sq_step_int(st, -1, &v) != SQLITE_OK)
+        v = -1;
+    return v;
+}
+
+/* Deletes up to RETENTION_CHUNK old acknowledged events of one topic in one
+ * transaction. Returns rows deleted (0 = done with this topic) or < 0. */
+static long retention_chunk(sq_bus_t *b, sq_conn_t *c, int64_t topic_id,
+                            int64_t cutoff)
+{
+    int err = sq_begin(c);
+    if (err != EVBUS_OK)
+        return err;
+    int64_t lim = INT64_MAX, maxseq = 0, last_old = 0;
+    sqlite3_stmt *st = sq_stmt(c, SQ_RET_LIMIT);
+    int rc = st ? SQLITE_OK : sqlite3_errcode(c->db);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, topic_id);
+        rc = sq_step_int(st, INT64_MAX, &lim);
+    }
+    if (rc == SQLITE_OK && !(st = sq_stmt(c, SQ_RET_MAXSEQ)))
+        rc = sqlite3_errcode(c->db);
+    if (rc == SQLITE_OK)
+        rc = sq_step_int(st, 0, &maxseq);
+    /* Never the newest row of the table: seqs must keep growing. */
+    if (lim > maxseq)
+        lim = maxseq;
+    long scanned = 0;
+    if (rc == SQLITE_OK && !(st = sq_stmt(c, SQ_RET_SCAN)))
+        rc = sqlite3_errcode(c->db);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, topic_id);
+        sqlite3_bind_int64(st, 2, lim);
+        sqlite3_bind_int64(st, 3, RETENTION_CHUNK);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            scanned++;
+            if (sqlite3_column_int64(st, 1) >= cutoff)
+                break; /* younger than the limit: keep it and the rest */
+            last_old = sqlite3_column_int64(st, 0);
+        }
+        sqlite3_reset(st);
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    long deleted = 0;
+    if (rc == SQLITE_OK && last_old > 0) {
+        if (!(st = sq_stmt(c, SQ_RET_DEL))) {
+            rc = sqlite3_errcode(c->db);
+        } else {
+            sqlite3_bind_int64(st, 1, topic_id);
+            sqlite3_bind_int64(st, 2, last_old);
+            rc = sqlite3_step(st);
+            sqlite3_reset(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+            deleted = sqlite3_changes(c->db);
+        }
+    }
+    if (rc != SQLITE_OK) {
+        sq_rollback(c);
+        return sq_err(rc);
+    }
+    err = sq_commit(c);
+    if (err != EVBUS_OK)
+        return err;
+    (void)b;
+    return deleted;
+}
+
+long sq_retention_run(sq_bus_t *b, sq_conn_t *c)
+{
+    int64_t cutoff = sq_now_ms() - b->o.retention_ms;
+    /* Topic ids first, so no statement is open while we write. */
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *st = sq_stmt(c, SQ_RET_TOPICS);
+    if (!st)
+        return sq_err(sqlite3_errcode(c->db));
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            int64_t *x = realloc(ids, cap * sizeof *x);
+            if (!x)
+                break;
+            ids = x;
+        }
+        ids[n++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    long total = 0;
+    for (size_t i = 0; i < n && !atomic_load(&b->stop); i++) {
+        long got;
+        while ((got = retention_chunk(b, c, ids[i], cutoff)) > 0 &&
+               !atomic_load(&b->stop))
+            total += got;
+        if (got < 0) {
+            evbus_host_log(b->host, EVBUS_LOG_WARN,
+                           "retention cleanup failed: %s; trying later",
+                           evbus_strerror((int)got));
+            break;
+        }
+    }
+    free(ids);
+    if (total > 0)
+        evbus_host_log(b->host, EVBUS_LOG_DEBUG,
+                       "retention deleted %ld acknowledged events", total);
+    return total;
+}
+
+/* Watches the directory (the -wal file comes and goes) while there are
+ * subscriptions; stops watching when there are none, so publishers are not
+ * woken by their own commits. */
+static void manage_watch(sq_bus_t *b)
+{
+    bool want = atomic_load(&b->nsubs) > 0;
+    if (b->ino_fd < 0)
+        return;
+    if (want && b->ino_wd < 0) {
+        b->ino_wd = inotify_add_watch(b->ino_fd, b->dir,
+                                      IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+        if (b->ino_wd < 0)
+            evbus_host_log(b->host, EVBUS_LOG_WARN,
+                           "inotify on %s failed (%s); checking for new "
+                           "events every %d ms instead",
+                           b->dir, strerror(errno), FALLBACK_POLL_MS);
+    } else if (!want && b->ino_wd >= 0) {
+        inotify_rm_watch(b->ino_fd, b->ino_wd);
+        b->ino_wd = -1;
+    }
+}
+
+/* Reads all pending inotify events; true when the -wal file changed. */
+static bool drain_inotify(sq_bus_t *b)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool hit = false;
+    for (;;) {
+        ssize_t len = read(b->ino_fd, buf, sizeof buf);
+        if (len <= 0)
+            break;
+        for (char *p = buf; p < buf + len;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            if (e->len && strcmp(e->name, b->wal_name) == 0)
+                hit = true;
+            if (e->mask & IN_Q_OVERFLOW)
+                hit = true;
+            p += sizeof *e + e->len;
+        }
+    }
+    return hit;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static void *watcher_main(void *arg)
+{
+    sq_bus_t *b = arg;
+    int64_t mono = (int64_t)sq_mono_ms();
+    int64_t next_ret = mono + min64(b->o.retention_interval_ms, 5000);
+    int64_t next_dv = mono;
+    int64_t last_dv = aux_data_version(&b->aux);
+    while (!atomic_load(&b->stop)) {
+        manage_watch(b);
+        bool watching = b->ino_wd >= 0;
+        bool subs = atomic_load(&b->nsubs) > 0;
+        int64_t dv_every = watching ? b->o.poll_interval_ms
+                                    : min64(b->o.poll_interval_ms,
+                                            FALLBACK_POLL_MS);
+        mono = (int64_t)sq_mono_ms();
+        int64_t wake = next_ret;
+        if (subs)
+            wake = min64(wake, next_dv);
+        wake = min64(wake, atomic_load(&b->ops_due_ms));
+        int64_t due = atomic_load(&b->next_due_ms);
+        if (due != INT64_MAX) {
+            int64_t in = due - sq_now_ms();
+            wake = min64(wake, mono + (in > 0 ? in : 0));
+        }
+        int64_t timeout = wake - mono;
+        if (timeout < 0)
+            timeout = 0;
+        if (timeout > INT_MAX)
+            timeout = INT_MAX;
+        struct pollfd pfd[2] = {{b->wake_fd, POLLIN, 0},
+                                {watching ? b->ino_fd : -1, POLLIN, 0}};
+        poll(pfd, 2, (int)timeout);
+        if (atomic_load(&b->stop))
+            break;
+        if (pfd[0].revents & POLLIN) {
+            uint64_t v;
+            ssize_t r = read(b->wake_fd, &v, sizeof v);
+            (void)r;
+        }
+        if ((pfd[1].revents & POLLIN) && drain_inotify(b)) {
+            evbus_host_notify(b->host);
+            /* Coalesce: a busy writer modifies the file thousands of times
+             * a second; one wakeup per millisecond is plenty. */
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        due = atomic_load(&b->next_due_ms);
+        if (due != INT64_MAX && sq_now_ms() >= due &&
+            atomic_compare_exchange_strong(&b->next_due_ms, &due, INT64_MAX))
+            evbus_host_notify(b->host);
+        mono = (int64_t)sq_mono_ms();
+        if (mono >= atomic_load(&b->ops_due_ms)) {
+            pthread_mutex_lock(&b->sub_mu);
+            sq_flush_ops_locked(b);
+            pthread_mutex_unlock(&b->sub_mu);
+        }
+        if (subs && mono >= next_dv) {
+            int64_t dv = aux_data_version(&b->aux);
+            if (dv != last_dv)
+                evbus_host_notify(b->host);
+            last_dv = dv;
+            next_dv = mono + dv_every;
+        }
+        if (mono >= next_ret) {
+            sq_retention_run(b, &b->aux);
+            next_ret = (int64_t)sq_mono_ms() + b->o.retention_interval_ms;
+        }
+    }
+    return NULL;
+}
+
+int sq_watcher_start(sq_bus_t *b, char *errstr, size_t n)
+{
+    b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (b->wake_fd < 0) {
+        snprintf(errstr, n, "sqlite: eventfd: %s", strerror(errno));
+        return EVBUS_EIO;
+    }
+    b->ino_wd = -1;
+    b->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (b->ino_fd < 0)
+        evbus_host_log(b->host, EVBUS_LOG_WARN,
+                       "inotify unavailable (%s); checking for new events "
+                       "every %d ms instead",
+                       strerror(errno), FALLBACK_POLL_MS);
+    atomic_store(&b->next_due_ms, INT64_MAX);
+    atomic_store(&b->ops_due_ms, INT64_MAX);
+    if (pthread_create(&b->watcher, NULL, watcher_main, b) != 0) {
+        snprintf(errstr, n, "sqlite: cannot start the watcher thread");
+        close(b->wake_fd);
+        b->wake_fd = -1;
+        if (b->ino_fd >= 0)
+            close(b->ino_fd);
+        b->ino_fd = -1;
+        return EVBUS_ENOMEM;
+    }
+    b->watcher_started = true;
+    return EVBUS_OK;
+}
+
+void sq_watcher_stop(sq_bus_t *b)
+{
+    if (b->watcher_started) {
+        atomic_store(&b->stop, true);
+        sq_watcher_poke(b);
+        pthread_join(b->watcher, NULL);
+        b->watcher_started = false;
+    }
+    if (b->wake_fd >= 0)
+        close(b->wake_fd);
+    if (b->ino_fd >= 0)
+        close(b->ino_fd);
+    b->wake_fd = b->ino_fd = -1;
+}
