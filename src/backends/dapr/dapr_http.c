@@ -1,0 +1,280 @@
+/*
+ * The sidecar client: pooled libcurl easy handles (each keeps its
+ * connection alive, so a publish costs one round trip, not a TCP
+ * handshake), one request helper and the mapping of Dapr's answers to
+ * evbus errors.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "dapr_internal.h"
+
+#define MAX_BODY_KEPT (64 * 1024)
+
+uint64_t dapr_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc;
+
+static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_ALL); }
+
+int dapr_curl_global_init(void)
+{
+    /* curl_global_init is not thread-safe before 7.84; run it once. It is
+     * never undone: other code in the process may use libcurl too. */
+    pthread_once(&global_once, global_init);
+    return global_rc == CURLE_OK ? EVBUS_OK : EVBUS_EINTERNAL;
+}
+
+void dapr_pool_init(dapr_curl_pool_t *p)
+{
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+}
+
+void dapr_pool_destroy(dapr_curl_pool_t *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        curl_easy_cleanup(p->free[i]);
+    free(p->free);
+    pthread_mutex_destroy(&p->mu);
+    memset(p, 0, sizeof *p);
+}
+
+static CURL *pool_get(dapr_curl_pool_t *p)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->n)
+        h = p->free[--p->n];
+    pthread_mutex_unlock(&p->mu);
+    if (!h)
+        h = curl_easy_init();
+    return h;
+}
+
+static void pool_put(dapr_curl_pool_t *p, CURL *h)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        CURL **f = realloc(p->free, cap * sizeof *f);
+        if (!f) {
+            pthread_mutex_unlock(&p->mu);
+            curl_easy_cleanup(h);
+            return;
+        }
+        p->free = f;
+        p->cap = cap;
+    }
+    p->free[p->n++] = h;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
+{
+    dapr_resp_t *r = opaque;
+    size_t n = size * nmemb;
+    size_t keep = r->len < MAX_BODY_KEPT ? MAX_BODY_KEPT - r->len : 0;
+    if (keep > n)
+        keep = n;
+    if (keep) {
+        char *b = realloc(r->body, r->len + keep + 1);
+        if (!b)
+            return 0;
+        memcpy(b + r->len, data, keep);
+        r->len += keep;
+        b[r->len] = '\0';
+        r->body = b;
+    }
+    return n;
+}
+
+int dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
+                 const void *body, size_t len, long timeout_ms,
+                 dapr_resp_t *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    CURL *h = pool_get(&d->pool);
+    if (!h)
+        return EVBUS_ENOMEM;
+    curl_easy_reset(h); /* keeps the connection cache */
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     timeout_ms < 5000 ? timeout_ms : 5000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    resp->cc = curl_easy_perform(h);
+    if (resp->cc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status);
+    pool_put(&d->pool, h);
+    switch (resp->cc) {
+    case CURLE_OK:
+        return EVBUS_OK;
+    case CURLE_OUT_OF_MEMORY:
+        return EVBUS_ENOMEM;
+    case CURLE_OPERATION_TIMEDOUT:
+        return EVBUS_ETIMEDOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return EVBUS_ECONN;
+    default:
+        /* sent but no (complete) answer: the outcome is unknown */
+        return EVBUS_EIO;
+    }
+}
+
+void dapr_resp_free(dapr_resp_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}
+
+void dapr_describe_curl(const dapr_resp_t *r, char *why, size_t n)
+{
+    snprintf(why, n, "no answer from the sidecar: %s",
+             curl_easy_strerror(r->cc));
+}
+
+/* Copies text into out with control characters replaced (one log line). */
+static void one_line(char *out, size_t n, const char *text, size_t len)
+{
+    size_t i = 0;
+    for (; i < len && i + 1 < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        out[i] = c < 0x20 ? ' ' : (char)c;
+    }
+    if (n)
+        out[i] = '\0';
+}
+
+int dapr_map_status(const dapr_resp_t *r, char *why, size_t n)
+{
+    const char *code = NULL, *msg = NULL;
+    cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
+    if (j) {
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "errorCode");
+        cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
+        code = cJSON_IsString(c) ? c->valuestring : NULL;
+        msg = cJSON_IsString(m) ? m->valuestring : NULL;
+    }
+    char text[256] = "";
+    if (msg)
+        one_line(text, sizeof text, msg, strlen(msg));
+    else if (r->body && !code)
+        one_line(text, sizeof text, r->body, r->len);
+    snprintf(why, n, "HTTP %ld %s%s%s", r->status, code ? code : "",
+             code && *text ? ": " : "", text);
+    int err;
+    if (r->status == 401 || r->status == 403)
+        err = EVBUS_EAUTH;
+    else if (r->status == 408 || r->status == 429)
+        err = EVBUS_EAGAIN; /* the sidecar asks us to come back */
+    else if (r->status >= 400 && r->status < 500)
+        err = EVBUS_EREJECTED;
+    else if (code && strcmp(code, "ERR_PUBSUB_CLOUD_EVENTS_SER") == 0)
+        err = EVBUS_EREJECTED; /* the body itself is wrong: retry won't fix */
+    else if (r->status >= 500)
+        err = EVBUS_EIO;
+    else
+        err = EVBUS_EIO; /* 1xx/3xx: not an answer the API gives */
+    cJSON_Delete(j);
+    return err;
+}
+
+char *dapr_urlenc(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = malloc(n * 3 + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            *o++ = (char)c;
+        } else {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+int dapr_buf_add(dapr_buf_t *b, const void *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int dapr_buf_str(dapr_buf_t *b, const char *s)
+{
+    return dapr_buf_add(b, s, strlen(s));
+}
+
+int dapr_buf_json_str(dapr_buf_t *b, const char *s)
+{
+    if (dapr_buf_add(b, "\"", 1))
+        return -1;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            if (dapr_buf_add(b, esc, 2))
+                return -1;
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            if (dapr_buf_add(b, esc, 6))
+                return -1;
+        } else if (dapr_buf_add(b, s, 1)) {
+            return -1;
+        }
+    }
+    return dapr_buf_add(b, "\"", 1);
+}
+
+char *dapr_url(const dapr_t *d, const char *path)
+{
+    size_t n = strlen(d->base) + strlen(path) + 1;
+    char *u = malloc(n);
+    if (u)
+        snprintf(u, n, "%s%s", d->base, path);
+    return u;
+}
