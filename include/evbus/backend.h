@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 #include "evbus/export.h"
-#include "evbus/event.h"
+#include "evbus/evbus.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,20 +36,6 @@ extern "C" {
 /* Version of struct evbus_backend this header describes. Members are only
  * ever appended; a table with a lower version simply lacks the later ones. */
 #define EVBUS_BACKEND_VERSION 1
-
-/* Feature flags a backend declares (the conformance suite reads them). */
-#define EVBUS_FEAT_PERSISTENT (1u << 0)    /* events outlive the bus; a new
-                                              group reads history; reopen
-                                              continues where a group stopped */
-#define EVBUS_FEAT_ORDERED_BY_KEY (1u << 1) /* per-partitionkey order kept for
-                                              one member while no retry */
-#define EVBUS_FEAT_ORDERED (1u << 2)       /* whole-topic order for a single
-                                              member while no retry */
-#define EVBUS_FEAT_DELAYED_RETRY (1u << 3) /* settle(EVBUS_SETTLE_RETRY) is
-                                              implemented (see below) */
-#define EVBUS_FEAT_CROSS_PROCESS (1u << 4) /* several processes share a bus */
-#define EVBUS_FEAT_NO_RAW (1u << 5)        /* cannot carry arbitrary bytes
-                                              (evbus_publish_raw refused) */
 
 /* The core's side of one open bus, passed to the backend. Opaque. */
 typedef struct evbus_host evbus_host_t;

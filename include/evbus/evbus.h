@@ -163,8 +163,22 @@ EVBUS_API void evbus_close(evbus_t *bus);
  * thread. */
 EVBUS_API const char *evbus_scheme(const evbus_t *bus);
 
-/* The backend's EVBUS_FEAT_* flags (backend.h) for an open bus: whether it
- * is persistent, ordered, shared across processes. Any thread. */
+/* What a backend guarantees (evbus_features; backends declare them). */
+#define EVBUS_FEAT_PERSISTENT (1u << 0)    /* events outlive the bus; a new
+                                              group reads history; reopen
+                                              continues where a group stopped */
+#define EVBUS_FEAT_ORDERED_BY_KEY (1u << 1) /* per-partitionkey order kept for
+                                              one member while no retry */
+#define EVBUS_FEAT_ORDERED (1u << 2)       /* whole-topic order for a single
+                                              member while no retry */
+#define EVBUS_FEAT_DELAYED_RETRY (1u << 3) /* settle(EVBUS_SETTLE_RETRY) is
+                                              implemented (see below) */
+#define EVBUS_FEAT_CROSS_PROCESS (1u << 4) /* several processes share a bus */
+#define EVBUS_FEAT_NO_RAW (1u << 5)        /* cannot carry arbitrary bytes
+                                              (evbus_publish_raw refused) */
+
+/* The backend's EVBUS_FEAT_* flags for an open bus: whether it is
+ * persistent, ordered, shared across processes. Any thread. */
 EVBUS_API unsigned evbus_features(const evbus_t *bus);
 
 /*
