@@ -1,0 +1,79 @@
+/*
+ * The write side of the transactional outbox: one prepared INSERT into
+ * evbus_outbox on the application's connection, inside whatever transaction
+ * the application has open.
+ */
+#include <stdlib.h>
+
+#include "evbus/outbox.h"
+#include "sql_util.h"
+
+struct evbus_outbox {
+    sqlite3 *db;
+    sqlite3_stmt *insert;
+};
+
+evbus_outbox_t *evbus_outbox_open(sqlite3 *db, char *errstr, size_t n)
+{
+    if (!db) {
+        ob__seterr(errstr, n, "evbus_outbox_open: db is NULL");
+        return NULL;
+    }
+    evbus_outbox_t *ob = calloc(1, sizeof *ob);
+    if (!ob) {
+        ob__seterr(errstr, n, "out of memory");
+        return NULL;
+    }
+    ob->db = db;
+    char why[200] = "";
+    if (ob__exec(db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
+        ob__prepare(db,
+                    "INSERT INTO evbus_outbox(topic, event, created_at)"
+                    " VALUES(?1, ?2, ?3)",
+                    &ob->insert, why, sizeof why) != EVBUS_OK) {
+        ob__seterr(errstr, n, "outbox: cannot create evbus_outbox: %s", why);
+        evbus_outbox_close(ob);
+        return NULL;
+    }
+    ob__default_busy_timeout(db, 5000);
+    return ob;
+}
+
+int evbus_outbox_add(evbus_outbox_t *ob, const char *topic,
+                     const evbus_event_t *ev)
+{
+    if (!ob || !ev || !ob__topic_ok(topic))
+        return EVBUS_EINVAL;
+    char why[200];
+    if (evbus_event_validate(ev, why, sizeof why) != EVBUS_OK) {
+        ob__log(EVBUS_LOG_WARN, "outbox_add to %s refused: %s", topic, why);
+        return EVBUS_EINVAL;
+    }
+    size_t len;
+    char *json = evbus_event_to_json(ev, &len);
+    if (!json)
+        return EVBUS_ENOMEM;
+    sqlite3_bind_text(ob->insert, 1, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ob->insert, 2, json, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(ob->insert, 3, ob__wall_ms());
+    int rc = ob__step_done(ob->insert);
+    sqlite3_clear_bindings(ob->insert);
+    free(json);
+    if (rc != EVBUS_OK)
+        ob__log(EVBUS_LOG_WARN, "outbox_add to %s failed: %s", topic,
+                sqlite3_errmsg(ob->db));
+    return rc;
+}
+
+sqlite3 *evbus_outbox_db(const evbus_outbox_t *ob)
+{
+    return ob ? ob->db : NULL;
+}
+
+void evbus_outbox_close(evbus_outbox_t *ob)
+{
+    if (!ob)
+        return;
+    sqlite3_finalize(ob->insert);
+    free(ob);
+}
