@@ -10,6 +10,7 @@
  * CPU time the whole process used meanwhile (poller, watcher and writer
  * threads). One JSON line.
  */
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,21 +69,17 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
+    /* Fork first: a child must not inherit SQLite state another thread
+     * may hold locked. The child publishes once told the parent is ready. */
     char err[512];
-    evbus_t *bus = evbus_open(url, err, sizeof err);
-    if (!bus) {
-        fprintf(stderr, "%s\n", err);
+    int go[2];
+    if (pipe(go) != 0)
         return 1;
-    }
-    if (!evbus_subscribe(bus, "bench.wake", "wake", on_event, NULL)) {
-        fprintf(stderr, "subscribe failed\n");
-        return 1;
-    }
-    while (evbus_poll(bus, 100) > 0) /* drain leftovers of earlier runs */
-        ;
-    nlat = 0;
     pid_t pid = fork();
     if (pid == 0) {
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
         evbus_t *pub = evbus_open(url, err, sizeof err);
         if (!pub)
             _exit(1);
@@ -100,6 +97,22 @@ int main(int argc, char **argv)
         evbus_close(pub);
         _exit(0);
     }
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    if (!bus) {
+        fprintf(stderr, "%s\n", err);
+        kill(pid, SIGKILL);
+        return 1;
+    }
+    if (!evbus_subscribe(bus, "bench.wake", "wake", on_event, NULL)) {
+        fprintf(stderr, "subscribe failed\n");
+        kill(pid, SIGKILL);
+        return 1;
+    }
+    while (evbus_poll(bus, 100) > 0) /* drain leftovers of earlier runs */
+        ;
+    nlat = 0;
+    if (write(go[1], "x", 1) != 1)
+        return 1;
     uint64_t end = now_us() + (uint64_t)events * 100000u + 5000000u;
     while (nlat < events && now_us() < end)
         evbus_poll(bus, 1000);

@@ -441,28 +441,35 @@ END_TEST
  * idle recheck: the events arrive although the poll timeout is long. */
 START_TEST(idle_subscriber_wakes_for_other_process)
 {
-    evbus_t *bus = open_q(NULL);
-    rec_t r = {.answer_first = EVBUS_ACK};
-    ck_assert_ptr_nonnull(evbus_subscribe(bus, "t.wake", "g", rec_handler, &r));
-    evbus_poll(bus, 100);
-    int fds[2];
+    /* Fork before any bus exists: a child must not inherit SQLite state
+     * that another thread may hold locked. */
+    int go[2], fds[2];
+    ck_assert_int_eq(pipe(go), 0);
     ck_assert_int_eq(pipe(fds), 0);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
         usleep(200000);
         char url[512];
         snprintf(url, sizeof url, "sqlite://%s", dbpath);
         evbus_t *b2 = evbus_open(url, NULL, 0);
         evbus_event_t *ev = numbered(7);
-        int rc = b2 ? evbus_publish(b2, "t.wake", ev) : -1;
         uint64_t t = now_ms();
+        int rc = b2 ? evbus_publish(b2, "t.wake", ev) : -1;
         ssize_t w = write(fds[1], &t, sizeof t);
         (void)w;
         evbus_event_free(ev);
         evbus_close(b2);
         _exit(rc == EVBUS_OK ? 0 : 1);
     }
+    evbus_t *bus = open_q(NULL);
+    rec_t r = {.answer_first = EVBUS_ACK};
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, "t.wake", "g", rec_handler, &r));
+    evbus_poll(bus, 100);
+    ck_assert_int_eq(write(go[1], "x", 1), 1);
     uint64_t end = now_ms() + 5000;
     while (r.count == 0 && now_ms() < end)
         evbus_poll(bus, 5000);
@@ -478,6 +485,8 @@ START_TEST(idle_subscriber_wakes_for_other_process)
            (unsigned long long)(r.at[0] - published));
     close(fds[0]);
     close(fds[1]);
+    close(go[0]);
+    close(go[1]);
     evbus_close(bus);
 }
 END_TEST
