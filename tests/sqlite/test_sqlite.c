@@ -238,7 +238,7 @@ static evbus_result_t crash_handler(const evbus_event_t *ev, void *opaque)
 
 START_TEST(lease_expires_after_member_crash)
 {
-    const char *q = "visibility_timeout_ms=600";
+    const char *q = "visibility_timeout_ms=1500";
     evbus_t *bus = open_q(q);
     publish_n(bus, "t.lease", 0, 3);
     evbus_close(bus);
@@ -259,7 +259,7 @@ START_TEST(lease_expires_after_member_crash)
     bus = open_q(q);
     ck_assert_ptr_nonnull(evbus_subscribe(bus, "t.lease", "g", rec_handler, &r));
     /* Still leased by the dead member: nothing for a while. */
-    while (now_ms() - died < 250)
+    while (now_ms() - died < 400)
         evbus_poll(bus, 20);
     ck_assert_int_eq(r.count, 0);
     /* Then redelivered, in order, counting the crashed delivery. */

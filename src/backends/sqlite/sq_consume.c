@@ -386,15 +386,21 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     sq_conn_t *c = &b->sub;
     int64_t now = sq_now_ms();
     int64_t dv = data_version(c);
+    /* Settles of every subscription of this bus go into this fetch's
+     * transaction (they share the connection), so none waits for the
+     * watcher. */
+    size_t ops = 0;
+    for (sq_sub_t *x = b->subs; x; x = x->next)
+        ops += x->nops;
     /* Nothing changed since we last found nothing: no query at all. */
-    if (s->nops == 0 && s->idle_known && dv == s->seen_dv &&
+    if (ops == 0 && s->idle_known && dv == s->seen_dv &&
         s->seen_gen == b->sub_gen && now < s->next_due_ms) {
         pthread_mutex_unlock(&b->sub_mu);
         return 0;
     }
     s->idle_known = false;
     int err = EVBUS_OK;
-    if (s->nops == 0) {
+    if (ops == 0) {
         bool yes = false;
         err = ready(s, now, &yes);
         if (err == EVBUS_OK && !yes) {
@@ -407,8 +413,8 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     if (err == EVBUS_OK)
         err = sq_begin(c);
     if (err == EVBUS_OK) {
-        bool had_ops = s->nops > 0;
-        err = apply_ops(c, s);
+        for (sq_sub_t *x = b->subs; x && err == EVBUS_OK; x = x->next)
+            err = apply_ops(c, x);
         int got = err == EVBUS_OK ? lease_due(s, now, out, max) : err;
         if (got >= 0) {
             n = got;
@@ -425,11 +431,10 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
             for (int i = 0; i < n; i++)
                 free(out[i].cookie);
             n = 0;
-        } else if (had_ops) {
-            s->nops = 0;
+        } else if (ops > 0) {
+            for (sq_sub_t *x = b->subs; x; x = x->next)
+                x->nops = 0;
             b->sub_gen++;
-            /* Our own commits do not change our data_version. */
-            s->seen_gen = b->sub_gen;
         }
     }
     if (err == EVBUS_OK && n == 0)
