@@ -1,0 +1,586 @@
+/*
+ * The CloudEvents 1.0 event object: construction, attributes, extensions,
+ * data, clone, equality. The JSON codec is in event_json.c, value rules in
+ * event_validate.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include <cjson/cJSON.h>
+
+#include "event_internal.h"
+#include "internal.h"
+
+#define TIME_BUF 32 /* "2024-01-15T10:30:00.123456Z" + NUL */
+
+/* ---- memory */
+
+evbus_event_t *evbus__event_alloc(size_t n_ext, size_t bytes, char **cursor)
+{
+    size_t head = sizeof(evbus_event_t) + n_ext * sizeof(evbus__ext_t);
+    evbus_event_t *ev = malloc(head + bytes);
+    if (!ev)
+        return NULL;
+    memset(ev, 0, sizeof *ev);
+    ev->ext = n_ext ? (evbus__ext_t *)(ev + 1) : NULL;
+    ev->ext_cap = n_ext;
+    ev->blk = (char *)ev + sizeof(evbus_event_t);
+    ev->blk_end = (char *)ev + head + bytes;
+    *cursor = (char *)ev + head;
+    return ev;
+}
+
+char *evbus__blk_put(char **cursor, const void *src, size_t n)
+{
+    char *d = *cursor;
+    if (n)
+        memcpy(d, src, n);
+    d[n] = '\0';
+    *cursor = d + n + 1;
+    return d;
+}
+
+void evbus__event_release(evbus_event_t *ev, void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (p && !(u >= (uintptr_t)ev->blk && u < (uintptr_t)ev->blk_end))
+        free(p);
+}
+
+size_t evbus__fmt_int64(char *buf, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        buf[len++] = '-';
+    while (n)
+        buf[len++] = tmp[--n];
+    buf[len] = '\0';
+    return len;
+}
+
+static void put2(char *p, int v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+}
+
+/* Now as "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" (27 characters). */
+static void time_now(char *buf)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int y = tm.tm_year + 1900;
+    put2(buf, y / 100);
+    put2(buf + 2, y % 100);
+    buf[4] = '-';
+    put2(buf + 5, tm.tm_mon + 1);
+    buf[7] = '-';
+    put2(buf + 8, tm.tm_mday);
+    buf[10] = 'T';
+    put2(buf + 11, tm.tm_hour);
+    buf[13] = ':';
+    put2(buf + 14, tm.tm_min);
+    buf[16] = ':';
+    put2(buf + 17, tm.tm_sec);
+    buf[19] = '.';
+    long us = ts.tv_nsec / 1000;
+    for (int i = 25; i >= 20; i--) {
+        buf[i] = (char)('0' + us % 10);
+        us /= 10;
+    }
+    buf[26] = 'Z';
+    buf[27] = '\0';
+}
+
+/* ---- construction */
+
+evbus_event_t *evbus_event_new(const char *type, const char *source)
+{
+    if (!type || !*type || !source || !*source || evbus__has_ctl(type) ||
+        evbus__has_ctl(source))
+        return NULL;
+    size_t tl = strlen(type), sl = strlen(source);
+    char *cur;
+    evbus_event_t *ev = evbus__event_alloc(0, 37 + TIME_BUF + tl + sl + 2,
+                                           &cur);
+    if (!ev)
+        return NULL;
+    uuid_t u;
+    uuid_generate_random(u);
+    ev->id = cur;
+    uuid_unparse_lower(u, ev->id);
+    cur += 37;
+    ev->time = cur;
+    time_now(ev->time);
+    cur += TIME_BUF;
+    ev->type = evbus__blk_put(&cur, type, tl);
+    ev->source = evbus__blk_put(&cur, source, sl);
+    return ev;
+}
+
+static size_t slen(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+static char *put_opt(char **cur, const char *s)
+{
+    return s ? evbus__blk_put(cur, s, strlen(s)) : NULL;
+}
+
+evbus_event_t *evbus_event_clone(const evbus_event_t *ev)
+{
+    if (!ev)
+        return NULL;
+    size_t bytes = slen(ev->id) + slen(ev->source) + slen(ev->type) +
+                   slen(ev->datacontenttype) + slen(ev->dataschema) +
+                   slen(ev->subject) + slen(ev->time);
+    if (ev->data)
+        bytes += ev->data_len + 1;
+    for (size_t i = 0; i < ev->ext_count; i++)
+        bytes += slen(ev->ext[i].name) + slen(ev->ext[i].value);
+    char *cur;
+    evbus_event_t *c = evbus__event_alloc(ev->ext_count, bytes, &cur);
+    if (!c)
+        return NULL;
+    c->id = put_opt(&cur, ev->id);
+    c->source = put_opt(&cur, ev->source);
+    c->type = put_opt(&cur, ev->type);
+    c->datacontenttype = put_opt(&cur, ev->datacontenttype);
+    c->dataschema = put_opt(&cur, ev->dataschema);
+    c->subject = put_opt(&cur, ev->subject);
+    c->time = put_opt(&cur, ev->time);
+    for (size_t i = 0; i < ev->ext_count; i++) {
+        c->ext[i].name = put_opt(&cur, ev->ext[i].name);
+        c->ext[i].value = put_opt(&cur, ev->ext[i].value);
+        c->ext[i].kind = ev->ext[i].kind;
+    }
+    c->ext_count = ev->ext_count;
+    if (ev->data) {
+        c->data = (unsigned char *)evbus__blk_put(&cur, ev->data,
+                                                  ev->data_len);
+        c->data_len = ev->data_len;
+        c->data_kind = ev->data_kind;
+    }
+    return c;
+}
+
+void evbus_event_free(evbus_event_t *ev)
+{
+    if (!ev)
+        return;
+    evbus__event_release(ev, ev->id);
+    evbus__event_release(ev, ev->source);
+    evbus__event_release(ev, ev->type);
+    evbus__event_release(ev, ev->datacontenttype);
+    evbus__event_release(ev, ev->dataschema);
+    evbus__event_release(ev, ev->subject);
+    evbus__event_release(ev, ev->time);
+    evbus__event_release(ev, ev->data);
+    for (size_t i = 0; i < ev->ext_count; i++)
+        evbus__event_release(ev, ev->ext[i].name);
+    evbus__event_release(ev, ev->ext);
+    free(ev);
+}
+
+/* ---- getters */
+
+const char *evbus_event_id(const evbus_event_t *ev)
+{
+    return ev ? ev->id : NULL;
+}
+const char *evbus_event_source(const evbus_event_t *ev)
+{
+    return ev ? ev->source : NULL;
+}
+const char *evbus_event_specversion(const evbus_event_t *ev)
+{
+    return ev ? "1.0" : NULL;
+}
+const char *evbus_event_type(const evbus_event_t *ev)
+{
+    return ev ? ev->type : NULL;
+}
+const char *evbus_event_datacontenttype(const evbus_event_t *ev)
+{
+    return ev ? ev->datacontenttype : NULL;
+}
+const char *evbus_event_dataschema(const evbus_event_t *ev)
+{
+    return ev ? ev->dataschema : NULL;
+}
+const char *evbus_event_subject(const evbus_event_t *ev)
+{
+    return ev ? ev->subject : NULL;
+}
+const char *evbus_event_time(const evbus_event_t *ev)
+{
+    return ev ? ev->time : NULL;
+}
+
+/* ---- setters */
+
+/* Replaces *slot with a copy of v (NULL unsets). */
+static int replace(evbus_event_t *ev, char **slot, const char *v)
+{
+    char *copy = NULL;
+    if (v) {
+        size_t n = strlen(v);
+        if (!(copy = malloc(n + 1)))
+            return EVBUS_ENOMEM;
+        memcpy(copy, v, n + 1);
+    }
+    evbus__event_release(ev, *slot);
+    *slot = copy;
+    return EVBUS_OK;
+}
+
+/* Non-empty, no control characters. */
+static bool plain_ok(const char *v)
+{
+    return v && *v && !evbus__has_ctl(v);
+}
+
+int evbus_event_set_id(evbus_event_t *ev, const char *id)
+{
+    if (!ev || !plain_ok(id))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->id, id);
+}
+
+int evbus_event_set_source(evbus_event_t *ev, const char *source)
+{
+    if (!ev || !plain_ok(source))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->source, source);
+}
+
+int evbus_event_set_type(evbus_event_t *ev, const char *type)
+{
+    if (!ev || !plain_ok(type))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->type, type);
+}
+
+int evbus_event_set_datacontenttype(evbus_event_t *ev,
+                                    const char *content_type)
+{
+    if (!ev || (content_type && !evbus__media_type_ok(content_type)))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->datacontenttype, content_type);
+}
+
+int evbus_event_set_dataschema(evbus_event_t *ev, const char *uri)
+{
+    if (!ev || (uri && !evbus__uri_absolute(uri)))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->dataschema, uri);
+}
+
+int evbus_event_set_subject(evbus_event_t *ev, const char *subject)
+{
+    if (!ev || (subject && !plain_ok(subject)))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->subject, subject);
+}
+
+int evbus_event_set_time(evbus_event_t *ev, const char *rfc3339)
+{
+    if (!ev || (rfc3339 && !evbus__time_parse(rfc3339, NULL)))
+        return EVBUS_EINVAL;
+    return replace(ev, &ev->time, rfc3339);
+}
+
+/* ---- data */
+
+/* Is [s, s+n) exactly one JSON value (surrounding whitespace allowed)?
+ * Sets *vs and *ve to the value without the surrounding whitespace. */
+static bool json_value_span(const char *s, size_t n, const char **vs,
+                            const char **ve)
+{
+    if (n == 0 || memchr(s, '\0', n))
+        return false;
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+    if (!v)
+        return false;
+    cJSON_Delete(v);
+    const char *e = s + n;
+    while (e > end && (unsigned char)e[-1] <= 32)
+        e--;
+    if (e != end)
+        return false; /* text after the value */
+    const char *b = s;
+    while (b < end && (unsigned char)*b <= 32)
+        b++;
+    *vs = b;
+    *ve = end;
+    return true;
+}
+
+/* Replaces data with a copy of n bytes at p; kind as given. */
+static int data_replace(evbus_event_t *ev, const void *p, size_t n, int kind)
+{
+    unsigned char *copy = malloc(n + 1);
+    if (!copy)
+        return EVBUS_ENOMEM;
+    if (n)
+        memcpy(copy, p, n);
+    copy[n] = '\0';
+    evbus__event_release(ev, ev->data);
+    ev->data = copy;
+    ev->data_len = n;
+    ev->data_kind = kind;
+    return EVBUS_OK;
+}
+
+static void data_clear(evbus_event_t *ev)
+{
+    evbus__event_release(ev, ev->data);
+    ev->data = NULL;
+    ev->data_len = 0;
+    ev->data_kind = EVBUS__DATA_NONE;
+}
+
+int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
+{
+    const char *vs, *ve;
+    if (!ev || !json || !json_value_span(json, strlen(json), &vs, &ve))
+        return EVBUS_EINVAL;
+    /* the content type first: if it fails nothing has changed */
+    if (!ev->datacontenttype ||
+        strcmp(ev->datacontenttype, "application/json") != 0) {
+        int rc = replace(ev, &ev->datacontenttype, "application/json");
+        if (rc != EVBUS_OK)
+            return rc;
+    }
+    return data_replace(ev, vs, (size_t)(ve - vs), EVBUS__DATA_JSON);
+}
+
+int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
+                         const char *content_type)
+{
+    if (!ev)
+        return EVBUS_EINVAL;
+    if (!data) {
+        if (len)
+            return EVBUS_EINVAL;
+        data_clear(ev);
+        return EVBUS_OK;
+    }
+    if (!content_type)
+        content_type = "application/octet-stream";
+    if (!evbus__media_type_ok(content_type))
+        return EVBUS_EINVAL;
+    int kind;
+    const char *p = data;
+    size_t n = len;
+    if (evbus__media_type_is_json(content_type)) {
+        const char *vs, *ve;
+        if (!json_value_span(data, len, &vs, &ve))
+            return EVBUS_EINVAL;
+        p = vs;
+        n = (size_t)(ve - vs);
+        kind = EVBUS__DATA_JSON;
+    } else if (evbus__media_type_is_text(content_type) &&
+               evbus__utf8_ok(data, len)) {
+        kind = EVBUS__DATA_TEXT;
+    } else {
+        kind = EVBUS__DATA_BINARY;
+    }
+    if (!ev->datacontenttype ||
+        strcmp(ev->datacontenttype, content_type) != 0) {
+        int rc = replace(ev, &ev->datacontenttype, content_type);
+        if (rc != EVBUS_OK)
+            return rc;
+    }
+    return data_replace(ev, p, n, kind);
+}
+
+const void *evbus_event_data(const evbus_event_t *ev)
+{
+    return ev ? ev->data : NULL;
+}
+
+size_t evbus_event_data_len(const evbus_event_t *ev)
+{
+    return ev ? ev->data_len : 0;
+}
+
+/* ---- extensions */
+
+static bool reserved_name(const char *name)
+{
+    static const char *const r[] = {"id",          "source",  "specversion",
+                                    "type",        "datacontenttype",
+                                    "dataschema",  "subject", "time",
+                                    "data"};
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+        if (strcmp(name, r[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool ext_name_ok(const char *name)
+{
+    return evbus__name_ok(name) && strlen(name) <= 20 && !reserved_name(name);
+}
+
+static evbus__ext_t *ext_find(const evbus_event_t *ev, const char *name)
+{
+    for (size_t i = 0; i < ev->ext_count; i++)
+        if (strcmp(ev->ext[i].name, name) == 0)
+            return &ev->ext[i];
+    return NULL;
+}
+
+static void ext_remove(evbus_event_t *ev, evbus__ext_t *x)
+{
+    size_t i = (size_t)(x - ev->ext);
+    evbus__event_release(ev, x->name);
+    memmove(&ev->ext[i], &ev->ext[i + 1],
+            (ev->ext_count - i - 1) * sizeof *x);
+    ev->ext_count--;
+}
+
+/* Sets name to value (already validated) with the given kind. */
+static int ext_put(evbus_event_t *ev, const char *name, const char *value,
+                   int kind)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+    char *buf = malloc(nl + vl + 2);
+    if (!buf)
+        return EVBUS_ENOMEM;
+    memcpy(buf, name, nl + 1);
+    memcpy(buf + nl + 1, value, vl + 1);
+    evbus__ext_t *x = ext_find(ev, name);
+    if (x) {
+        evbus__event_release(ev, x->name);
+    } else {
+        if (ev->ext_count == ev->ext_cap) {
+            size_t cap = ev->ext_cap ? ev->ext_cap * 2 : 4;
+            evbus__ext_t *a = malloc(cap * sizeof *a);
+            if (!a) {
+                free(buf);
+                return EVBUS_ENOMEM;
+            }
+            if (ev->ext_count)
+                memcpy(a, ev->ext, ev->ext_count * sizeof *a);
+            evbus__event_release(ev, ev->ext);
+            ev->ext = a;
+            ev->ext_cap = cap;
+        }
+        x = &ev->ext[ev->ext_count++];
+    }
+    x->name = buf;
+    x->value = buf + nl + 1;
+    x->kind = kind;
+    return EVBUS_OK;
+}
+
+int evbus_event_set_ext(evbus_event_t *ev, const char *name,
+                        const char *value)
+{
+    if (!ev || !name || !ext_name_ok(name))
+        return EVBUS_EINVAL;
+    if (!value) {
+        evbus__ext_t *x = ext_find(ev, name);
+        if (x)
+            ext_remove(ev, x);
+        return EVBUS_OK;
+    }
+    if (evbus__has_ctl(value))
+        return EVBUS_EINVAL;
+    return ext_put(ev, name, value, EVBUS__EXT_STRING);
+}
+
+int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
+                            int64_t value)
+{
+    if (!ev || !name || !ext_name_ok(name) || value > EVBUS__EXT_INT_MAX ||
+        value < -EVBUS__EXT_INT_MAX)
+        return EVBUS_EINVAL;
+    char buf[24];
+    evbus__fmt_int64(buf, value);
+    return ext_put(ev, name, buf, EVBUS__EXT_INT);
+}
+
+int evbus_event_set_ext_bool(evbus_event_t *ev, const char *name, int value)
+{
+    if (!ev || !name || !ext_name_ok(name))
+        return EVBUS_EINVAL;
+    return ext_put(ev, name, value ? "true" : "false", EVBUS__EXT_BOOL);
+}
+
+const char *evbus_event_ext(const evbus_event_t *ev, const char *name)
+{
+    if (!ev || !name)
+        return NULL;
+    const evbus__ext_t *x = ext_find(ev, name);
+    return x ? x->value : NULL;
+}
+
+size_t evbus_event_ext_count(const evbus_event_t *ev)
+{
+    return ev ? ev->ext_count : 0;
+}
+
+int evbus_event_ext_at(const evbus_event_t *ev, size_t i, const char **name,
+                       const char **value)
+{
+    if (!ev || i >= ev->ext_count)
+        return EVBUS_EINVAL;
+    if (name)
+        *name = ev->ext[i].name;
+    if (value)
+        *value = ev->ext[i].value;
+    return EVBUS_OK;
+}
+
+/* ---- equality */
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+int evbus_event_equal(const evbus_event_t *a, const evbus_event_t *b)
+{
+    if (a == b)
+        return 1;
+    if (!a || !b)
+        return 0;
+    if (!str_eq(a->id, b->id) || !str_eq(a->source, b->source) ||
+        !str_eq(a->type, b->type) ||
+        !str_eq(a->datacontenttype, b->datacontenttype) ||
+        !str_eq(a->dataschema, b->dataschema) ||
+        !str_eq(a->subject, b->subject))
+        return 0;
+    if (!a->time != !b->time)
+        return 0;
+    if (a->time && !str_eq(a->time, b->time) &&
+        !evbus__time_same(a->time, b->time))
+        return 0;
+    if (a->data_len != b->data_len || !a->data != !b->data ||
+        (a->data_len && memcmp(a->data, b->data, a->data_len) != 0))
+        return 0;
+    if (a->ext_count != b->ext_count)
+        return 0;
+    for (size_t i = 0; i < a->ext_count; i++) {
+        const evbus__ext_t *y = ext_find(b, a->ext[i].name);
+        if (!y || strcmp(a->ext[i].value, y->value) != 0)
+            return 0;
+    }
+    return 1;
+}

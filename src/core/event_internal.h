@@ -1,0 +1,101 @@
+/*
+ * Internal layout of evbus_event_t and helpers shared by event.c,
+ * event_json.c and event_validate.c. Not part of the public API.
+ *
+ * Memory layout: an event is one malloc holding the struct, followed by an
+ * optional trailing block (extension array, strings, data bytes) filled at
+ * once by evbus_event_new, evbus_event_clone and evbus_event_from_json, so a
+ * decoded event costs a single allocation. A setter that replaces a value
+ * allocates the new one separately; pointers inside the trailing block are
+ * never freed on their own (see evbus__event_release).
+ */
+#ifndef EVBUS_EVENT_INTERNAL_H
+#define EVBUS_EVENT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evbus/event.h"
+
+/* How an extension's value is written in JSON. */
+enum { EVBUS__EXT_STRING, EVBUS__EXT_INT, EVBUS__EXT_BOOL };
+
+/* How data is written in JSON: `data` as raw JSON text, `data` as a JSON
+ * string, or `data_base64`. */
+enum {
+    EVBUS__DATA_NONE,
+    EVBUS__DATA_JSON,
+    EVBUS__DATA_TEXT,
+    EVBUS__DATA_BINARY
+};
+
+/* name and value share one allocation (value follows name's NUL), owned
+ * through name. */
+typedef struct {
+    char *name;
+    char *value;
+    int kind;
+} evbus__ext_t;
+
+struct evbus_event {
+    char *id, *source, *type;
+    char *datacontenttype, *dataschema, *subject, *time;
+    unsigned char *data; /* data_len bytes + a NUL not counted */
+    size_t data_len;
+    int data_kind;
+    evbus__ext_t *ext;
+    size_t ext_count, ext_cap;
+    char *blk, *blk_end; /* the trailing block [blk, blk_end) */
+};
+
+/* Largest integer extension value kept exactly by a JSON number (2^53-1). */
+#define EVBUS__EXT_INT_MAX INT64_C(9007199254740991)
+
+/* ---- event.c */
+
+/* One malloc: struct + room for n_ext extensions + bytes bytes. The
+ * extension array (capacity n_ext) is ev->ext; *cursor points at the bytes.
+ * Everything else is zero. NULL when out of memory. */
+evbus_event_t *evbus__event_alloc(size_t n_ext, size_t bytes, char **cursor);
+
+/* Copies n bytes plus a NUL to *cursor, advances it, returns the copy. */
+char *evbus__blk_put(char **cursor, const void *src, size_t n);
+
+/* Frees p unless it lives in ev's trailing block. */
+void evbus__event_release(evbus_event_t *ev, void *p);
+
+/* Formats v in decimal into buf (at least 21 bytes); returns the length. */
+size_t evbus__fmt_int64(char *buf, int64_t v);
+
+/* ---- event_validate.c */
+
+/* Lowercase a-z and 0-9 only, at least one character. */
+bool evbus__name_ok(const char *s);
+/* Contains a control character U+0000-001F or U+007F-009F (UTF-8)? */
+bool evbus__has_ctl(const char *s);
+/* Well-formed UTF-8 with no NUL in n bytes? */
+bool evbus__utf8_ok(const unsigned char *s, size_t n);
+/* type/subtype with RFC 2045 token characters, optional ;parameters. */
+bool evbus__media_type_ok(const char *s);
+/* application/json, * /json, * /\*+json (parameters ignored). */
+bool evbus__media_type_is_json(const char *s);
+/* text/\*, application/xml, * /\*+xml: data sent as a JSON string. */
+bool evbus__media_type_is_text(const char *s);
+/* scheme ":" rest, no spaces or control characters. */
+bool evbus__uri_absolute(const char *s);
+
+/* An RFC 3339 time as an instant: UTC seconds since the epoch and the
+ * fractional digits without trailing zeros. */
+typedef struct {
+    int64_t sec;
+    const char *frac; /* points into the parsed string */
+    size_t frac_len;
+} evbus__instant_t;
+
+/* Strict RFC 3339 (seconds required, Z or +hh:mm). out may be NULL. */
+bool evbus__time_parse(const char *s, evbus__instant_t *out);
+/* Same instant? Both must parse. */
+bool evbus__time_same(const char *a, const char *b);
+
+#endif /* EVBUS_EVENT_INTERNAL_H */

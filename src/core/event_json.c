@@ -1,0 +1,662 @@
+/*
+ * CloudEvents JSON format (application/cloudevents+json) codec.
+ *
+ * Encoding is hand-assembled into one growing buffer (attribute names are
+ * fixed, values are escaped here), which costs one malloc per event and no
+ * cJSON tree. Decoding parses with cJSON, validates every member, then
+ * copies everything into one allocation (see event_internal.h). JSON `data`
+ * is kept as the exact text of the input (located by a small scanner over
+ * the already-validated input), so numbers and escapes survive a round trip
+ * byte for byte.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "event_internal.h"
+#include "internal.h"
+
+/* ---- base64 (RFC 4648, standard alphabet, padding) */
+
+static const char b64_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static size_t b64_encoded_len(size_t n)
+{
+    return (n + 2) / 3 * 4;
+}
+
+static void b64_encode(char *out, const unsigned char *in, size_t n)
+{
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
+                     in[i + 2];
+        *out++ = b64_chars[v >> 18];
+        *out++ = b64_chars[(v >> 12) & 63];
+        *out++ = b64_chars[(v >> 6) & 63];
+        *out++ = b64_chars[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        *out++ = b64_chars[v >> 18];
+        *out++ = b64_chars[(v >> 12) & 63];
+        *out++ = '=';
+        *out++ = '=';
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        *out++ = b64_chars[v >> 18];
+        *out++ = b64_chars[(v >> 12) & 63];
+        *out++ = b64_chars[(v >> 6) & 63];
+        *out++ = '=';
+    }
+}
+
+static int b64_val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Checks s (n chars); on success *out_len = decoded size. Padding is
+ * optional but, when present, must complete the last group. On failure
+ * *bad = position of the offending character. */
+static bool b64_check(const char *s, size_t n, size_t *out_len, size_t *bad)
+{
+    size_t m = n;
+    while (m > 0 && n - m < 2 && s[m - 1] == '=')
+        m--;
+    for (size_t i = 0; i < m; i++) {
+        if (b64_val((unsigned char)s[i]) < 0) {
+            *bad = i;
+            return false;
+        }
+    }
+    if (m % 4 == 1 || (m != n && n % 4 != 0)) {
+        *bad = n;
+        return false;
+    }
+    *out_len = m / 4 * 3 + (m % 4 ? m % 4 - 1 : 0);
+    return true;
+}
+
+/* Decodes a string b64_check accepted. */
+static void b64_decode(unsigned char *out, const char *s, size_t n)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && s[i] != '='; i++) {
+        acc = acc << 6 | (uint32_t)b64_val((unsigned char)s[i]);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            *out++ = (unsigned char)(acc >> bits);
+        }
+    }
+}
+
+/* ---- encoder */
+
+typedef struct {
+    char *b;
+    size_t len, cap;
+} sbuf_t;
+
+static bool sb_reserve(sbuf_t *s, size_t more)
+{
+    if (s->len + more <= s->cap)
+        return true;
+    size_t cap = s->cap ? s->cap : 256;
+    while (cap < s->len + more)
+        cap *= 2;
+    char *b = realloc(s->b, cap);
+    if (!b)
+        return false;
+    s->b = b;
+    s->cap = cap;
+    return true;
+}
+
+/* Appends n bytes; the caller reserved room. */
+static void sb_raw(sbuf_t *s, const void *p, size_t n)
+{
+    memcpy(s->b + s->len, p, n);
+    s->len += n;
+}
+
+#define SB_LIT(s, lit) sb_raw((s), (lit), sizeof(lit) - 1)
+
+/* Appends p[0..n) as a JSON string. */
+static bool sb_str(sbuf_t *s, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!sb_reserve(s, n + 2))
+        return false;
+    s->b[s->len++] = '"';
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_raw(s, p + start, i - start);
+        start = i + 1;
+        /* an escape is at most 6 bytes where 1 was reserved */
+        if (!sb_reserve(s, 6 + (n - i)))
+            return false;
+        char e[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (c) {
+        case '"': e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        default:
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            el = 6;
+        }
+        sb_raw(s, e, el);
+    }
+    sb_raw(s, p + start, n - start);
+    s->b[s->len++] = '"';
+    return true;
+}
+
+/* Appends ,"key":"value" for a set optional attribute. */
+static bool sb_attr(sbuf_t *s, const char *key_lit, size_t key_len,
+                    const char *v)
+{
+    if (!v)
+        return true;
+    size_t n = strlen(v);
+    if (!sb_reserve(s, key_len + 8))
+        return false;
+    sb_raw(s, key_lit, key_len);
+    return sb_str(s, v, n);
+}
+
+#define ATTR(s, lit, v) sb_attr((s), (lit), sizeof(lit) - 1, (v))
+
+static size_t opt_len(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
+{
+    if (!ev || !ev->id || !ev->source || !ev->type)
+        return NULL;
+    /* a first guess that fits an event without escapes */
+    size_t guess = 160 + opt_len(ev->id) + opt_len(ev->source) +
+                   opt_len(ev->type) + opt_len(ev->datacontenttype) +
+                   opt_len(ev->dataschema) + opt_len(ev->subject) +
+                   opt_len(ev->time);
+    for (size_t i = 0; i < ev->ext_count; i++)
+        guess += 8 + strlen(ev->ext[i].name) + strlen(ev->ext[i].value);
+    if (ev->data)
+        guess += ev->data_kind == EVBUS__DATA_BINARY
+                     ? b64_encoded_len(ev->data_len)
+                     : ev->data_len + ev->data_len / 8;
+    sbuf_t s = {NULL, 0, 0};
+    if (!sb_reserve(&s, guess))
+        return NULL;
+    SB_LIT(&s, "{\"specversion\":\"1.0\",\"id\":");
+    if (!sb_str(&s, ev->id, strlen(ev->id)) ||
+        !ATTR(&s, ",\"source\":", ev->source) ||
+        !ATTR(&s, ",\"type\":", ev->type) ||
+        !ATTR(&s, ",\"datacontenttype\":", ev->datacontenttype) ||
+        !ATTR(&s, ",\"dataschema\":", ev->dataschema) ||
+        !ATTR(&s, ",\"subject\":", ev->subject) ||
+        !ATTR(&s, ",\"time\":", ev->time))
+        goto oom;
+    for (size_t i = 0; i < ev->ext_count; i++) {
+        const evbus__ext_t *x = &ev->ext[i];
+        size_t nl = strlen(x->name), vl = strlen(x->value);
+        if (!sb_reserve(&s, nl + vl + 8))
+            goto oom;
+        SB_LIT(&s, ",\"");
+        sb_raw(&s, x->name, nl); /* a-z0-9: nothing to escape */
+        SB_LIT(&s, "\":");
+        if (x->kind == EVBUS__EXT_STRING) {
+            if (!sb_str(&s, x->value, vl))
+                goto oom;
+        } else {
+            sb_raw(&s, x->value, vl); /* digits, true or false */
+        }
+    }
+    if (ev->data) {
+        switch (ev->data_kind) {
+        case EVBUS__DATA_BINARY: {
+            size_t bl = b64_encoded_len(ev->data_len);
+            if (!sb_reserve(&s, bl + 20))
+                goto oom;
+            SB_LIT(&s, ",\"data_base64\":\"");
+            b64_encode(s.b + s.len, ev->data, ev->data_len);
+            s.len += bl;
+            s.b[s.len++] = '"';
+            break;
+        }
+        case EVBUS__DATA_TEXT:
+            if (!sb_reserve(&s, 10))
+                goto oom;
+            SB_LIT(&s, ",\"data\":");
+            if (!sb_str(&s, (const char *)ev->data, ev->data_len))
+                goto oom;
+            break;
+        default: /* JSON text, checked when it was set */
+            if (!sb_reserve(&s, ev->data_len + 10))
+                goto oom;
+            SB_LIT(&s, ",\"data\":");
+            sb_raw(&s, ev->data, ev->data_len);
+        }
+    }
+    if (!sb_reserve(&s, 2))
+        goto oom;
+    s.b[s.len++] = '}';
+    s.b[s.len] = '\0';
+    if (len)
+        *len = s.len;
+    return s.b;
+oom:
+    free(s.b);
+    return NULL;
+}
+
+/* ---- raw value scanner (input already validated by cJSON) */
+
+static const char *scan_ws(const char *p, const char *e)
+{
+    /* cJSON treats every byte <= 32 as whitespace; so do we */
+    while (p < e && (unsigned char)*p <= 32)
+        p++;
+    return p;
+}
+
+/* p at the opening quote; returns past the closing quote or NULL. */
+static const char *scan_string(const char *p, const char *e)
+{
+    for (p++; p < e; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+static const char *scan_value(const char *p, const char *e)
+{
+    if (p >= e)
+        return NULL;
+    if (*p == '"')
+        return scan_string(p, e);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < e) {
+            char c = *p;
+            if (c == '"') {
+                if (!(p = scan_string(p, e)))
+                    return NULL;
+                continue;
+            }
+            if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return p + 1;
+            }
+            p++;
+        }
+        return NULL;
+    }
+    while (p < e && *p != ',' && *p != '}' && *p != ']' &&
+           (unsigned char)*p > 32)
+        p++;
+    return p;
+}
+
+/* Finds the raw text of the top-level member whose unescaped key is key. */
+static bool scan_member(const char *p, const char *e, const char *key,
+                        const char **vs, const char **ve)
+{
+    size_t klen = strlen(key);
+    p = scan_ws(p, e);
+    if (p >= e || *p != '{')
+        return false;
+    p++;
+    for (;;) {
+        p = scan_ws(p, e);
+        if (p >= e || *p != '"')
+            return false;
+        const char *ks = p + 1;
+        if (!(p = scan_string(p, e)))
+            return false;
+        size_t kl = (size_t)(p - 1 - ks);
+        p = scan_ws(p, e);
+        if (p >= e || *p != ':')
+            return false;
+        p = scan_ws(p + 1, e);
+        const char *v = p;
+        if (!(p = scan_value(p, e)))
+            return false;
+        if (kl == klen && memcmp(ks, key, klen) == 0) {
+            *vs = v;
+            *ve = p;
+            return true;
+        }
+        p = scan_ws(p, e);
+        if (p >= e || *p != ',')
+            return false;
+        p++;
+    }
+}
+
+/* ---- decoder */
+
+static const char *json_type_name(const cJSON *c)
+{
+    if (cJSON_IsString(c))
+        return "a string";
+    if (cJSON_IsNumber(c))
+        return "a number";
+    if (cJSON_IsBool(c))
+        return "a boolean";
+    if (cJSON_IsObject(c))
+        return "an object";
+    if (cJSON_IsArray(c))
+        return "an array";
+    return "null";
+}
+
+enum {
+    A_SPECVERSION,
+    A_ID,
+    A_SOURCE,
+    A_TYPE,
+    A_DATACONTENTTYPE,
+    A_DATASCHEMA,
+    A_SUBJECT,
+    A_TIME,
+    A_DATA,
+    A_DATA_BASE64,
+    A_COUNT
+};
+
+static const char *const attr_names[A_COUNT] = {
+    "specversion", "id",      "source", "type", "datacontenttype",
+    "dataschema",  "subject", "time",   "data", "data_base64"};
+
+static int attr_index(const char *k)
+{
+    /* dispatch on the first letter, then one strcmp */
+    int i;
+    switch (k[0]) {
+    case 's':
+        i = k[1] == 'p' ? A_SPECVERSION : k[1] == 'o' ? A_SOURCE : A_SUBJECT;
+        break;
+    case 'i': i = A_ID; break;
+    case 't': i = k[1] == 'y' ? A_TYPE : A_TIME; break;
+    case 'd':
+        if (strncmp(k, "data", 4) != 0)
+            return -1;
+        switch (k[4]) {
+        case '\0': return A_DATA;
+        case '_': i = A_DATA_BASE64; break;
+        case 'c': i = A_DATACONTENTTYPE; break;
+        case 's': i = A_DATASCHEMA; break;
+        default: return -1;
+        }
+        break;
+    default: return -1;
+    }
+    return strcmp(k, attr_names[i]) == 0 ? i : -1;
+}
+
+#define FAIL(...)                                                             \
+    do {                                                                      \
+        evbus__seterr(errstr, errstr_size, __VA_ARGS__);                      \
+        goto fail;                                                            \
+    } while (0)
+
+/* An integral JSON number that a double holds exactly? */
+static bool json_int(const cJSON *c, int64_t *out)
+{
+    double d = c->valuedouble;
+    if (!(d >= -(double)EVBUS__EXT_INT_MAX && d <= (double)EVBUS__EXT_INT_MAX))
+        return false;
+    int64_t v = (int64_t)d;
+    if ((double)v != d)
+        return false;
+    *out = v;
+    return true;
+}
+
+evbus_event_t *evbus_event_from_json(const char *json, size_t len,
+                                     char *errstr, size_t errstr_size)
+{
+    return evbus_event_from_json_limit(json, len,
+                                       EVBUS_EVENT_MAX_BYTES_DEFAULT, errstr,
+                                       errstr_size);
+}
+
+evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
+                                           size_t max_bytes, char *errstr,
+                                           size_t errstr_size)
+{
+    cJSON *root = NULL;
+    char *printed = NULL; /* JSON data printed by cJSON (rare) */
+    evbus_event_t *ev = NULL;
+    if (!json)
+        FAIL("not JSON: no input (NULL)");
+    /* a terminating NUL counted in len is not part of the text */
+    while (len > 0 && json[len - 1] == '\0')
+        len--;
+    if (max_bytes && len > max_bytes)
+        FAIL("event too large: %zu bytes, over the size limit of %zu bytes",
+             len, max_bytes);
+    if (len == 0)
+        FAIL("not JSON: empty input at byte offset 0");
+    const char *nul = memchr(json, '\0', len);
+    if (nul)
+        FAIL("not JSON: NUL byte at byte offset %zu", (size_t)(nul - json));
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root) {
+        size_t off = end && end >= json ? (size_t)(end - json) : 0;
+        FAIL("not JSON: syntax error at byte offset %zu", off > len ? len : off);
+    }
+    const char *tail = scan_ws(end, json + len);
+    if (tail < json + len)
+        FAIL("not JSON: unexpected text after the event at byte offset %zu",
+             (size_t)(tail - json));
+    if (!cJSON_IsObject(root))
+        FAIL("not a JSON object: an event is a JSON object, got %s",
+             json_type_name(root));
+
+    /* pass 1: sort members, check names and types, size the allocation */
+    const cJSON *attr[A_COUNT] = {0};
+    size_t n_ext = 0, bytes = 0;
+    for (const cJSON *c = root->child; c; c = c->next) {
+        const char *k = c->string;
+        int i = attr_index(k);
+        if (i >= 0) {
+            if (attr[i])
+                FAIL("duplicate attribute '%s'", k);
+            if (!cJSON_IsNull(c))
+                attr[i] = c;
+            continue;
+        }
+        if (cJSON_IsNull(c))
+            continue; /* null means unset */
+        if (!evbus__name_ok(k))
+            FAIL("invalid attribute name '%.64s': names use only lowercase "
+                 "a-z and 0-9",
+                 k);
+        int64_t iv;
+        if (cJSON_IsString(c)) {
+            if (evbus__has_ctl(c->valuestring))
+                FAIL("extension '%s' contains a control character", k);
+            bytes += strlen(c->valuestring) + 1;
+        } else if (cJSON_IsNumber(c)) {
+            if (!json_int(c, &iv))
+                FAIL("extension '%s' must be an integer, not %g", k,
+                     c->valuedouble);
+            bytes += 24;
+        } else if (cJSON_IsBool(c)) {
+            bytes += 6;
+        } else {
+            FAIL("extension '%s' must be a string, integer or boolean, not %s",
+                 k, json_type_name(c));
+        }
+        bytes += strlen(k) + 1;
+        n_ext++;
+    }
+
+    /* context attributes */
+    size_t alen[A_DATA] = {0};
+    for (int i = A_SPECVERSION; i < A_DATA; i++) {
+        const cJSON *c = attr[i];
+        bool required = i <= A_TYPE;
+        if (!c) {
+            if (required)
+                FAIL("missing required attribute '%s'", attr_names[i]);
+            continue;
+        }
+        if (!cJSON_IsString(c))
+            FAIL("attribute '%s' must be a JSON string, not %s",
+                 attr_names[i], json_type_name(c));
+        const char *v = c->valuestring;
+        if (!*v)
+            FAIL("%s attribute '%s' is empty",
+                 required ? "required" : "optional", attr_names[i]);
+        if (evbus__has_ctl(v))
+            FAIL("attribute '%s' contains a control character",
+                 attr_names[i]);
+        alen[i] = strlen(v);
+        if (i != A_SPECVERSION)
+            bytes += alen[i] + 1;
+    }
+    if (strcmp(attr[A_SPECVERSION]->valuestring, "1.0") != 0)
+        FAIL("unsupported specversion '%.32s' (only \"1.0\")",
+             attr[A_SPECVERSION]->valuestring);
+    const char *ct =
+        attr[A_DATACONTENTTYPE] ? attr[A_DATACONTENTTYPE]->valuestring : NULL;
+    if (ct && !evbus__media_type_ok(ct))
+        FAIL("datacontenttype '%.64s' is not a media type (type/subtype)", ct);
+    if (attr[A_DATASCHEMA] &&
+        !evbus__uri_absolute(attr[A_DATASCHEMA]->valuestring))
+        FAIL("dataschema '%.64s' is not an absolute URI",
+             attr[A_DATASCHEMA]->valuestring);
+    if (attr[A_TIME] && !evbus__time_parse(attr[A_TIME]->valuestring, NULL))
+        FAIL("time '%.64s' is not an RFC 3339 timestamp "
+             "(YYYY-MM-DDTHH:MM:SS[.frac] and Z or +hh:mm)",
+             attr[A_TIME]->valuestring);
+
+    /* data */
+    int kind = EVBUS__DATA_NONE;
+    const char *dsrc = NULL; /* bytes to copy (JSON text or string) */
+    size_t dlen = 0;
+    if (attr[A_DATA] && attr[A_DATA_BASE64])
+        FAIL("data and data_base64 both present (only one is allowed)");
+    if (attr[A_DATA_BASE64]) {
+        const cJSON *c = attr[A_DATA_BASE64];
+        if (!cJSON_IsString(c))
+            FAIL("attribute 'data_base64' must be a JSON string, not %s",
+                 json_type_name(c));
+        size_t bad;
+        if (!b64_check(c->valuestring, strlen(c->valuestring), &dlen, &bad))
+            FAIL("data_base64 is not valid base64 (at character %zu)", bad);
+        kind = EVBUS__DATA_BINARY;
+    } else if (attr[A_DATA]) {
+        const cJSON *c = attr[A_DATA];
+        if (cJSON_IsString(c) && ct && !evbus__media_type_is_json(ct)) {
+            kind = EVBUS__DATA_TEXT;
+            dsrc = c->valuestring;
+            dlen = strlen(dsrc);
+        } else {
+            /* a JSON value: keep its exact text */
+            const char *vs, *ve;
+            kind = EVBUS__DATA_JSON;
+            if (scan_member(json, json + len, "data", &vs, &ve)) {
+                dsrc = vs;
+                dlen = (size_t)(ve - vs);
+            } else {
+                /* the key was written with escapes: print the value */
+                if (!(printed = cJSON_PrintUnformatted(c)))
+                    FAIL("out of memory");
+                dsrc = printed;
+                dlen = strlen(printed);
+            }
+        }
+    }
+    if (kind != EVBUS__DATA_NONE)
+        bytes += dlen + 1;
+    char *cur;
+    ev = evbus__event_alloc(n_ext, bytes, &cur);
+    if (!ev)
+        FAIL("out of memory");
+    if (kind == EVBUS__DATA_BINARY) {
+        const char *b64 = attr[A_DATA_BASE64]->valuestring;
+        ev->data = (unsigned char *)cur;
+        b64_decode(ev->data, b64, strlen(b64));
+        ev->data[dlen] = '\0';
+        cur += dlen + 1;
+    } else if (kind != EVBUS__DATA_NONE) {
+        ev->data = (unsigned char *)evbus__blk_put(&cur, dsrc, dlen);
+    }
+    ev->data_len = dlen;
+    ev->data_kind = kind;
+
+    /* pass 2: copy */
+    char **slot[A_DATA] = {NULL,         &ev->id,         &ev->source,
+                           &ev->type,    &ev->datacontenttype,
+                           &ev->dataschema, &ev->subject, &ev->time};
+    for (int i = A_ID; i < A_DATA; i++)
+        if (attr[i])
+            *slot[i] = evbus__blk_put(&cur, attr[i]->valuestring, alen[i]);
+    for (const cJSON *c = root->child; c; c = c->next) {
+        if (attr_index(c->string) >= 0 || cJSON_IsNull(c))
+            continue;
+        evbus__ext_t *x = &ev->ext[ev->ext_count++];
+        x->name = evbus__blk_put(&cur, c->string, strlen(c->string));
+        if (cJSON_IsString(c)) {
+            x->kind = EVBUS__EXT_STRING;
+            x->value = evbus__blk_put(&cur, c->valuestring,
+                                      strlen(c->valuestring));
+        } else if (cJSON_IsNumber(c)) {
+            int64_t iv = 0;
+            json_int(c, &iv);
+            x->kind = EVBUS__EXT_INT;
+            x->value = cur;
+            cur += evbus__fmt_int64(cur, iv) + 1;
+        } else {
+            x->kind = EVBUS__EXT_BOOL;
+            x->value = evbus__blk_put(&cur, cJSON_IsTrue(c) ? "true" : "false",
+                                      cJSON_IsTrue(c) ? 4 : 5);
+        }
+    }
+    cJSON_free(printed);
+    cJSON_Delete(root);
+    return ev;
+fail:
+    cJSON_free(printed);
+    cJSON_Delete(root);
+    evbus_event_free(ev);
+    return NULL;
+}
