@@ -213,10 +213,73 @@ static unsigned long id_counter;
 
 /* Makes body a Dapr-enriched CloudEvent for topic; NULL on invalid JSON.
  * wrap: the body was not sent as a CloudEvent. */
+/* Appends s as a JSON string to out (the names here need no escaping
+ * beyond quotes and backslashes; control characters cannot occur). */
+static void add_json_str(char *out, size_t n, const char *s)
+{
+    size_t l = strlen(out);
+    if (l + 1 < n)
+        out[l++] = '"';
+    for (; *s && l + 3 < n; s++) {
+        if (*s == '"' || *s == '\\')
+            out[l++] = '\\';
+        out[l++] = *s;
+    }
+    if (l + 1 < n)
+        out[l++] = '"';
+    out[l] = '\0';
+}
+
+/* The sent text with the added fields spliced in before its closing brace,
+ * so the bytes the publisher sent (data included) reach the app as sent;
+ * NULL when that is not possible (then the event is printed anew). */
+static char *splice(const char *body, size_t len, const cJSON *orig,
+                    const char *topic, const char *time_now)
+{
+    if (cJSON_GetObjectItemCaseSensitive(orig, "topic") ||
+        cJSON_GetObjectItemCaseSensitive(orig, "pubsubname"))
+        return NULL;
+    while (len && (body[len - 1] == ' ' || body[len - 1] == '\n' ||
+                   body[len - 1] == '\r' || body[len - 1] == '\t'))
+        len--;
+    if (!len || body[len - 1] != '}')
+        return NULL;
+    char add[4096] = "";
+    strcat(add, "\"topic\":");
+    add_json_str(add, sizeof add, topic);
+    strcat(add, ",\"pubsubname\":");
+    add_json_str(add, sizeof add, opt_pubsub);
+    static const char *const trace[] = {"traceid", "traceparent",
+                                        "tracestate"};
+    for (int i = 0; i < 3; i++)
+        if (!cJSON_GetObjectItemCaseSensitive(orig, trace[i])) {
+            strcat(add, ",\"");
+            strcat(add, trace[i]);
+            strcat(add, "\":\"\"");
+        }
+    if (!cJSON_GetObjectItemCaseSensitive(orig, "time")) {
+        strcat(add, ",\"time\":");
+        add_json_str(add, sizeof add, time_now);
+    }
+    bool empty = orig->child == NULL;
+    size_t n = len - 1 + 1 + strlen(add) + 2;
+    char *out = malloc(n + 1);
+    snprintf(out, n + 1, "%.*s%s%s}", (int)(len - 1), body, empty ? "" : ",",
+             add);
+    return out;
+}
+
+/* Makes body a Dapr-enriched CloudEvent for topic; NULL on invalid JSON.
+ * wrap: the body was not sent as a CloudEvent. *text receives the event as
+ * it will be delivered. */
 static cJSON *enrich(const char *topic, const char *body, size_t len,
-                     const char *ctype, bool wrap)
+                     const char *ctype, bool wrap, char **text)
 {
     cJSON *ev;
+    char tbuf[64];
+    time_t tt = time(NULL);
+    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&tt));
+    *text = NULL;
     if (wrap) {
         ev = cJSON_CreateObject();
         char id[64];
@@ -242,6 +305,7 @@ static cJSON *enrich(const char *topic, const char *body, size_t len,
             cJSON_Delete(ev);
             return NULL;
         }
+        *text = splice(body, len, ev, topic, tbuf);
     }
     cJSON_DeleteItemFromObjectCaseSensitive(ev, "topic");
     cJSON_AddStringToObject(ev, "topic", topic);
@@ -253,20 +317,20 @@ static cJSON *enrich(const char *topic, const char *body, size_t len,
         cJSON_AddStringToObject(ev, "traceparent", "");
     if (!cJSON_GetObjectItemCaseSensitive(ev, "tracestate"))
         cJSON_AddStringToObject(ev, "tracestate", "");
-    if (!cJSON_GetObjectItemCaseSensitive(ev, "time")) {
-        char tbuf[64];
-        time_t tt = time(NULL);
-        strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&tt));
+    if (!cJSON_GetObjectItemCaseSensitive(ev, "time"))
         cJSON_AddStringToObject(ev, "time", tbuf);
-    }
+    if (!*text)
+        *text = cJSON_PrintUnformatted(ev);
     return ev;
 }
 
-/* Appends ev (taken) to topic's log and queues it. mu held. */
-static void store(const char *topic, cJSON *ev, cJSON *meta)
+/* Appends ev (taken) to topic's log and queues body (taken; NULL = print
+ * ev) for delivery. mu held. */
+static void store(const char *topic, cJSON *ev, cJSON *meta, char *body)
 {
     topic_t *t = topic_get(topic);
-    char *body = cJSON_PrintUnformatted(ev);
+    if (!body)
+        body = cJSON_PrintUnformatted(ev);
     if (opt_keep_log) {
         cJSON *rec = cJSON_CreateObject();
         cJSON_AddItemToObject(rec, "event", ev);
@@ -368,7 +432,9 @@ static enum MHD_Result on_publish(struct MHD_Connection *c, const char *url,
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
                                                  "Content-Type");
     bool ce = ct && strncmp(ct, "application/cloudevents+json", 28) == 0;
-    cJSON *ev = enrich(topic, cn->body ? cn->body : "", cn->len, ct, !ce);
+    char *text;
+    cJSON *ev = enrich(topic, cn->body ? cn->body : "", cn->len, ct, !ce,
+                       &text);
     if (!ev)
         return dapr_error(c, 500, "ERR_PUBSUB_CLOUD_EVENTS_SER",
                           "error when unmarshalling the request as cloud "
@@ -378,7 +444,7 @@ static enum MHD_Result on_publish(struct MHD_Connection *c, const char *url,
     pthread_mutex_lock(&mu);
     if (!ce)
         st.wrapped++;
-    store(topic, ev, meta);
+    store(topic, ev, meta, text);
     pthread_mutex_unlock(&mu);
     return send_resp(c, 204, NULL, "");
 }
@@ -422,10 +488,11 @@ static enum MHD_Result on_bulk(struct MHD_Connection *c, const char *url,
                                           : cJSON_PrintUnformatted(evj);
         bool ce = cJSON_IsString(ect) &&
                   strstr(ect->valuestring, "cloudevents") != NULL;
+        char *out = NULL;
         cJSON *ev = (text && !inject)
                         ? enrich(topic, text, strlen(text),
                                  cJSON_IsString(ect) ? ect->valuestring : NULL,
-                                 !ce)
+                                 !ce, &out)
                         : NULL;
         free(text);
         if (!ev) {
@@ -442,8 +509,8 @@ static enum MHD_Result on_bulk(struct MHD_Connection *c, const char *url,
         }
         if (!ce)
             st.wrapped++;
-        store(topic, ev,
-              cJSON_IsObject(md) ? cJSON_Duplicate(md, 1) : NULL);
+        store(topic, ev, cJSON_IsObject(md) ? cJSON_Duplicate(md, 1) : NULL,
+              out);
     }
     pthread_mutex_unlock(&mu);
     cJSON_Delete(arr);
@@ -668,7 +735,7 @@ static void settle_job(job_t *j, int out)
             cJSON_AddStringToObject(ev, "topic", j->t->dlq);
             st.dead_lettered++;
             st.published--; /* store counts it; this is not a publish */
-            store(j->t->dlq, ev, NULL);
+            store(j->t->dlq, ev, NULL, NULL);
         }
     }
     job_free(j);
