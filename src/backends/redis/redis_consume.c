@@ -1,0 +1,840 @@
+/*
+ * Consuming a stream as a member of a consumer group.
+ *
+ * Each subscription runs a fetcher thread with its own connection:
+ *   1. XGROUP CREATE <topic> <group> 0 MKSTREAM (a new group reads the
+ *      whole history; BUSYGROUP means it exists already);
+ *   2. re-reads its own pending entries (XREADGROUP ... 0) before anything
+ *      else, after the start and after every reconnect;
+ *   3. takes over entries of dead members idle longer than
+ *      claim_timeout_ms (XAUTOCLAIM, following the cursor), every
+ *      claim_timeout_ms / 2;
+ *   4. otherwise waits for new entries (XREADGROUP ... BLOCK ... >).
+ * Entries go into a local buffer; fetch() hands them out without blocking
+ * and the thread wakes the poller with evbus_host_notify().
+ *
+ * The member remembers every entry it holds (buffered, handed out, or acked
+ * and not yet confirmed), skips those when it re-reads or claims, and
+ * refreshes their idle time every claim_timeout_ms / 3 (XCLAIM ... JUSTID),
+ * so neither it nor another member takes a message it is still working on
+ * (the core may keep one for a long retry backoff).
+ *
+ * Settling goes through the writer thread: ACKs are collected and sent as
+ * one pipelined XACK; RELEASE gives an entry back by marking it long idle
+ * (XCLAIM ... IDLE ... JUSTID), so any member claims it at once.
+ * Deleted entries (nil fields, e.g. trimmed by MAXLEN) are acked and skipped.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "redis_internal.h"
+
+/* Idle time given to released entries: far beyond any claim timeout. */
+#define RELEASE_IDLE_MS "315360000000"
+
+static atomic_uint consumer_counter;
+
+static const char *const no_data_field =
+    "redis stream entry has no 'data' field";
+
+/* ------------------------------------------------------------ lifetime */
+
+static void msg_list_free(rds_msg_t *m)
+{
+    while (m) {
+        rds_msg_t *next = m->next;
+        free(m);
+        m = next;
+    }
+}
+
+void rds_sub_unref(rds_sub_t *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    msg_list_free(s->buf_head);
+    msg_list_free(s->acks);
+    msg_list_free(s->releases);
+    rds_idset_free(&s->held);
+    if (s->c)
+        redisFree(s->c);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s->topic);
+    free(s->group);
+    free(s);
+}
+
+/* ------------------------------------------------------------ fetcher */
+
+typedef struct {
+    bool group_ready;    /* XGROUP CREATE done on this connection */
+    bool pending_phase;  /* still re-reading our own pending entries */
+    char pending_from[44];
+    bool claiming;       /* an XAUTOCLAIM scan is under way */
+    char claim_cursor[44];
+    uint64_t next_claim_ms, next_beat_ms;
+    bool was_down;
+} fetch_state_t;
+
+static int claim_interval(const rds_bus_t *b)
+{
+    int ms = b->o.claim_timeout_ms / 2;
+    return ms < 50 ? 50 : ms;
+}
+
+static int beat_interval(const rds_bus_t *b)
+{
+    int ms = b->o.claim_timeout_ms / 3;
+    return ms < 30 ? 30 : ms;
+}
+
+/* Drops the fetcher's connection after an I/O failure. */
+static void drop_conn(rds_sub_t *s, const char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    redisContext *c = s->c;
+    s->c = NULL;
+    bool stopping = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    if (c)
+        redisFree(c);
+    if (!stopping)
+        evbus_host_log(s->bus->host, EVBUS_LOG_WARN,
+                       "fetcher for %s/%s lost its connection (%s); "
+                       "reconnecting",
+                       s->topic, s->group, why);
+}
+
+/* Handles a failed command: I/O failures drop the connection; NOGROUP
+ * (stream or group deleted) makes the fetcher create the group again. */
+static void command_failed(rds_sub_t *s, fetch_state_t *st, redisReply *r,
+                           const char *what)
+{
+    char why[300];
+    int rc = rds_error(s->c, r, why, sizeof why);
+    if (!r || s->c->err) {
+        drop_conn(s, why);
+        return;
+    }
+    if (rc == EVBUS_ENOTFOUND) {
+        st->group_ready = false;
+        return;
+    }
+    evbus_host_log(s->bus->host, EVBUS_LOG_WARN, "%s on %s/%s failed: %s",
+                   what, s->topic, s->group, why);
+    /* Do not spin on a persistent error. */
+    pthread_mutex_lock(&s->mu);
+    if (!s->stop)
+        rds_timedwait(&s->cv, &s->mu, 500);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int create_group(redisContext *c, const char *topic, const char *group,
+                        char *errstr, size_t n)
+{
+    const char *argv[] = {"XGROUP", "CREATE", topic, group, "0", "MKSTREAM"};
+    redisReply *r = redisCommandArgv(c, 6, argv, NULL);
+    int rc = EVBUS_OK;
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        if (r && r->str && strncmp(r->str, "BUSYGROUP", 9) == 0)
+            rc = EVBUS_OK; /* the group exists: fine */
+        else
+            rc = rds_error(c, r, errstr, n);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Makes a message from one [id, [field, value, ...]] entry. *deleted is set
+ * for an entry whose fields are nil (deleted while pending). */
+static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted)
+{
+    *deleted = false;
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING)
+        return NULL;
+    const redisReply *idr = e->element[0], *f = e->element[1];
+    rds_id_t id;
+    if (idr->len >= sizeof(((rds_msg_t *)0)->idstr) ||
+        !rds_id_parse(idr->str, idr->len, &id))
+        return NULL;
+    const redisReply *data = NULL;
+    if (f->type == REDIS_REPLY_ARRAY && f->elements) {
+        for (size_t i = 0; i + 1 < f->elements; i += 2)
+            if (f->element[i]->type == REDIS_REPLY_STRING &&
+                f->element[i]->len == 4 &&
+                memcmp(f->element[i]->str, "data", 4) == 0 &&
+                f->element[i + 1]->type == REDIS_REPLY_STRING) {
+                data = f->element[i + 1];
+                break;
+            }
+    } else {
+        *deleted = true;
+    }
+    size_t len = data ? data->len : 0;
+    rds_msg_t *m = malloc(sizeof *m + len + 1);
+    if (!m)
+        return NULL;
+    m->next = NULL;
+    m->id = id;
+    memcpy(m->idstr, idr->str, idr->len);
+    m->idstr[idr->len] = '\0';
+    m->delivery_count = 1;
+    m->decode_error = data || *deleted ? NULL : no_data_field;
+    m->len = len;
+    if (len)
+        memcpy(m->payload, data->str, len);
+    m->payload[len] = '\0';
+    return m;
+}
+
+/* Fills delivery counts from XPENDING (pipelined, one per entry). */
+static int fill_counts(rds_sub_t *s, rds_msg_t *list)
+{
+    redisContext *c = s->c;
+    int n = 0;
+    for (rds_msg_t *m = list; m; m = m->next, n++) {
+        const char *argv[] = {"XPENDING", s->topic, s->group, m->idstr,
+                              m->idstr, "1"};
+        redisAppendCommandArgv(c, 6, argv, NULL);
+    }
+    for (rds_msg_t *m = list; m; m = m->next) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
+            return EVBUS_ECONN;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+            r->element[0]->type == REDIS_REPLY_ARRAY &&
+            r->element[0]->elements >= 4 &&
+            r->element[0]->element[3]->type == REDIS_REPLY_INTEGER)
+            m->delivery_count = (int)r->element[0]->element[3]->integer;
+        freeReplyObject(r);
+    }
+    (void)n;
+    return EVBUS_OK;
+}
+
+/* Acks entries that were deleted while pending (nothing to deliver). */
+static void ack_deleted(rds_sub_t *s, const char **ids, int n)
+{
+    if (!n)
+        return;
+    const char **argv = malloc((size_t)(n + 3) * sizeof *argv);
+    if (!argv)
+        return;
+    argv[0] = "XACK";
+    argv[1] = s->topic;
+    argv[2] = s->group;
+    memcpy(argv + 3, ids, (size_t)n * sizeof *ids);
+    redisReply *r = redisCommandArgv(s->c, n + 3, argv, NULL);
+    freeReplyObject(r);
+    free(argv);
+    evbus_host_log(s->bus->host, EVBUS_LOG_INFO,
+                   "acked %d entries of %s/%s that were deleted while pending",
+                   n, s->topic, s->group);
+}
+
+/* Turns an array of entries into buffered messages. known_new: entries
+ * from '>' (never held before, delivered for the first time); otherwise
+ * held ones are skipped and delivery counts looked up. Returns how many
+ * entries the array had (including skipped and deleted), or an error. */
+static int take_entries(rds_sub_t *s, const redisReply *entries,
+                        bool known_new, char *last_id, size_t last_id_size)
+{
+    if (!entries || entries->type != REDIS_REPLY_ARRAY)
+        return 0;
+    rds_msg_t *head = NULL, **tail = &head;
+    const char **deleted = calloc(entries->elements + 1, sizeof *deleted);
+    int ndeleted = 0;
+    if (!deleted)
+        return EVBUS_ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+            e->element[0]->type == REDIS_REPLY_STRING && last_id &&
+            e->element[0]->len < last_id_size) {
+            memcpy(last_id, e->element[0]->str, e->element[0]->len);
+            last_id[e->element[0]->len] = '\0';
+        }
+        if (!known_new && e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+            e->element[0]->type == REDIS_REPLY_STRING) {
+            rds_id_t id;
+            if (rds_id_parse(e->element[0]->str, e->element[0]->len, &id) &&
+                rds_idset_has(&s->held, id))
+                continue; /* we still hold it: not a new delivery */
+        }
+        bool del;
+        rds_msg_t *m = entry_to_msg(e, &del);
+        if (!m)
+            continue;
+        if (del) {
+            deleted[ndeleted++] = e->element[0]->str;
+            free(m);
+            continue;
+        }
+        *tail = m;
+        tail = &m->next;
+    }
+    pthread_mutex_unlock(&s->mu);
+    ack_deleted(s, deleted, ndeleted);
+    free(deleted);
+    if (!known_new && head && fill_counts(s, head) != EVBUS_OK) {
+        msg_list_free(head);
+        return EVBUS_ECONN;
+    }
+    int added = 0;
+    pthread_mutex_lock(&s->mu);
+    while (head) {
+        rds_msg_t *m = head;
+        head = m->next;
+        m->next = NULL;
+        if (rds_idset_add(&s->held, m->id) != EVBUS_OK) {
+            free(m); /* stays pending in Redis: claimed again later */
+            continue;
+        }
+        if (s->buf_tail)
+            s->buf_tail->next = m;
+        else
+            s->buf_head = m;
+        s->buf_tail = m;
+        s->nbuf++;
+        added++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (added)
+        evbus_host_notify(s->bus->host);
+    return (int)entries->elements;
+}
+
+/* Entries of the single stream in an XREADGROUP reply, or NULL. */
+static const redisReply *stream_entries(const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        return NULL;
+    const redisReply *st = r->element[0];
+    if (st->type != REDIS_REPLY_ARRAY || st->elements < 2)
+        return NULL;
+    return st->element[1];
+}
+
+static void read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
+{
+    char cnt[16], blk[16];
+    snprintf(cnt, sizeof cnt, "%d", count);
+    snprintf(blk, sizeof blk, "%d", block);
+    const char *argv[11];
+    int argc = 0;
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = s->group;
+    argv[argc++] = s->consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = cnt;
+    if (!st->pending_phase) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = blk;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = s->topic;
+    argv[argc++] = st->pending_phase ? st->pending_from : ">";
+    redisReply *r = redisCommandArgv(s->c, argc, argv, NULL);
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        command_failed(s, st, r, "XREADGROUP");
+        freeReplyObject(r);
+        return;
+    }
+    int n = take_entries(s, stream_entries(r), !st->pending_phase,
+                         st->pending_from, sizeof st->pending_from);
+    if (n == EVBUS_ECONN)
+        drop_conn(s, "reading delivery counts failed");
+    else if (st->pending_phase && n == 0)
+        st->pending_phase = false; /* our backlog is done: now '>' */
+    freeReplyObject(r);
+}
+
+static void claim_step(rds_sub_t *s, fetch_state_t *st, int count)
+{
+    char idle[24], cnt[16];
+    snprintf(idle, sizeof idle, "%d", s->bus->o.claim_timeout_ms);
+    snprintf(cnt, sizeof cnt, "%d", count);
+    const char *argv[] = {"XAUTOCLAIM", s->topic,        s->group, s->consumer,
+                          idle,         st->claim_cursor, "COUNT",  cnt};
+    redisReply *r = redisCommandArgv(s->c, 8, argv, NULL);
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        command_failed(s, st, r, "XAUTOCLAIM");
+        st->claiming = false;
+        st->next_claim_ms = rds_now_ms() + (uint64_t)claim_interval(s->bus);
+        freeReplyObject(r);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len >= sizeof st->claim_cursor) {
+        freeReplyObject(r);
+        st->claiming = false;
+        return;
+    }
+    memcpy(st->claim_cursor, r->element[0]->str, r->element[0]->len);
+    st->claim_cursor[r->element[0]->len] = '\0';
+    int before;
+    pthread_mutex_lock(&s->mu);
+    before = s->nbuf;
+    pthread_mutex_unlock(&s->mu);
+    int n = take_entries(s, r->element[1], false, NULL, 0);
+    if (n == EVBUS_ECONN) {
+        drop_conn(s, "reading delivery counts failed");
+    } else {
+        pthread_mutex_lock(&s->mu);
+        int got = s->nbuf - before;
+        pthread_mutex_unlock(&s->mu);
+        if (got > 0)
+            evbus_host_log(s->bus->host, EVBUS_LOG_INFO,
+                           "took over %d entries of %s/%s idle longer than "
+                           "%d ms",
+                           got, s->topic, s->group, s->bus->o.claim_timeout_ms);
+    }
+    if (strcmp(st->claim_cursor, "0-0") == 0) {
+        st->claiming = false;
+        st->next_claim_ms = rds_now_ms() + (uint64_t)claim_interval(s->bus);
+    }
+    freeReplyObject(r);
+}
+
+/* Resets the idle time of everything this member holds (XCLAIM to itself,
+ * JUSTID: no delivery counted), so no claim takes it while we work on it. */
+static void heartbeat(rds_sub_t *s, fetch_state_t *st)
+{
+    st->next_beat_ms = rds_now_ms() + (uint64_t)beat_interval(s->bus);
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->held.len;
+    char (*ids)[44] = n ? malloc(n * sizeof *ids) : NULL;
+    const char **argv = n ? malloc((n + 6) * sizeof *argv) : NULL;
+    size_t k = 0;
+    if (ids && argv)
+        for (size_t i = 0; i < s->held.cap; i++)
+            if (s->held.used[i]) {
+                snprintf(ids[k], sizeof ids[k], "%llu-%llu",
+                         (unsigned long long)s->held.slots[i].ms,
+                         (unsigned long long)s->held.slots[i].seq);
+                argv[5 + k] = ids[k];
+                k++;
+            }
+    pthread_mutex_unlock(&s->mu);
+    if (k) {
+        argv[0] = "XCLAIM";
+        argv[1] = s->topic;
+        argv[2] = s->group;
+        argv[3] = s->consumer;
+        argv[4] = "0";
+        argv[5 + k] = "JUSTID";
+        redisReply *r = redisCommandArgv(s->c, (int)(k + 6), argv, NULL);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            command_failed(s, st, r, "XCLAIM (keeping held entries)");
+        freeReplyObject(r);
+    }
+    free(ids);
+    free(argv);
+}
+
+static void *fetcher_main(void *arg)
+{
+    rds_sub_t *s = arg;
+    rds_bus_t *b = s->bus;
+    const int max_buf = b->o.batch * 2;
+    fetch_state_t st = {.group_ready = true, .pending_phase = true,
+                        .pending_from = "0", .claiming = true,
+                        .claim_cursor = "0-0"};
+    st.next_beat_ms = rds_now_ms() + (uint64_t)beat_interval(b);
+    rds_backoff_t backoff = {0, 0};
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        if (s->stop) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        bool connected = s->c != NULL;
+        uint64_t now = rds_now_ms();
+        if (!connected && now < backoff.next_ms) {
+            uint64_t left = backoff.next_ms - now;
+            rds_timedwait(&s->cv, &s->mu, left > 100 ? 100 : (int)left);
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        int room = max_buf - s->nbuf;
+        if (connected && room <= 0 && now < st.next_beat_ms) {
+            /* Full: wait for fetch() to make room (or the next beat). */
+            uint64_t left = st.next_beat_ms - now;
+            rds_timedwait(&s->cv, &s->mu, left > 100 ? 100 : (int)left);
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+
+        if (!connected) {
+            char why[300];
+            redisContext *c = NULL;
+            int rc = rds_connect(&b->o, b->o.block_ms + b->o.command_timeout_ms,
+                                 &c, why, sizeof why);
+            if (rc != EVBUS_OK) {
+                rds_backoff_failed(&backoff, b->o.reconnect_max_ms);
+                if (!st.was_down)
+                    evbus_host_log(b->host, EVBUS_LOG_WARN,
+                                   "fetcher for %s/%s cannot connect: %s; "
+                                   "retrying with backoff",
+                                   s->topic, s->group, why);
+                st.was_down = true;
+                continue;
+            }
+            if (st.was_down)
+                evbus_host_log(b->host, EVBUS_LOG_INFO,
+                               "fetcher for %s/%s reconnected", s->topic,
+                               s->group);
+            st.was_down = false;
+            rds_backoff_ok(&backoff);
+            pthread_mutex_lock(&s->mu);
+            bool stop = s->stop;
+            if (!stop)
+                s->c = c;
+            pthread_mutex_unlock(&s->mu);
+            if (stop) {
+                redisFree(c);
+                break;
+            }
+            /* A new connection: check the group, re-read our backlog. */
+            st.group_ready = false;
+            st.pending_phase = true;
+            strcpy(st.pending_from, "0");
+            continue;
+        }
+        if (!st.group_ready) {
+            char why[300];
+            int rc = create_group(s->c, s->topic, s->group, why, sizeof why);
+            if (rc == EVBUS_OK) {
+                st.group_ready = true;
+            } else if (s->c->err) {
+                drop_conn(s, why);
+            } else {
+                evbus_host_log(b->host, EVBUS_LOG_WARN,
+                               "XGROUP CREATE %s %s failed: %s", s->topic,
+                               s->group, why);
+                pthread_mutex_lock(&s->mu);
+                if (!s->stop)
+                    rds_timedwait(&s->cv, &s->mu, 1000);
+                pthread_mutex_unlock(&s->mu);
+            }
+            continue;
+        }
+        now = rds_now_ms();
+        if (now >= st.next_beat_ms) {
+            heartbeat(s, &st);
+            continue;
+        }
+        if (room <= 0)
+            continue;
+        int count = room < b->o.batch ? room : b->o.batch;
+        if (st.pending_phase) {
+            read_group(s, &st, count, 0);
+            continue;
+        }
+        if (!st.claiming && now >= st.next_claim_ms) {
+            st.claiming = true;
+            strcpy(st.claim_cursor, "0-0");
+        }
+        if (st.claiming) {
+            claim_step(s, &st, count);
+            continue;
+        }
+        uint64_t until = st.next_claim_ms < st.next_beat_ms ? st.next_claim_ms
+                                                            : st.next_beat_ms;
+        int block = b->o.block_ms;
+        if (until - now < (uint64_t)block)
+            block = (int)(until - now);
+        if (block < 1)
+            block = 1; /* BLOCK 0 would wait forever */
+        read_group(s, &st, count, block);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ vtable */
+
+static void consumer_name(const rds_bus_t *b, char *out, size_t n)
+{
+    if (b->o.consumer) {
+        snprintf(out, n, "%s", b->o.consumer);
+        return;
+    }
+    char host[64] = "host";
+    if (gethostname(host, sizeof host) != 0)
+        strcpy(host, "host");
+    host[sizeof host - 1] = '\0';
+    snprintf(out, n, "%s-%d-%u", host, (int)getpid(),
+             atomic_fetch_add(&consumer_counter, 1) + 1);
+}
+
+int rds_subscribe(void *priv, const char *topic, const char *group,
+                  void **bsub, char *errstr, size_t n)
+{
+    rds_bus_t *b = priv;
+    rds_sub_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->topic = strdup(topic)) || !(s->group = strdup(group))) {
+        if (s)
+            free(s->topic);
+        free(s);
+        snprintf(errstr, n, "out of memory");
+        return EVBUS_ENOMEM;
+    }
+    s->bus = b;
+    atomic_init(&s->refs, 1);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    consumer_name(b, s->consumer, sizeof s->consumer);
+    char why[300];
+    int rc = rds_connect(&b->o, b->o.block_ms + b->o.command_timeout_ms, &s->c,
+                         why, sizeof why);
+    if (rc == EVBUS_OK) {
+        rc = create_group(s->c, topic, group, why, sizeof why);
+        if (rc != EVBUS_OK) {
+            char what[300];
+            snprintf(what, sizeof what, "XGROUP CREATE %s %s failed: %s",
+                     topic, group, why);
+            snprintf(why, sizeof why, "%s", what);
+        }
+    }
+    if (rc == EVBUS_OK &&
+        pthread_create(&s->thread, NULL, fetcher_main, s) != 0) {
+        snprintf(why, sizeof why, "cannot start the fetcher thread");
+        rc = EVBUS_ENOMEM;
+    }
+    if (rc != EVBUS_OK) {
+        snprintf(errstr, n, "%s", why);
+        rds_sub_unref(s);
+        return rc;
+    }
+    s->thread_started = true;
+    evbus_host_log(b->host, EVBUS_LOG_DEBUG,
+                   "subscribed to %s as %s in group %s", topic, s->consumer,
+                   group);
+    *bsub = s;
+    return EVBUS_OK;
+}
+
+int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+{
+    (void)priv;
+    rds_sub_t *s = bsub;
+    int n = 0;
+    pthread_mutex_lock(&s->mu);
+    while (n < max && s->buf_head) {
+        rds_msg_t *m = s->buf_head;
+        s->buf_head = m->next;
+        if (!s->buf_head)
+            s->buf_tail = NULL;
+        m->next = NULL;
+        s->nbuf--;
+        s->nheld_out++;
+        out[n].topic = s->topic;
+        out[n].payload = m->payload;
+        out[n].len = m->len;
+        out[n].decode_error = m->decode_error;
+        out[n].delivery_count = m->delivery_count;
+        out[n].cookie = m;
+        n++;
+    }
+    if (n && s->nbuf <= s->bus->o.batch)
+        pthread_cond_broadcast(&s->cv); /* room for the fetcher */
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* Makes sure a settle job is queued for what s has collected. */
+static void schedule_settle(rds_sub_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool need = !s->settle_queued && (s->acks || s->releases);
+    if (need)
+        s->settle_queued = true;
+    pthread_mutex_unlock(&s->mu);
+    if (!need)
+        return;
+    rds_job_t *job = calloc(1, sizeof *job);
+    if (job) {
+        job->kind = RDS_JOB_SETTLE;
+        job->sub = s;
+        atomic_fetch_add(&s->refs, 1);
+        if (rds_writer_push(s->bus, job) == EVBUS_OK)
+            return;
+        atomic_fetch_sub(&s->refs, 1);
+        free(job);
+    }
+    /* Could not queue now: the next settle (or unsubscribe) tries again. */
+    pthread_mutex_lock(&s->mu);
+    s->settle_queued = false;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+               int delay_ms)
+{
+    (void)priv;
+    (void)delay_ms;
+    rds_sub_t *s = bsub;
+    rds_msg_t *m = msg->cookie;
+    if (how != EVBUS_SETTLE_ACK && how != EVBUS_SETTLE_RELEASE)
+        return EVBUS_ENOTSUP; /* no EVBUS_FEAT_DELAYED_RETRY */
+    pthread_mutex_lock(&s->mu);
+    s->nheld_out--;
+    if (how == EVBUS_SETTLE_ACK) {
+        /* Still held until the XACK is confirmed. */
+        m->next = s->acks;
+        s->acks = m;
+    } else {
+        rds_idset_del(&s->held, m->id);
+        m->next = s->releases;
+        s->releases = m;
+    }
+    pthread_mutex_unlock(&s->mu);
+    schedule_settle(s);
+    return EVBUS_OK;
+}
+
+int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
+                      rds_msg_t **releases)
+{
+    pthread_mutex_lock(&s->mu);
+    *acks = s->acks;
+    *releases = s->releases;
+    s->acks = s->releases = NULL;
+    s->settle_queued = false;
+    pthread_mutex_unlock(&s->mu);
+    int replies = 0;
+    size_t na = 0, nr = 0;
+    for (rds_msg_t *m = *acks; m; m = m->next)
+        na++;
+    for (rds_msg_t *m = *releases; m; m = m->next)
+        nr++;
+    size_t most = (na > nr ? na : nr) + 8;
+    const char **argv = malloc(most * sizeof *argv);
+    if (!argv) { /* put them back; sent with the next job */
+        rds_settle_done(s, *acks, *releases, false);
+        *acks = *releases = NULL;
+        return 0;
+    }
+    if (na) {
+        int argc = 0;
+        argv[argc++] = "XACK";
+        argv[argc++] = s->topic;
+        argv[argc++] = s->group;
+        for (rds_msg_t *m = *acks; m; m = m->next)
+            argv[argc++] = m->idstr;
+        redisAppendCommandArgv(c, argc, argv, NULL);
+        replies++;
+    }
+    if (nr) {
+        int argc = 0;
+        argv[argc++] = "XCLAIM";
+        argv[argc++] = s->topic;
+        argv[argc++] = s->group;
+        argv[argc++] = s->consumer;
+        argv[argc++] = "0";
+        for (rds_msg_t *m = *releases; m; m = m->next)
+            argv[argc++] = m->idstr;
+        argv[argc++] = "IDLE";
+        argv[argc++] = RELEASE_IDLE_MS;
+        argv[argc++] = "JUSTID";
+        redisAppendCommandArgv(c, argc, argv, NULL);
+        replies++;
+    }
+    free(argv);
+    return replies;
+}
+
+static void prepend(rds_msg_t **list, rds_msg_t *more)
+{
+    if (!more)
+        return;
+    rds_msg_t *last = more;
+    while (last->next)
+        last = last->next;
+    last->next = *list;
+    *list = more;
+}
+
+bool rds_settle_done(rds_sub_t *s, rds_msg_t *acks, rds_msg_t *releases,
+                     bool ok)
+{
+    bool requeue = false;
+    pthread_mutex_lock(&s->mu);
+    if (ok) {
+        for (rds_msg_t *m = acks; m; m = m->next)
+            rds_idset_del(&s->held, m->id);
+    } else {
+        prepend(&s->acks, acks);
+        prepend(&s->releases, releases);
+        acks = releases = NULL;
+        if ((s->acks || s->releases) && !s->settle_queued)
+            requeue = s->settle_queued = true;
+    }
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    msg_list_free(acks);
+    msg_list_free(releases);
+    return requeue;
+}
+
+void rds_unsubscribe(void *priv, void *bsub)
+{
+    rds_bus_t *b = priv;
+    rds_sub_t *s = bsub;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    if (s->c) /* wakes a blocked XREADGROUP */
+        shutdown(s->c->fd, SHUT_RDWR);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->thread_started)
+        pthread_join(s->thread, NULL);
+
+    /* Entries buffered but never handed out go back for other members. */
+    pthread_mutex_lock(&s->mu);
+    while (s->buf_head) {
+        rds_msg_t *m = s->buf_head;
+        s->buf_head = m->next;
+        rds_idset_del(&s->held, m->id);
+        m->next = s->releases;
+        s->releases = m;
+    }
+    s->buf_tail = NULL;
+    s->nbuf = 0;
+    pthread_mutex_unlock(&s->mu);
+
+    /* Wait (bounded) until the writer confirmed every ack and release, so
+     * a reopened member does not get acked entries again. */
+    uint64_t deadline = rds_now_ms() + (uint64_t)b->o.command_timeout_ms;
+    for (;;) {
+        schedule_settle(s);
+        pthread_mutex_lock(&s->mu);
+        bool drained = !s->acks && !s->releases && !s->settle_queued;
+        /* settle_queued is cleared when the writer takes the lists; the
+         * held set empties once the acks it sent are confirmed. */
+        drained = drained && s->held.len == 0;
+        if (!drained && rds_now_ms() < deadline)
+            rds_timedwait(&s->cv, &s->mu, 20);
+        pthread_mutex_unlock(&s->mu);
+        if (drained)
+            break;
+        if (rds_now_ms() >= deadline) {
+            evbus_host_log(b->host, EVBUS_LOG_WARN,
+                           "unsubscribe from %s/%s: some acks were not "
+                           "confirmed in time; those entries will be "
+                           "delivered again",
+                           s->topic, s->group);
+            break;
+        }
+    }
+    rds_sub_unref(s);
+}

@@ -1,0 +1,226 @@
+/*
+ * redis:// backend internals, shared by the files of src/backends/redis/.
+ *
+ * Connections (hiredis contexts are not thread-safe, so each has one user):
+ *   - a pool for synchronous publishes and health checks (any thread takes
+ *     an idle one, or opens a new one);
+ *   - one writer thread per bus that pipelines publish_async XADDs and the
+ *     batched XACKs of every subscription (redis_writer.c);
+ *   - one fetcher thread per subscription that runs XREADGROUP / XAUTOCLAIM
+ *     and buffers entries for the non-blocking fetch() (redis_consume.c).
+ * Every connection reconnects on its own with exponential backoff.
+ */
+#ifndef EVBUS_REDIS_INTERNAL_H
+#define EVBUS_REDIS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "evbus/backend.h"
+#include "evbus/evbus.h"
+
+/* ------------------------------------------------------------ options */
+
+typedef struct rds_opts {
+    char *host;
+    int port;
+    char *user;     /* ACL user, NULL for password-only AUTH */
+    char *password; /* NULL: no AUTH */
+    int db;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    int claim_timeout_ms; /* idle time after which others' entries are taken */
+    int block_ms;         /* XREADGROUP BLOCK */
+    int batch;            /* XREADGROUP / XAUTOCLAIM COUNT */
+    int reconnect_max_ms; /* backoff cap */
+    long long maxlen;     /* XADD MAXLEN ~ n; 0 = no trimming */
+    long long max_queued; /* publish_async queue limit */
+    char *consumer;       /* fixed consumer name, NULL = generated */
+} rds_opts_t;
+
+/* ------------------------------------------------------------ connections */
+
+uint64_t rds_now_ms(void);
+
+/* Connects to the server in o, authenticates and selects the database.
+ * sock_timeout_ms is the read/write timeout set on the socket afterwards.
+ * Returns EVBUS_OK and *out, or an error (ECONN, ETIMEDOUT, EAUTH, EOPTION)
+ * with a one-line reason in errstr. */
+int rds_connect(const rds_opts_t *o, int sock_timeout_ms, redisContext **out,
+                char *errstr, size_t n);
+
+/* The evbus error for a failed command: c->err set (I/O: ECONN/ETIMEDOUT),
+ * or an error reply (mapped by its prefix). Writes a reason into errstr. */
+int rds_error(const redisContext *c, const redisReply *r, char *errstr,
+              size_t n);
+
+/* Exponential reconnect backoff: 0 while healthy, then doubling from
+ * RDS_BACKOFF_MIN_MS up to the configured cap after each failed connect. */
+#define RDS_BACKOFF_MIN_MS 50
+typedef struct {
+    int cur_ms;
+    uint64_t next_ms; /* no connect attempt before this */
+} rds_backoff_t;
+void rds_backoff_failed(rds_backoff_t *b, int cap_ms);
+void rds_backoff_ok(rds_backoff_t *b);
+
+/* Sleeps on cv (mu held) until ms pass or *stop becomes true. */
+void rds_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
+
+/* ------------------------------------------------------------ entry ids */
+
+typedef struct {
+    uint64_t ms, seq;
+} rds_id_t;
+
+/* Parses "1526919030474-55"; false when malformed. */
+bool rds_id_parse(const char *s, size_t len, rds_id_t *out);
+
+/* A set of entry ids (open addressing). Not thread-safe. */
+typedef struct {
+    rds_id_t *slots;
+    unsigned char *used;
+    size_t cap, len;
+} rds_idset_t;
+
+bool rds_idset_has(const rds_idset_t *s, rds_id_t id);
+int rds_idset_add(rds_idset_t *s, rds_id_t id); /* EVBUS_OK or ENOMEM */
+void rds_idset_del(rds_idset_t *s, rds_id_t id);
+void rds_idset_free(rds_idset_t *s);
+
+/* ------------------------------------------------------------ messages */
+
+/* One buffered stream entry; the payload lives in the same allocation. */
+typedef struct rds_msg {
+    struct rds_msg *next;
+    rds_id_t id;
+    char idstr[44];
+    int delivery_count;
+    const char *decode_error; /* static string or NULL */
+    size_t len;
+    char payload[]; /* NUL-terminated */
+} rds_msg_t;
+
+/* ------------------------------------------------------------ writer */
+
+struct rds_sub;
+
+typedef enum { RDS_JOB_PUB, RDS_JOB_SETTLE } rds_job_kind_t;
+
+typedef struct rds_job {
+    struct rds_job *next;
+    rds_job_kind_t kind;
+    /* RDS_JOB_PUB: a formatted XADD */
+    char *cmd;
+    size_t len;
+    evbus_publish_done_fn done;
+    void *token;
+    uint64_t deadline_ms; /* fail it if still unsent by then */
+    /* RDS_JOB_SETTLE: the subscription's queued acks and releases; the job
+     * holds a reference on sub */
+    struct rds_sub *sub;
+} rds_job_t;
+
+typedef struct rds_writer {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* jobs queued or stop */
+    pthread_cond_t idle_cv; /* publishes completed (flush waits) */
+    rds_job_t *head, *tail;
+    long long queued_pubs;  /* PUB jobs queued, not yet completed */
+    long long busy_pubs;    /* PUB jobs taken by the thread, not completed */
+    bool waiting, stop;
+    redisContext *c;        /* the thread's own connection */
+    rds_backoff_t backoff;
+    struct rds_bus *bus;
+} rds_writer_t;
+
+/* ------------------------------------------------------------ bus */
+
+typedef struct rds_bus {
+    evbus_host_t *host;
+    rds_opts_t o;
+    char maxlen_str[24];
+    /* connection pool for synchronous calls */
+    pthread_mutex_t pool_mu;
+    redisContext *idle[8];
+    int nidle;
+    rds_backoff_t pool_backoff;
+    rds_writer_t w;
+} rds_bus_t;
+
+/* ------------------------------------------------------------ subscription */
+
+typedef struct rds_sub {
+    rds_bus_t *bus;
+    atomic_int refs; /* the owner (until unsubscribe) + queued settle jobs */
+    char *topic, *group;
+    char consumer[160];
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* fetcher: stop, space in the buffer; unsubscribe:
+                          settle jobs drained */
+    bool stop;
+    pthread_t thread;
+    bool thread_started;
+    redisContext *c;   /* the fetcher's connection (swapped under mu) */
+
+    rds_msg_t *buf_head, *buf_tail; /* fetched, not yet handed out */
+    int nbuf;
+    /* Ids this member holds: buffered, handed out and not settled, or acked
+     * while the XACK is not yet confirmed. The claim and pending reads skip
+     * them, so the member never delivers a message twice to itself. */
+    rds_idset_t held;
+    int nheld_out; /* handed out and not settled */
+
+    /* Settled, waiting for the writer: XACK these, give those back. */
+    rds_msg_t *acks, *releases;
+    bool settle_queued; /* a RDS_JOB_SETTLE is queued or running */
+} rds_sub_t;
+
+/* redis_publish.c */
+int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                const void *payload, size_t len);
+int rds_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
+                      const void *payload, size_t len,
+                      evbus_publish_done_fn done, void *token);
+int rds_flush(void *priv, int timeout_ms);
+/* Pool of connections for synchronous calls. */
+int rds_pool_get(rds_bus_t *b, redisContext **out, char *errstr, size_t n);
+void rds_pool_put(rds_bus_t *b, redisContext *c); /* NULL-safe; frees if bad */
+void rds_pool_free(rds_bus_t *b);
+
+/* redis_writer.c */
+int rds_writer_start(rds_bus_t *b);
+void rds_writer_stop(rds_bus_t *b); /* fails what is still queued */
+/* Queues a job; returns EVBUS_OK, or EAGAIN when the publish queue is full
+ * (PUB only) or ECLOSED. */
+int rds_writer_push(rds_bus_t *b, rds_job_t *job);
+
+/* redis_consume.c */
+int rds_subscribe(void *priv, const char *topic, const char *group,
+                  void **bsub, char *errstr, size_t n);
+void rds_unsubscribe(void *priv, void *bsub);
+int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+               int delay_ms);
+/* Run by the writer thread for a RDS_JOB_SETTLE (see redis_writer.c):
+ * takes the sub's queued acks/releases and appends their commands to c.
+ * Returns how many replies to read (0 = nothing to send). */
+int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
+                      rds_msg_t **releases);
+/* After the replies: ok = true when the server answered (acks are final),
+ * false when the connection failed (they are put back to be sent again).
+ * Returns true when the caller must queue its job again (keeping its
+ * reference on s), false when it drops the job and its reference. */
+bool rds_settle_done(rds_sub_t *s, rds_msg_t *acks, rds_msg_t *releases,
+                     bool ok);
+void rds_sub_unref(rds_sub_t *s);
+
+#endif /* EVBUS_REDIS_INTERNAL_H */
