@@ -119,7 +119,7 @@ static int wait_sidecar(dapr_t *d, long wait_ms, char *errstr, size_t n)
          * without the outbound endpoint answers 404). */
         if (rc == EVBUS_OK || rc == EVBUS_EREJECTED)
             return EVBUS_OK;
-        if (rc == EVBUS_EAUTH) {
+        if (rc == EVBUS_EAUTH && wait_ms > 0) {
             snprintf(errstr, n, "dapr sidecar %s refused the API token: %s",
                      d->base, why);
             return rc;
@@ -127,7 +127,7 @@ static int wait_sidecar(dapr_t *d, long wait_ms, char *errstr, size_t n)
         if (wait_ms <= 0 || dapr_now_ms() >= end) {
             if (wait_ms <= 0) {
                 evbus_host_log(d->host, EVBUS_LOG_WARN,
-                               "dapr sidecar %s not reachable yet (%s); "
+                               "dapr sidecar %s not usable yet (%s); "
                                "publishes fail until it is",
                                d->base, why);
                 return EVBUS_OK;
