@@ -593,17 +593,15 @@ int rds_subscribe(void *priv, const char *topic, const char *group,
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     consumer_name(b, s->consumer, sizeof s->consumer);
-    char why[300];
+    char why[512];
     int rc = rds_connect(&b->o, b->o.block_ms + b->o.command_timeout_ms, &s->c,
                          why, sizeof why);
     if (rc == EVBUS_OK) {
-        rc = create_group(s->c, topic, group, why, sizeof why);
-        if (rc != EVBUS_OK) {
-            char what[300];
-            snprintf(what, sizeof what, "XGROUP CREATE %s %s failed: %s",
-                     topic, group, why);
-            snprintf(why, sizeof why, "%s", what);
-        }
+        char reason[300];
+        rc = create_group(s->c, topic, group, reason, sizeof reason);
+        if (rc != EVBUS_OK)
+            snprintf(why, sizeof why, "XGROUP CREATE %.100s %.60s failed: %.120s",
+                     topic, group, reason);
     }
     if (rc == EVBUS_OK &&
         pthread_create(&s->thread, NULL, fetcher_main, s) != 0) {
