@@ -329,9 +329,16 @@ static bool json_value_span(const char *s, size_t n, const char **vs,
     return true;
 }
 
-/* Replaces data with a copy of n bytes at p; kind as given. */
+static void data_clear(evbus_event_t *ev);
+
+/* Replaces data with a copy of n bytes at p; kind as given. JSON null is
+ * no data: the JSON format cannot tell the two apart. */
 static int data_replace(evbus_event_t *ev, const void *p, size_t n, int kind)
 {
+    if (kind == EVBUS__DATA_JSON && n == 4 && memcmp(p, "null", 4) == 0) {
+        data_clear(ev);
+        return EVBUS_OK;
+    }
     unsigned char *copy = malloc(n + 1);
     if (!copy)
         return EVBUS_ENOMEM;
