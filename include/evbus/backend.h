@@ -202,7 +202,22 @@ EVBUS_API void evbus_host_log(evbus_host_t *host, int level, const char *fmt,
 /* The most bytes one encoded event may have on this bus (max_event_bytes). */
 EVBUS_API size_t evbus_host_max_event_bytes(const evbus_host_t *host);
 
+/* Counts one injected fault in the bus metrics (faults_injected); for
+ * fault-injecting wrappers. Any thread. */
+EVBUS_API void evbus_host_count_fault(evbus_host_t *host);
+
 /* ---- parsed URLs. Strings are owned by the URL and live as long as it. */
+
+/* Parses a bus URL, for wrapper backends that open an inner backend with a
+ * URL of their own. NULL with the reason in errstr when malformed.
+ * Ownership: the caller frees it with evbus_url_free. Thread-safe. */
+EVBUS_API evbus_url_t *evbus_url_new(const char *url, char *errstr,
+                                     size_t errstr_size);
+EVBUS_API void evbus_url_free(evbus_url_t *url);
+/* The scheme, lower-cased ("faulty+redis"). */
+EVBUS_API const char *evbus_url_scheme(const evbus_url_t *url);
+/* The first query parameter nobody read or marked, or NULL. */
+EVBUS_API const char *evbus_url_unused(const evbus_url_t *url);
 
 /* Everything after "scheme://" up to '?' (authority and path), e.g.
  * "user:pw@host:6379/2", "/path/bus.db", "NAME". Never NULL. */

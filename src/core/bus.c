@@ -69,9 +69,9 @@ evbus_t *evbus_open(const char *url, char *errstr, size_t n)
     evbus_url_t *u = evbus__url_parse(url, errstr, n);
     if (!u)
         return NULL;
-    const evbus_backend_t *be = evbus__backend_lookup(evbus__url_scheme(u));
+    const evbus_backend_t *be = evbus__backend_lookup(evbus_url_scheme(u));
     if (!be) {
-        no_backend_error(evbus__url_scheme(u), errstr, n);
+        no_backend_error(evbus_url_scheme(u), errstr, n);
         evbus__url_free(u);
         return NULL;
     }
@@ -84,7 +84,7 @@ evbus_t *evbus_open(const char *url, char *errstr, size_t n)
     bus->host.bus = bus;
     bus->be = be;
     bus->url = u;
-    snprintf(bus->scheme, sizeof bus->scheme, "%s", evbus__url_scheme(u));
+    snprintf(bus->scheme, sizeof bus->scheme, "%s", evbus_url_scheme(u));
     pthread_mutex_init(&bus->mu, NULL);
     pthread_cond_init(&bus->cv, NULL);
     bus->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -215,6 +215,12 @@ void evbus_host_log(evbus_host_t *host, int level, const char *fmt, ...)
     va_start(ap, fmt);
     evbus__vlog(level, host->bus->scheme, fmt, ap);
     va_end(ap);
+}
+
+void evbus_host_count_fault(evbus_host_t *host)
+{
+    atomic_fetch_add_explicit(&host->bus->faults_injected, 1,
+                              memory_order_relaxed);
 }
 
 size_t evbus_host_max_event_bytes(const evbus_host_t *host)

@@ -38,7 +38,6 @@ bool evbus__log_enabled(int level);
 /* ---- URL */
 evbus_url_t *evbus__url_parse(const char *url, char *errstr, size_t n);
 void evbus__url_free(evbus_url_t *url);
-const char *evbus__url_scheme(const evbus_url_t *url);
 /* First parameter nobody marked as understood, or NULL. */
 const char *evbus__url_unused(const evbus_url_t *url);
 

@@ -242,7 +242,6 @@ fail:
     return NULL;
 }
 
-const char *evbus__url_scheme(const evbus_url_t *u) { return u->scheme; }
 const char *evbus_url_rest(const evbus_url_t *u) { return u->rest; }
 const char *evbus_url_user(const evbus_url_t *u) { return u->user; }
 const char *evbus_url_password(const evbus_url_t *u) { return u->password; }
@@ -319,4 +318,16 @@ const char *evbus__url_unused(const evbus_url_t *u)
         if (!atomic_load(&u->params[i].used))
             return u->params[i].key;
     return NULL;
+}
+
+evbus_url_t *evbus_url_new(const char *url, char *errstr, size_t n)
+{
+    return evbus__url_parse(url, errstr, n);
+}
+
+void evbus_url_free(evbus_url_t *url) { evbus__url_free(url); }
+const char *evbus_url_scheme(const evbus_url_t *url) { return url->scheme; }
+const char *evbus_url_unused(const evbus_url_t *url)
+{
+    return evbus__url_unused(url);
 }
