@@ -12,9 +12,9 @@
  * Guarantees:
  *   - A rolled-back transaction publishes nothing.
  *   - A committed event is published at least once, in commit order
- *     (the table's AUTOINCREMENT sequence). A relay killed at any point and
- *     restarted may publish an event again; its id is unchanged, so an inbox
- *     (inbox.h) on the consumer side absorbs the duplicate.
+ *     (seq order: SQLite runs one writer at a time). A relay killed at any
+ *     point and restarted may publish an event again; its id is unchanged,
+ *     so an inbox (inbox.h) on the consumer side absorbs the duplicate.
  *   - Only one relay per database publishes at a time: relays take an
  *     exclusive advisory lock (flock) on "<database file>-evbus-relay.lock".
  *     The kernel drops it when the holder's process dies, so a standby relay
@@ -22,11 +22,16 @@
  *     two publish together.
  *
  * Tables (created when missing, in the database's main schema):
- *   evbus_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, topic, event (the
- *                CloudEvents JSON), created_at, delivered_at, failed)
+ *   evbus_outbox(seq INTEGER PRIMARY KEY, topic, event (the CloudEvents
+ *                JSON), created_at, failed)
+ *   evbus_outbox_relay(id = 1, delivered_seq, delivered_at): the relay's
+ *                progress; rows with seq <= delivered_seq were accepted by
+ *                the broker (or parked).
  * Times are Unix milliseconds. `failed` holds the reason for a row the relay
  * can never publish (undecodable JSON, rejected by the broker); such rows are
- * kept, logged, and skipped.
+ * kept, logged, and skipped. Rows are deleted only by the relay (retention),
+ * which always keeps the newest row so that seq values are never reused; do
+ * not delete outbox rows yourself.
  *
  * Recommended database settings: PRAGMA journal_mode=WAL (the relay reads
  * while the service writes) and synchronous=NORMAL or FULL.
@@ -98,7 +103,8 @@ typedef struct evbus_relay evbus_relay_t;
 
 typedef struct evbus_relay_opts {
     /* Rows published per batch: published with evbus_publish_async, then one
-     * evbus_flush, then marked delivered in one transaction. Default 512. */
+     * evbus_flush, then recorded as delivered in one transaction.
+     * Default 512. */
     int batch_size;
     /* Longest sleep of the background thread when the outbox is empty. It
      * polls: after a batch it looks again at once; when idle it waits 1 ms,
@@ -106,9 +112,9 @@ typedef struct evbus_relay_opts {
      * A standby relay (another holds the lock) retries the lock at this
      * interval. Default 100. */
     int poll_interval_ms;
-    /* How long delivered rows stay in the table before they are purged
-     * (audit, debugging). 0 deletes a row as soon as it is delivered.
-     * Default 3600000 (one hour). */
+    /* How long rows stay in the table, counted from when they were written;
+     * a row is purged only once delivered (audit, debugging). 0 deletes rows
+     * as soon as they are delivered. Default 3600000 (one hour). */
     int64_t retention_ms;
     /* How often the relay purges expired delivered rows. Default 10000. */
     int purge_interval_ms;
@@ -153,9 +159,12 @@ EVBUS_API evbus_relay_t *evbus_relay_new_opts(const char *db_path,
 
 /*
  * Publishes up to max pending events (max <= 0: one batch of batch_size), in
- * commit order and in batches, and marks those the broker accepted as
- * delivered; purges expired delivered rows when due. Does not sleep or retry:
- * a failed publish leaves its row pending for the next call.
+ * commit order and in batches, and records as delivered those the broker
+ * accepted (the mark only moves over an unbroken run of accepted rows: after
+ * a failed one, the rest of the batch is published again next time, so the
+ * last copy of every event arrives in commit order); purges expired
+ * delivered rows when due. Does not sleep or retry: a failed publish leaves
+ * its row pending for the next call.
  * Returns how many events it published (>= 0; 0 when the outbox is empty or
  * another relay holds the lock), or, when nothing could be published, a
  * negative error (the broker's, EVBUS_EBUSY / EVBUS_EIO from SQLite).
@@ -190,7 +199,7 @@ EVBUS_API int evbus_relay_stop(evbus_relay_t *r);
 EVBUS_API int evbus_relay_is_active(const evbus_relay_t *r);
 
 typedef struct evbus_relay_stats {
-    uint64_t published; /* events the broker accepted and were marked */
+    uint64_t published; /* events the broker accepted, recorded delivered */
     uint64_t failed;    /* publish attempts that failed (will be retried) */
     uint64_t parked;    /* rows set aside as never publishable */
     uint64_t purged;    /* delivered rows deleted after the retention */

@@ -47,6 +47,11 @@ int relay_lock_try(relay_lock_t *l)
     return EVBUS_EIO;
 }
 
+void relay_lock_release(relay_lock_t *l)
+{
+    flock(l->fd, LOCK_UN);
+}
+
 void relay_lock_close(relay_lock_t *l)
 {
     if (l->fd >= 0)

@@ -10,17 +10,27 @@
 
 #include <sqlite3.h>
 
-/* The outbox table. AUTOINCREMENT: a seq is never reused, even after every
- * row was purged, so "seq > last seen" is a safe cursor for the relay.
- * SQLite serializes writers, so seq order is commit order. */
+/* The outbox table. seq is the rowid: SQLite runs one writer at a time and
+ * gives a new row max(seq) + 1, so seq order is commit order. The relay never
+ * deletes the row with the highest seq, so seq values are never reused and
+ * "seq > the last one settled" stays a safe cursor (the same guarantee as
+ * AUTOINCREMENT without its extra page write per transaction). */
 #define OB_OUTBOX_DDL                                                          \
     "CREATE TABLE IF NOT EXISTS evbus_outbox("                                 \
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"                                  \
+    " seq INTEGER PRIMARY KEY,"                                                \
     " topic TEXT NOT NULL,"                                                    \
     " event TEXT NOT NULL,"                                                    \
     " created_at INTEGER NOT NULL,"                                            \
-    " delivered_at INTEGER,"                                                   \
     " failed TEXT)"
+
+/* The relay's progress: every row with seq <= delivered_seq was accepted by
+ * the broker (or parked). One row, written once per batch. */
+#define OB_RELAY_DDL                                                           \
+    "CREATE TABLE IF NOT EXISTS evbus_outbox_relay("                           \
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"                                  \
+    " delivered_seq INTEGER NOT NULL,"                                         \
+    " delivered_at INTEGER NOT NULL);"                                         \
+    "INSERT OR IGNORE INTO evbus_outbox_relay VALUES(1, 0, 0)"
 
 /* Maps a SQLite result code to an evbus error (BUSY/LOCKED -> EVBUS_EBUSY,
  * NOMEM -> EVBUS_ENOMEM, anything else -> EVBUS_EIO). */
