@@ -3,7 +3,9 @@
  * data, clone, equality. The JSON codec is in event_json.c, value rules in
  * event_validate.c.
  */
+#include <pthread.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 #include <time.h>
 #include <uuid/uuid.h>
@@ -73,26 +75,46 @@ static void put2(char *p, int v)
     p[1] = (char)('0' + v % 10);
 }
 
+/* Civil date of a day count since 1970-01-01 (H. Hinnant's algorithm);
+ * gmtime_r would take glibc's time zone lock on every event. */
+static void civil_from_days(int64_t z, int *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
 /* Now as "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" (27 characters). */
 static void time_now(char *buf)
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int y = tm.tm_year + 1900;
-    put2(buf, y / 100);
+    int64_t days = (int64_t)ts.tv_sec / 86400;
+    int64_t sod = (int64_t)ts.tv_sec % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    int y, mo, d;
+    civil_from_days(days, &y, &mo, &d);
+    put2(buf, y / 100 % 100);
     put2(buf + 2, y % 100);
     buf[4] = '-';
-    put2(buf + 5, tm.tm_mon + 1);
+    put2(buf + 5, mo);
     buf[7] = '-';
-    put2(buf + 8, tm.tm_mday);
+    put2(buf + 8, d);
     buf[10] = 'T';
-    put2(buf + 11, tm.tm_hour);
+    put2(buf + 11, (int)(sod / 3600));
     buf[13] = ':';
-    put2(buf + 14, tm.tm_min);
+    put2(buf + 14, (int)(sod / 60 % 60));
     buf[16] = ':';
-    put2(buf + 17, tm.tm_sec);
+    put2(buf + 17, (int)(sod % 60));
     buf[19] = '.';
     long us = ts.tv_nsec / 1000;
     for (int i = 25; i >= 20; i--) {
@@ -101,6 +123,49 @@ static void time_now(char *buf)
     }
     buf[26] = 'Z';
     buf[27] = '\0';
+}
+
+/*
+ * UUIDv4 ids. libuuid's uuid_generate_random costs about 2 us per call (six
+ * system calls and an srandom() that also resets the application's random()
+ * sequence), too slow for an event per publish. We take the same kernel
+ * randomness with one getrandom() per 16 ids, kept per thread, stamp the
+ * version 4 and RFC 4122 variant bits (what uuid_generate_random does) and
+ * format with libuuid's uuid_unparse_lower. If getrandom fails we fall back
+ * to uuid_generate_random. A fork empties the pool of the forking thread
+ * (the only one in the child) so parent and child never share ids.
+ */
+#define UUID_POOL 16
+static __thread unsigned char uuid_pool[UUID_POOL][16];
+static __thread int uuid_left;
+static pthread_once_t uuid_once = PTHREAD_ONCE_INIT;
+
+static void uuid_pool_drop(void)
+{
+    uuid_left = 0;
+}
+
+static void uuid_pool_init(void)
+{
+    pthread_atfork(NULL, NULL, uuid_pool_drop);
+}
+
+static void uuid_v4(uuid_t out)
+{
+    pthread_once(&uuid_once, uuid_pool_init);
+    if (uuid_left == 0) {
+        if (getrandom(uuid_pool, sizeof uuid_pool, 0) !=
+            (ssize_t)sizeof uuid_pool) {
+            uuid_generate_random(out);
+            return;
+        }
+        uuid_left = UUID_POOL;
+    }
+    unsigned char *r = uuid_pool[--uuid_left];
+    memcpy(out, r, 16);
+    memset(r, 0, 16); /* an id is never handed out twice */
+    out[6] = (unsigned char)((out[6] & 0x0f) | 0x40); /* version 4 */
+    out[8] = (unsigned char)((out[8] & 0x3f) | 0x80); /* variant 10xx */
 }
 
 /* ---- construction */
@@ -117,7 +182,7 @@ evbus_event_t *evbus_event_new(const char *type, const char *source)
     if (!ev)
         return NULL;
     uuid_t u;
-    uuid_generate_random(u);
+    uuid_v4(u);
     ev->id = cur;
     uuid_unparse_lower(u, ev->id);
     cur += 37;

@@ -74,6 +74,7 @@ size_t evbus__fmt_int64(char *buf, int64_t v);
 bool evbus__name_ok(const char *s);
 /* Contains a control character U+0000-001F or U+007F-009F (UTF-8)? */
 bool evbus__has_ctl(const char *s);
+bool evbus__has_ctl_n(const char *s, size_t n);
 /* Well-formed UTF-8 with no NUL in n bytes? */
 bool evbus__utf8_ok(const unsigned char *s, size_t n);
 /* type/subtype with RFC 2045 token characters, optional ;parameters. */

@@ -136,6 +136,19 @@ static void sb_raw(sbuf_t *s, const void *p, size_t n)
 
 #define SB_LIT(s, lit) sb_raw((s), (lit), sizeof(lit) - 1)
 
+/* Might one of the 8 bytes at p need escaping (< 0x20, '"', '\\')? Exact
+ * for "no": a "yes" may be false and is then checked byte by byte. */
+static inline bool needs_escape8(const char *p)
+{
+    const uint64_t lo = UINT64_C(0x0101010101010101);
+    const uint64_t hi = UINT64_C(0x8080808080808080);
+    uint64_t v, q, b;
+    memcpy(&v, p, 8);
+    q = v ^ (lo * '"');
+    b = v ^ (lo * '\\');
+    return (((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b)) & hi;
+}
+
 /* Appends p[0..n) as a JSON string. */
 static bool sb_str(sbuf_t *s, const char *p, size_t n)
 {
@@ -145,6 +158,11 @@ static bool sb_str(sbuf_t *s, const char *p, size_t n)
     s->b[s->len++] = '"';
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
+        /* skip 8 bytes at a time while none needs escaping */
+        while (n - i >= 8 && !needs_escape8(p + i))
+            i += 8;
+        if (i >= n)
+            break;
         unsigned char c = (unsigned char)p[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
@@ -413,7 +431,7 @@ static int attr_index(const char *k)
     case 'i': i = A_ID; break;
     case 't': i = k[1] == 'y' ? A_TYPE : A_TIME; break;
     case 'd':
-        if (strncmp(k, "data", 4) != 0)
+        if (k[1] != 'a' || k[2] != 't' || k[3] != 'a') /* stops at NUL */
             return -1;
         switch (k[4]) {
         case '\0': return A_DATA;
@@ -510,9 +528,10 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
                  k);
         int64_t iv;
         if (cJSON_IsString(c)) {
-            if (evbus__has_ctl(c->valuestring))
+            size_t vl = strlen(c->valuestring);
+            if (evbus__has_ctl_n(c->valuestring, vl))
                 FAIL("extension '%s' contains a control character", k);
-            bytes += strlen(c->valuestring) + 1;
+            bytes += vl + 1;
         } else if (cJSON_IsNumber(c)) {
             if (!json_int(c, &iv))
                 FAIL("extension '%s' must be an integer, not %g", k,
@@ -545,10 +564,10 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
         if (!*v)
             FAIL("%s attribute '%s' is empty",
                  required ? "required" : "optional", attr_names[i]);
-        if (evbus__has_ctl(v))
+        alen[i] = strlen(v);
+        if (evbus__has_ctl_n(v, alen[i]))
             FAIL("attribute '%s' contains a control character",
                  attr_names[i]);
-        alen[i] = strlen(v);
         if (i != A_SPECVERSION)
             bytes += alen[i] + 1;
     }

@@ -18,22 +18,55 @@ bool evbus__name_ok(const char *s)
     return true;
 }
 
-bool evbus__has_ctl(const char *s)
+bool evbus__has_ctl_n(const char *s, size_t n)
 {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    const uint64_t lo = UINT64_C(0x0101010101010101);
+    const uint64_t hi = UINT64_C(0x8080808080808080);
+    while (i < n) {
+        /* fast path: 8 bytes of printable ASCII (0x20-0x7e) at a time */
+        if (n - i >= 8) {
+            uint64_t v;
+            memcpy(&v, p + i, 8);
+            uint64_t below = (v - lo * 0x20) & ~v & hi; /* a byte < 0x20 */
+            uint64_t above = ((v + lo) | v) & hi;       /* a byte >= 0x7f */
+            if (!(below | above)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = p[i];
+        if (c < 0x20 || c == 0x7f)
             return true;
         /* U+0080-009F are C2 80 .. C2 9F in UTF-8 */
-        if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+        if (c == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f)
             return true;
+        i++;
     }
     return false;
+}
+
+bool evbus__has_ctl(const char *s)
+{
+    return evbus__has_ctl_n(s, strlen(s));
 }
 
 bool evbus__utf8_ok(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        /* fast path: 8 ASCII bytes without a NUL at a time */
+        if (n - i >= 8) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            const uint64_t hi = UINT64_C(0x8080808080808080);
+            const uint64_t lo = UINT64_C(0x0101010101010101);
+            if (((v | ((v - lo) & ~v)) & hi) == 0) {
+                i += 8;
+                continue;
+            }
+        }
         unsigned char c = s[i];
         if (c == 0)
             return false;
@@ -77,7 +110,14 @@ static bool token_char(unsigned char c)
 {
     if (c <= 0x20 || c >= 0x7f)
         return false;
-    return strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+    switch (c) { /* tspecials */
+    case '(': case ')': case '<': case '>': case '@': case ',': case ';':
+    case ':': case '\\': case '"': case '/': case '[': case ']': case '?':
+    case '=':
+        return false;
+    default:
+        return true;
+    }
 }
 
 /* Splits "type/subtype[;params]": lengths of type and subtype, or false. */

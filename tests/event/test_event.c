@@ -590,6 +590,63 @@ START_TEST(text_data)
 }
 END_TEST
 
+START_TEST(text_escaping_random)
+{
+    /* random texts of the characters that need escaping mixed with plain
+     * ASCII and UTF-8, at every length around the 8-byte fast path */
+    static const char *const pieces[] = {"a", "\"", "\\", "\n", "\x01",
+                                         "\x1f", " ", "\xc3\xa9", "/",
+                                         "\x7f", "xyzxyzxy"};
+    unsigned seed = 12345;
+    evbus_event_t *ev = evbus_event_new("t.t.t", "/text");
+    for (int round = 0; round < 400; round++) {
+        char text[512];
+        size_t n = 0;
+        int parts = round % 40;
+        for (int k = 0; k < parts; k++) {
+            seed = seed * 1103515245u + 12345u;
+            const char *pc = pieces[(seed >> 16) % 11];
+            size_t pl = strlen(pc);
+            memcpy(text + n, pc, pl);
+            n += pl;
+        }
+        ck_assert_int_eq(evbus_event_set_data(ev, text, n, "text/plain"),
+                         EVBUS_OK);
+        char *j = evbus_event_to_json(ev, NULL);
+        ck_assert_ptr_null(strstr(j, "data_base64"));
+        cJSON *parsed = cJSON_Parse(j); /* valid JSON for cJSON too */
+        ck_assert_ptr_nonnull(parsed);
+        cJSON_Delete(parsed);
+        evbus_event_t *back = must_decode(j);
+        ck_assert_uint_eq(evbus_event_data_len(back), n);
+        ck_assert_int_eq(memcmp(evbus_event_data(back), text, n), 0);
+        evbus_event_free(back);
+        free(j);
+    }
+    /* long texts that are not UTF-8 or hold a NUL go as data_base64 */
+    char longtext[100];
+    memset(longtext, 'a', sizeof longtext);
+    for (size_t pos = 0; pos < sizeof longtext; pos += 7) {
+        for (int variant = 0; variant < 3; variant++) {
+            char t[100];
+            memcpy(t, longtext, sizeof t);
+            t[pos] = variant == 0 ? '\0' : variant == 1 ? '\xff' : '\xc3';
+            ck_assert_int_eq(evbus_event_set_data(ev, t, sizeof t,
+                                                  "text/plain"),
+                             EVBUS_OK);
+            char *j = evbus_event_to_json(ev, NULL);
+            ck_assert_msg(strstr(j, "data_base64") != NULL,
+                          "pos %zu variant %d sent as text", pos, variant);
+            evbus_event_t *back = must_decode(j);
+            ck_assert_int_eq(memcmp(evbus_event_data(back), t, sizeof t), 0);
+            evbus_event_free(back);
+            free(j);
+        }
+    }
+    evbus_event_free(ev);
+}
+END_TEST
+
 START_TEST(set_data_json_rules)
 {
     evbus_event_t *ev = evbus_event_new("t.t.t", "/j");
@@ -869,6 +926,14 @@ START_TEST(setters_validate)
     ck_assert_int_eq(evbus_event_set_id(ev, NULL), EVBUS_EINVAL);
     ck_assert_int_eq(evbus_event_set_id(ev, "a\tb"), EVBUS_EINVAL);
     ck_assert_int_eq(evbus_event_set_id(ev, "a\xc2\x85"), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_event_set_id(ev, "0123456789abcdef\x1f"),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_event_set_id(ev, "0123456789abcdef\x7f"),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_event_set_id(ev, "0123456789abcdef\xc2\x9f"),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_event_set_id(ev, "0123456789abcdef\xc2\xa0~ "),
+                     EVBUS_OK);
     ck_assert_int_eq(evbus_event_set_id(ev, "caf\xc3\xa9"), EVBUS_OK);
     ck_assert_str_eq(evbus_event_id(ev), "caf\xc3\xa9");
     ck_assert_int_eq(evbus_event_set_source(ev, ""), EVBUS_EINVAL);
@@ -1032,6 +1097,7 @@ static Suite *event_suite(void)
     tcase_add_test(g, json_data_rules);
     tcase_add_test(g, binary_data_byte_exact);
     tcase_add_test(g, text_data);
+    tcase_add_test(g, text_escaping_random);
     tcase_add_test(g, set_data_json_rules);
     tcase_add_test(g, extensions_keep_json_types);
     tcase_add_test(g, size_limits);
