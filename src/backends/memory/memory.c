@@ -6,6 +6,11 @@
  * Events published while a topic has no group are not kept (nothing would
  * ever read them), as in any non-persistent pub/sub.
  *
+ * Being in-process, the broker keeps the published event object itself
+ * (immutable, shared by every group) and hands each delivery a clone - one
+ * allocation - instead of JSON bytes to parse again. Raw publishes
+ * (evbus_publish_raw) travel as bytes and are decoded by the core as usual.
+ *
  * Locking: a global mutex for the broker list, one mutex per broker for its
  * topic list, one per topic for its groups and FIFOs. Topics live as long as
  * their broker, so a topic pointer can be used without the broker lock.
@@ -22,6 +27,7 @@
 
 typedef struct blob {
     atomic_int refs;
+    evbus_event_t *event; /* the published event, or NULL for raw bytes */
     size_t len;
     char bytes[];
 } blob_t;
@@ -70,8 +76,10 @@ static broker_t *brokers;
 
 static void blob_unref(blob_t *b)
 {
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1) {
+        evbus_event_free(b->event);
         free(b);
+    }
 }
 
 /* ------------------------------------------------------------- FIFO */
@@ -231,7 +239,6 @@ static void mem_close(void *priv)
 static int mem_publish(void *priv, const char *topic, const evbus_event_t *ev,
                        const void *payload, size_t len)
 {
-    (void)ev;
     mem_t *m = priv;
     topic_t *t = topic_get(m->broker, topic);
     if (!t)
@@ -241,11 +248,16 @@ static int mem_publish(void *priv, const char *topic, const evbus_event_t *ev,
         pthread_mutex_unlock(&t->mu);
         return EVBUS_OK;
     }
+    if (ev)
+        len = 0; /* the event object travels instead of its bytes */
     blob_t *b = malloc(sizeof *b + len + 1);
-    if (!b) {
+    if (!b || (ev && !(b->event = evbus_event_clone(ev)))) {
         pthread_mutex_unlock(&t->mu);
+        free(b);
         return EVBUS_ENOMEM;
     }
+    if (!ev)
+        b->event = NULL;
     atomic_init(&b->refs, 1); /* ours until every group has its own */
     b->len = len;
     memcpy(b->bytes, payload, len);
@@ -332,10 +344,15 @@ static int mem_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     pthread_mutex_lock(&s->topic->mu);
     int n = 0;
     while (n < max && s->group->count) {
-        blob_t *b = ring_pop(s->group);
+        blob_t *b = s->group->ring[s->group->head];
+        evbus_event_t *copy = NULL;
+        if (b->event && !(copy = evbus_event_clone(b->event)))
+            break; /* out of memory: leave it queued */
+        ring_pop(s->group);
         out[n].topic = s->topic->name;
         out[n].payload = b->bytes;
         out[n].len = b->len;
+        out[n].event = copy; /* the core owns and frees the clone */
         out[n].cookie = b;
         n++;
     }
