@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "evbus/evbus.h"
@@ -919,6 +921,44 @@ START_TEST(new_event_defaults)
 }
 END_TEST
 
+START_TEST(ids_unique_across_fork)
+{
+    /* the per-thread id pool must not be shared by parent and child */
+    evbus_event_t *a = evbus_event_new("t.t.t", "/fork");
+    evbus_event_free(a);
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        evbus_event_t *c = evbus_event_new("t.t.t", "/fork");
+        ssize_t w = write(fds[1], evbus_event_id(c), 36);
+        _exit(w == 36 ? 0 : 1);
+    }
+    evbus_event_t *p = evbus_event_new("t.t.t", "/fork");
+    char child_id[37] = {0};
+    ck_assert_int_eq(read(fds[0], child_id, 36), 36);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert_str_ne(child_id, evbus_event_id(p));
+    evbus_event_free(p);
+    close(fds[0]);
+    close(fds[1]);
+    /* and many ids in one process never repeat */
+    enum { N = 2000 };
+    char (*ids)[37] = malloc(N * sizeof *ids);
+    for (int i = 0; i < N; i++) {
+        evbus_event_t *e = evbus_event_new("t.t.t", "/many");
+        memcpy(ids[i], evbus_event_id(e), 37);
+        evbus_event_free(e);
+    }
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++)
+            ck_assert(memcmp(ids[i], ids[j], 36) != 0);
+    free(ids);
+}
+END_TEST
+
 START_TEST(setters_validate)
 {
     evbus_event_t *ev = evbus_event_new("t.t.t", "/s");
@@ -1105,6 +1145,7 @@ static Suite *event_suite(void)
     suite_add_tcase(s, g);
     TCase *o = tcase_create("object");
     tcase_add_test(o, new_event_defaults);
+    tcase_add_test(o, ids_unique_across_fork);
     tcase_add_test(o, setters_validate);
     tcase_add_test(o, rfc3339_times);
     tcase_add_test(o, extension_api);
