@@ -38,6 +38,7 @@ typedef struct sq_opts {
     long long busy_timeout_ms;       /* longest wait for the write lock */
     long long poll_interval_ms;      /* data_version safety check */
     long long max_queue;             /* async publishes waiting at most */
+    long long max_queue_bytes;       /* ... and their payload bytes */
     bool sync_full;                  /* synchronous=FULL instead of NORMAL */
 } sq_opts_t;
 
@@ -138,6 +139,7 @@ typedef struct sq_bus {
     pthread_cond_t q_idle;   /* flush and full-queue waiters */
     sq_item_t *q_head, *q_tail;
     long q_len;
+    size_t q_bytes;
     long q_busy;             /* items in the batch being written */
     bool q_stop;
     bool writer_started;

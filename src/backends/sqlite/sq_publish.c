@@ -5,8 +5,8 @@
  * publish_async: the payload is copied into a queue; one writer thread
  * takes everything queued (up to a batch limit) and writes it in a single
  * transaction (group commit), then reports each outcome. When the queue
- * holds max_queue items, publish_async waits for room (back-pressure)
- * instead of failing.
+ * holds max_queue items or max_queue_bytes, publish_async waits for room
+ * (back-pressure) instead of failing.
  *
  * Durability: with synchronous=NORMAL (default) a returned publish is in the
  * WAL and survives a crash of any process; a power loss may lose the last
@@ -106,6 +106,7 @@ static void *writer_main(void *arg)
             sq_item_t *left = b->q_head;
             b->q_head = b->q_tail = NULL;
             b->q_len = 0;
+            b->q_bytes = 0;
             pthread_mutex_unlock(&b->q_mu);
             while (left) {
                 sq_item_t *next = left->next;
@@ -132,6 +133,7 @@ static void *writer_main(void *arg)
             b->q_tail = NULL;
         last->next = NULL;
         b->q_len -= n;
+        b->q_bytes -= bytes;
         b->q_busy = n;
         pthread_cond_broadcast(&b->q_idle); /* room for blocked producers */
         pthread_mutex_unlock(&b->q_mu);
@@ -186,7 +188,12 @@ int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
         }
         b->writer_started = true;
     }
-    while (b->q_len >= b->o.max_queue && !b->q_stop)
+    /* Back-pressure; a single event larger than the byte limit still goes
+     * through once the queue is empty. */
+    while ((b->q_len >= b->o.max_queue ||
+            (b->q_len > 0 &&
+             b->q_bytes + len > (size_t)b->o.max_queue_bytes)) &&
+           !b->q_stop)
         pthread_cond_wait(&b->q_idle, &b->q_mu);
     if (b->q_stop) {
         pthread_mutex_unlock(&b->q_mu);
@@ -199,6 +206,7 @@ int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
         b->q_head = it;
     b->q_tail = it;
     b->q_len++;
+    b->q_bytes += len;
     pthread_cond_signal(&b->q_cv);
     pthread_mutex_unlock(&b->q_mu);
     return EVBUS_OK;

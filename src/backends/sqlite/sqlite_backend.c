@@ -15,6 +15,7 @@
  *                          (default 1000)
  *   max_queue              publish_async items waiting before it blocks
  *                          (default 100000)
+ *   max_queue_bytes        ... or payload bytes waiting (default 64 MiB)
  *   synchronous            normal (default) | full
  */
 #include <libgen.h>
@@ -41,6 +42,7 @@ static int read_opts(const evbus_url_t *url, sq_opts_t *o, char *errstr,
         {"busy_timeout_ms", 10000, 0, 3600LL * 1000, &o->busy_timeout_ms},
         {"poll_interval_ms", 1000, 1, 3600LL * 1000, &o->poll_interval_ms},
         {"max_queue", 100000, 1, 100000000, &o->max_queue},
+        {"max_queue_bytes", 64LL << 20, 1, 1LL << 40, &o->max_queue_bytes},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         int err = evbus_url_param_int(url, ints[i].key, ints[i].def,
