@@ -44,15 +44,19 @@ int evbus_outbox_add(evbus_outbox_t *ob, const char *topic,
 {
     if (!ob || !ev || !ob__topic_ok(topic))
         return EVBUS_EINVAL;
-    char why[200];
-    if (evbus_event_validate(ev, why, sizeof why) != EVBUS_OK) {
-        ob__log(EVBUS_LOG_WARN, "outbox_add to %s refused: %s", topic, why);
-        return EVBUS_EINVAL;
-    }
+    /* The encoder refuses events that lack a required attribute; validate
+     * only then, to tell that apart from running out of memory. */
     size_t len;
     char *json = evbus_event_to_json(ev, &len);
-    if (!json)
+    if (!json) {
+        char why[200];
+        if (evbus_event_validate(ev, why, sizeof why) != EVBUS_OK) {
+            ob__log(EVBUS_LOG_WARN, "outbox_add to %s refused: %s", topic,
+                    why);
+            return EVBUS_EINVAL;
+        }
         return EVBUS_ENOMEM;
+    }
     sqlite3_bind_text(ob->insert, 1, topic, -1, SQLITE_STATIC);
     sqlite3_bind_text(ob->insert, 2, json, (int)len, SQLITE_STATIC);
     sqlite3_bind_int64(ob->insert, 3, ob__wall_ms());
