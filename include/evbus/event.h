@@ -74,7 +74,9 @@ EVBUS_API int evbus_event_set_time(evbus_event_t *ev, const char *rfc3339);
 /*
  * Sets data to a JSON value given as text (object, array, string, number,
  * true, false or null) and datacontenttype to "application/json".
- * Returns EVBUS_EINVAL when json does not parse. json is copied.
+ * Returns EVBUS_EINVAL when json does not parse. json is copied as written
+ * (surrounding whitespace removed). "null" removes the data: the JSON format
+ * cannot tell null data from no data.
  */
 EVBUS_API int evbus_event_set_data_json(evbus_event_t *ev, const char *json);
 
@@ -82,7 +84,9 @@ EVBUS_API int evbus_event_set_data_json(evbus_event_t *ev, const char *json);
  * Sets data to len bytes (copied) with the given content type
  * (NULL = "application/octet-stream"). With a JSON content type
  * (application/json, * /json, * /\*+json) the bytes must be JSON text, else
- * EVBUS_EINVAL. data NULL with len 0 removes the data.
+ * EVBUS_EINVAL. Text types (text/\*, application/xml, * /\*+xml) with UTF-8
+ * bytes are encoded as a JSON string, everything else as data_base64.
+ * data NULL with len 0 removes the data.
  */
 EVBUS_API int evbus_event_set_data(evbus_event_t *ev, const void *data,
                                    size_t len, const char *content_type);
@@ -102,7 +106,8 @@ EVBUS_API size_t evbus_event_data_len(const evbus_event_t *ev);
  */
 EVBUS_API int evbus_event_set_ext(evbus_event_t *ev, const char *name,
                                   const char *value);
-/* Integer and boolean extension values, kept as JSON numbers / booleans. */
+/* Integer and boolean extension values, kept as JSON numbers / booleans.
+ * Integers must lie within +-(2^53 - 1), what a JSON number holds exactly. */
 EVBUS_API int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
                                       int64_t value);
 EVBUS_API int evbus_event_set_ext_bool(evbus_event_t *ev, const char *name,
@@ -142,6 +147,8 @@ EVBUS_API char *evbus_event_to_json(const evbus_event_t *ev, size_t *len);
  * the wrong JSON type, an attribute or extension name outside a-z0-9, control
  * characters, a time that is not RFC 3339, a datacontenttype that is not
  * type/subtype, data together with data_base64, invalid base64.
+ * Extension names longer than 20 characters are accepted (the spec says
+ * SHOULD); extension values may be strings, integers or booleans.
  * Returns NULL on failure. Ownership: the caller frees the result.
  */
 EVBUS_API evbus_event_t *evbus_event_from_json(const char *json, size_t len,
