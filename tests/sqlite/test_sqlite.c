@@ -491,6 +491,73 @@ START_TEST(idle_subscriber_wakes_for_other_process)
 }
 END_TEST
 
+/* ------------------------------------------------- a held write lock */
+
+typedef struct {
+    int hold_ms;
+    volatile int locked;
+} holder_t;
+
+/* Holds SQLite's write lock on the file for hold_ms, like another program
+ * with a long transaction. */
+static void *hold_lock(void *arg)
+{
+    holder_t *h = arg;
+    sqlite3 *db;
+    if (sqlite3_open(dbpath, &db) != SQLITE_OK)
+        return NULL;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE; INSERT INTO evbus_meta "
+                         "VALUES('lock-test', 'x')", NULL, NULL,
+                     NULL) == SQLITE_OK) {
+        h->locked = 1;
+        usleep((useconds_t)h->hold_ms * 1000);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    h->locked = 2;
+    sqlite3_close(db);
+    return NULL;
+}
+
+START_TEST(held_lock_waits_then_reports_ebusy)
+{
+    evbus_t *bus = open_q(NULL);
+    publish_n(bus, "t.lock", 0, 1); /* topic known: only the insert waits */
+
+    /* Shorter than busy_timeout_ms: the publish waits and succeeds. */
+    holder_t h = {500, 0};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, hold_lock, &h), 0);
+    while (!h.locked)
+        usleep(1000);
+    ck_assert_int_eq(h.locked, 1);
+    uint64_t t0 = now_ms();
+    evbus_event_t *ev = numbered(1);
+    ck_assert_int_eq(evbus_publish(bus, "t.lock", ev), EVBUS_OK);
+    ck_assert_uint_ge(now_ms() - t0, 300);
+    pthread_join(th, NULL);
+    evbus_close(bus);
+
+    /* Longer: a clear, retriable EVBUS_EBUSY after busy_timeout_ms. */
+    bus = open_q("busy_timeout_ms=200");
+    publish_n(bus, "t.lock", 2, 1);
+    h = (holder_t){1500, 0};
+    ck_assert_int_eq(pthread_create(&th, NULL, hold_lock, &h), 0);
+    while (!h.locked)
+        usleep(1000);
+    t0 = now_ms();
+    int rc = evbus_publish(bus, "t.lock", ev);
+    uint64_t waited = now_ms() - t0;
+    ck_assert_int_eq(rc, EVBUS_EBUSY);
+    ck_assert(evbus_err_retriable(rc));
+    ck_assert_uint_ge(waited, 150);
+    ck_assert_uint_lt(waited, 1400);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(evbus_publish(bus, "t.lock", ev), EVBUS_OK);
+    evbus_event_free(ev);
+    evbus_close(bus);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sqlite");
@@ -505,6 +572,7 @@ int main(void)
     tcase_add_test(tc, retention_keeps_what_a_group_still_needs);
     tcase_add_test(tc, lock_contention_returns_no_errors);
     tcase_add_test(tc, idle_subscriber_wakes_for_other_process);
+    tcase_add_test(tc, held_lock_waits_then_reports_ebusy);
     suite_add_tcase(s, tc);
     if (geteuid() == 0)
         printf("note: running as root, so the read-only file case of "
