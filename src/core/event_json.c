@@ -216,6 +216,27 @@ static size_t opt_len(const char *s)
     return s ? strlen(s) : 0;
 }
 
+/*
+ * How the data goes on the wire. Normally as it was set or received, but a
+ * later change of datacontenttype could make a decoder read the bytes
+ * differently; then data_base64, which always gives back the same bytes:
+ * text under a JSON type (or no type) would be read as JSON, and a JSON
+ * string under a non-JSON type would lose its quotes.
+ */
+static int wire_kind(const evbus_event_t *ev)
+{
+    int kind = ev->data_kind;
+    if (!ev->data || kind == EVBUS__DATA_BINARY)
+        return kind;
+    bool json_type = !ev->datacontenttype ||
+                     evbus__media_type_is_json(ev->datacontenttype);
+    if (kind == EVBUS__DATA_TEXT && json_type)
+        return EVBUS__DATA_BINARY;
+    if (kind == EVBUS__DATA_JSON && !json_type && ev->data[0] == '"')
+        return EVBUS__DATA_BINARY;
+    return kind;
+}
+
 char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
 {
     if (!ev || !ev->id || !ev->source || !ev->type)
@@ -227,8 +248,9 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
                    opt_len(ev->time);
     for (size_t i = 0; i < ev->ext_count; i++)
         guess += 8 + strlen(ev->ext[i].name) + strlen(ev->ext[i].value);
+    int kind = wire_kind(ev);
     if (ev->data)
-        guess += ev->data_kind == EVBUS__DATA_BINARY
+        guess += kind == EVBUS__DATA_BINARY
                      ? b64_encoded_len(ev->data_len)
                      : ev->data_len + ev->data_len / 8;
     sbuf_t s = {NULL, 0, 0};
@@ -259,7 +281,7 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
         }
     }
     if (ev->data) {
-        switch (ev->data_kind) {
+        switch (kind) {
         case EVBUS__DATA_BINARY: {
             size_t bl = b64_encoded_len(ev->data_len);
             if (!sb_reserve(&s, bl + 20))
@@ -383,6 +405,33 @@ static bool scan_member(const char *p, const char *e, const char *key,
             return false;
         p++;
     }
+}
+
+/*
+ * cJSON turns a \u0000 escape into a NUL inside a C string, which would
+ * silently cut an attribute, extension or text data short. Returns the
+ * first such escape outside [keep_s, keep_e) (JSON data kept as text, where
+ * it is harmless), or NULL. Nearly free when the input has no "u0000".
+ */
+static const char *find_nul_escape(const char *p, const char *e,
+                                   const char *keep_s, const char *keep_e)
+{
+    if (!memmem(p, (size_t)(e - p), "u0000", 5))
+        return NULL;
+    bool in_str = false;
+    for (; p < e; p++) {
+        if (!in_str) {
+            in_str = *p == '"';
+        } else if (*p == '"') {
+            in_str = false;
+        } else if (*p == '\\') {
+            if (e - p >= 6 && memcmp(p + 1, "u0000", 5) == 0 &&
+                !(p >= keep_s && p < keep_e))
+                return p;
+            p++;
+        }
+    }
+    return NULL;
 }
 
 /* ---- decoder */
@@ -624,6 +673,12 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
             }
         }
     }
+    const char *keep_s = kind == EVBUS__DATA_JSON ? dsrc : NULL;
+    const char *nulesc = find_nul_escape(
+        json, json + len, keep_s, keep_s ? keep_s + dlen : NULL);
+    if (nulesc)
+        FAIL("a string holds a NUL character (\\u0000) at byte offset %zu",
+             (size_t)(nulesc - json));
     if (kind != EVBUS__DATA_NONE)
         bytes += dlen + 1;
     char *cur;
@@ -652,6 +707,9 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
     for (const cJSON *c = root->child; c; c = c->next) {
         if (attr_index(c->string) >= 0 || cJSON_IsNull(c))
             continue;
+        for (size_t k = 0; k < ev->ext_count; k++)
+            if (strcmp(ev->ext[k].name, c->string) == 0)
+                FAIL("duplicate attribute '%.64s'", c->string);
         evbus__ext_t *x = &ev->ext[ev->ext_count++];
         x->name = evbus__blk_put(&cur, c->string, strlen(c->string));
         if (cJSON_IsString(c)) {

@@ -649,6 +649,58 @@ START_TEST(text_escaping_random)
 }
 END_TEST
 
+START_TEST(content_type_changed_after_data)
+{
+    /* whatever the order of calls, the bytes come back unchanged */
+    evbus_event_t *ev = evbus_event_new("t.t.t", "/ct");
+    ck_assert_int_eq(evbus_event_set_data(ev, "plain", 5, "text/plain"),
+                     EVBUS_OK);
+    ck_assert_int_eq(evbus_event_set_datacontenttype(ev, "application/json"),
+                     EVBUS_OK);
+    assert_round_trip(ev);
+    ck_assert_int_eq(evbus_event_set_datacontenttype(ev, NULL), EVBUS_OK);
+    assert_round_trip(ev);
+    ck_assert_int_eq(evbus_event_set_data_json(ev, "\"abc\""), EVBUS_OK);
+    ck_assert_int_eq(evbus_event_set_datacontenttype(ev, "text/plain"),
+                     EVBUS_OK);
+    assert_round_trip(ev);
+    ck_assert_int_eq(evbus_event_set_data_json(ev, "{\"a\":1}"), EVBUS_OK);
+    ck_assert_int_eq(evbus_event_set_datacontenttype(ev, "text/plain"),
+                     EVBUS_OK);
+    char *j = evbus_event_to_json(ev, NULL);
+    ck_assert_ptr_nonnull(strstr(j, "\"data\":{\"a\":1}"));
+    free(j);
+    assert_round_trip(ev);
+    evbus_event_free(ev);
+}
+END_TEST
+
+START_TEST(nul_escapes_and_duplicates)
+{
+    assert_refused("{\"specversion\":\"1.0\",\"id\":\"a\\u0000b\","
+                   "\"source\":\"/s\",\"type\":\"t\"}",
+                   "a string holds a NUL character (\\u0000) at byte offset 28");
+    assert_refused(MIN_HEAD ",\"ext\":\"\\u0000\"}", "NUL character");
+    assert_refused(MIN_HEAD ",\"datacontenttype\":\"text/plain\","
+                            "\"data\":\"x\\u0000y\"}",
+                   "NUL character");
+    /* harmless where JSON data is kept as text */
+    evbus_event_t *ev = must_decode(MIN_HEAD ",\"data\":{\"k\":\"x\\u0000y\"}}");
+    ck_assert_str_eq((const char *)evbus_event_data(ev),
+                     "{\"k\":\"x\\u0000y\"}");
+    assert_round_trip(ev);
+    evbus_event_free(ev);
+    /* an escaped backslash followed by u0000 is just text */
+    ev = must_decode(MIN_HEAD ",\"subject\":\"a\\\\u0000\"}");
+    ck_assert_str_eq(evbus_event_subject(ev), "a\\u0000");
+    evbus_event_free(ev);
+    assert_refused(MIN_HEAD ",\"ext\":\"1\",\"ext\":\"2\"}",
+                   "duplicate attribute 'ext'");
+    assert_refused(MIN_HEAD ",\"data\":1,\"data\":2}",
+                   "duplicate attribute 'data'");
+}
+END_TEST
+
 START_TEST(set_data_json_rules)
 {
     evbus_event_t *ev = evbus_event_new("t.t.t", "/j");
@@ -1138,6 +1190,8 @@ static Suite *event_suite(void)
     tcase_add_test(g, binary_data_byte_exact);
     tcase_add_test(g, text_data);
     tcase_add_test(g, text_escaping_random);
+    tcase_add_test(g, content_type_changed_after_data);
+    tcase_add_test(g, nul_escapes_and_duplicates);
     tcase_add_test(g, set_data_json_rules);
     tcase_add_test(g, extensions_keep_json_types);
     tcase_add_test(g, size_limits);
