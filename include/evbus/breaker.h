@@ -20,7 +20,13 @@
  *
  * Outcomes recorded while OPEN (calls admitted before the breaker opened that
  * finish late) and records beyond the admitted probes in HALF_OPEN only count
- * in the statistics; they do not move the state.
+ * in the statistics; they do not move the state. allow/record carry no
+ * per-call token, so a late outcome that arrives in HALF_OPEN while probes
+ * are outstanding is taken as a probe's outcome.
+ *
+ * Each state change is logged (component "breaker", WARN when opening, INFO
+ * otherwise) with the breaker's name and the reason, e.g.
+ * "users: CLOSED -> OPEN (6 of the last 10 calls failed (>= 50%))".
  *
  * Thread-safety: every function may be called from any thread at once; one
  * mutex per breaker serialises state changes.
