@@ -649,16 +649,10 @@ int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     return n;
 }
 
-/* Makes sure a settle job is queued for what s has collected. */
-static void schedule_settle(rds_sub_t *s)
+/* Queues a settle job for what s has collected; the caller set
+ * s->settle_queued (under s->mu) and so owns this step. */
+static void push_settle_job(rds_sub_t *s)
 {
-    pthread_mutex_lock(&s->mu);
-    bool need = !s->settle_queued && (s->acks || s->releases);
-    if (need)
-        s->settle_queued = true;
-    pthread_mutex_unlock(&s->mu);
-    if (!need)
-        return;
     rds_job_t *job = calloc(1, sizeof *job);
     if (job) {
         job->kind = RDS_JOB_SETTLE;
@@ -673,6 +667,18 @@ static void schedule_settle(rds_sub_t *s)
     pthread_mutex_lock(&s->mu);
     s->settle_queued = false;
     pthread_mutex_unlock(&s->mu);
+}
+
+/* Makes sure a settle job is queued for what s has collected. */
+static void schedule_settle(rds_sub_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool need = !s->settle_queued && (s->acks || s->releases);
+    if (need)
+        s->settle_queued = true;
+    pthread_mutex_unlock(&s->mu);
+    if (need)
+        push_settle_job(s);
 }
 
 int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
@@ -695,8 +701,11 @@ int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         m->next = s->releases;
         s->releases = m;
     }
+    bool need = !s->settle_queued;
+    s->settle_queued = true;
     pthread_mutex_unlock(&s->mu);
-    schedule_settle(s);
+    if (need)
+        push_settle_job(s);
     return EVBUS_OK;
 }
 
