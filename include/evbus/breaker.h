@@ -36,6 +36,7 @@
 
 #include <stdint.h>
 
+#include "evbus/evbus.h" /* error codes: EVBUS_EBREAKER, EVBUS_EINVAL */
 #include "evbus/export.h"
 
 #ifdef __cplusplus
@@ -69,21 +70,20 @@ typedef struct {
     int half_open_calls;      /* probe calls admitted in HALF_OPEN; >= 1 */
     uint64_t (*now_ms)(void *clock_opaque); /* NULL = monotonic clock */
     void *clock_opaque;
-    /* Additions beyond the binding fields (zero = unset). */
-    const char *name;           /* for logs; copied; NULL = "breaker" */
-    evbus_breaker_state_fn on_state; /* NULL = none; see above */
-    void *on_state_opaque;
 } evbus_breaker_opts_t;
+/* (The name and the state callback are set with evbus_breaker_set_name and
+ * evbus_breaker_on_state, so the options stay exactly these eight fields and
+ * a positional initializer lists them all.) */
 
 /* Fills o with defaults sized for service-to-service calls (resilience4j's
  * are window 100 / minimum 100 / 50% / 60 s / 10 probes; these react sooner):
  * window_size 20, minimum_calls 10, failure_rate_pct 50,
  * consecutive_failures 5, open_ms 10000, half_open_calls 3,
- * monotonic clock, no name, no callback. Thread-safe. */
+ * monotonic clock. Thread-safe. */
 EVBUS_API void evbus_breaker_opts_init(evbus_breaker_opts_t *o);
 
-/* Creates a CLOSED breaker. o is copied (the name too); the caller keeps it.
- * o NULL = defaults. Returns NULL when an option is out of range (see the
+/* Creates a CLOSED breaker named "breaker" without a state callback. o is
+ * copied; the caller keeps it. o NULL = defaults. Returns NULL when an option is out of range (see the
  * field comments) or memory runs out. Free with evbus_breaker_free. */
 EVBUS_API evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *o);
 
@@ -116,8 +116,8 @@ EVBUS_API int evbus_breaker_call_ex(evbus_breaker_t *b, int (*fn)(void *),
                                     int (*fallback)(void *opaque, int err),
                                     void *opaque);
 
-/* Sets (or with fn NULL clears) the state-change callback, replacing the one
- * from the options. Thread-safe. */
+/* Sets (or with fn NULL clears) the state-change callback. Set it right
+ * after evbus_breaker_new to see every change. Thread-safe. */
 EVBUS_API void evbus_breaker_on_state(evbus_breaker_t *b,
                                       evbus_breaker_state_fn fn, void *opaque);
 
@@ -137,8 +137,13 @@ typedef struct {
 EVBUS_API void evbus_breaker_stats(const evbus_breaker_t *b,
                                    evbus_breaker_stats_t *out);
 
-/* The breaker's name (from the options, or "breaker"); owned by b, valid
- * until evbus_breaker_free. Thread-safe. */
+/* Names the breaker for log lines (e.g. the service it guards). name is
+ * copied. Returns EVBUS_OK, EVBUS_EINVAL (b or name NULL) or EVBUS_ENOMEM.
+ * Call it before sharing b between threads: the old name is freed. */
+EVBUS_API int evbus_breaker_set_name(evbus_breaker_t *b, const char *name);
+
+/* The breaker's name ("breaker" unless set); owned by b, valid until
+ * evbus_breaker_set_name or evbus_breaker_free. */
 EVBUS_API const char *evbus_breaker_name(const evbus_breaker_t *b);
 
 /* "CLOSED", "OPEN", "HALF_OPEN" or "UNKNOWN". Static string. Thread-safe. */

@@ -47,12 +47,11 @@ static evbus_breaker_t *make(int window, int min_calls, int pct, int consec,
                               .open_ms = open_ms,
                               .half_open_calls = probes,
                               .now_ms = fake_now,
-                              .clock_opaque = &clk,
-                              .name = "user-service",
-                              .on_state = on_change,
-                              .on_state_opaque = &chg};
+                              .clock_opaque = &clk};
     evbus_breaker_t *b = evbus_breaker_new(&o);
     ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(evbus_breaker_set_name(b, "user-service"), EVBUS_OK);
+    evbus_breaker_on_state(b, on_change, &chg);
     return b;
 }
 
@@ -80,7 +79,7 @@ START_TEST(defaults_and_validation)
     ck_assert_int_eq(o.open_ms, 10000);
     ck_assert_int_eq(o.half_open_calls, 3);
     ck_assert_ptr_null(o.now_ms);
-    ck_assert_ptr_null(o.name);
+    ck_assert_ptr_null(o.clock_opaque);
 
     evbus_breaker_t *b = evbus_breaker_new(NULL);
     ck_assert_ptr_nonnull(b);
@@ -109,10 +108,18 @@ START_TEST(defaults_and_validation)
 
     /* name is copied */
     char name[16] = "users";
-    o.name = name;
     b = evbus_breaker_new(&o);
+    ck_assert_int_eq(evbus_breaker_set_name(b, name), EVBUS_OK);
     strcpy(name, "xxxxx");
     ck_assert_str_eq(evbus_breaker_name(b), "users");
+    ck_assert_int_eq(evbus_breaker_set_name(b, NULL), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_breaker_set_name(NULL, "x"), EVBUS_EINVAL);
+    evbus_breaker_free(b);
+
+    /* the eight binding fields, positionally */
+    evbus_breaker_opts_t pos = {10, 5, 50, 0, 1000, 2, NULL, NULL};
+    b = evbus_breaker_new(&pos);
+    ck_assert_ptr_nonnull(b);
     evbus_breaker_free(b);
 
     ck_assert_str_eq(evbus_breaker_state_name(C), "CLOSED");

@@ -69,12 +69,11 @@ static evbus_breaker_t *make(audit_t *a)
                               .open_ms = 100,
                               .half_open_calls = PROBES,
                               .now_ms = fake_now,
-                              .clock_opaque = &clk,
-                              .name = "hammer",
-                              .on_state = on_state,
-                              .on_state_opaque = a};
+                              .clock_opaque = &clk};
     a->b = evbus_breaker_new(&o);
     ck_assert_ptr_nonnull(a->b);
+    evbus_breaker_set_name(a->b, "hammer");
+    evbus_breaker_on_state(a->b, on_state, a);
     return a->b;
 }
 

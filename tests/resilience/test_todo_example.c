@@ -88,13 +88,13 @@ START_TEST(todo_service_degrades_and_recovers)
 {
     evbus_breaker_opts_t o;
     evbus_breaker_opts_init(&o);
-    o.name = "users";
     o.open_ms = 15000;
     o.now_ms = fake_now;
     o.clock_opaque = &clk;
-    o.on_state = on_users_state;
     users_breaker = evbus_breaker_new(&o);
     ck_assert_ptr_nonnull(users_breaker);
+    evbus_breaker_set_name(users_breaker, "users");
+    evbus_breaker_on_state(users_breaker, on_users_state, NULL);
 
     /* healthy: verified answers, 404s do not trip the breaker */
     ck_assert_int_eq(create_todo("alice"), 201);

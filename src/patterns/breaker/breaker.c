@@ -13,8 +13,10 @@
 
 struct evbus_breaker {
     pthread_mutex_t lock; /* recursive; guards everything below */
-    evbus_breaker_opts_t o; /* validated copy; o.name points at name */
+    evbus_breaker_opts_t o; /* validated copy */
     char *name;
+    evbus_breaker_state_fn on_state;
+    void *on_state_opaque;
     int min_calls;          /* minimum_calls clamped to 1..window_size */
 
     int state;
@@ -111,8 +113,8 @@ static void transition(evbus_breaker_t *b, int to, const char *why)
                "breaker", "%s: %s -> %s (%s)", b->name,
                evbus_breaker_state_name(from), evbus_breaker_state_name(to),
                why);
-    if (b->o.on_state)
-        b->o.on_state(from, to, b->o.on_state_opaque);
+    if (b->on_state)
+        b->on_state(from, to, b->on_state_opaque);
 }
 
 /* Lock held. OPEN whose wait is over becomes HALF_OPEN. */
@@ -141,7 +143,7 @@ evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *opts)
     evbus_breaker_t *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
-    b->name = strdup(o.name ? o.name : "breaker");
+    b->name = strdup("breaker");
     b->ring = calloc((size_t)o.window_size, 1);
     pthread_mutexattr_t attr;
     int mutex_ok = 0;
@@ -159,7 +161,6 @@ evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *opts)
         return NULL;
     }
     b->o = o;
-    b->o.name = b->name;
     b->min_calls = o.minimum_calls < 1 ? 1 : o.minimum_calls;
     if (b->min_calls > o.window_size)
         b->min_calls = o.window_size;
@@ -319,9 +320,24 @@ void evbus_breaker_on_state(evbus_breaker_t *b, evbus_breaker_state_fn fn,
     if (!b)
         return;
     lock(b);
-    b->o.on_state = fn;
-    b->o.on_state_opaque = fn ? opaque : NULL;
+    b->on_state = fn;
+    b->on_state_opaque = fn ? opaque : NULL;
     unlock(b);
+}
+
+int evbus_breaker_set_name(evbus_breaker_t *b, const char *name)
+{
+    if (!b || !name)
+        return EVBUS_EINVAL;
+    char *copy = strdup(name);
+    if (!copy)
+        return EVBUS_ENOMEM;
+    lock(b);
+    char *old = b->name;
+    b->name = copy;
+    unlock(b);
+    free(old);
+    return EVBUS_OK;
 }
 
 void evbus_breaker_reset(evbus_breaker_t *b)
