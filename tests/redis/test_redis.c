@@ -569,6 +569,49 @@ START_TEST(held_messages_are_not_taken_by_others)
 }
 END_TEST
 
+/* A member closing while the core holds an event for a retry gives it
+ * back: another member gets it soon, long before the claim timeout. */
+static evbus_result_t always_retry(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    (*(volatile int *)opaque)++;
+    return EVBUS_RETRY;
+}
+
+START_TEST(closing_member_releases_held_events)
+{
+    start_plain();
+    char topic[128];
+    tu_topic(topic, sizeof topic, "release");
+    evbus_t *a = open_ok(NULL); /* default claim timeout: 30 s */
+    volatile int a_calls = 0;
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.retry.initial_ms = 60000;
+    o.retry.max_ms = 60000;
+    o.retry.jitter = EVBUS_JITTER_NONE;
+    ck_assert_ptr_nonnull(
+        evbus_subscribe_opts(a, topic, "g", &o, always_retry, (void *)&a_calls));
+    evbus_event_t *ev = make_event("released-1");
+    ck_assert_int_eq(evbus_publish(a, topic, ev), EVBUS_OK);
+    evbus_event_free(ev);
+    ck_assert_int_eq(tu_poll_until(a, (int *)&a_calls, 1, 5000), 1);
+    evbus_t *b = open_ok(NULL);
+    seen_t s = {0};
+    ck_assert_ptr_nonnull(evbus_subscribe(b, topic, "g", on_event, &s));
+    evbus_poll(b, 300);
+    ck_assert_int_eq(s.calls, 0); /* a still holds it */
+    long long t0 = tu_now_ms();
+    evbus_close(a); /* gives it back */
+    ck_assert_int_eq(tu_poll_until(b, &s.calls, 1, 10000), 1);
+    ck_assert_int_lt(tu_now_ms() - t0, 5000);
+    ck_assert_str_eq(s.last_id, "released-1");
+    evbus_close(b);
+    seen_free(&s);
+    stop_srv();
+}
+END_TEST
+
 /* ------------------------------------------------------------ outages */
 
 typedef struct {
@@ -644,6 +687,7 @@ int main(void)
     tcase_add_test(tc, deleted_pending_entries_are_acked);
     tcase_add_test(tc, poison_from_a_dead_member_goes_to_dlq);
     tcase_add_test(tc, held_messages_are_not_taken_by_others);
+    tcase_add_test(tc, closing_member_releases_held_events);
     tcase_add_test(tc, publishes_fail_while_server_is_away_and_resume);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -8,7 +8,7 @@
  *      else, after the start and after every reconnect;
  *   3. takes over entries of dead members idle longer than
  *      claim_timeout_ms (XAUTOCLAIM, following the cursor), every
- *      claim_timeout_ms / 2;
+ *      claim_timeout_ms / 2 but at least every 2 s;
  *   4. otherwise waits for new entries (XREADGROUP ... BLOCK ... >).
  * Entries go into a local buffer; fetch() hands them out without blocking
  * and the thread wakes the poller with evbus_host_notify().
@@ -80,9 +80,14 @@ typedef struct {
     bool was_down;
 } fetch_state_t;
 
+/* How often the claim scan runs: often enough that entries released by a
+ * closing member (marked long idle) are picked up within seconds, and at
+ * least twice per claim timeout. */
 static int claim_interval(const rds_bus_t *b)
 {
     int ms = b->o.claim_timeout_ms / 2;
+    if (ms > 2000)
+        ms = 2000;
     return ms < 50 ? 50 : ms;
 }
 
