@@ -4,7 +4,8 @@
  * one consumer is killed with SIGKILL mid-run. Afterwards every event was
  * handled at least once, and every event handled more than once was handled
  * by the killed consumer (so it held the lease: its ack died with it) -
- * never twice by live members.
+ * never twice by live members. Retention runs every 50 ms meanwhile and
+ * must not delete anything the group still needs.
  *
  *   test-sqlite-multiproc                         the driver (this test)
  *   test-sqlite-multiproc produce URL K COUNT     a producer
@@ -182,14 +183,16 @@ static pid_t spawn(char *const argv[])
     return pid;
 }
 
-static long pending_rows(const char *db)
+/* count(*) of a table of the database, -1 on error. */
+static long rows_of(const char *db, const char *table)
 {
     sqlite3 *h;
     long v = -1;
     if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(h, "SELECT count(*) FROM evbus_pending", -1,
-                               &st, NULL) == SQLITE_OK &&
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+        if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK &&
             sqlite3_step(st) == SQLITE_ROW)
             v = (long)sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
@@ -205,8 +208,13 @@ static int drive(void)
         die("mkdtemp: %s", strerror(errno));
     char db[300], url[400];
     snprintf(db, sizeof db, "%s/bus.db", dir);
-    /* A short lease so the killed member's events come back quickly. */
-    snprintf(url, sizeof url, "sqlite://%s?visibility_timeout_ms=2000", db);
+    /* A short lease so the killed member's events come back quickly, and
+     * retention running all the time: it must never delete an event the
+     * group still needs (including those the killed member held). */
+    snprintf(url, sizeof url,
+             "sqlite://%s?visibility_timeout_ms=2000&retention_ms=0&"
+             "retention_interval_ms=50",
+             db);
 
     char files[CONSUMERS][320], ready[CONSUMERS][320];
     pid_t cons[CONSUMERS], prod[PRODUCERS];
@@ -304,17 +312,21 @@ static int drive(void)
             }
         }
     }
-    long left = pending_rows(db);
+    long left = rows_of(db, "evbus_pending");
+    long kept = rows_of(db, "evbus_events");
     printf("handled per consumer: %d (killed) %d %d; distinct %d of %d; "
            "missing %d; duplicates %d (all of them handled by the killed "
-           "member: %s); unacknowledged rows left %ld\n",
+           "member: %s); unacknowledged rows left %ld; events retention "
+           "kept %ld\n",
            per[0], per[1], per[2], distinct, TOTAL, missing, dups,
-           bad_dups ? "NO" : "yes", left);
+           bad_dups ? "NO" : "yes", left, kept);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", dir);
-    if (missing || bad_dups || by_victim == 0 || left != 0) {
+    /* kept < TOTAL shows that retention really ran during the test */
+    if (missing || bad_dups || by_victim == 0 || left != 0 || kept < 0 ||
+        kept >= TOTAL) {
         fprintf(stderr, "FAIL\n");
         return 1;
     }
