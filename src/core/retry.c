@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/random.h>
 #include <time.h>
@@ -34,10 +36,25 @@ void evbus_retry_policy_init(evbus_retry_policy_t *p)
 /* ------------------------------------------------------------- randomness */
 
 /* Per-thread splitmix64: no locking, no shared state, good enough spread for
- * jitter (not for anything secret). Seeded once per thread from getrandom(),
- * falling back to the clock and the state's address. */
+ * jitter (not for anything secret). Seeded per thread from getrandom(),
+ * falling back to the clock and the state's address. A fork() child would
+ * inherit its parent's sequence, and pre-forked workers retrying in step is
+ * what jitter exists to prevent, so an atfork handler bumps a generation
+ * that makes every thread reseed. */
 static _Thread_local uint64_t tl_rng_state;
-static _Thread_local int tl_rng_seeded;
+static _Thread_local unsigned tl_rng_generation; /* 0 = never seeded */
+static atomic_uint rng_generation = 1;
+static pthread_once_t rng_atfork_once = PTHREAD_ONCE_INIT;
+
+static void rng_after_fork_child(void)
+{
+    atomic_fetch_add_explicit(&rng_generation, 1, memory_order_relaxed);
+}
+
+static void rng_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, rng_after_fork_child);
+}
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -49,7 +66,10 @@ static uint64_t splitmix64(uint64_t *s)
 
 static uint64_t default_rand_u64(void)
 {
-    if (!tl_rng_seeded) {
+    unsigned gen = atomic_load_explicit(&rng_generation, memory_order_relaxed);
+    if (tl_rng_generation != gen) {
+        pthread_once(&rng_atfork_once, rng_register_atfork);
+        gen = atomic_load_explicit(&rng_generation, memory_order_relaxed);
         uint64_t seed = 0;
         if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
             struct timespec ts;
@@ -57,8 +77,9 @@ static uint64_t default_rand_u64(void)
             seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
                    (uint64_t)(uintptr_t)&tl_rng_state;
         }
-        tl_rng_state = seed;
-        tl_rng_seeded = 1;
+        tl_rng_state ^= seed; /* keeps some of the old state if the
+                                 fallback seed repeats */
+        tl_rng_generation = gen;
     }
     return splitmix64(&tl_rng_state);
 }
@@ -129,10 +150,7 @@ int evbus_retry_delay_ms(const evbus_retry_policy_t *p, int attempt,
         int64_t hi = prev * 3; /* prev <= INT_MAX, so no int64 overflow */
         if (hi < base)
             hi = base;
-        if (hi > cap && base <= cap)
-            hi = cap; /* same result as min() afterwards, but keeps the
-                         distribution uniform below the cap */
-        d = uniform_between(p, base, hi);
+        d = uniform_between(p, base, hi); /* capped below */
         break;
     }
     case EVBUS_JITTER_FULL:

@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <evbus/evbus.h>
 #include <evbus/retry.h>
@@ -233,7 +235,19 @@ START_TEST(jitter_bounds)
     check_bounds(EVBUS_JITTER_FULL, 20, 0, 0, 30000); /* capped */
     check_bounds(EVBUS_JITTER_DECORRELATED, 1, 0, 100, 300);
     check_bounds(EVBUS_JITTER_DECORRELATED, 3, 1000, 100, 3000);
-    check_bounds(EVBUS_JITTER_DECORRELATED, 9, 20000, 100, 30000);
+    check_bounds(EVBUS_JITTER_DECORRELATED, 9, 9000, 100, 27000);
+    /* above the cap: never more than max_ms (min(max, uniform)) */
+    evbus_retry_policy_t p = policy(EVBUS_JITTER_DECORRELATED, NULL);
+    int at_cap = 0;
+    for (int i = 0; i < 20000; i++) {
+        int d = evbus_retry_delay_ms(&p, 9, 20000); /* [100, 60000] */
+        ck_assert_int_ge(d, 100);
+        ck_assert_int_le(d, 30000);
+        at_cap += d == 30000;
+    }
+    /* about half the draws land above 30000 and are capped */
+    ck_assert_msg(at_cap > 8000 && at_cap < 12000, "%d of 20000 at the cap",
+                  at_cap);
 }
 END_TEST
 
@@ -262,6 +276,35 @@ START_TEST(default_rng_per_thread)
         for (int k = i + 1; k < T; k++)
             ck_assert_msg(memcmp(seq[i], seq[k], sizeof seq[i]) != 0,
                           "threads %d and %d drew the same sequence", i, k);
+}
+END_TEST
+
+/* A fork child must not replay its parent's jitter sequence. */
+START_TEST(default_rng_reseeds_after_fork)
+{
+    evbus_retry_policy_t p = policy(EVBUS_JITTER_FULL, NULL);
+    p.max_ms = INT_MAX;
+    p.initial_ms = INT_MAX;
+    (void)evbus_retry_delay_ms(&p, 1, 0); /* seed this thread first */
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    int seq[8];
+    for (int i = 0; i < 8; i++)
+        seq[i] = evbus_retry_delay_ms(&p, 1, 0);
+    if (pid == 0) {
+        ssize_t n = write(fds[1], seq, sizeof seq);
+        _exit(n == (ssize_t)sizeof seq ? 0 : 1);
+    }
+    int child[8];
+    ck_assert_int_eq(read(fds[0], child, sizeof child), (ssize_t)sizeof child);
+    int status;
+    waitpid(pid, &status, 0);
+    close(fds[0]);
+    close(fds[1]);
+    ck_assert_msg(memcmp(seq, child, sizeof seq) != 0,
+                  "parent and fork child drew the same jitter sequence");
 }
 END_TEST
 
@@ -444,6 +487,7 @@ static Suite *suite(void)
     tcase_add_test(tc, decorrelated_sequence);
     tcase_add_test(tc, jitter_bounds);
     tcase_add_test(tc, default_rng_per_thread);
+    tcase_add_test(tc, default_rng_reseeds_after_fork);
     tcase_add_test(tc, should_retry_rule);
     suite_add_tcase(s, tc);
     tc = tcase_create("call");
