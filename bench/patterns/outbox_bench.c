@@ -191,6 +191,8 @@ static double relay_rate(evbus_t *bus, const char *topic, int n)
         evbus_event_free(ev);
     }
     exec_sql(db, "COMMIT");
+    /* the fill's checkpoint belongs to the fill, not to the relay's time */
+    exec_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     evbus_outbox_close(ob);
     sqlite3_close(db);
     char err[256];
@@ -229,9 +231,11 @@ static void bench_relay(const char *url, int n, double target, int absolute)
     }
     char topic[64];
     snprintf(topic, sizeof topic, "bench.outbox.%d", (int)getpid());
-    /* a group exists, so the broker keeps what is published (memory://
-     * drops events of topics nobody subscribed to) */
-    evbus_subscribe(bus, topic, "bench", ack, NULL);
+    /* memory:// drops events of topics nobody subscribed to, so give it a
+     * group; persistent brokers keep them anyway, and a subscription there
+     * would only add a fetcher competing for the CPU (never polled here) */
+    if (!(evbus_features(bus) & EVBUS_FEAT_PERSISTENT))
+        evbus_subscribe(bus, topic, "bench", ack, NULL);
     double base = 0, lib = 0;
     for (int round = 0; round < ROUNDS; round++) {
         double b = publish_async_rate(bus, topic, n);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <evbus/evbus.h>
@@ -300,6 +302,52 @@ START_TEST(two_relays_never_both_publish_a_row)
 }
 END_TEST
 
+START_TEST(relay_in_another_process_excludes_this_one)
+{
+    char *ids[20];
+    for (int i = 0; i < 20; i++)
+        ids[i] = create_todo(db, ob, "t", 1);
+    int ready[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        /* holds the lock, publishes to its own broker, never exits */
+        evbus_t *mem = evbus_open("memory://other-process", NULL, 0);
+        evbus_relay_t *r = mem ? evbus_relay_new(db_path, mem, NULL, 0) : NULL;
+        char ok = r && evbus_relay_run_once(r, 1) == 1 &&
+                  evbus_relay_is_active(r) ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char ok = 0;
+    ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+    close(ready[0]);
+    ck_assert_int_eq(ok, 'y');
+    evbus_relay_t *r = relay_with(8, 3600000);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(evbus_relay_run_once(r, 0), 0); /* standby */
+    ck_assert_int_eq(evbus_relay_is_active(r), 0);
+    ck_assert_uint_eq(rec_count(), 0);
+    kill(child, SIGKILL); /* the kernel drops its lock */
+    waitpid(child, NULL, 0);
+    int total = 0, got;
+    while ((got = evbus_relay_run_once(r, 0)) > 0)
+        total += got;
+    ck_assert_int_eq(evbus_relay_is_active(r), 1);
+    ck_assert_int_eq(total, 19); /* the child published the first one */
+    for (int i = 1; i < 20; i++) {
+        ck_assert_str_eq(rec_id((size_t)i - 1), ids[i]);
+        free(ids[i]);
+    }
+    free(ids[0]);
+    evbus_relay_free(r);
+}
+END_TEST
+
 START_TEST(unpublishable_rows_are_parked_not_lost)
 {
     evbus_close(bus);
@@ -475,6 +523,7 @@ int main(void)
     tcase_add_test(tc, broker_down_keeps_rows_until_accepted);
     tcase_add_test(tc, background_thread_retries_with_backoff);
     tcase_add_test(tc, two_relays_never_both_publish_a_row);
+    tcase_add_test(tc, relay_in_another_process_excludes_this_one);
     tcase_add_test(tc, unpublishable_rows_are_parked_not_lost);
     tcase_add_test(tc, retention_purges_delivered_rows);
     tcase_add_test(tc, bad_arguments_get_clear_errors);
