@@ -3,8 +3,8 @@
  * static library's internals), where the core's pipeline cannot hide them:
  * two members of one group, exclusive leases, RELEASE not counting an
  * attempt, RETRY counting one and waiting its delay, lease expiry handing
- * events to the other member, and a stale member unable to change a lease
- * it lost.
+ * events to the other member, a stale member unable to change a lease it
+ * lost, and leases renewed while the poller makes progress.
  */
 #include <check.h>
 #include <sqlite3.h>
@@ -105,10 +105,11 @@ START_TEST(two_members_share_leases)
     ck_assert_str_eq(body(&mc[1]), "e1");
     ck_assert_int_eq(mc[1].delivery_count, 2);
 
-    /* b stops settling: after the visibility timeout a gets all three,
-     * each delivery counted. */
+    /* The bus stops making progress (no fetch or settle, as if its
+     * poller hung): renewals stop, and once the last renewed lease ran
+     * out (within two timeouts) a gets all three, each delivery counted. */
     ck_assert_int_eq(be->fetch(priv, a, ma, 8), 0);
-    wait_ms(600);
+    wait_ms(1000);
     int n = be->fetch(priv, a, ma, 8);
     ck_assert_int_eq(n, 3);
     ck_assert_str_eq(body(&ma[0]), "e0");
@@ -166,6 +167,42 @@ START_TEST(settles_are_written_without_a_fetch)
 }
 END_TEST
 
+/* A member that works slowly through a big batch keeps it: its leases are
+ * renewed while it makes progress, so no other member gets those events. */
+START_TEST(leases_renewed_while_making_progress)
+{
+    char url[400], err[256];
+    snprintf(url, sizeof url, "sqlite://%s?visibility_timeout_ms=300",
+             dbpath);
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    evbus_t *other = evbus_open(url, err, sizeof err);
+    ck_assert_msg(bus && other, "%s", err);
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(evbus_publish_raw(bus, "t", "x", 1), EVBUS_OK);
+    const evbus_backend_t *be = bus->be;
+    void *a, *b;
+    ck_assert_int_eq(be->subscribe(bus->priv, "t", "g", &a, err, sizeof err),
+                     EVBUS_OK);
+    ck_assert_int_eq(
+        be->subscribe(other->priv, "t", "g", &b, err, sizeof err), EVBUS_OK);
+    evbus_msg_t m[10], mb[10];
+    ck_assert_int_eq(be->fetch(bus->priv, a, m, 10), 10);
+    /* 10 x 100 ms of work: more than three visibility timeouts. */
+    for (int i = 0; i < 10; i++) {
+        wait_ms(100);
+        ck_assert_int_eq(be->fetch(other->priv, b, mb, 10), 0);
+        ck_assert_int_eq(
+            be->settle(bus->priv, a, &m[i], EVBUS_SETTLE_ACK, 0), EVBUS_OK);
+    }
+    ck_assert_int_eq(be->fetch(bus->priv, a, m, 10), 0);
+    ck_assert_int_eq(pending_rows(), 0);
+    be->unsubscribe(bus->priv, a);
+    be->unsubscribe(other->priv, b);
+    evbus_close(bus);
+    evbus_close(other);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sqlite-lease");
@@ -174,6 +211,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, two_members_share_leases);
     tcase_add_test(tc, settles_are_written_without_a_fetch);
+    tcase_add_test(tc, leases_renewed_while_making_progress);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -52,6 +52,8 @@ static const char *const stmt_sql[SQ_NSTMT] = {
                        "deliveries=max(deliveries-1, 0) "
                        "WHERE gid=?1 AND seq=?2 AND owner=?4 AND "
                        "deliveries=?5",
+    [SQ_EXTEND_UPD] = "UPDATE evbus_pending SET visible_at=?3 WHERE gid=?1 "
+                      "AND seq=?2 AND owner=?4 AND deliveries=?5",
     [SQ_READY] = "SELECT EXISTS(SELECT 1 FROM evbus_pending WHERE gid=?1 AND "
                  "visible_at<=?2) OR EXISTS(SELECT 1 FROM evbus_events WHERE "
                  "topic_id=?3 AND seq>(SELECT cursor FROM evbus_groups WHERE "

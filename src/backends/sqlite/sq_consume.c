@@ -13,6 +13,13 @@
  * event is delivered again: at-least-once, and only for events this member
  * held a lease on.
  *
+ * Lease renewal: while the polling thread makes progress (a fetch or settle
+ * within the last visibility timeout) the watcher renews the leases of
+ * everything fetched and not yet settled every third of the timeout, so a
+ * slow but working member keeps its whole batch. A dead process, or a
+ * handler stuck longer than the timeout, stops the renewal and the events
+ * go to other members.
+ *
  * Attempt counting: evbus_pending.deliveries grows by one on every lease
  * (including the re-lease after a crashed member's lease expired); RETRY
  * keeps it, so the next lease reports attempts + 1; RELEASE takes the
@@ -115,6 +122,29 @@ void sq_flush_ops_locked(sq_bus_t *b)
         s->nops = 0;
     b->sub_gen++;
     atomic_store(&b->ops_due_ms, INT64_MAX);
+}
+
+void sq_extend_leases_locked(sq_bus_t *b)
+{
+    bool any = false;
+    for (sq_sub_t *s = b->subs; s && !any; s = s->next)
+        any = s->held != NULL;
+    if (!any)
+        return;
+    int64_t until = sq_now_ms() + b->o.visibility_timeout_ms;
+    int err = sq_begin(&b->sub);
+    for (sq_sub_t *s = b->subs; s && err == EVBUS_OK; s = s->next)
+        for (sq_lease_t *l = s->held; l && err == EVBUS_OK; l = l->next)
+            err = exec_gid_seq(&b->sub, SQ_EXTEND_UPD, s->gid, l->seq, until,
+                               (int64_t)s->owner, l->deliveries);
+    if (err == EVBUS_OK)
+        err = sq_commit(&b->sub);
+    else
+        sq_rollback(&b->sub);
+    if (err != EVBUS_OK)
+        evbus_host_log(b->host, EVBUS_LOG_WARN,
+                       "renewing leases failed: %s; events may be delivered "
+                       "to another member", evbus_strerror(err));
 }
 
 int sq_subscribe(void *priv, const char *topic, const char *group,
@@ -382,6 +412,7 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     sq_sub_t *s = bsub;
     if (max <= 0)
         return 0;
+    atomic_store(&b->progress_ms, (int64_t)sq_mono_ms());
     pthread_mutex_lock(&b->sub_mu);
     sq_conn_t *c = &b->sub;
     int64_t now = sq_now_ms();
@@ -431,10 +462,20 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
             for (int i = 0; i < n; i++)
                 free(out[i].cookie);
             n = 0;
-        } else if (ops > 0) {
-            for (sq_sub_t *x = b->subs; x; x = x->next)
-                x->nops = 0;
-            b->sub_gen++;
+        } else {
+            for (int i = 0; i < n; i++) {
+                sq_lease_t *l = out[i].cookie;
+                l->prev = NULL;
+                l->next = s->held;
+                if (s->held)
+                    s->held->prev = l;
+                s->held = l;
+            }
+            if (ops > 0) {
+                for (sq_sub_t *x = b->subs; x; x = x->next)
+                    x->nops = 0;
+                b->sub_gen++;
+            }
         }
     }
     if (err == EVBUS_OK && n == 0)
@@ -457,6 +498,7 @@ int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
     if (!l)
         return EVBUS_EINVAL;
     int64_t now = sq_now_ms();
+    atomic_store(&b->progress_ms, (int64_t)sq_mono_ms());
     sq_op_t op = {l->seq, l->deliveries, how,
                   how == EVBUS_SETTLE_RETRY && delay_ms > 0 ? now + delay_ms
                                                              : now};
@@ -472,6 +514,12 @@ int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         s->cap_ops = cap;
     }
     s->ops[s->nops++] = op;
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        s->held = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
     bool first = s->nops == 1;
     if (s->nops >= OPS_FLUSH_COUNT)
         sq_flush_ops_locked(b);

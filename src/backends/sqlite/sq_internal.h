@@ -51,7 +51,7 @@ typedef enum {
     SQ_GROUP_INS, SQ_GROUP_GET,
     SQ_DUE_SEL, SQ_LEASE_UPD, SQ_PEND_DEL,
     SQ_CURSOR_GET, SQ_NEW_SEL, SQ_PEND_INS, SQ_CURSOR_SET,
-    SQ_RETRY_UPD, SQ_RELEASE_UPD,
+    SQ_RETRY_UPD, SQ_RELEASE_UPD, SQ_EXTEND_UPD,
     SQ_READY, SQ_NEXT_DUE, SQ_DATA_VERSION,
     SQ_RET_TOPICS, SQ_RET_LIMIT, SQ_RET_MAXSEQ, SQ_RET_SCAN, SQ_RET_DEL,
     SQ_HEALTH,
@@ -76,6 +76,7 @@ typedef struct sq_conn {
 
 /* A fetched message's backend state; its payload lives here until settled. */
 typedef struct sq_lease {
+    struct sq_lease *prev, *next; /* in the subscription's held list */
     int64_t seq;
     int64_t deliveries; /* the value stored with our lease (owner check) */
     size_t len;
@@ -94,6 +95,7 @@ typedef struct sq_sub {
     char *topic, *group;
     int64_t topic_id, gid;
     uint64_t owner;         /* lease owner id, random per subscription */
+    sq_lease_t *held;       /* fetched, not settled (under sub_mu) */
     sq_op_t *ops;           /* buffered settles (under sub_mu) */
     size_t nops, cap_ops;
     uint64_t ops_since_ms;  /* when the oldest buffered op was added */
@@ -155,6 +157,7 @@ typedef struct sq_bus {
     atomic_bool stop;
     _Atomic int64_t next_due_ms;  /* earliest moment something turns due */
     _Atomic int64_t ops_due_ms;   /* buffered settles must be written by */
+    _Atomic int64_t progress_ms;  /* last fetch or settle (monotonic) */
 } sq_bus_t;
 
 /* ------------------------------------------------------------ sq_conn.c */
@@ -201,6 +204,9 @@ int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
               int delay_ms);
 /* Writes every subscription's buffered settles (caller holds sub_mu). */
 void sq_flush_ops_locked(sq_bus_t *b);
+/* Renews the leases of every fetched, unsettled event (caller holds
+ * sub_mu). */
+void sq_extend_leases_locked(sq_bus_t *b);
 
 /* ------------------------------------------------------------ sq_watch.c */
 int sq_watcher_start(sq_bus_t *b, char *errstr, size_t n);

@@ -5,6 +5,8 @@
  *     process) while this bus has subscriptions -> evbus_host_notify;
  *   - a lease expiry or retry delay turning due (set by fetch);
  *   - buffered settles that no fetch wrote within 100 ms;
+ *   - renewing the leases of fetched, unsettled events every third of the
+ *     visibility timeout while the poller makes progress;
  *   - a PRAGMA data_version check every poll_interval_ms, in case inotify
  *     misses something (network file systems) or is unavailable (then the
  *     check runs every 10 ms);
@@ -210,6 +212,10 @@ static void *watcher_main(void *arg)
     int64_t mono = (int64_t)sq_mono_ms();
     int64_t next_ret = mono + min64(b->o.retention_interval_ms, 5000);
     int64_t next_dv = mono;
+    int64_t renew_every = b->o.visibility_timeout_ms / 3 > 0
+                              ? b->o.visibility_timeout_ms / 3
+                              : 1;
+    int64_t next_renew = mono + renew_every;
     int64_t last_dv = aux_data_version(&b->aux);
     while (!atomic_load(&b->stop)) {
         manage_watch(b);
@@ -220,8 +226,10 @@ static void *watcher_main(void *arg)
                                             FALLBACK_POLL_MS);
         mono = (int64_t)sq_mono_ms();
         int64_t wake = next_ret;
-        if (subs)
+        if (subs) {
             wake = min64(wake, next_dv);
+            wake = min64(wake, next_renew);
+        }
         wake = min64(wake, atomic_load(&b->ops_due_ms));
         int64_t due = atomic_load(&b->next_due_ms);
         if (due != INT64_MAX) {
@@ -266,6 +274,16 @@ static void *watcher_main(void *arg)
                 evbus_host_notify(b->host);
             last_dv = dv;
             next_dv = mono + dv_every;
+        }
+        if (subs && mono >= next_renew) {
+            /* Only for a poller that is alive: a fetch or settle lately. */
+            if (mono - atomic_load(&b->progress_ms) <
+                b->o.visibility_timeout_ms) {
+                pthread_mutex_lock(&b->sub_mu);
+                sq_extend_leases_locked(b);
+                pthread_mutex_unlock(&b->sub_mu);
+            }
+            next_renew = (int64_t)sq_mono_ms() + renew_every;
         }
         if (mono >= next_ret) {
             sq_retention_run(b, &b->aux);
