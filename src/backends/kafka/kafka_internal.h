@@ -1,0 +1,168 @@
+/*
+ * kafka:// backend - declarations shared by its files. Nothing here is
+ * public; every symbol is hidden by -fvisibility=hidden.
+ *
+ * One producer per bus (idempotent, a thread serving its delivery reports)
+ * and one high-level consumer per subscription (a thread polling it into a
+ * buffer that fetch() drains). Offsets are stored only for settled work and
+ * never past an earlier offset of the same partition that is still open.
+ *
+ * Threads and locks:
+ *   kafka_bus_t    - immutable after open; the producer handle is
+ *                    thread-safe. pub waiters use their own mutex/condvar.
+ *   kafka_sub_t.mu - the buffer, the per-partition state and the offset
+ *                    store; taken by the poll thread (new messages,
+ *                    rebalances) and by the core's poller (fetch, settle).
+ */
+#ifndef EVBUS_KAFKA_INTERNAL_H
+#define EVBUS_KAFKA_INTERNAL_H
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "evbus/backend.h"
+#include "evbus/evbus.h"
+
+#define KAFKA_CT_STRUCTURED "application/cloudevents+json"
+
+typedef enum {
+    KAFKA_MODE_STRUCTURED = 0, /* value = JSON event (the default) */
+    KAFKA_MODE_BINARY = 1      /* value = data, attributes in ce_ headers */
+} kafka_mode_t;
+
+/* The per-bus state (priv). */
+typedef struct kafka_bus {
+    struct kafka_bus *self;       /* first: see kafka_opaque_bus() */
+    evbus_host_t *host;
+    kafka_mode_t mode;
+    int timeout_ms;               /* connect check and health */
+    rd_kafka_t *producer;
+    rd_kafka_conf_t *consumer_conf; /* template, duplicated per subscription */
+    pthread_t dr_thread;
+    bool dr_started;
+    atomic_bool dr_stop;
+    atomic_bool closing;
+    atomic_long async_pending;    /* publish_async not yet reported */
+    atomic_int space_waiters;     /* publishers waiting for queue room */
+    pthread_mutex_t mu;           /* only for the condvar below */
+    pthread_cond_t cv;            /* queue room / async completions */
+} kafka_bus_t;
+
+/* ------------------------------------------------------------- consumer */
+
+typedef enum {
+    KMSG_BUFFERED = 0, /* waiting in the buffer for fetch() */
+    KMSG_HANDED,       /* the core holds it */
+    KMSG_ACKED,        /* settled ACK, waiting for earlier offsets */
+    KMSG_RELEASED      /* given back: blocks the watermark until restart */
+} kafka_msg_state_t;
+
+typedef struct kafka_part kafka_part_t;
+
+/* One consumed record; the message's cookie. */
+typedef struct kafka_msg {
+    struct kafka_msg *next_ready; /* buffer (FIFO) link */
+    struct kafka_msg *next_part;  /* partition list link, offset order */
+    kafka_part_t *part;
+    rd_kafka_message_t *rkm;      /* payload lives here until settled */
+    int64_t offset;
+    kafka_msg_state_t state;
+    evbus_event_t *event;         /* binary-mode decode, handed to the core */
+    char *decode_error;           /* why the record is not an event */
+} kafka_msg_t;
+
+/* What this member knows about one assigned partition. A partition that is
+ * revoked is detached and lives on only while the core holds messages of
+ * it; their settles then store nothing. */
+struct kafka_part {
+    int32_t partition;
+    bool revoked;
+    int refs;                    /* records pointing here, +1 while attached */
+    int handed;                  /* records the core holds */
+    kafka_msg_t *head, *tail;    /* records not yet popped, offset order */
+    int64_t pending_store;       /* offset to store at the next flush, or -1 */
+};
+
+typedef struct kafka_sub {
+    kafka_bus_t *kb;             /* first: see kafka_opaque_bus() */
+    char *topic, *group;
+    rd_kafka_t *rk;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+
+    pthread_mutex_t mu;
+    pthread_cond_t settled_cv;   /* a settle happened (revoke waits) */
+    kafka_msg_t *ready_head, *ready_tail;
+    size_t ready_len;
+    kafka_part_t **parts;        /* attached partitions by id */
+    size_t nparts;
+    bool stores_dirty;           /* some part has a pending_store */
+    bool paused;                 /* poll thread only */
+    long stored_total;           /* offsets stored (tests, debugging) */
+} kafka_sub_t;
+
+/* ------------------------------------------------------------- helpers */
+
+/* EVBUS_OK when topic is a legal Kafka topic name (1-249 characters of
+ * [A-Za-z0-9._-]), else EVBUS_EINVAL. */
+int kafka_topic_check(const char *topic);
+
+/* rd_kafka error -> evbus error code. */
+int kafka_map_err(rd_kafka_resp_err_t err);
+
+/* The bus behind a handle's opaque: a kafka_bus_t (producer) or a
+ * kafka_sub_t (consumer); both start with a kafka_bus_t pointer. */
+static inline kafka_bus_t *kafka_opaque_bus(void *opaque)
+{
+    return opaque ? *(kafka_bus_t **)opaque : NULL;
+}
+
+/* Routes librdkafka log lines and client errors through evbus_host_log
+ * (the handle's opaque must be set, see kafka_opaque_bus). */
+void kafka_set_log_callbacks(rd_kafka_conf_t *conf);
+
+/* ------------------------------------------------------------- wire */
+
+/* Headers for a binary-mode record of ev (ce_* attributes, content-type).
+ * Returns a new list the caller owns, or NULL when out of memory. */
+rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev);
+
+/*
+ * Classifies a consumed record by the CloudEvents Kafka binding:
+ *   content-type application/cloudevents*  -> structured: *event = NULL,
+ *                                             the core decodes the value
+ *   a ce_specversion header                -> binary: *event is built
+ *   neither (Dapr, other producers)        -> the value is decoded as a
+ *                                             bare JSON event by the core
+ * On a record that cannot be an event returns EVBUS_EDECODE with the reason
+ * in *why (malloc'd, caller frees). Otherwise EVBUS_OK.
+ */
+int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
+                        char **why);
+
+/* ------------------------------------------------------------- producer */
+
+int kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
+                        char *errstr, size_t n);
+void kafka_producer_close(kafka_bus_t *kb);
+int kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                  const void *payload, size_t len);
+int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
+                        const void *payload, size_t len,
+                        evbus_publish_done_fn done, void *token);
+int kafka_flush(void *priv, int timeout_ms);
+
+/* ------------------------------------------------------------- consumer */
+
+int kafka_subscribe(void *priv, const char *topic, const char *group,
+                    void **bsub, char *errstr, size_t n);
+void kafka_unsubscribe(void *priv, void *bsub);
+int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int kafka_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+                 int delay_ms);
+
+#endif /* EVBUS_KAFKA_INTERNAL_H */

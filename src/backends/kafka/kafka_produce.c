@@ -1,0 +1,251 @@
+/*
+ * kafka:// publishing: one idempotent producer per bus.
+ *
+ * Every record carries a kafka_pub_t as its opaque. A thread serves the
+ * producer's delivery reports (rd_kafka_poll); the report completes the
+ * publish: a synchronous caller waiting on its condition variable, or the
+ * core's done(token, err) for publish_async. A delivery report with an
+ * error is a failed publish.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kafka_internal.h"
+
+typedef struct kafka_pub {
+    bool sync;
+    /* publish_async */
+    evbus_publish_done_fn done;
+    void *token;
+    /* publish: the waiting caller */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool finished;
+    int err;
+} kafka_pub_t;
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                        void *opaque)
+{
+    kafka_bus_t *kb = opaque;
+    kafka_pub_t *p = m->_private;
+    if (!p)
+        return;
+    int err = kafka_map_err(m->err);
+    if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+        m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        evbus_host_log(kb->host, EVBUS_LOG_WARN,
+                       "delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
+                       rd_kafka_err2str(m->err));
+    if (p->sync) {
+        pthread_mutex_lock(&p->mu);
+        p->err = err;
+        p->finished = true;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->done(p->token, err);
+    free(p);
+    long left = atomic_fetch_sub(&kb->async_pending, 1) - 1;
+    if (left == 0 || atomic_load(&kb->space_waiters) > 0) {
+        pthread_mutex_lock(&kb->mu);
+        pthread_cond_broadcast(&kb->cv);
+        pthread_mutex_unlock(&kb->mu);
+    }
+    (void)rk;
+}
+
+static void *dr_thread_main(void *arg)
+{
+    kafka_bus_t *kb = arg;
+    while (!atomic_load(&kb->dr_stop))
+        rd_kafka_poll(kb->producer, 100);
+    return NULL;
+}
+
+int kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
+                        char *errstr, size_t n)
+{
+    rd_kafka_conf_set_opaque(pconf, kb);
+    rd_kafka_conf_set_dr_msg_cb(pconf, on_delivery);
+    kafka_set_log_callbacks(pconf);
+    char why[512];
+    kb->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, why, sizeof why);
+    if (!kb->producer) {
+        rd_kafka_conf_destroy(pconf);
+        snprintf(errstr, n, "kafka: cannot create the producer: %s", why);
+        return EVBUS_EOPTION;
+    }
+    atomic_store(&kb->dr_stop, false);
+    if (pthread_create(&kb->dr_thread, NULL, dr_thread_main, kb) != 0) {
+        snprintf(errstr, n, "kafka: cannot start the delivery thread");
+        return EVBUS_ENOMEM;
+    }
+    kb->dr_started = true;
+    return EVBUS_OK;
+}
+
+void kafka_producer_close(kafka_bus_t *kb)
+{
+    if (!kb->producer)
+        return;
+    /* The core flushed already (close_timeout_ms). Whatever is left is
+     * purged: its delivery reports fail with a purge error, which reaches
+     * done() as EVBUS_ETIMEDOUT. */
+    rd_kafka_purge(kb->producer,
+                   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(kb->producer, 5000);
+    if (kb->dr_started) {
+        atomic_store(&kb->dr_stop, true);
+        pthread_join(kb->dr_thread, NULL);
+        kb->dr_started = false;
+    }
+    /* Serve any report that arrived after the thread stopped. */
+    while (rd_kafka_outq_len(kb->producer) > 0 &&
+           rd_kafka_poll(kb->producer, 100) > 0)
+        ;
+    rd_kafka_destroy(kb->producer);
+    kb->producer = NULL;
+}
+
+/* Waits up to 10 ms for a delivery report to free queue room. */
+static void wait_for_room(kafka_bus_t *kb)
+{
+    atomic_fetch_add(&kb->space_waiters, 1);
+    pthread_mutex_lock(&kb->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 10 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&kb->cv, &kb->mu, &ts);
+    pthread_mutex_unlock(&kb->mu);
+    atomic_fetch_sub(&kb->space_waiters, 1);
+}
+
+/* Starts one record. p becomes the record's opaque on success. */
+static int produce(kafka_bus_t *kb, const char *topic, const evbus_event_t *ev,
+                   const void *payload, size_t len, kafka_pub_t *p)
+{
+    if (atomic_load(&kb->closing))
+        return EVBUS_ECLOSED;
+    if (kafka_topic_check(topic) != EVBUS_OK) {
+        evbus_host_log(kb->host, EVBUS_LOG_WARN,
+                       "'%s' is not a Kafka topic name (1-249 of "
+                       "[A-Za-z0-9._-])",
+                       topic);
+        return EVBUS_EINVAL;
+    }
+    const char *key = ev ? evbus_event_ext(ev, "partitionkey") : NULL;
+    size_t keylen = key ? strlen(key) : 0;
+    for (;;) {
+        rd_kafka_resp_err_t err;
+        if (!ev) { /* evbus_publish_raw: the bytes exactly as given */
+            err = rd_kafka_producev(
+                kb->producer, RD_KAFKA_V_TOPIC(topic),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_OPAQUE(p),
+                RD_KAFKA_V_END);
+        } else if (kb->mode == KAFKA_MODE_STRUCTURED) {
+            err = rd_kafka_producev(
+                kb->producer, RD_KAFKA_V_TOPIC(topic),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_VALUE((void *)payload, len),
+                RD_KAFKA_V_KEY(key, keylen),
+                RD_KAFKA_V_HEADER("content-type", KAFKA_CT_STRUCTURED,
+                                  (ssize_t)strlen(KAFKA_CT_STRUCTURED)),
+                RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+        } else {
+            rd_kafka_headers_t *hdrs = kafka_wire_binary_headers(ev);
+            if (!hdrs)
+                return EVBUS_ENOMEM;
+            err = rd_kafka_producev(
+                kb->producer, RD_KAFKA_V_TOPIC(topic),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_VALUE((void *)evbus_event_data(ev),
+                                 evbus_event_data_len(ev)),
+                RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_HEADERS(hdrs),
+                RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+            if (err) /* on failure the headers stay ours */
+                rd_kafka_headers_destroy(hdrs);
+        }
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            return EVBUS_OK;
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&kb->closing)) {
+            evbus_host_log(kb->host, EVBUS_LOG_WARN,
+                           "cannot produce to %s: %s", topic,
+                           rd_kafka_err2str(err));
+            return kafka_map_err(err);
+        }
+        /* The local queue is full: wait for delivery reports to make room
+         * rather than failing a publish the broker could take. */
+        wait_for_room(kb);
+    }
+}
+
+int kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                  const void *payload, size_t len)
+{
+    kafka_bus_t *kb = priv;
+    kafka_pub_t p;
+    memset(&p, 0, sizeof p);
+    p.sync = true;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    int rc = produce(kb, topic, ev, payload, len, &p);
+    if (rc == EVBUS_OK) {
+        /* librdkafka reports every record within message.timeout.ms. */
+        pthread_mutex_lock(&p.mu);
+        while (!p.finished)
+            pthread_cond_wait(&p.cv, &p.mu);
+        rc = p.err;
+        pthread_mutex_unlock(&p.mu);
+    }
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cv);
+    return rc;
+}
+
+int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
+                        const void *payload, size_t len,
+                        evbus_publish_done_fn done, void *token)
+{
+    kafka_bus_t *kb = priv;
+    kafka_pub_t *p = malloc(sizeof *p);
+    if (!p)
+        return EVBUS_ENOMEM;
+    p->sync = false;
+    p->done = done;
+    p->token = token;
+    atomic_fetch_add(&kb->async_pending, 1);
+    int rc = produce(kb, topic, ev, payload, len, p);
+    if (rc != EVBUS_OK) {
+        free(p);
+        atomic_fetch_sub(&kb->async_pending, 1);
+    }
+    return rc;
+}
+
+int kafka_flush(void *priv, int timeout_ms)
+{
+    kafka_bus_t *kb = priv;
+    /* rd_kafka_flush also sends lingering batches at once. */
+    rd_kafka_resp_err_t err = rd_kafka_flush(kb->producer, timeout_ms);
+    if (err)
+        return EVBUS_ETIMEDOUT;
+    /* A report may still be running its callback on the delivery thread. */
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += 1;
+    pthread_mutex_lock(&kb->mu);
+    int rc = 0;
+    while (atomic_load(&kb->async_pending) > 0 && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&kb->cv, &kb->mu, &end);
+    pthread_mutex_unlock(&kb->mu);
+    return atomic_load(&kb->async_pending) > 0 ? EVBUS_ETIMEDOUT : EVBUS_OK;
+}

@@ -1,0 +1,204 @@
+/*
+ * The CloudEvents Kafka protocol binding (cloudevents/spec kafka-protocol-
+ * binding, v1.0.2):
+ *   structured mode: content-type header application/cloudevents+json, the
+ *                    value is the JSON event;
+ *   binary mode:     the value is the data, content-type = datacontenttype,
+ *                    every other attribute and extension a ce_<name> header
+ *                    (UTF-8 string);
+ *   the record key is the partitionkey extension in both modes.
+ * A record with neither (what Dapr's Kafka component writes) holds a bare
+ * JSON event in its value.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "kafka_internal.h"
+
+static void add_attr(rd_kafka_headers_t *h, const char *name, const char *v)
+{
+    if (v)
+        rd_kafka_header_add(h, name, -1, v, (ssize_t)strlen(v));
+}
+
+rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev)
+{
+    size_t next = evbus_event_ext_count(ev);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8 + next);
+    if (!h)
+        return NULL;
+    add_attr(h, "content-type", evbus_event_datacontenttype(ev));
+    add_attr(h, "ce_specversion", evbus_event_specversion(ev));
+    add_attr(h, "ce_id", evbus_event_id(ev));
+    add_attr(h, "ce_source", evbus_event_source(ev));
+    add_attr(h, "ce_type", evbus_event_type(ev));
+    add_attr(h, "ce_subject", evbus_event_subject(ev));
+    add_attr(h, "ce_time", evbus_event_time(ev));
+    add_attr(h, "ce_dataschema", evbus_event_dataschema(ev));
+    for (size_t i = 0; i < next; i++) {
+        const char *name, *value;
+        if (evbus_event_ext_at(ev, i, &name, &value) != EVBUS_OK)
+            continue;
+        char hname[64];
+        snprintf(hname, sizeof hname, "ce_%s", name);
+        add_attr(h, hname, value);
+    }
+    return h;
+}
+
+/* A header value as a NUL-terminated copy (NULL when absent; "" when the
+ * header has a null value). */
+static char *header_str(rd_kafka_headers_t *h, const char *name)
+{
+    const void *v;
+    size_t size;
+    if (!h || rd_kafka_header_get_last(h, name, &v, &size))
+        return NULL;
+    return v ? strndup(v, size) : strdup("");
+}
+
+static char *dup_reason(const char *fmt, const char *a, const char *b)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, fmt, a ? a : "", b ? b : "");
+    return strdup(buf);
+}
+
+/* Builds the event of a binary-mode record. */
+static int decode_binary(const rd_kafka_message_t *rkm, rd_kafka_headers_t *h,
+                         const char *content_type, evbus_event_t **out,
+                         char **why)
+{
+    char *spec = header_str(h, "ce_specversion");
+    char *id = header_str(h, "ce_id");
+    char *source = header_str(h, "ce_source");
+    char *type = header_str(h, "ce_type");
+    evbus_event_t *ev = NULL;
+    int rc = EVBUS_EDECODE;
+    if (!spec) {
+        rc = EVBUS_ENOMEM;
+        goto out;
+    }
+    if (strcmp(spec, "1.0") != 0) {
+        *why = dup_reason("binary-mode record with ce_specversion '%s' "
+                          "(only 1.0 is known)%s",
+                          spec, NULL);
+        goto out;
+    }
+    if (!id || !*id || !source || !*source || !type || !*type) {
+        *why = dup_reason("binary-mode record lacks a required attribute "
+                          "header (ce_id, ce_source, ce_type)%s%s",
+                          NULL, NULL);
+        goto out;
+    }
+    ev = evbus_event_new(type, source);
+    if (!ev) {
+        rc = EVBUS_ENOMEM;
+        goto out;
+    }
+    if (evbus_event_set_id(ev, id) != EVBUS_OK ||
+        evbus_event_set_time(ev, NULL) != EVBUS_OK) {
+        *why = dup_reason("binary-mode record has an invalid ce_id '%s'%s",
+                          id, NULL);
+        goto out;
+    }
+    const char *name;
+    const void *val;
+    size_t size;
+    for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &size) == 0;
+         i++) {
+        if (strncasecmp(name, "ce_", 3) != 0)
+            continue;
+        char attr[64];
+        size_t k = 0;
+        for (const char *p = name + 3; *p && k + 1 < sizeof attr; p++)
+            attr[k++] = (char)tolower((unsigned char)*p);
+        attr[k] = '\0';
+        if (!strcmp(attr, "specversion") || !strcmp(attr, "id") ||
+            !strcmp(attr, "source") || !strcmp(attr, "type"))
+            continue;
+        char *v = val ? strndup(val, size) : strdup("");
+        if (!v) {
+            rc = EVBUS_ENOMEM;
+            goto out;
+        }
+        int r;
+        if (!strcmp(attr, "subject"))
+            r = evbus_event_set_subject(ev, v);
+        else if (!strcmp(attr, "time"))
+            r = evbus_event_set_time(ev, v);
+        else if (!strcmp(attr, "dataschema"))
+            r = evbus_event_set_dataschema(ev, v);
+        else if (!strcmp(attr, "datacontenttype"))
+            r = content_type ? EVBUS_OK
+                             : evbus_event_set_datacontenttype(ev, v);
+        else
+            r = evbus_event_set_ext(ev, attr, v);
+        if (r != EVBUS_OK) {
+            *why = dup_reason("binary-mode record has an invalid %s header "
+                              "'%s'",
+                              name, v);
+            free(v);
+            goto out;
+        }
+        free(v);
+    }
+    if (rkm->payload) {
+        const char *ct = content_type ? content_type
+                                      : evbus_event_datacontenttype(ev);
+        if (evbus_event_set_data(ev, rkm->payload, rkm->len, ct) != EVBUS_OK) {
+            *why = dup_reason("binary-mode record: the value does not match "
+                              "its content type '%s'%s",
+                              ct ? ct : "application/octet-stream", NULL);
+            goto out;
+        }
+    } else if (content_type &&
+               evbus_event_set_datacontenttype(ev, content_type) != EVBUS_OK) {
+        *why = dup_reason("binary-mode record has an invalid content-type "
+                          "'%s'%s",
+                          content_type, NULL);
+        goto out;
+    }
+    *out = ev;
+    ev = NULL;
+    rc = EVBUS_OK;
+out:
+    evbus_event_free(ev);
+    free(spec);
+    free(id);
+    free(source);
+    free(type);
+    return rc;
+}
+
+int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
+                        char **why)
+{
+    *event = NULL;
+    *why = NULL;
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return EVBUS_OK; /* no headers: a bare JSON event (Dapr) */
+    char *ct = header_str(h, "content-type");
+    if (ct && strncasecmp(ct, "application/cloudevents", 23) == 0) {
+        int rc = EVBUS_OK;
+        if (strncasecmp(ct, "application/cloudevents-batch", 29) == 0) {
+            *why = dup_reason("structured-mode batch records (%s) are not "
+                              "supported%s",
+                              ct, NULL);
+            rc = EVBUS_EDECODE;
+        }
+        free(ct);
+        return rc; /* structured: the core decodes the value */
+    }
+    const void *v;
+    size_t size;
+    int rc = EVBUS_OK;
+    if (rd_kafka_header_get_last(h, "ce_specversion", &v, &size) == 0)
+        rc = decode_binary(rkm, h, ct, event, why);
+    free(ct);
+    return rc;
+}
