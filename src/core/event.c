@@ -223,6 +223,7 @@ evbus_event_t *evbus_event_clone(const evbus_event_t *ev)
     c->source = put_opt(&cur, ev->source);
     c->type = put_opt(&cur, ev->type);
     c->datacontenttype = put_opt(&cur, ev->datacontenttype);
+    c->ct_json = ev->ct_json;
     c->dataschema = put_opt(&cur, ev->dataschema);
     c->subject = put_opt(&cur, ev->subject);
     c->time = put_opt(&cur, ev->time);
@@ -338,12 +339,23 @@ int evbus_event_set_type(evbus_event_t *ev, const char *type)
     return replace(ev, &ev->type, type);
 }
 
+/* Sets datacontenttype (already validated) and the cached JSON flag. */
+static int set_ct(evbus_event_t *ev, const char *ct)
+{
+    if (ct && ev->datacontenttype && strcmp(ev->datacontenttype, ct) == 0)
+        return EVBUS_OK;
+    int rc = replace(ev, &ev->datacontenttype, ct);
+    if (rc == EVBUS_OK)
+        ev->ct_json = ct && evbus__media_type_is_json(ct);
+    return rc;
+}
+
 int evbus_event_set_datacontenttype(evbus_event_t *ev,
                                     const char *content_type)
 {
     if (!ev || (content_type && !evbus__media_type_ok(content_type)))
         return EVBUS_EINVAL;
-    return replace(ev, &ev->datacontenttype, content_type);
+    return set_ct(ev, content_type);
 }
 
 int evbus_event_set_dataschema(evbus_event_t *ev, const char *uri)
@@ -431,12 +443,9 @@ int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
     if (!ev || !json || !json_value_span(json, strlen(json), &vs, &ve))
         return EVBUS_EINVAL;
     /* the content type first: if it fails nothing has changed */
-    if (!ev->datacontenttype ||
-        strcmp(ev->datacontenttype, "application/json") != 0) {
-        int rc = replace(ev, &ev->datacontenttype, "application/json");
-        if (rc != EVBUS_OK)
-            return rc;
-    }
+    int rc = set_ct(ev, "application/json");
+    if (rc != EVBUS_OK)
+        return rc;
     return data_replace(ev, vs, (size_t)(ve - vs), EVBUS__DATA_JSON);
 }
 
@@ -471,12 +480,9 @@ int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
     } else {
         kind = EVBUS__DATA_BINARY;
     }
-    if (!ev->datacontenttype ||
-        strcmp(ev->datacontenttype, content_type) != 0) {
-        int rc = replace(ev, &ev->datacontenttype, content_type);
-        if (rc != EVBUS_OK)
-            return rc;
-    }
+    int rc = set_ct(ev, content_type);
+    if (rc != EVBUS_OK)
+        return rc;
     return data_replace(ev, p, n, kind);
 }
 

@@ -44,6 +44,7 @@ struct evbus_event {
     unsigned char *data; /* data_len bytes + a NUL not counted */
     size_t data_len;
     int data_kind;
+    bool ct_json; /* datacontenttype is a JSON type (cached for encoding) */
     evbus__ext_t *ext;
     size_t ext_count, ext_cap;
     char *blk, *blk_end; /* the trailing block [blk, blk_end) */

@@ -11,6 +11,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include <cjson/cJSON.h>
 
@@ -136,17 +139,45 @@ static void sb_raw(sbuf_t *s, const void *p, size_t n)
 
 #define SB_LIT(s, lit) sb_raw((s), (lit), sizeof(lit) - 1)
 
-/* Might one of the 8 bytes at p need escaping (< 0x20, '"', '\\')? Exact
- * for "no": a "yes" may be false and is then checked byte by byte. */
-static inline bool needs_escape8(const char *p)
+static inline bool must_escape(unsigned char c)
 {
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
+/* Length of the prefix of p[0..n) that needs no escaping. */
+static size_t plain_run(const char *p, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i ctl_max = _mm_set1_epi8(0x1f);
+    for (; n - i >= 16; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        /* v <= 0x1f (unsigned) exactly when max(v, 0x1f) == 0x1f */
+        __m128i m = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl_max), ctl_max));
+        int mask = _mm_movemask_epi8(m);
+        if (mask)
+            return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#else
     const uint64_t lo = UINT64_C(0x0101010101010101);
     const uint64_t hi = UINT64_C(0x8080808080808080);
-    uint64_t v, q, b;
-    memcpy(&v, p, 8);
-    q = v ^ (lo * '"');
-    b = v ^ (lo * '\\');
-    return (((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b)) & hi;
+    for (; n - i >= 8; i += 8) {
+        uint64_t v, q, b;
+        memcpy(&v, p + i, 8);
+        q = v ^ (lo * '"');
+        b = v ^ (lo * '\\');
+        /* exact for "none"; on "maybe" the bytes are looked at below */
+        if ((((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b)) & hi)
+            break;
+    }
+#endif
+    while (i < n && !must_escape((unsigned char)p[i]))
+        i++;
+    return i;
 }
 
 /* Appends p[0..n) as a JSON string. */
@@ -156,21 +187,17 @@ static bool sb_str(sbuf_t *s, const char *p, size_t n)
     if (!sb_reserve(s, n + 2))
         return false;
     s->b[s->len++] = '"';
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        /* skip 8 bytes at a time while none needs escaping */
-        while (n - i >= 8 && !needs_escape8(p + i))
-            i += 8;
-        if (i >= n)
+    size_t i = 0;
+    for (;;) {
+        size_t r = plain_run(p + i, n - i);
+        sb_raw(s, p + i, r);
+        i += r;
+        if (i == n)
             break;
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        sb_raw(s, p + start, i - start);
-        start = i + 1;
         /* an escape is at most 6 bytes where 1 was reserved */
         if (!sb_reserve(s, 6 + (n - i)))
             return false;
+        unsigned char c = (unsigned char)p[i++];
         char e[6] = {'\\', 0, 0, 0, 0, 0};
         size_t el = 2;
         switch (c) {
@@ -191,25 +218,23 @@ static bool sb_str(sbuf_t *s, const char *p, size_t n)
         }
         sb_raw(s, e, el);
     }
-    sb_raw(s, p + start, n - start);
     s->b[s->len++] = '"';
     return true;
 }
 
-/* Appends ,"key":"value" for a set optional attribute. */
+/* Appends ,"key":"value" for a set optional attribute of length n. */
 static bool sb_attr(sbuf_t *s, const char *key_lit, size_t key_len,
-                    const char *v)
+                    const char *v, size_t n)
 {
     if (!v)
         return true;
-    size_t n = strlen(v);
     if (!sb_reserve(s, key_len + 8))
         return false;
     sb_raw(s, key_lit, key_len);
     return sb_str(s, v, n);
 }
 
-#define ATTR(s, lit, v) sb_attr((s), (lit), sizeof(lit) - 1, (v))
+#define ATTR(s, lit, v, n) sb_attr((s), (lit), sizeof(lit) - 1, (v), (n))
 
 static size_t opt_len(const char *s)
 {
@@ -228,8 +253,7 @@ static int wire_kind(const evbus_event_t *ev)
     int kind = ev->data_kind;
     if (!ev->data || kind == EVBUS__DATA_BINARY)
         return kind;
-    bool json_type = !ev->datacontenttype ||
-                     evbus__media_type_is_json(ev->datacontenttype);
+    bool json_type = !ev->datacontenttype || ev->ct_json;
     if (kind == EVBUS__DATA_TEXT && json_type)
         return EVBUS__DATA_BINARY;
     if (kind == EVBUS__DATA_JSON && !json_type && ev->data[0] == '"')
@@ -241,11 +265,13 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
 {
     if (!ev || !ev->id || !ev->source || !ev->type)
         return NULL;
-    /* a first guess that fits an event without escapes */
-    size_t guess = 160 + opt_len(ev->id) + opt_len(ev->source) +
-                   opt_len(ev->type) + opt_len(ev->datacontenttype) +
-                   opt_len(ev->dataschema) + opt_len(ev->subject) +
-                   opt_len(ev->time);
+    /* each length once; a first guess that fits an event without escapes */
+    const char *v[7] = {ev->id,         ev->source,  ev->type,
+                        ev->datacontenttype, ev->dataschema, ev->subject,
+                        ev->time};
+    size_t n[7], guess = 160;
+    for (int i = 0; i < 7; i++)
+        guess += n[i] = opt_len(v[i]);
     for (size_t i = 0; i < ev->ext_count; i++)
         guess += 8 + strlen(ev->ext[i].name) + strlen(ev->ext[i].value);
     int kind = wire_kind(ev);
@@ -257,13 +283,13 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
     if (!sb_reserve(&s, guess))
         return NULL;
     SB_LIT(&s, "{\"specversion\":\"1.0\",\"id\":");
-    if (!sb_str(&s, ev->id, strlen(ev->id)) ||
-        !ATTR(&s, ",\"source\":", ev->source) ||
-        !ATTR(&s, ",\"type\":", ev->type) ||
-        !ATTR(&s, ",\"datacontenttype\":", ev->datacontenttype) ||
-        !ATTR(&s, ",\"dataschema\":", ev->dataschema) ||
-        !ATTR(&s, ",\"subject\":", ev->subject) ||
-        !ATTR(&s, ",\"time\":", ev->time))
+    if (!sb_str(&s, v[0], n[0]) ||
+        !ATTR(&s, ",\"source\":", v[1], n[1]) ||
+        !ATTR(&s, ",\"type\":", v[2], n[2]) ||
+        !ATTR(&s, ",\"datacontenttype\":", v[3], n[3]) ||
+        !ATTR(&s, ",\"dataschema\":", v[4], n[4]) ||
+        !ATTR(&s, ",\"subject\":", v[5], n[5]) ||
+        !ATTR(&s, ",\"time\":", v[6], n[6]))
         goto oom;
     for (size_t i = 0; i < ev->ext_count; i++) {
         const evbus__ext_t *x = &ev->ext[i];
@@ -416,7 +442,9 @@ static bool scan_member(const char *p, const char *e, const char *key,
 static const char *find_nul_escape(const char *p, const char *e,
                                    const char *keep_s, const char *keep_e)
 {
-    if (!memmem(p, (size_t)(e - p), "u0000", 5))
+    /* memchr is the cheapest look: most events hold no backslash at all */
+    const char *bs = memchr(p, '\\', (size_t)(e - p));
+    if (!bs || !memmem(bs, (size_t)(e - bs), "\\u0000", 6))
         return NULL;
     bool in_str = false;
     for (; p < e; p++) {
@@ -627,6 +655,7 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
         attr[A_DATACONTENTTYPE] ? attr[A_DATACONTENTTYPE]->valuestring : NULL;
     if (ct && !evbus__media_type_ok(ct))
         FAIL("datacontenttype '%.64s' is not a media type (type/subtype)", ct);
+    bool ct_json = ct && evbus__media_type_is_json(ct);
     if (attr[A_DATASCHEMA] &&
         !evbus__uri_absolute(attr[A_DATASCHEMA]->valuestring))
         FAIL("dataschema '%.64s' is not an absolute URI",
@@ -653,7 +682,7 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
         kind = EVBUS__DATA_BINARY;
     } else if (attr[A_DATA]) {
         const cJSON *c = attr[A_DATA];
-        if (cJSON_IsString(c) && ct && !evbus__media_type_is_json(ct)) {
+        if (cJSON_IsString(c) && ct && !ct_json) {
             kind = EVBUS__DATA_TEXT;
             dsrc = c->valuestring;
             dlen = strlen(dsrc);
@@ -696,6 +725,7 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
     }
     ev->data_len = dlen;
     ev->data_kind = kind;
+    ev->ct_json = ct_json;
 
     /* pass 2: copy */
     char **slot[A_DATA] = {NULL,         &ev->id,         &ev->source,
