@@ -1,0 +1,187 @@
+/* Shared helpers of the evbus command-line tool (see common.h). */
+#include "common.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int cli_verbose;
+int cli_quiet;
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("evbus: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "evbus %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'evbus %s --help' for more information.\n", cmd);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+void cli_setup_log(void)
+{
+    if (cli_verbose > 0)
+        evbus_set_log(evbus_log_stderr,
+                      cli_verbose > 1 ? EVBUS_LOG_DEBUG : EVBUS_LOG_INFO, NULL);
+}
+
+evbus_t *cli_open(const char *url)
+{
+    char err[512] = "";
+    cli_setup_log();
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    if (!bus)
+        cli_error("cannot open %s: %s", url, err[0] ? err : "unknown error");
+    return bus;
+}
+
+int cli_parse_long(const char *cmd, const char *what, const char *s, long min,
+                   long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        cli_usage_error(cmd, "%s wants a whole number from %ld to %ld, not '%s'",
+                        what, min, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_seconds(const char *cmd, const char *what, const char *s,
+                      long *out_ms)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0) || v > 86400.0 * 365) {
+        cli_usage_error(cmd, "%s wants a number of seconds > 0, not '%s'",
+                        what, s);
+        return -1;
+    }
+    *out_ms = (long)(v * 1000.0 + 0.5);
+    if (*out_ms < 1)
+        *out_ms = 1;
+    return 0;
+}
+
+/* The bus the signal handler stops; a signal handler may only touch
+ * lock-free atomics and async-signal-safe calls (evbus_stop is one). */
+static _Atomic(evbus_t *) stop_bus;
+static volatile sig_atomic_t stop_flag;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+    evbus_t *bus = atomic_load(&stop_bus);
+    if (bus)
+        evbus_stop(bus);
+}
+
+void cli_stop_on_signals(evbus_t *bus)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    atomic_store(&stop_bus, bus);
+    sa.sa_handler = bus ? on_stop_signal : SIG_DFL;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = bus ? SIG_IGN : SIG_DFL;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+int cli_stop_requested(void) { return stop_flag != 0; }
+
+void cli_private_group(char *buf, size_t n, const char *prefix)
+{
+    char host[64] = "host";
+    if (gethostname(host, sizeof host) != 0)
+        strcpy(host, "host");
+    host[sizeof host - 1] = '\0';
+    /* Group names stay within what every backend accepts. */
+    for (char *p = host; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            *p = '-';
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, n, "%s-%s-%d-%lld%03ld", prefix, host, (int)getpid(),
+             (long long)ts.tv_sec, ts.tv_nsec / 1000000L);
+}
+
+int cli_write_line(const char *s, size_t len)
+{
+    if (len && fwrite(s, 1, len, stdout) != len)
+        return -1;
+    if (fputc('\n', stdout) == EOF)
+        return -1;
+    return fflush(stdout) == 0 ? 0 : -1;
+}
+
+char *cli_read_all(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+        if (n + 1 == cap) {
+            char *bigger = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+                errno = ENOMEM;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    int failed = buf && ferror(f);
+    int saved = errno;
+    if (f != stdin)
+        fclose(f);
+    if (failed) {
+        free(buf);
+        errno = saved ? saved : EIO;
+        return NULL;
+    }
+    if (buf) {
+        buf[n] = '\0';
+        *len = n;
+    }
+    return buf;
+}
+
+long long cli_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
