@@ -7,7 +7,9 @@
  * event of a rolled-back transaction seen at all.
  *
  *   relay-kill URL [N]          URL "sqlite" = a fresh sqlite:// bus file
- *   relay-kill --relay APP_DB URL       (child: runs two relays until killed)
+ *   relay-kill --relay APP_DB URL [K]   (child: runs two relays until killed;
+ *                                        with K, dies by itself right after
+ *                                        the broker accepted its K-th event)
  *   relay-kill --produce APP_DB N       (child: commits N events)
  */
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <evbus/backend.h>
 #include <evbus/evbus.h>
 #include <evbus/inbox.h>
 #include <evbus/outbox.h>
@@ -68,9 +71,74 @@ static sqlite3 *open_db(const char *path)
 
 /* ------------------------------------------------------------ children */
 
-static int run_relays(const char *app_db, const char *url)
+/* ---- "diesafter://": forwards publishes to the real bus and SIGKILLs the
+ * process right after the K-th one was accepted - the worst moment for a
+ * relay: the broker has events it has not recorded as delivered yet. */
+
+static evbus_t *inner_bus;
+static long die_after;
+
+static int da_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
+                   char *errstr, size_t n)
+{
+    return EVBUS_OK;
+}
+
+static void da_close(void *priv) {}
+
+static int da_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                      const void *payload, size_t len)
+{
+    static long count;
+    int rc = ev ? evbus_publish(inner_bus, topic, ev)
+                : evbus_publish_raw(inner_bus, topic, payload, len);
+    if (rc == EVBUS_OK && ++count == die_after)
+        raise(SIGKILL);
+    return rc;
+}
+
+static int da_subscribe(void *priv, const char *topic, const char *group,
+                        void **bsub, char *errstr, size_t n)
+{
+    return EVBUS_ENOTSUP;
+}
+
+static void da_unsubscribe(void *priv, void *bsub) {}
+
+static int da_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+{
+    return 0;
+}
+
+static int da_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                     evbus_settle_t how, int delay_ms)
+{
+    return EVBUS_OK;
+}
+
+static const evbus_backend_t dies_after_backend = {
+    .version = EVBUS_BACKEND_VERSION,
+    .scheme = "diesafter",
+    .priv_size = 8,
+    .open = da_open,
+    .close = da_close,
+    .publish = da_publish,
+    .subscribe = da_subscribe,
+    .unsubscribe = da_unsubscribe,
+    .fetch = da_fetch,
+    .settle = da_settle,
+};
+
+static int run_relays(const char *app_db, const char *url, long k)
 {
     char err[512];
+    if (k > 0) {
+        if (!(inner_bus = evbus_open(url, err, sizeof err)))
+            die("relay: open bus", err);
+        die_after = k;
+        evbus_backend_register(&dies_after_backend);
+        url = "diesafter://x";
+    }
     evbus_t *bus = evbus_open(url, err, sizeof err);
     if (!bus)
         die("relay: open bus", err);
@@ -181,8 +249,8 @@ static pid_t spawn(char *const argv[])
 
 int main(int argc, char **argv)
 {
-    if (argc == 4 && strcmp(argv[1], "--relay") == 0)
-        return run_relays(argv[2], argv[3]);
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "--relay") == 0)
+        return run_relays(argv[2], argv[3], argc == 5 ? atol(argv[4]) : 0);
     if (argc == 4 && strcmp(argv[1], "--produce") == 0)
         return produce(argv[2], atoi(argv[3]));
     if (argc < 2) {
@@ -232,20 +300,33 @@ int main(int argc, char **argv)
         die("subscribe", evbus_strerror(evbus_last_error(bus)));
 
     char *prod_argv[] = {argv[0], "--produce", app_db, nbuf, NULL};
-    char *relay_argv[] = {argv[0], "--relay", app_db, url, NULL};
+    char kbuf[32];
+    char *relay_argv[] = {argv[0], "--relay", app_db, url, NULL, NULL};
     pid_t producer = spawn(prod_argv);
-    int producing = 1, kills = 0;
+    int producing = 1, kills = 0, self_kills = 0;
     int64_t start = now_ms(), deadline = start + 240000;
     srand((unsigned)time(NULL));
     while (now_ms() < deadline) {
+        /* every other life ends by itself just after a broker ack */
+        relay_argv[4] = NULL;
+        if (kills % 2) {
+            snprintf(kbuf, sizeof kbuf, "%d", 1 + rand() % 1500);
+            relay_argv[4] = kbuf;
+        }
         pid_t relay = spawn(relay_argv);
         int64_t until = now_ms() + 30 + rand() % 300;
         while (now_ms() < until)
             evbus_poll(bus, 10);
-        kill(relay, SIGKILL);
-        waitpid(relay, NULL, 0);
+        int st = 0;
+        if (waitpid(relay, &st, WNOHANG) == relay) {
+            if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+                die("relay", "exited other than by SIGKILL");
+            self_kills++;
+        } else {
+            kill(relay, SIGKILL);
+            waitpid(relay, NULL, 0);
+        }
         kills++;
-        int st;
         if (producing && waitpid(producer, &st, WNOHANG) == producer) {
             producing = 0;
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -272,11 +353,11 @@ int main(int argc, char **argv)
              " (SELECT 1 FROM applied a"
              "  WHERE a.id = json_extract(o.event, '$.id'))");
     long duplicates = c.deliveries - c.applied - c.retries;
-    printf("relay-kill: %.1f s, %d relay kills, %ld deliveries, %lld applied"
-           " (%lld state changes, max %lld per event), %ld duplicates"
-           " absorbed, %ld retries\n",
-           secs, kills, c.deliveries, applied, changes, most, duplicates,
-           c.retries);
+    printf("relay-kill: %.1f s, %d relay kills (%d right after a broker ack),"
+           " %ld deliveries, %lld applied (%lld state changes, max %lld per"
+           " event), %ld duplicates absorbed, %ld retries\n",
+           secs, kills, self_kills, c.deliveries, applied, changes, most,
+           duplicates, c.retries);
     int ok = 1;
 #define CHECK(cond, ...)                                                       \
     if (!(cond)) {                                                             \
@@ -294,6 +375,9 @@ int main(int argc, char **argv)
           " through", changes, most);
     CHECK(kills >= 5, "only %d kills: the relay was not killed repeatedly",
           kills);
+    CHECK(self_kills < 3 || duplicates > 0,
+          "%d kills right after a broker ack but no duplicate arrived: the"
+          " test did not exercise republishing", self_kills);
     if (producing)
         kill(producer, SIGKILL);
     sqlite3_finalize(c.apply);

@@ -348,6 +348,48 @@ START_TEST(relay_in_another_process_excludes_this_one)
 }
 END_TEST
 
+START_TEST(same_process_handoff_never_publishes_a_rolled_back_event)
+{
+    evbus_relay_t *r = relay_with(16, 3600000);
+    ck_assert_int_eq(evbus_relay_run_once(r, 0), 0); /* active, listening */
+    char *gone = create_todo(db, ob, "rolled back", 0); /* seq 1, undone */
+    char *b = create_todo(db, ob, "kept", 1);           /* seq 1 again */
+    char *c = create_todo(db, ob, "c", 1);
+    char *d = create_todo(db, ob, "d", 1);
+    ck_assert_int_eq(sql_int(db, "SELECT min(seq) FROM evbus_outbox"), 1);
+    ck_assert_int_eq(evbus_relay_run_once(r, 0), 3);
+    ck_assert_uint_eq(rec_count(), 3);
+    ck_assert_str_eq(rec_id(0), b);
+    ck_assert_str_eq(rec_id(1), c);
+    ck_assert_str_eq(rec_id(2), d);
+    ck_assert_uint_eq(rec_times(gone), 0);
+    evbus_relay_stats_t st;
+    evbus_relay_stats(r, &st);
+    ck_assert_uint_eq(st.handed_off, 3); /* none decoded */
+    /* a row changed behind the producer's back is decoded, not handed off */
+    char *e = create_todo(db, ob, "e", 1);
+    sql(db, "UPDATE evbus_outbox SET event = replace(event, 'todos.task.created',"
+            " 'todos.task.changed') WHERE seq = (SELECT max(seq) FROM evbus_outbox)");
+    ck_assert_int_eq(evbus_relay_run_once(r, 0), 1);
+    evbus_relay_stats(r, &st);
+    ck_assert_uint_eq(st.handed_off, 3);
+    ck_assert_str_eq(rec_id(3), e);
+    evbus_relay_free(r);
+    /* without an active relay nothing is kept for later */
+    free(create_todo(db, ob, "f", 1));
+    r = relay_with(16, 3600000);
+    ck_assert_int_eq(evbus_relay_run_once(r, 0), 1);
+    evbus_relay_stats(r, &st);
+    ck_assert_uint_eq(st.handed_off, 0);
+    evbus_relay_free(r);
+    free(gone);
+    free(b);
+    free(c);
+    free(d);
+    free(e);
+}
+END_TEST
+
 START_TEST(unpublishable_rows_are_parked_not_lost)
 {
     evbus_close(bus);
@@ -524,6 +566,7 @@ int main(void)
     tcase_add_test(tc, background_thread_retries_with_backoff);
     tcase_add_test(tc, two_relays_never_both_publish_a_row);
     tcase_add_test(tc, relay_in_another_process_excludes_this_one);
+    tcase_add_test(tc, same_process_handoff_never_publishes_a_rolled_back_event);
     tcase_add_test(tc, unpublishable_rows_are_parked_not_lost);
     tcase_add_test(tc, retention_purges_delivered_rows);
     tcase_add_test(tc, bad_arguments_get_clear_errors);

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 
 #include "evbus/outbox.h"
+#include "handoff.h"
 #include "sql_util.h"
 
 struct evbus_outbox {
     sqlite3 *db;
+    const char *file; /* the database file, for the in-process hand-off */
     sqlite3_stmt *insert;
 };
 
@@ -25,6 +27,7 @@ evbus_outbox_t *evbus_outbox_open(sqlite3 *db, char *errstr, size_t n)
         return NULL;
     }
     ob->db = db;
+    ob->file = sqlite3_db_filename(db, "main");
     char why[200] = "";
     if (ob__exec(db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
         ob__prepare(db,
@@ -62,7 +65,11 @@ int evbus_outbox_add(evbus_outbox_t *ob, const char *topic,
     sqlite3_bind_int64(ob->insert, 3, ob__wall_ms());
     int rc = ob__step_done(ob->insert);
     sqlite3_clear_bindings(ob->insert);
-    free(json);
+    if (rc == EVBUS_OK && ob->file && *ob->file)
+        handoff_offer(ob->file, sqlite3_last_insert_rowid(ob->db), ev, json,
+                      len); /* takes json */
+    else
+        free(json);
     if (rc != EVBUS_OK)
         ob__log(EVBUS_LOG_WARN, "outbox_add to %s failed: %s", topic,
                 sqlite3_errmsg(ob->db));

@@ -269,6 +269,7 @@ void evbus_relay_stats(const evbus_relay_t *r, evbus_relay_stats_t *out)
     out->failed = atomic_load(&m->failed);
     out->parked = atomic_load(&m->parked);
     out->purged = atomic_load(&m->purged);
+    out->handed_off = atomic_load(&m->handed_off);
 }
 
 void evbus_relay_free(evbus_relay_t *r)
@@ -277,6 +278,7 @@ void evbus_relay_free(evbus_relay_t *r)
         return;
     evbus_relay_stop(r);
     relay_finalize(r);
+    handoff_close(r->handoff);
     sqlite3_close(r->db);
     relay_lock_close(&r->lock);
     pthread_mutex_destroy(&r->run_mu);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "evbus/outbox.h"
+#include "handoff.h"
 #include "relay_lock.h"
 
 /* What became of one fetched row of a batch. */
@@ -32,6 +33,7 @@ struct evbus_relay {
     sqlite3_stmt *fetch, *load_mark, *save_mark, *park, *del_upto;
     sqlite3_stmt *purge_scan, *purge_del, *begin, *commit, *rollback;
     relay_lock_t lock;
+    handoff_t *handoff;    /* events from outbox_add in this process */
     atomic_bool active;    /* holds the lock */
     int64_t mark;          /* every row with seq <= mark is settled */
     int64_t next_purge_ms; /* monotonic */
@@ -44,7 +46,7 @@ struct evbus_relay {
     pthread_t thread;
     bool running, stop, notified;
 
-    atomic_uint_fast64_t published, failed, parked, purged;
+    atomic_uint_fast64_t published, failed, parked, purged, handed_off;
 };
 
 /* Prepares the round's statements on r->db. */

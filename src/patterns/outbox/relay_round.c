@@ -119,9 +119,12 @@ static int send_batch(evbus_relay_t *r, batch_t *b, int want, int *err)
         const char *json = (const char *)sqlite3_column_text(r->fetch, 2);
         size_t len = (size_t)sqlite3_column_bytes(r->fetch, 2);
         char why[128] = "NULL";
-        evbus_event_t *ev =
-            json ? evbus_event_from_json_limit(json, len, 0, why, sizeof why)
-                 : NULL;
+        evbus_event_t *ev = json ? handoff_take(r->handoff, row->seq, json, len)
+                                 : NULL;
+        if (ev)
+            atomic_fetch_add(&r->handed_off, 1);
+        else if (json)
+            ev = evbus_event_from_json_limit(json, len, 0, why, sizeof why);
         if (!ev) {
             park_row(row, "undecodable event", why);
             continue;
@@ -318,6 +321,8 @@ int relay_round(evbus_relay_t *r, int max)
             relay_lock_release(&r->lock);
             return rc;
         }
+        /* same-process producers may now hand their events over */
+        r->handoff = handoff_open(sqlite3_db_filename(r->db, "main"));
         atomic_store(&r->active, true);
         ob__log(EVBUS_LOG_INFO, "relay: lock taken, publishing after seq %lld",
                 (long long)r->mark);
