@@ -523,12 +523,6 @@ static int attr_index(const char *k)
     return strcmp(k, attr_names[i]) == 0 ? i : -1;
 }
 
-#define FAIL(...)                                                             \
-    do {                                                                      \
-        evbus__seterr(errstr, errstr_size, __VA_ARGS__);                      \
-        goto fail;                                                            \
-    } while (0)
-
 /* An integral JSON number that a double holds exactly? */
 static bool json_int(const cJSON *c, int64_t *out)
 {
@@ -540,6 +534,274 @@ static bool json_int(const cJSON *c, int64_t *out)
         return false;
     *out = v;
     return true;
+}
+
+/* What the decoding steps learn about one input. */
+typedef struct {
+    const char *json;
+    size_t len;
+    char *errstr;
+    size_t errstr_size;
+    cJSON *root;
+    const cJSON *attr[A_COUNT]; /* members that are set (not null) */
+    size_t alen[A_DATA];        /* string lengths of the attributes */
+    size_t n_ext;
+    size_t bytes;               /* room needed after the struct */
+    const char *ct;             /* datacontenttype or NULL */
+    bool ct_json;
+    int kind;                   /* EVBUS__DATA_* */
+    const char *dsrc;           /* data bytes to copy (not for BINARY) */
+    size_t dlen;
+    char *printed;              /* JSON data printed by cJSON (rare) */
+} decoder_t;
+
+/* Writes the reason and evaluates to false. */
+#define REFUSE(d, ...)                                                        \
+    (evbus__seterr((d)->errstr, (d)->errstr_size, __VA_ARGS__), false)
+
+/* Size limit, NULs, cJSON parse, nothing after the object. */
+static bool dec_parse(decoder_t *d, size_t max_bytes)
+{
+    if (!d->json)
+        return REFUSE(d, "not JSON: no input (NULL)");
+    /* a terminating NUL counted in len is not part of the text */
+    while (d->len > 0 && d->json[d->len - 1] == '\0')
+        d->len--;
+    if (max_bytes && d->len > max_bytes)
+        return REFUSE(d, "event too large: %zu bytes, over the size limit of "
+                         "%zu bytes",
+                      d->len, max_bytes);
+    if (d->len == 0)
+        return REFUSE(d, "not JSON: empty input at byte offset 0");
+    const char *nul = memchr(d->json, '\0', d->len);
+    if (nul)
+        return REFUSE(d, "not JSON: NUL byte at byte offset %zu",
+                      (size_t)(nul - d->json));
+    const char *end = NULL;
+    d->root = cJSON_ParseWithLengthOpts(d->json, d->len, &end, 0);
+    if (!d->root) {
+        size_t off = end && end >= d->json ? (size_t)(end - d->json) : 0;
+        return REFUSE(d, "not JSON: syntax error at byte offset %zu",
+                      off > d->len ? d->len : off);
+    }
+    const char *tail = scan_ws(end, d->json + d->len);
+    if (tail < d->json + d->len)
+        return REFUSE(d, "not JSON: unexpected text after the event at byte "
+                         "offset %zu",
+                      (size_t)(tail - d->json));
+    if (!cJSON_IsObject(d->root))
+        return REFUSE(d, "not a JSON object: an event is a JSON object, got %s",
+                      json_type_name(d->root));
+    return true;
+}
+
+/* Sorts the members into attributes and extensions; checks extension names
+ * and values; counts the room they need. */
+static bool dec_members(decoder_t *d)
+{
+    unsigned seen = 0;
+    for (const cJSON *c = d->root->child; c; c = c->next) {
+        const char *k = c->string;
+        int i = attr_index(k);
+        if (i >= 0) {
+            if (seen & (1u << i))
+                return REFUSE(d, "duplicate attribute '%s'", k);
+            seen |= 1u << i;
+            if (!cJSON_IsNull(c)) /* null means unset */
+                d->attr[i] = c;
+            continue;
+        }
+        if (cJSON_IsNull(c))
+            continue;
+        if (!evbus__name_ok(k))
+            return REFUSE(d, "invalid attribute name '%.64s': names use only "
+                             "lowercase a-z and 0-9",
+                          k);
+        int64_t iv;
+        if (cJSON_IsString(c)) {
+            size_t vl = strlen(c->valuestring);
+            if (evbus__has_ctl_n(c->valuestring, vl))
+                return REFUSE(d, "extension '%.64s' contains a control "
+                                 "character",
+                              k);
+            d->bytes += vl + 1;
+        } else if (cJSON_IsNumber(c)) {
+            if (!json_int(c, &iv))
+                return REFUSE(d, "extension '%.64s' must be an integer, not %g",
+                              k, c->valuedouble);
+            d->bytes += 24;
+        } else if (cJSON_IsBool(c)) {
+            d->bytes += 6;
+        } else {
+            return REFUSE(d, "extension '%.64s' must be a string, integer or "
+                             "boolean, not %s",
+                          k, json_type_name(c));
+        }
+        d->bytes += strlen(k) + 1;
+        d->n_ext++;
+    }
+    return true;
+}
+
+/* Required attributes, types, empty values, control characters,
+ * specversion, media type, URI, time. */
+static bool dec_attributes(decoder_t *d)
+{
+    for (int i = A_SPECVERSION; i < A_DATA; i++) {
+        const cJSON *c = d->attr[i];
+        bool required = i <= A_TYPE;
+        if (!c) {
+            if (required)
+                return REFUSE(d, "missing required attribute '%s'",
+                              attr_names[i]);
+            continue;
+        }
+        if (!cJSON_IsString(c))
+            return REFUSE(d, "attribute '%s' must be a JSON string, not %s",
+                          attr_names[i], json_type_name(c));
+        const char *v = c->valuestring;
+        if (!*v)
+            return REFUSE(d, "%s attribute '%s' is empty",
+                          required ? "required" : "optional", attr_names[i]);
+        d->alen[i] = strlen(v);
+        if (evbus__has_ctl_n(v, d->alen[i]))
+            return REFUSE(d, "attribute '%s' contains a control character",
+                          attr_names[i]);
+        if (i != A_SPECVERSION)
+            d->bytes += d->alen[i] + 1;
+    }
+    const char *sv = d->attr[A_SPECVERSION]->valuestring;
+    if (strcmp(sv, "1.0") != 0)
+        return REFUSE(d, "unsupported specversion '%.32s' (only \"1.0\")", sv);
+    const cJSON *ct = d->attr[A_DATACONTENTTYPE];
+    d->ct = ct ? ct->valuestring : NULL;
+    if (d->ct && !evbus__media_type_ok(d->ct))
+        return REFUSE(d, "datacontenttype '%.64s' is not a media type "
+                         "(type/subtype)",
+                      d->ct);
+    d->ct_json = d->ct && evbus__media_type_is_json(d->ct);
+    const cJSON *ds = d->attr[A_DATASCHEMA];
+    if (ds && !evbus__uri_absolute(ds->valuestring))
+        return REFUSE(d, "dataschema '%.64s' is not an absolute URI",
+                      ds->valuestring);
+    const cJSON *t = d->attr[A_TIME];
+    if (t && !evbus__time_parse(t->valuestring, NULL))
+        return REFUSE(d, "time '%.64s' is not an RFC 3339 timestamp "
+                         "(YYYY-MM-DDTHH:MM:SS[.frac] and Z or +hh:mm)",
+                      t->valuestring);
+    return true;
+}
+
+/* data / data_base64: which one, how it is kept, how many bytes. */
+static bool dec_data(decoder_t *d)
+{
+    const cJSON *data = d->attr[A_DATA], *b64 = d->attr[A_DATA_BASE64];
+    if (data && b64)
+        return REFUSE(d, "data and data_base64 both present (only one is "
+                         "allowed)");
+    if (b64) {
+        if (!cJSON_IsString(b64))
+            return REFUSE(d, "attribute 'data_base64' must be a JSON string, "
+                             "not %s",
+                          json_type_name(b64));
+        size_t bad;
+        if (!b64_check(b64->valuestring, strlen(b64->valuestring), &d->dlen,
+                       &bad))
+            return REFUSE(d, "data_base64 is not valid base64 (at character "
+                             "%zu)",
+                          bad);
+        d->kind = EVBUS__DATA_BINARY;
+    } else if (data && cJSON_IsString(data) && d->ct && !d->ct_json) {
+        d->kind = EVBUS__DATA_TEXT; /* the string's characters */
+        d->dsrc = data->valuestring;
+        d->dlen = strlen(d->dsrc);
+    } else if (data) {
+        /* a JSON value: keep its exact text from the input */
+        const char *vs, *ve;
+        d->kind = EVBUS__DATA_JSON;
+        if (scan_member(d->json, d->json + d->len, "data", &vs, &ve)) {
+            d->dsrc = vs;
+            d->dlen = (size_t)(ve - vs);
+        } else {
+            /* the key was written with escapes: print the value */
+            if (!(d->printed = cJSON_PrintUnformatted(data)))
+                return REFUSE(d, "out of memory");
+            d->dsrc = d->printed;
+            d->dlen = strlen(d->printed);
+        }
+    }
+    const char *keep = d->kind == EVBUS__DATA_JSON ? d->dsrc : NULL;
+    const char *nulesc = find_nul_escape(d->json, d->json + d->len, keep,
+                                         keep ? keep + d->dlen : NULL);
+    if (nulesc)
+        return REFUSE(d, "a string holds a NUL character (\\u0000) at byte "
+                         "offset %zu",
+                      (size_t)(nulesc - d->json));
+    if (d->kind != EVBUS__DATA_NONE)
+        d->bytes += d->dlen + 1;
+    return true;
+}
+
+/* Copies everything into one allocation. NULL when out of memory or an
+ * extension appears twice. */
+static evbus_event_t *dec_build(decoder_t *d)
+{
+    char *cur;
+    evbus_event_t *ev = evbus__event_alloc(d->n_ext, d->bytes, &cur);
+    if (!ev) {
+        evbus__seterr(d->errstr, d->errstr_size, "out of memory");
+        return NULL;
+    }
+    if (d->kind == EVBUS__DATA_BINARY) {
+        const char *b64 = d->attr[A_DATA_BASE64]->valuestring;
+        ev->data = (unsigned char *)cur;
+        b64_decode(ev->data, b64, strlen(b64));
+        ev->data[d->dlen] = '\0';
+        cur += d->dlen + 1;
+    } else if (d->kind != EVBUS__DATA_NONE) {
+        ev->data = (unsigned char *)evbus__blk_put(&cur, d->dsrc, d->dlen);
+    }
+    ev->data_len = d->dlen;
+    ev->data_kind = d->kind;
+    ev->ct_json = d->ct_json;
+
+    char **slot[A_DATA] = {NULL,           &ev->id,         &ev->source,
+                           &ev->type,      &ev->datacontenttype,
+                           &ev->dataschema, &ev->subject,   &ev->time};
+    for (int i = A_ID; i < A_DATA; i++)
+        if (d->attr[i])
+            *slot[i] = evbus__blk_put(&cur, d->attr[i]->valuestring,
+                                      d->alen[i]);
+    for (const cJSON *c = d->root->child; c; c = c->next) {
+        if (attr_index(c->string) >= 0 || cJSON_IsNull(c))
+            continue;
+        for (size_t k = 0; k < ev->ext_count; k++) {
+            if (strcmp(ev->ext[k].name, c->string) == 0) {
+                evbus__seterr(d->errstr, d->errstr_size,
+                              "duplicate attribute '%.64s'", c->string);
+                evbus_event_free(ev);
+                return NULL;
+            }
+        }
+        evbus__ext_t *x = &ev->ext[ev->ext_count++];
+        x->name = evbus__blk_put(&cur, c->string, strlen(c->string));
+        if (cJSON_IsString(c)) {
+            x->kind = EVBUS__EXT_STRING;
+            x->value = evbus__blk_put(&cur, c->valuestring,
+                                      strlen(c->valuestring));
+        } else if (cJSON_IsNumber(c)) {
+            int64_t iv = 0;
+            json_int(c, &iv);
+            x->kind = EVBUS__EXT_INT;
+            x->value = cur;
+            cur += evbus__fmt_int64(cur, iv) + 1;
+        } else {
+            bool t = cJSON_IsTrue(c);
+            x->kind = EVBUS__EXT_BOOL;
+            x->value = evbus__blk_put(&cur, t ? "true" : "false", t ? 4 : 5);
+        }
+    }
+    return ev;
 }
 
 evbus_event_t *evbus_event_from_json(const char *json, size_t len,
@@ -554,216 +816,17 @@ evbus_event_t *evbus_event_from_json_limit(const char *json, size_t len,
                                            size_t max_bytes, char *errstr,
                                            size_t errstr_size)
 {
-    cJSON *root = NULL;
-    char *printed = NULL; /* JSON data printed by cJSON (rare) */
+    decoder_t d;
+    memset(&d, 0, sizeof d);
+    d.json = json;
+    d.len = len;
+    d.errstr = errstr;
+    d.errstr_size = errstr_size;
     evbus_event_t *ev = NULL;
-    if (!json)
-        FAIL("not JSON: no input (NULL)");
-    /* a terminating NUL counted in len is not part of the text */
-    while (len > 0 && json[len - 1] == '\0')
-        len--;
-    if (max_bytes && len > max_bytes)
-        FAIL("event too large: %zu bytes, over the size limit of %zu bytes",
-             len, max_bytes);
-    if (len == 0)
-        FAIL("not JSON: empty input at byte offset 0");
-    const char *nul = memchr(json, '\0', len);
-    if (nul)
-        FAIL("not JSON: NUL byte at byte offset %zu", (size_t)(nul - json));
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (!root) {
-        size_t off = end && end >= json ? (size_t)(end - json) : 0;
-        FAIL("not JSON: syntax error at byte offset %zu", off > len ? len : off);
-    }
-    const char *tail = scan_ws(end, json + len);
-    if (tail < json + len)
-        FAIL("not JSON: unexpected text after the event at byte offset %zu",
-             (size_t)(tail - json));
-    if (!cJSON_IsObject(root))
-        FAIL("not a JSON object: an event is a JSON object, got %s",
-             json_type_name(root));
-
-    /* pass 1: sort members, check names and types, size the allocation */
-    const cJSON *attr[A_COUNT] = {0};
-    size_t n_ext = 0, bytes = 0;
-    for (const cJSON *c = root->child; c; c = c->next) {
-        const char *k = c->string;
-        int i = attr_index(k);
-        if (i >= 0) {
-            if (attr[i])
-                FAIL("duplicate attribute '%s'", k);
-            if (!cJSON_IsNull(c))
-                attr[i] = c;
-            continue;
-        }
-        if (cJSON_IsNull(c))
-            continue; /* null means unset */
-        if (!evbus__name_ok(k))
-            FAIL("invalid attribute name '%.64s': names use only lowercase "
-                 "a-z and 0-9",
-                 k);
-        int64_t iv;
-        if (cJSON_IsString(c)) {
-            size_t vl = strlen(c->valuestring);
-            if (evbus__has_ctl_n(c->valuestring, vl))
-                FAIL("extension '%s' contains a control character", k);
-            bytes += vl + 1;
-        } else if (cJSON_IsNumber(c)) {
-            if (!json_int(c, &iv))
-                FAIL("extension '%s' must be an integer, not %g", k,
-                     c->valuedouble);
-            bytes += 24;
-        } else if (cJSON_IsBool(c)) {
-            bytes += 6;
-        } else {
-            FAIL("extension '%s' must be a string, integer or boolean, not %s",
-                 k, json_type_name(c));
-        }
-        bytes += strlen(k) + 1;
-        n_ext++;
-    }
-
-    /* context attributes */
-    size_t alen[A_DATA] = {0};
-    for (int i = A_SPECVERSION; i < A_DATA; i++) {
-        const cJSON *c = attr[i];
-        bool required = i <= A_TYPE;
-        if (!c) {
-            if (required)
-                FAIL("missing required attribute '%s'", attr_names[i]);
-            continue;
-        }
-        if (!cJSON_IsString(c))
-            FAIL("attribute '%s' must be a JSON string, not %s",
-                 attr_names[i], json_type_name(c));
-        const char *v = c->valuestring;
-        if (!*v)
-            FAIL("%s attribute '%s' is empty",
-                 required ? "required" : "optional", attr_names[i]);
-        alen[i] = strlen(v);
-        if (evbus__has_ctl_n(v, alen[i]))
-            FAIL("attribute '%s' contains a control character",
-                 attr_names[i]);
-        if (i != A_SPECVERSION)
-            bytes += alen[i] + 1;
-    }
-    if (strcmp(attr[A_SPECVERSION]->valuestring, "1.0") != 0)
-        FAIL("unsupported specversion '%.32s' (only \"1.0\")",
-             attr[A_SPECVERSION]->valuestring);
-    const char *ct =
-        attr[A_DATACONTENTTYPE] ? attr[A_DATACONTENTTYPE]->valuestring : NULL;
-    if (ct && !evbus__media_type_ok(ct))
-        FAIL("datacontenttype '%.64s' is not a media type (type/subtype)", ct);
-    bool ct_json = ct && evbus__media_type_is_json(ct);
-    if (attr[A_DATASCHEMA] &&
-        !evbus__uri_absolute(attr[A_DATASCHEMA]->valuestring))
-        FAIL("dataschema '%.64s' is not an absolute URI",
-             attr[A_DATASCHEMA]->valuestring);
-    if (attr[A_TIME] && !evbus__time_parse(attr[A_TIME]->valuestring, NULL))
-        FAIL("time '%.64s' is not an RFC 3339 timestamp "
-             "(YYYY-MM-DDTHH:MM:SS[.frac] and Z or +hh:mm)",
-             attr[A_TIME]->valuestring);
-
-    /* data */
-    int kind = EVBUS__DATA_NONE;
-    const char *dsrc = NULL; /* bytes to copy (JSON text or string) */
-    size_t dlen = 0;
-    if (attr[A_DATA] && attr[A_DATA_BASE64])
-        FAIL("data and data_base64 both present (only one is allowed)");
-    if (attr[A_DATA_BASE64]) {
-        const cJSON *c = attr[A_DATA_BASE64];
-        if (!cJSON_IsString(c))
-            FAIL("attribute 'data_base64' must be a JSON string, not %s",
-                 json_type_name(c));
-        size_t bad;
-        if (!b64_check(c->valuestring, strlen(c->valuestring), &dlen, &bad))
-            FAIL("data_base64 is not valid base64 (at character %zu)", bad);
-        kind = EVBUS__DATA_BINARY;
-    } else if (attr[A_DATA]) {
-        const cJSON *c = attr[A_DATA];
-        if (cJSON_IsString(c) && ct && !ct_json) {
-            kind = EVBUS__DATA_TEXT;
-            dsrc = c->valuestring;
-            dlen = strlen(dsrc);
-        } else {
-            /* a JSON value: keep its exact text */
-            const char *vs, *ve;
-            kind = EVBUS__DATA_JSON;
-            if (scan_member(json, json + len, "data", &vs, &ve)) {
-                dsrc = vs;
-                dlen = (size_t)(ve - vs);
-            } else {
-                /* the key was written with escapes: print the value */
-                if (!(printed = cJSON_PrintUnformatted(c)))
-                    FAIL("out of memory");
-                dsrc = printed;
-                dlen = strlen(printed);
-            }
-        }
-    }
-    const char *keep_s = kind == EVBUS__DATA_JSON ? dsrc : NULL;
-    const char *nulesc = find_nul_escape(
-        json, json + len, keep_s, keep_s ? keep_s + dlen : NULL);
-    if (nulesc)
-        FAIL("a string holds a NUL character (\\u0000) at byte offset %zu",
-             (size_t)(nulesc - json));
-    if (kind != EVBUS__DATA_NONE)
-        bytes += dlen + 1;
-    char *cur;
-    ev = evbus__event_alloc(n_ext, bytes, &cur);
-    if (!ev)
-        FAIL("out of memory");
-    if (kind == EVBUS__DATA_BINARY) {
-        const char *b64 = attr[A_DATA_BASE64]->valuestring;
-        ev->data = (unsigned char *)cur;
-        b64_decode(ev->data, b64, strlen(b64));
-        ev->data[dlen] = '\0';
-        cur += dlen + 1;
-    } else if (kind != EVBUS__DATA_NONE) {
-        ev->data = (unsigned char *)evbus__blk_put(&cur, dsrc, dlen);
-    }
-    ev->data_len = dlen;
-    ev->data_kind = kind;
-    ev->ct_json = ct_json;
-
-    /* pass 2: copy */
-    char **slot[A_DATA] = {NULL,         &ev->id,         &ev->source,
-                           &ev->type,    &ev->datacontenttype,
-                           &ev->dataschema, &ev->subject, &ev->time};
-    for (int i = A_ID; i < A_DATA; i++)
-        if (attr[i])
-            *slot[i] = evbus__blk_put(&cur, attr[i]->valuestring, alen[i]);
-    for (const cJSON *c = root->child; c; c = c->next) {
-        if (attr_index(c->string) >= 0 || cJSON_IsNull(c))
-            continue;
-        for (size_t k = 0; k < ev->ext_count; k++)
-            if (strcmp(ev->ext[k].name, c->string) == 0)
-                FAIL("duplicate attribute '%.64s'", c->string);
-        evbus__ext_t *x = &ev->ext[ev->ext_count++];
-        x->name = evbus__blk_put(&cur, c->string, strlen(c->string));
-        if (cJSON_IsString(c)) {
-            x->kind = EVBUS__EXT_STRING;
-            x->value = evbus__blk_put(&cur, c->valuestring,
-                                      strlen(c->valuestring));
-        } else if (cJSON_IsNumber(c)) {
-            int64_t iv = 0;
-            json_int(c, &iv);
-            x->kind = EVBUS__EXT_INT;
-            x->value = cur;
-            cur += evbus__fmt_int64(cur, iv) + 1;
-        } else {
-            x->kind = EVBUS__EXT_BOOL;
-            x->value = evbus__blk_put(&cur, cJSON_IsTrue(c) ? "true" : "false",
-                                      cJSON_IsTrue(c) ? 4 : 5);
-        }
-    }
-    cJSON_free(printed);
-    cJSON_Delete(root);
+    if (dec_parse(&d, max_bytes) && dec_members(&d) && dec_attributes(&d) &&
+        dec_data(&d))
+        ev = dec_build(&d);
+    cJSON_free(d.printed);
+    cJSON_Delete(d.root);
     return ev;
-fail:
-    cJSON_free(printed);
-    cJSON_Delete(root);
-    evbus_event_free(ev);
-    return NULL;
 }

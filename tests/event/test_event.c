@@ -698,6 +698,10 @@ START_TEST(nul_escapes_and_duplicates)
                    "duplicate attribute 'ext'");
     assert_refused(MIN_HEAD ",\"data\":1,\"data\":2}",
                    "duplicate attribute 'data'");
+    assert_refused(MIN_HEAD ",\"data\":null,\"data\":{\"a\":1}}",
+                   "duplicate attribute 'data'");
+    assert_refused(MIN_HEAD ",\"data\":1,\"\\u0064ata\":2}",
+                   "duplicate attribute 'data'");
 }
 END_TEST
 
