@@ -19,9 +19,12 @@
  * so neither it nor another member takes a message it is still working on
  * (the core may keep one for a long retry backoff).
  *
- * Settling goes through the writer thread: ACKs are collected and sent as
- * one pipelined XACK; RELEASE gives an entry back by marking it long idle
- * (XCLAIM ... IDLE ... JUSTID), so any member claims it at once.
+ * Settling: ACKs are collected and sent as one XACK - by the fetcher in
+ * front of its next non-blocking XREADGROUP while entries keep coming, by
+ * the writer thread while the fetcher is blocked (so no ack waits for the
+ * next event). RELEASE goes through the writer and gives an entry back by
+ * marking it long idle (XCLAIM ... IDLE ... JUSTID), so any member's next
+ * claim scan takes it.
  * Deleted entries (nil fields, e.g. trimmed by MAXLEN) are acked and skipped.
  */
 #include <stdio.h>
@@ -51,6 +54,10 @@ static void msg_list_free(rds_msg_t *m)
     }
 }
 
+static void schedule_settle(rds_sub_t *s);
+static void push_settle_job(rds_sub_t *s);
+static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks);
+
 void rds_sub_unref(rds_sub_t *s)
 {
     if (atomic_fetch_sub(&s->refs, 1) != 1)
@@ -78,7 +85,12 @@ typedef struct {
     char claim_cursor[44];
     uint64_t next_claim_ms, next_beat_ms;
     bool was_down;
+    bool caught_up; /* the last non-blocking read found nothing new */
+    uint64_t last_ack_ms; /* when the fetcher last sent acks */
 } fetch_state_t;
+
+/* How long acks may wait while the buffer is full (see fetcher_main). */
+#define ACK_FLUSH_MS 5
 
 /* How often the claim scan runs: often enough that entries released by a
  * closing member (marked long idle) are picked up within seconds, and at
@@ -103,10 +115,12 @@ static void drop_conn(rds_sub_t *s, const char *why)
     pthread_mutex_lock(&s->mu);
     redisContext *c = s->c;
     s->c = NULL;
+    s->fetcher_active = false;
     bool stopping = s->stop;
     pthread_mutex_unlock(&s->mu);
     if (c)
         redisFree(c);
+    schedule_settle(s); /* acks left for us go through the writer now */
     if (!stopping)
         evbus_host_log(s->bus->host, EVBUS_LOG_WARN,
                        "fetcher for %s/%s lost its connection (%s); "
@@ -326,7 +340,10 @@ static const redisReply *stream_entries(const redisReply *r)
     return st->element[1];
 }
 
-static void read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
+/* One XREADGROUP round (with the queued acks in front). block > 0 waits
+ * for new entries up to block ms; while it waits, settles go through the
+ * writer. Returns how many entries the reply had, or -1 on failure. */
+static int read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
 {
     char cnt[16], blk[16];
     snprintf(cnt, sizeof cnt, "%d", count);
@@ -339,26 +356,86 @@ static void read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
     argv[argc++] = s->consumer;
     argv[argc++] = "COUNT";
     argv[argc++] = cnt;
-    if (!st->pending_phase) {
+    if (block > 0) {
         argv[argc++] = "BLOCK";
         argv[argc++] = blk;
     }
     argv[argc++] = "STREAMS";
     argv[argc++] = s->topic;
     argv[argc++] = st->pending_phase ? st->pending_from : ">";
-    redisReply *r = redisCommandArgv(s->c, argc, argv, NULL);
+    /* Acks collected since the last round go in the same round trip; while
+     * this read blocks, new settles go through the writer. */
+    rds_msg_t *acks = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (!s->settle_queued) {
+        acks = s->acks;
+        s->acks = NULL;
+    }
+    if (block > 0)
+        s->fetcher_active = false;
+    pthread_mutex_unlock(&s->mu);
+    int nack = append_acks(s, s->c, acks);
+    redisAppendCommandArgv(s->c, argc, argv, NULL);
+    redisReply *r = NULL;
+    bool acked = true;
+    if (nack) {
+        redisReply *ar = NULL;
+        if (redisGetReply(s->c, (void **)&ar) != REDIS_OK || !ar)
+            acked = false;
+        else if (ar->type == REDIS_REPLY_ERROR)
+            evbus_host_log(s->bus->host, EVBUS_LOG_WARN, "XACK on %s/%s: %s",
+                           s->topic, s->group, ar->str);
+        freeReplyObject(ar);
+    }
+    if (acks) {
+        st->last_ack_ms = rds_now_ms();
+        if (rds_settle_done(s, acks, NULL, acked))
+            push_settle_job(s);
+    }
+    if (!acked || redisGetReply(s->c, (void **)&r) != REDIS_OK)
+        r = NULL;
     if (!r || r->type == REDIS_REPLY_ERROR) {
         command_failed(s, st, r, "XREADGROUP");
         freeReplyObject(r);
-        return;
+        return -1;
     }
     int n = take_entries(s, stream_entries(r), !st->pending_phase,
                          st->pending_from, sizeof st->pending_from);
-    if (n == EVBUS_ECONN)
+    if (n == EVBUS_ECONN) {
         drop_conn(s, "reading delivery counts failed");
-    else if (st->pending_phase && n == 0)
+        n = -1;
+    } else if (n > 0) {
+        /* We come straight back: the next rounds carry the acks. */
+        pthread_mutex_lock(&s->mu);
+        s->fetcher_active = true;
+        pthread_mutex_unlock(&s->mu);
+    } else if (n == 0 && st->pending_phase) {
         st->pending_phase = false; /* our backlog is done: now '>' */
+    }
     freeReplyObject(r);
+    return n;
+}
+
+/* Sends the queued acks on the fetcher's connection (the buffer is full and
+ * the fetcher waits for the poller, so no read goes with them). */
+static void flush_acks(rds_sub_t *s, fetch_state_t *st)
+{
+    pthread_mutex_lock(&s->mu);
+    rds_msg_t *acks = s->settle_queued ? NULL : s->acks;
+    if (acks)
+        s->acks = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (!acks)
+        return;
+    append_acks(s, s->c, acks);
+    st->last_ack_ms = rds_now_ms();
+    redisReply *r = NULL;
+    bool ok = redisGetReply(s->c, (void **)&r) == REDIS_OK && r;
+    freeReplyObject(r);
+    if (rds_settle_done(s, acks, NULL, ok))
+        push_settle_job(s);
+    if (!ok)
+        command_failed(s, st, NULL, "XACK");
 }
 
 static void claim_step(rds_sub_t *s, fetch_state_t *st, int count)
@@ -470,14 +547,24 @@ static void *fetcher_main(void *arg)
             continue;
         }
         int room = max_buf - s->nbuf;
-        if (connected && room <= 0 && now < st.next_beat_ms) {
+        /* With a full buffer no read carries the acks: send them alone,
+         * but batched, at most every ACK_FLUSH_MS. */
+        bool flush = s->acks && !s->settle_queued &&
+                     now >= st.last_ack_ms + ACK_FLUSH_MS;
+        if (connected && room <= 0 && now < st.next_beat_ms && !flush) {
             /* Full: wait for fetch() to make room (or the next beat). */
             uint64_t left = st.next_beat_ms - now;
+            if (s->acks && left > ACK_FLUSH_MS)
+                left = ACK_FLUSH_MS;
             rds_timedwait(&s->cv, &s->mu, left > 100 ? 100 : (int)left);
             pthread_mutex_unlock(&s->mu);
             continue;
         }
         pthread_mutex_unlock(&s->mu);
+        if (connected && room <= 0 && flush) {
+            flush_acks(s, &st);
+            continue;
+        }
 
         if (!connected) {
             char why[300];
@@ -555,12 +642,17 @@ static void *fetcher_main(void *arg)
         }
         uint64_t until = st.next_claim_ms < st.next_beat_ms ? st.next_claim_ms
                                                             : st.next_beat_ms;
+        if (!st.caught_up) {
+            /* Busy stream: read without blocking, acks ride along. */
+            st.caught_up = read_group(s, &st, count, 0) == 0;
+            continue;
+        }
         int block = b->o.block_ms;
         if (until - now < (uint64_t)block)
             block = (int)(until - now);
         if (block < 1)
             block = 1; /* BLOCK 0 would wait forever */
-        read_group(s, &st, count, block);
+        st.caught_up = read_group(s, &st, count, block) <= 0;
     }
     return NULL;
 }
@@ -706,12 +798,44 @@ int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         m->next = s->releases;
         s->releases = m;
     }
-    bool need = !s->settle_queued;
-    s->settle_queued = true;
+    bool need = !s->settle_queued &&
+                (how != EVBUS_SETTLE_ACK || !s->fetcher_active);
+    if (need)
+        s->settle_queued = true;
     pthread_mutex_unlock(&s->mu);
     if (need)
         push_settle_job(s);
     return EVBUS_OK;
+}
+
+/* Appends one XACK for the listed messages to c; returns how many replies
+ * to read (0 for an empty list). Out of memory, an XACK of nothing keeps
+ * the reply count right; those entries stay pending and come back after
+ * claim_timeout_ms (a duplicate, never a loss). */
+static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
+{
+    size_t n = 0;
+    for (rds_msg_t *m = acks; m; m = m->next)
+        n++;
+    if (!n)
+        return 0;
+    const char *stackv[259];
+    const char **argv = n + 3 <= 259 ? stackv : malloc((n + 3) * sizeof *argv);
+    if (!argv) {
+        const char *argv0[] = {"XACK", s->topic, s->group, "0-0"};
+        redisAppendCommandArgv(c, 4, argv0, NULL);
+        return 1;
+    }
+    int argc = 0;
+    argv[argc++] = "XACK";
+    argv[argc++] = s->topic;
+    argv[argc++] = s->group;
+    for (rds_msg_t *m = acks; m; m = m->next)
+        argv[argc++] = m->idstr;
+    redisAppendCommandArgv(c, argc, argv, NULL);
+    if (argv != stackv)
+        free(argv);
+    return 1;
 }
 
 int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
@@ -736,16 +860,8 @@ int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
         *acks = *releases = NULL;
         return 0;
     }
-    if (na) {
-        int argc = 0;
-        argv[argc++] = "XACK";
-        argv[argc++] = s->topic;
-        argv[argc++] = s->group;
-        for (rds_msg_t *m = *acks; m; m = m->next)
-            argv[argc++] = m->idstr;
-        redisAppendCommandArgv(c, argc, argv, NULL);
-        replies++;
-    }
+    if (na)
+        replies += append_acks(s, c, *acks);
     if (nr) {
         int argc = 0;
         argv[argc++] = "XCLAIM";

@@ -182,6 +182,10 @@ typedef struct rds_sub {
     /* Settled, waiting for the writer: XACK these, give those back. */
     rds_msg_t *acks, *releases;
     bool settle_queued; /* a RDS_JOB_SETTLE is queued or running */
+    /* The fetcher is cycling (not blocked, connected) and sends the queued
+     * acks itself, pipelined with its next XREADGROUP; otherwise settles
+     * go through the writer thread. */
+    bool fetcher_active;
 } rds_sub_t;
 
 /* redis_publish.c */
