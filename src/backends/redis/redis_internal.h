@@ -5,9 +5,11 @@
  *   - a pool for synchronous publishes and health checks (any thread takes
  *     an idle one, or opens a new one);
  *   - one writer thread per bus that pipelines publish_async XADDs and the
- *     batched XACKs of every subscription (redis_writer.c);
- *   - one fetcher thread per subscription that runs XREADGROUP / XAUTOCLAIM
- *     and buffers entries for the non-blocking fetch() (redis_consume.c).
+ *     subscriptions' batched XACKs / releases while their fetchers are
+ *     blocked (redis_writer.c);
+ *   - one fetcher thread per subscription that runs XREADGROUP / XAUTOCLAIM,
+ *     sends its subscription's acks while entries keep coming, and buffers
+ *     entries for the non-blocking fetch() (redis_consume.c).
  * Every connection reconnects on its own with exponential backoff.
  */
 #ifndef EVBUS_REDIS_INTERNAL_H
