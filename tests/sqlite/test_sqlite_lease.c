@@ -62,7 +62,7 @@ static void wait_ms(int ms) { usleep((useconds_t)ms * 1000); }
 START_TEST(two_members_share_leases)
 {
     char url[400], err[256];
-    snprintf(url, sizeof url, "sqlite://%s?visibility_timeout_ms=400",
+    snprintf(url, sizeof url, "sqlite://%s?visibility_timeout_ms=1000",
              dbpath);
     evbus_t *bus = evbus_open(url, err, sizeof err);
     ck_assert_msg(bus != NULL, "%s", err);
@@ -94,13 +94,13 @@ START_TEST(two_members_share_leases)
      * the count going up. */
     ck_assert_int_eq(be->settle(priv, a, &ma[0], EVBUS_SETTLE_RELEASE, 0),
                      EVBUS_OK);
-    ck_assert_int_eq(be->settle(priv, a, &ma[1], EVBUS_SETTLE_RETRY, 150),
+    ck_assert_int_eq(be->settle(priv, a, &ma[1], EVBUS_SETTLE_RETRY, 300),
                      EVBUS_OK);
     ck_assert_int_eq(be->fetch(priv, b, mc, 8), 1);
     ck_assert_str_eq(body(&mc[0]), "e0");
     ck_assert_int_eq(mc[0].delivery_count, 1);
     ck_assert_int_eq(be->fetch(priv, b, mc + 1, 7), 0); /* e1 waits */
-    wait_ms(200);
+    wait_ms(400);
     ck_assert_int_eq(be->fetch(priv, b, mc + 1, 7), 1);
     ck_assert_str_eq(body(&mc[1]), "e1");
     ck_assert_int_eq(mc[1].delivery_count, 2);
@@ -109,7 +109,7 @@ START_TEST(two_members_share_leases)
      * poller hung): renewals stop, and once the last renewed lease ran
      * out (within two timeouts) a gets all three, each delivery counted. */
     ck_assert_int_eq(be->fetch(priv, a, ma, 8), 0);
-    wait_ms(1000);
+    wait_ms(2400);
     int n = be->fetch(priv, a, ma, 8);
     ck_assert_int_eq(n, 3);
     ck_assert_str_eq(body(&ma[0]), "e0");
@@ -172,7 +172,7 @@ END_TEST
 START_TEST(leases_renewed_while_making_progress)
 {
     char url[400], err[256];
-    snprintf(url, sizeof url, "sqlite://%s?visibility_timeout_ms=300",
+    snprintf(url, sizeof url, "sqlite://%s?visibility_timeout_ms=600",
              dbpath);
     evbus_t *bus = evbus_open(url, err, sizeof err);
     evbus_t *other = evbus_open(url, err, sizeof err);
@@ -187,9 +187,9 @@ START_TEST(leases_renewed_while_making_progress)
         be->subscribe(other->priv, "t", "g", &b, err, sizeof err), EVBUS_OK);
     evbus_msg_t m[10], mb[10];
     ck_assert_int_eq(be->fetch(bus->priv, a, m, 10), 10);
-    /* 10 x 100 ms of work: more than three visibility timeouts. */
+    /* 10 x 150 ms of work: more than two visibility timeouts. */
     for (int i = 0; i < 10; i++) {
-        wait_ms(100);
+        wait_ms(150);
         ck_assert_int_eq(be->fetch(other->priv, b, mb, 10), 0);
         ck_assert_int_eq(
             be->settle(bus->priv, a, &m[i], EVBUS_SETTLE_ACK, 0), EVBUS_OK);
