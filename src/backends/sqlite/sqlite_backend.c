@@ -19,6 +19,7 @@
  *   synchronous            normal (default) | full
  */
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,29 @@ static void release_all(sq_bus_t *b)
     free(b->wal_name);
 }
 
+/* The directory and -wal file name the watcher looks at. The file exists
+ * now; SQLite follows symbolic links and keeps the WAL beside the real
+ * file, so resolve them too. */
+static int watch_names(sq_bus_t *b, char *errstr, size_t n)
+{
+    char *real = realpath(b->path, NULL);
+    const char *p = real ? real : b->path;
+    char *d1 = strdup(p), *d2 = strdup(p);
+    if (d1 && d2) {
+        b->dir = strdup(dirname(d1));
+        if (asprintf(&b->wal_name, "%s-wal", basename(d2)) < 0)
+            b->wal_name = NULL;
+    }
+    free(d1);
+    free(d2);
+    free(real);
+    if (!b->dir || !b->wal_name) {
+        snprintf(errstr, n, "sqlite: out of memory");
+        return EVBUS_ENOMEM;
+    }
+    return EVBUS_OK;
+}
+
 static int sq_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
                    char *errstr, size_t n)
 {
@@ -110,16 +134,7 @@ static int sq_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     pthread_cond_init(&b->q_cv, NULL);
     pthread_cond_init(&b->q_idle, NULL);
     b->path = strdup(path);
-    char *d1 = strdup(path), *d2 = strdup(path);
-    if (d1 && d2) {
-        b->dir = strdup(dirname(d1));
-        const char *base = basename(d2);
-        if (asprintf(&b->wal_name, "%s-wal", base) < 0)
-            b->wal_name = NULL;
-    }
-    free(d1);
-    free(d2);
-    if (!b->path || !b->dir || !b->wal_name) {
+    if (!b->path) {
         snprintf(errstr, n, "sqlite: out of memory");
         release_all(b);
         return EVBUS_ENOMEM;
@@ -129,6 +144,8 @@ static int sq_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
         err = sq_conn_open(&b->sub, b->path, &b->o, false, errstr, n);
     if (err == EVBUS_OK)
         err = sq_conn_open(&b->aux, b->path, &b->o, false, errstr, n);
+    if (err == EVBUS_OK)
+        err = watch_names(b, errstr, n);
     if (err == EVBUS_OK)
         err = sq_watcher_start(b, errstr, n);
     if (err != EVBUS_OK) {
