@@ -164,7 +164,7 @@ EVBUS_API evbus_relay_t *evbus_relay_new_opts(const char *db_path,
                                               size_t errstr_size);
 
 /*
- * Publishes up to max pending events (max <= 0: one batch of batch_size), in
+ * Publishes up to max pending events (max <= 0: all that are pending), in
  * commit order and in batches, and records as delivered those the broker
  * accepted (the mark only moves over an unbroken run of accepted rows: after
  * a failed one, the rest of the batch is published again next time, so the

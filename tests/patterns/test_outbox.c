@@ -135,6 +135,24 @@ START_TEST(commit_publishes_exactly_once)
 }
 END_TEST
 
+START_TEST(run_once_zero_publishes_everything_pending)
+{
+    sql(db, "BEGIN");
+    for (int i = 0; i < 1300; i++) { /* more than two default batches */
+        evbus_event_t *ev = evbus_event_new("todos.task.created", "/t");
+        ck_assert_int_eq(evbus_outbox_add(ob, "todos", ev), EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    sql(db, "COMMIT");
+    evbus_relay_t *r = evbus_relay_new(db_path, bus, NULL, 0);
+    ck_assert_int_eq(evbus_relay_run_once(r, 100), 100);
+    ck_assert_int_eq(evbus_relay_run_once(r, 0), 1200);
+    ck_assert_int_eq(evbus_relay_run_once(r, -1), 0);
+    ck_assert_uint_eq(rec_count(), 1300);
+    evbus_relay_free(r);
+}
+END_TEST
+
 START_TEST(outbox_add_outside_transaction_commits_alone)
 {
     evbus_event_t *ev = evbus_event_new("todos.task.created", "/todos/api");
@@ -560,6 +578,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, rollback_publishes_nothing);
     tcase_add_test(tc, commit_publishes_exactly_once);
+    tcase_add_test(tc, run_once_zero_publishes_everything_pending);
     tcase_add_test(tc, outbox_add_outside_transaction_commits_alone);
     tcase_add_test(tc, relay_publishes_in_commit_order);
     tcase_add_test(tc, broker_down_keeps_rows_until_accepted);

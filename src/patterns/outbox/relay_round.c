@@ -9,6 +9,7 @@
  * and may even arrive after our flush timed out, so each batch's result
  * slots live in a reference-counted block that the last user frees.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,16 +189,20 @@ static int settle(evbus_relay_t *r, int n, int64_t upto)
     return rc;
 }
 
-/* One batch: fetch, publish, flush, settle. *published gets the count. */
-static int relay_batch(evbus_relay_t *r, int want, int *published)
+/* One batch: fetch, publish, flush, settle. *published gets the count of
+ * events the broker accepted, *fetched the rows read. */
+static int relay_batch(evbus_relay_t *r, int want, int *published,
+                       int *fetched)
 {
     *published = 0;
+    *fetched = 0;
     batch_t *b = malloc(sizeof *b + (size_t)want * sizeof(slot_t));
     if (!b)
         return EVBUS_ENOMEM;
     atomic_init(&b->refs, 1);
     int err = EVBUS_OK;
     int n = send_batch(r, b, want, &err);
+    *fetched = n;
     if (n == 0) {
         batch_unref(b);
         return err;
@@ -328,16 +333,16 @@ int relay_round(evbus_relay_t *r, int max)
                 (long long)r->mark);
     }
     if (max <= 0)
-        max = r->o.batch_size;
+        max = INT_MAX; /* everything pending */
     int total = 0, rc = EVBUS_OK;
     while (total < max) {
         int want = max - total < r->o.batch_size ? max - total
                                                  : r->o.batch_size;
-        int got = 0;
-        rc = relay_batch(r, want, &got);
+        int got = 0, fetched = 0;
+        rc = relay_batch(r, want, &got, &fetched);
         total += got;
-        if (rc != EVBUS_OK || got < want)
-            break;
+        if (rc != EVBUS_OK || fetched < want)
+            break; /* failed, or nothing more pending */
     }
     if (r->o.retention_ms > 0 && ob__mono_ms() >= r->next_purge_ms) {
         r->next_purge_ms = ob__mono_ms() + r->o.purge_interval_ms;
