@@ -570,14 +570,17 @@ static int ext_put(evbus_event_t *ev, const char *name, const char *value,
 int evbus_event_set_ext(evbus_event_t *ev, const char *name,
                         const char *value)
 {
-    if (!ev || !name || !ext_name_ok(name))
+    if (!ev || !name)
         return EVBUS_EINVAL;
     if (!value) {
+        /* any present name may be removed, also a long one from the wire */
         evbus__ext_t *x = ext_find(ev, name);
         if (x)
             ext_remove(ev, x);
-        return EVBUS_OK;
+        return x || ext_name_ok(name) ? EVBUS_OK : EVBUS_EINVAL;
     }
+    if (!ext_name_ok(name))
+        return EVBUS_EINVAL;
     if (evbus__has_ctl(value))
         return EVBUS_EINVAL;
     return ext_put(ev, name, value, EVBUS__EXT_STRING);

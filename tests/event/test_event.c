@@ -842,6 +842,12 @@ START_TEST(extension_api)
      * SHOULD), just not created here */
     d = must_decode(MIN_HEAD ",\"abcdefghijklmnopqrstuvwxyz\":\"v\"}");
     ck_assert_str_eq(evbus_event_ext(d, "abcdefghijklmnopqrstuvwxyz"), "v");
+    ck_assert_int_eq(evbus_event_set_ext(d, "abcdefghijklmnopqrstuvwxyz", "w"),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_event_set_ext(d, "abcdefghijklmnopqrstuvwxyz", NULL),
+                     EVBUS_OK);
+    ck_assert_uint_eq(evbus_event_ext_count(d), 0);
+    ck_assert_int_eq(evbus_event_set_ext(d, "Bad", NULL), EVBUS_EINVAL);
     evbus_event_free(d);
     evbus_event_free(ev);
 }
