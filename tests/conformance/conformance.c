@@ -87,12 +87,7 @@ START_TEST(ten_thousand_none_lost)
     collector_init(&c, COLLECT_ACK);
     ck_assert_ptr_nonnull(
         evbus_subscribe(bus, topic, "g", collector_handler, &c));
-    for (int i = 0; i < N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
-                         EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, 0, N, PUBLISH_ASYNC);
     ck_assert_int_eq(evbus_flush(bus, WAIT_MS), EVBUS_OK);
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(poll_until(buses, &c, acked, N, 4 * WAIT_MS), N);
@@ -176,11 +171,7 @@ START_TEST(two_groups_each_get_everything)
         evbus_subscribe(bus, topic, "group-a", collector_handler, &a));
     ck_assert_ptr_nonnull(
         evbus_subscribe(bus, topic, "group-b", collector_handler, &b));
-    for (int i = 0; i < N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, 0, N, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(poll_until(buses, &a, acked, N, WAIT_MS), N);
     ck_assert_int_eq(poll_until(buses, &b, acked, N, WAIT_MS), N);
@@ -203,12 +194,7 @@ START_TEST(group_members_share_without_duplicates)
         evbus_subscribe(m1, topic, "shared", collector_handler, &c));
     ck_assert_ptr_nonnull(
         evbus_subscribe(m2, topic, "shared", collector_handler, &c));
-    for (int i = 0; i < N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish_async(m1, topic, ev, NULL, NULL),
-                         EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(m1, topic, 0, N, PUBLISH_ASYNC);
     ck_assert_int_eq(evbus_flush(m1, WAIT_MS), EVBUS_OK);
     evbus_t *buses[] = {m1, m2, NULL};
     ck_assert_int_eq(poll_until(buses, &c, acked, N, 2 * WAIT_MS), N);
@@ -284,11 +270,7 @@ START_TEST(retry_redelivers_then_succeeds)
     evbus_sub_t *sub =
         evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c);
     ck_assert_ptr_nonnull(sub);
-    for (int i = 0; i < 10; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, 0, 10, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(poll_until(buses, &c, acked, 10, WAIT_MS), 10);
     poll_for(buses, 200);
@@ -321,11 +303,7 @@ START_TEST(retry_does_not_block_other_events)
     o.retry.jitter = EVBUS_JITTER_NONE;
     ck_assert_ptr_nonnull(
         evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c));
-    for (int i = 0; i < 20; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, 0, 20, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
     /* All 20 first attempts happen long before the first backoff ends. */
     ck_assert_int_eq(poll_until(buses, &c, calls, 20, WAIT_MS), 20);
@@ -420,11 +398,7 @@ START_TEST(topics_are_isolated)
     collector_init(&b, COLLECT_ACK);
     ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "g", collector_handler, &a));
     ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "g", collector_handler, &b));
-    for (int i = 0; i < 50; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, ta, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, ta, 0, 50, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(poll_until(buses, &a, acked, 50, WAIT_MS), 50);
     poll_for(buses, 300);
@@ -448,12 +422,7 @@ START_TEST(close_drains_pending_publishes)
     evbus_t *buses[] = {sub_bus, NULL};
     poll_for(buses, 100);
     evbus_t *pub = open_bus();
-    for (int i = 0; i < N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish_async(pub, topic, ev, NULL, NULL),
-                         EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(pub, topic, 0, N, PUBLISH_ASYNC);
     evbus_close(pub); /* no flush: close must deliver them */
     ck_assert_int_eq(poll_until(buses, &c, acked, N, 2 * WAIT_MS), N);
     evbus_close(sub_bus);
@@ -531,11 +500,7 @@ START_TEST(new_group_reads_history)
     char topic[128];
     unique_topic(topic, sizeof topic, "history");
     evbus_t *bus = open_bus();
-    for (int i = 0; i < N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, 0, N, PUBLISH_SYNC);
     collector_t c;
     collector_init(&c, COLLECT_ACK);
     ck_assert_ptr_nonnull(
@@ -588,22 +553,14 @@ START_TEST(reopen_continues_where_group_stopped)
     collector_init(&c, COLLECT_ACK);
     ck_assert_ptr_nonnull(
         evbus_subscribe(bus, topic, "durable", collector_handler, &c));
-    for (int i = 0; i < N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, 0, N, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(poll_until(buses, &c, acked, N, WAIT_MS), N);
     evbus_close(bus);
 
     /* Published while no member of the group is running. */
     bus = open_bus();
-    for (int i = N; i < 2 * N; i++) {
-        evbus_event_t *ev = make_event(i);
-        ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
-        evbus_event_free(ev);
-    }
+    publish_events(bus, topic, N, 2 * N, PUBLISH_SYNC);
     evbus_close(bus);
 
     bus = open_bus();

@@ -206,6 +206,20 @@ evbus_event_t *make_event(int seq)
     return ev;
 }
 
+void publish_events(evbus_t *bus, const char *topic, int from, int to,
+                    publish_mode_t mode)
+{
+    for (int i = from; i < to; i++) {
+        evbus_event_t *ev = make_event(i);
+        int rc = mode == PUBLISH_SYNC
+                     ? evbus_publish(bus, topic, ev)
+                     : evbus_publish_async(bus, topic, ev, NULL, NULL);
+        ck_assert_msg(rc == EVBUS_OK, "publish %d to %s: %s", i, topic,
+                      evbus_strerror(rc));
+        evbus_event_free(ev);
+    }
+}
+
 void fast_retry_opts(evbus_sub_opts_t *o, int max_attempts)
 {
     evbus_sub_opts_init(o);

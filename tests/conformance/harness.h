@@ -69,6 +69,10 @@ int poll_until(evbus_t **buses, collector_t *c, int (*value)(collector_t *),
 void poll_for(evbus_t **buses, int ms);
 /* An event with type conf.test.event, a "seq" extension and JSON data. */
 evbus_event_t *make_event(int seq);
+/* Publishes make_event(from) .. make_event(to - 1), asserting success. */
+typedef enum { PUBLISH_SYNC, PUBLISH_ASYNC } publish_mode_t;
+void publish_events(evbus_t *bus, const char *topic, int from, int to,
+                    publish_mode_t mode);
 /* Subscription options for fast retries in tests. */
 void fast_retry_opts(evbus_sub_opts_t *o, int max_attempts);
 
