@@ -558,6 +558,48 @@ START_TEST(held_lock_waits_then_reports_ebusy)
 }
 END_TEST
 
+/* ------------------------------------------------ a poison event */
+
+/* An event that kills every consumer that touches it still ends in the
+ * dead-letter topic: the delivery count is stored, so crashes add up. */
+START_TEST(poison_event_that_crashes_consumers_is_dead_lettered)
+{
+    const char *q = "visibility_timeout_ms=300";
+    evbus_t *bus = open_q(q);
+    publish_n(bus, "t.poison", 0, 1);
+    evbus_close(bus);
+    for (int i = 0; i < 3; i++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            evbus_t *b2 = open_q(q);
+            evbus_subscribe(b2, "t.poison", "g", crash_handler, NULL);
+            for (int j = 0; j < 100; j++)
+                evbus_poll(b2, 100);
+            _exit(3); /* never got it */
+        }
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status));
+        ck_assert_int_eq(WEXITSTATUS(status), 0); /* died in the handler */
+    }
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.retry.max_attempts = 3;
+    rec_t r = {.answer_first = EVBUS_ACK}, dlq = {.answer_first = EVBUS_ACK};
+    bus = open_q(q);
+    ck_assert_ptr_nonnull(
+        evbus_subscribe_opts(bus, "t.poison", "g", &o, rec_handler, &r));
+    ck_assert_ptr_nonnull(
+        evbus_subscribe(bus, "t.poison.dlq", "ops", rec_handler, &dlq));
+    poll_until_count(bus, &dlq, 1, 5000);
+    ck_assert_int_eq(dlq.count, 1);
+    ck_assert_int_eq(dlq.n[0], 0);
+    ck_assert_int_eq(r.count, 0); /* the handler was not risked again */
+    evbus_close(bus);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sqlite");
@@ -573,6 +615,7 @@ int main(void)
     tcase_add_test(tc, lock_contention_returns_no_errors);
     tcase_add_test(tc, idle_subscriber_wakes_for_other_process);
     tcase_add_test(tc, held_lock_waits_then_reports_ebusy);
+    tcase_add_test(tc, poison_event_that_crashes_consumers_is_dead_lettered);
     suite_add_tcase(s, tc);
     if (geteuid() == 0)
         printf("note: running as root, so the read-only file case of "
