@@ -167,6 +167,7 @@ static int set_defaults(rd_kafka_conf_t *pconf, rd_kafka_conf_t *cconf,
     static const char *const consumer[][2] = {
         {"auto.offset.reset", "earliest"},
         {"enable.auto.commit", "true"},
+        {"auto.commit.interval.ms", "1000"}, /* fewer repeats after a crash */
         {"enable.auto.offset.store", "false"},
         {"allow.auto.create.topics", "true"},
         {"enable.partition.eof", "false"},
@@ -284,6 +285,13 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     if (!rc)
         rc = conf_set(cconf, "enable.auto.offset.store", "false",
                       "enable.auto.offset.store", errstr, n);
+    /* Refuse a misspelt option before spending connect_timeout_ms on the
+     * cluster (the core would refuse it after open anyway). */
+    const char *unused = rc ? NULL : evbus_url_unused(url);
+    if (unused) {
+        snprintf(errstr, n, "unknown option '%s' for kafka:// URLs", unused);
+        rc = EVBUS_EOPTION;
+    }
     if (rc) {
         rd_kafka_conf_destroy(pconf);
         rd_kafka_conf_destroy(cconf);
