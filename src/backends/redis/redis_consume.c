@@ -49,6 +49,7 @@ static void msg_list_free(rds_msg_t *m)
 {
     while (m) {
         rds_msg_t *next = m->next;
+        evbus_event_free(m->event); /* never handed to the core */
         free(m);
         m = next;
     }
@@ -204,6 +205,7 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted)
     m->idstr[idr->len] = '\0';
     m->delivery_count = 1;
     m->decode_error = data || *deleted ? NULL : no_data_field;
+    m->event = NULL;
     m->len = len;
     if (len)
         memcpy(m->payload, data->str, len);
@@ -305,6 +307,21 @@ static int take_entries(rds_sub_t *s, const redisReply *entries,
         msg_list_free(head);
         return EVBUS_ECONN;
     }
+    /* Decoding is shared with the poller: while the poller still has at
+     * least a batch buffered (it is the slower stage), the fetcher decodes
+     * the new entries itself; when the poller is about to run dry they go
+     * in undecoded and the core decodes them on the polling thread. So both
+     * cores work, whichever stage is slower. */
+    pthread_mutex_lock(&s->mu);
+    bool decode_here = s->nbuf >= s->bus->o.batch;
+    pthread_mutex_unlock(&s->mu);
+    size_t max_bytes = evbus_host_max_event_bytes(s->bus->host);
+    for (rds_msg_t *m = decode_here ? head : NULL; m; m = m->next)
+        if (!m->decode_error) {
+            char why[8];
+            m->event = evbus_event_from_json_limit(m->payload, m->len,
+                                                   max_bytes, why, sizeof why);
+        }
     int added = 0;
     pthread_mutex_lock(&s->mu);
     while (head) {
@@ -312,6 +329,7 @@ static int take_entries(rds_sub_t *s, const redisReply *entries,
         head = m->next;
         m->next = NULL;
         if (rds_idset_add(&s->held, m->id) != EVBUS_OK) {
+            evbus_event_free(m->event);
             free(m); /* stays pending in Redis: claimed again later */
             continue;
         }
@@ -737,6 +755,8 @@ int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         out[n].len = m->len;
         out[n].decode_error = m->decode_error;
         out[n].delivery_count = m->delivery_count;
+        out[n].event = m->event; /* the core owns it from here */
+        m->event = NULL;
         out[n].cookie = m;
         n++;
     }

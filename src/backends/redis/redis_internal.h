@@ -104,6 +104,10 @@ typedef struct rds_msg {
     char idstr[44];
     int delivery_count;
     const char *decode_error; /* static string or NULL */
+    /* Decoded by the fetcher thread (so decoding runs beside the poller);
+     * handed to the core with the message, which then owns it. NULL when
+     * the bytes did not decode: the core decodes again and dead-letters. */
+    evbus_event_t *event;
     size_t len;
     char payload[]; /* NUL-terminated */
 } rds_msg_t;
