@@ -193,8 +193,8 @@ EVBUS_API int evbus_health(evbus_t *bus, char *errstr, size_t errstr_size);
 
 /*
  * Publishes ev to topic and returns once the broker has durably accepted it
- * (as durable as the backend can make it: fsync'd WAL for sqlite, the
- * server's reply for redis, acks=all for kafka, 204 from the sidecar).
+ * (committed to the WAL for sqlite - fsync'd too with ?synchronous=full -,
+ * the server's reply for redis, acks=all for kafka, 204 from the sidecar).
  * The event is validated and encoded first; an invalid event fails with
  * EVBUS_EINVAL / EVBUS_ETOOBIG and nothing is sent.
  * Returns EVBUS_OK or a negative error; evbus_err_retriable() tells whether

@@ -153,8 +153,7 @@ void evbus_close(evbus_t *bus)
     atomic_store(&bus->closing, true);
     evbus_stop(bus);
     /* Wait for a poller in another thread to leave. */
-    while (atomic_load(&bus->polling) &&
-           !pthread_equal(bus->poll_thread, pthread_self())) {
+    while (atomic_load(&bus->polling) && evbus__polling_bus != bus) {
         wake_poller(bus);
         poll(NULL, 0, 1);
     }

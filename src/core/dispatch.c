@@ -20,6 +20,7 @@
 
 #include "internal.h"
 
+_Thread_local struct evbus *evbus__polling_bus;
 static _Thread_local int tl_attempt;
 static _Thread_local const char *tl_topic;
 
@@ -352,7 +353,7 @@ static int enter_poll(evbus_t *bus)
     bool idle = false;
     if (!atomic_compare_exchange_strong(&bus->polling, &idle, true))
         return EVBUS_EBUSY;
-    bus->poll_thread = pthread_self();
+    evbus__polling_bus = bus;
     return EVBUS_OK;
 }
 
@@ -365,6 +366,7 @@ int evbus_poll(evbus_t *bus, int timeout_ms)
         return rc;
     bool stopped;
     rc = poll_once(bus, timeout_ms, &stopped);
+    evbus__polling_bus = NULL;
     /* Last touch of bus: evbus_close may free it right after. */
     atomic_store(&bus->polling, false);
     return rc;
@@ -384,6 +386,7 @@ int evbus_run(evbus_t *bus)
             break;
     }
     rc = rc == EVBUS_ECLOSED || rc >= 0 ? EVBUS_OK : rc;
+    evbus__polling_bus = NULL;
     atomic_store(&bus->polling, false);
     return rc;
 }

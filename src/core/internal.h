@@ -137,7 +137,6 @@ struct evbus {
     atomic_bool sleeping;    /* the poller waits on wake_fd */
     _Atomic uint64_t gen;    /* bumped by evbus_host_notify */
     int wake_fd;             /* eventfd the poller sleeps on */
-    pthread_t poll_thread;
 
     _Atomic long pending_pub; /* publish_async calls not completed */
     _Atomic int first_async_err;
@@ -155,6 +154,9 @@ int evbus__publish_encoded(evbus_t *bus, const char *topic,
 int evbus__run_completions(evbus_t *bus);
 
 /* ---- dispatch (dispatch.c) */
+/* The bus whose poll role the calling thread holds, or NULL. Thread-local,
+ * so asking "am I the poller?" races with nobody. */
+extern _Thread_local struct evbus *evbus__polling_bus;
 void evbus__release_all(evbus_t *bus);
 void evbus__reap(evbus_t *bus);
 void evbus__sub_free(struct evbus_sub *sub);

@@ -171,8 +171,7 @@ int evbus_unsubscribe(evbus_sub_t *sub)
     if (!sub)
         return EVBUS_EINVAL;
     evbus_t *bus = sub->bus;
-    if (atomic_load(&bus->polling) &&
-        pthread_equal(bus->poll_thread, pthread_self())) {
+    if (evbus__polling_bus == bus) {
         /* From a handler: the poller reaps and frees it after the handler. */
         sub->free_on_reap = true;
         atomic_store(&sub->removed, true);
@@ -182,7 +181,6 @@ int evbus_unsubscribe(evbus_sub_t *sub)
     for (;;) {
         bool idle = false;
         if (atomic_compare_exchange_strong(&bus->polling, &idle, true)) {
-            bus->poll_thread = pthread_self();
             evbus__reap(bus);
             atomic_store(&bus->polling, false);
         }
@@ -214,7 +212,6 @@ void evbus__release_all(evbus_t *bus)
         idle = false;
         poll(NULL, 0, 1);
     }
-    bus->poll_thread = pthread_self();
     pthread_mutex_lock(&bus->mu);
     for (evbus_sub_t *s = bus->subs; s; s = s->next) {
         if (!atomic_load(&s->removed)) { /* else someone waits to free it */

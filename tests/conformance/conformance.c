@@ -8,6 +8,7 @@
  * they are not counted as passed.
  */
 #include <check.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,7 +431,7 @@ START_TEST(close_drains_pending_publishes)
 }
 END_TEST
 
-static volatile int in_handler;
+static atomic_int in_handler;
 
 static evbus_result_t slow_handler(const evbus_event_t *ev, void *opaque)
 {
