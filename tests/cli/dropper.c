@@ -1,0 +1,70 @@
+/*
+ * cli-dropper: makes dead letters for the evbus CLI tests.
+ *
+ *   cli-dropper URL TOPIC N [RAW-TEXT]
+ *
+ * With RAW-TEXT, first publishes those bytes unchanged (evbus_publish_raw),
+ * which is not a CloudEvent. Then consumes TOPIC as the group "dropper",
+ * answering DROP to every event, until N events were dead-lettered (by DROP
+ * or as undecodable bytes) or 20 s pass. Exit 0 when N were dead-lettered,
+ * 1 otherwise. Uses only the public API.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <evbus/evbus.h>
+
+static evbus_result_t drop_it(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    (void)opaque;
+    return EVBUS_DROP;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: cli-dropper URL TOPIC N [RAW-TEXT]\n");
+        return 2;
+    }
+    long want = atol(argv[3]);
+    char err[512];
+    evbus_t *bus = evbus_open(argv[1], err, sizeof err);
+    if (!bus) {
+        fprintf(stderr, "cli-dropper: %s\n", err);
+        return 1;
+    }
+    if (argc == 5) {
+        int rc = evbus_publish_raw(bus, argv[2], argv[4], strlen(argv[4]));
+        if (rc != EVBUS_OK) {
+            fprintf(stderr, "cli-dropper: publish_raw: %s\n",
+                    evbus_strerror(rc));
+            evbus_close(bus);
+            return 1;
+        }
+    }
+    evbus_sub_t *sub = evbus_subscribe(bus, argv[2], "dropper", drop_it, NULL);
+    if (!sub) {
+        fprintf(stderr, "cli-dropper: subscribe: %s\n",
+                evbus_strerror(evbus_last_error(bus)));
+        evbus_close(bus);
+        return 1;
+    }
+    time_t end = time(NULL) + 20;
+    evbus_sub_metrics_t m = {0};
+    while (time(NULL) < end) {
+        evbus_poll(bus, 100);
+        evbus_sub_metrics_get(sub, &m);
+        if ((long)m.dead_lettered >= want)
+            break;
+    }
+    evbus_close(bus);
+    if ((long)m.dead_lettered < want) {
+        fprintf(stderr, "cli-dropper: only %llu of %ld dead-lettered\n",
+                (unsigned long long)m.dead_lettered, want);
+        return 1;
+    }
+    return 0;
+}
