@@ -121,7 +121,8 @@ typedef enum { RDS_JOB_PUB, RDS_JOB_SETTLE } rds_job_kind_t;
 typedef struct rds_job {
     struct rds_job *next;
     rds_job_kind_t kind;
-    /* RDS_JOB_PUB: a formatted XADD */
+    /* RDS_JOB_PUB: the XADD in wire format (RESP), stored after the job in
+     * the same allocation */
     char *cmd;
     size_t len;
     evbus_publish_done_fn done;

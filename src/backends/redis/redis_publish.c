@@ -127,33 +127,68 @@ int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
     return rc;
 }
 
+/* Writes "<prefix><decimal>\r\n" at p; returns the end. */
+static char *put_len(char *p, char prefix, size_t v)
+{
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *p++ = prefix;
+    while (n)
+        *p++ = digits[--n];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/* The RESP encoding of an argument vector, as redisFormatCommandArgv makes
+ * it but in one allocation together with the job (this is the hot path of
+ * publish_async). */
+static rds_job_t *job_with_command(const xadd_args_t *a)
+{
+    size_t n = 16; /* "*<argc>\r\n" */
+    for (int i = 0; i < a->argc; i++)
+        n += a->argvlen[i] + 24 + 2;
+    rds_job_t *job = malloc(sizeof *job + n);
+    if (!job)
+        return NULL;
+    memset(job, 0, sizeof *job);
+    char *p = (char *)(job + 1);
+    job->cmd = p;
+    p = put_len(p, '*', (size_t)a->argc);
+    for (int i = 0; i < a->argc; i++) {
+        p = put_len(p, '$', a->argvlen[i]);
+        memcpy(p, a->argv[i], a->argvlen[i]);
+        p += a->argvlen[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    job->len = (size_t)(p - job->cmd);
+    return job;
+}
+
 int rds_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
                       const void *payload, size_t len,
                       evbus_publish_done_fn done, void *token)
 {
     (void)ev;
     rds_bus_t *b = priv;
-    rds_job_t *job = calloc(1, sizeof *job);
-    if (!job)
-        return EVBUS_ENOMEM;
     xadd_args_t a;
     xadd_args(b, &a, topic, payload, len);
-    int n = redisFormatCommandArgv(&job->cmd, a.argc, a.argv, a.argvlen);
-    if (n < 0) {
-        free(job);
+    rds_job_t *job = job_with_command(&a);
+    if (!job)
         return EVBUS_ENOMEM;
-    }
     job->kind = RDS_JOB_PUB;
-    job->len = (size_t)n;
     job->done = done;
     job->token = token;
     /* Waits at most this long for a connection before it is failed. */
     job->deadline_ms = rds_now_ms() + (uint64_t)b->o.command_timeout_ms;
     int rc = rds_writer_push(b, job);
-    if (rc != EVBUS_OK) {
-        redisFreeCommand(job->cmd);
+    if (rc != EVBUS_OK)
         free(job);
-    }
     return rc;
 }
 

@@ -26,9 +26,7 @@
 
 static void job_free(rds_job_t *j)
 {
-    if (j->cmd)
-        redisFreeCommand(j->cmd);
-    free(j);
+    free(j); /* a PUB job's command lives in the same allocation */
 }
 
 int rds_writer_push(rds_bus_t *b, rds_job_t *job)
