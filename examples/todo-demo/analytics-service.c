@@ -77,9 +77,11 @@ static void stats(svc_reply_t *r)
                           "CAST(user_id AS INTEGER)",
                           NULL);
     long dups = svc_duplicates(db);
+    cJSON *dup_ids = svc_duplicate_ids(db);
     pthread_mutex_unlock(&svc_db_lock);
     cJSON_AddNumberToObject(out, "total", total);
     cJSON_AddNumberToObject(out, "duplicates", dups);
+    cJSON_AddItemToObject(out, "duplicateIds", dup_ids);
     cJSON_AddItemToObject(out, "byType", types);
     cJSON_AddItemToObject(out, "byUser", users);
     svc_reply_cjson(r, 200, out);

@@ -83,9 +83,11 @@ static void list(svc_reply_t *r)
         sqlite3_finalize(st);
     }
     long dups = svc_duplicates(db);
+    cJSON *dup_ids = svc_duplicate_ids(db);
     pthread_mutex_unlock(&svc_db_lock);
     cJSON_AddNumberToObject(out, "count", n);
     cJSON_AddNumberToObject(out, "duplicates", (double)dups);
+    cJSON_AddItemToObject(out, "duplicateIds", dup_ids);
     cJSON_AddItemToObject(out, "notifications", arr);
     svc_reply_cjson(r, 200, out);
 }

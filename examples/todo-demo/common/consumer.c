@@ -82,6 +82,20 @@ long svc_duplicates(sqlite3 *db)
     return n;
 }
 
+cJSON *svc_duplicate_ids(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    cJSON *arr = cJSON_CreateArray();
+    if (sqlite3_prepare_v2(db, "SELECT event_id FROM svc_duplicates ORDER BY rowid",
+                           -1, &st, NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(
+                                          (const char *)sqlite3_column_text(st, 0)));
+        sqlite3_finalize(st);
+    }
+    return arr;
+}
+
 void svc_consumer_start(const char *service, const char *group, sqlite3 *db,
                         const char *const *topics, svc_apply_fn apply)
 {

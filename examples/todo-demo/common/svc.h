@@ -102,6 +102,9 @@ evbus_t *svc_consumer_bus(void);
 /* How many duplicates were absorbed (reads svc_duplicates; lock held by
  * the caller). */
 long svc_duplicates(sqlite3 *db);
+/* The ids of the absorbed duplicates, oldest first (caller owns the array;
+ * lock held by the caller). */
+cJSON *svc_duplicate_ids(sqlite3 *db);
 /* 1 once the service subscribed (consumers) or opened its relay (producers);
  * /healthz answers 503 before. */
 extern volatile int svc_ready;
