@@ -135,6 +135,12 @@ static int send_batch(evbus_relay_t *r, batch_t *b, int want, int *err)
         atomic_fetch_add(&b->refs, 1);
         int prc = evbus_publish_async(r->bus, topic ? topic : "", ev,
                                       on_delivery, s);
+        if (prc == EVBUS_EAGAIN || prc == EVBUS_EBUSY) {
+            /* the client's queue is full: let it drain, then once more */
+            evbus_flush(r->bus, r->o.flush_timeout_ms);
+            prc = evbus_publish_async(r->bus, topic ? topic : "", ev,
+                                      on_delivery, s);
+        }
         evbus_event_free(ev);
         if (prc == EVBUS_OK) {
             row->state = ROW_SENT;
