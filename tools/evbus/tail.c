@@ -48,6 +48,8 @@ static const char tail_usage[] =
     "states that intent: it is the default without --group, it is refused\n"
     "on backends that keep no history, and with --group it is refused because\n"
     "an existing group cannot be rewound (a new group starts there anyway).\n"
+    "Payloads that are not CloudEvents are reported on stderr; the private\n"
+    "group dead-letters them to " TAIL_DLQ_SINK ", a named group to TOPIC.dlq.\n"
     "\n"
     "Ctrl-C (SIGINT) or SIGTERM stops cleanly. Exit status: 0 after a stop,\n"
     "after --count events, or after --timeout idle seconds; 1 when --timeout\n"
