@@ -8,6 +8,7 @@
  */
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <signal.h>
 #include <stdatomic.h>
 
 #include "test_util.h"
@@ -612,6 +613,48 @@ START_TEST(closing_member_releases_held_events)
 }
 END_TEST
 
+/* Unsubscribing while the fetcher is busy (its socket is shut down under
+ * it) must never kill the process with SIGPIPE; SIGPIPE keeps its default
+ * action here, as in an application that did not think about it. */
+static evbus_result_t ack_all(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    (*(volatile int *)opaque)++;
+    return EVBUS_ACK;
+}
+
+START_TEST(unsubscribe_while_busy_survives)
+{
+    signal(SIGPIPE, SIG_DFL);
+    start_plain();
+    char topic[128];
+    tu_topic(topic, sizeof topic, "busy");
+    evbus_t *bus = open_ok("?batch=50");
+    evbus_event_t *ev = make_event("busy-1");
+    for (int i = 0; i < 50000; i++)
+        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
+                         EVBUS_OK);
+    ck_assert_int_eq(evbus_flush(bus, 10000), EVBUS_OK);
+    evbus_event_free(ev);
+    volatile int calls = 0;
+    for (int round = 0; round < 60; round++) {
+        char group[32];
+        snprintf(group, sizeof group, "g%d", round % 3);
+        evbus_sub_t *sub =
+            evbus_subscribe(bus, topic, group, ack_all, (void *)&calls);
+        ck_assert_ptr_nonnull(sub);
+        /* Consume for a while so the fetcher is cycling, then stop. */
+        long long until = tu_now_ms() + 10 + round % 7;
+        while (tu_now_ms() < until)
+            evbus_poll(bus, 1);
+        ck_assert_int_eq(evbus_unsubscribe(sub), EVBUS_OK);
+    }
+    ck_assert_int_gt(calls, 0);
+    evbus_close(bus);
+    stop_srv();
+}
+END_TEST
+
 /* ------------------------------------------------------------ outages */
 
 typedef struct {
@@ -688,6 +731,7 @@ int main(void)
     tcase_add_test(tc, poison_from_a_dead_member_goes_to_dlq);
     tcase_add_test(tc, held_messages_are_not_taken_by_others);
     tcase_add_test(tc, closing_member_releases_held_events);
+    tcase_add_test(tc, unsubscribe_while_busy_survives);
     tcase_add_test(tc, publishes_fail_while_server_is_away_and_resume);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -150,7 +150,8 @@ static int rds_health(void *priv, char *errstr, size_t n)
     int rc = rds_pool_get(b, &c, errstr, n);
     if (rc != EVBUS_OK)
         return rc;
-    redisReply *r = redisCommand(c, "PING");
+    const char *argv[] = {"PING"};
+    redisReply *r = rds_command(c, 1, argv, NULL);
     if (!r || r->type == REDIS_REPLY_ERROR)
         rc = rds_error(c, r, errstr, n);
     freeReplyObject(r);

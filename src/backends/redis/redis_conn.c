@@ -3,10 +3,14 @@
  * reconnect backoff, and small helpers (entry ids, an id set).
  */
 #include <errno.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <hiredis/sds.h>
 
 #include "redis_internal.h"
 
@@ -66,7 +70,7 @@ int rds_error(const redisContext *c, const redisReply *r, char *errstr,
 static int setup_cmd(redisContext *c, int argc, const char **argv,
                      const char *what, char *errstr, size_t n)
 {
-    redisReply *r = redisCommandArgv(c, argc, argv, NULL);
+    redisReply *r = rds_command(c, argc, argv, NULL);
     if (r && r->type != REDIS_REPLY_ERROR) {
         freeReplyObject(r);
         return EVBUS_OK;
@@ -166,6 +170,44 @@ void rds_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
         ts.tv_nsec -= 1000000000L;
     }
     pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* ------------------------------------------------------------ SIGPIPE */
+
+void rds_thread_block_sigpipe(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+redisReply *rds_command(redisContext *c, int argc, const char **argv,
+                        const size_t *argvlen)
+{
+    if (c->err || redisAppendCommandArgv(c, argc, argv, argvlen) != REDIS_OK)
+        return NULL;
+    /* Send the buffer ourselves with MSG_NOSIGNAL (hiredis would write()
+     * it), then let hiredis read the reply. */
+    size_t len = sdslen(c->obuf), off = 0;
+    while (off < len) {
+        ssize_t n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof c->errstr, "%s",
+                     n < 0 ? strerror(errno) : "connection closed");
+            return NULL;
+        }
+        off += (size_t)n;
+    }
+    sdsfree(c->obuf);
+    c->obuf = sdsempty();
+    redisReply *r = NULL;
+    if (!c->obuf || redisGetReply(c, (void **)&r) != REDIS_OK)
+        return NULL;
+    return r;
 }
 
 /* ------------------------------------------------------------ entry ids */

@@ -157,7 +157,7 @@ static int create_group(redisContext *c, const char *topic, const char *group,
                         char *errstr, size_t n)
 {
     const char *argv[] = {"XGROUP", "CREATE", topic, group, "0", "MKSTREAM"};
-    redisReply *r = redisCommandArgv(c, 6, argv, NULL);
+    redisReply *r = rds_command(c, 6, argv, NULL);
     int rc = EVBUS_OK;
     if (!r || r->type == REDIS_REPLY_ERROR) {
         if (r && r->str && strncmp(r->str, "BUSYGROUP", 9) == 0)
@@ -544,6 +544,7 @@ static void *fetcher_main(void *arg)
 {
     rds_sub_t *s = arg;
     rds_bus_t *b = s->bus;
+    rds_thread_block_sigpipe();
     const int max_buf = b->o.batch * 2;
     fetch_state_t st = {.group_ready = true, .pending_phase = true,
                         .pending_from = "0", .claiming = true,

@@ -16,6 +16,7 @@
 #define EVBUS_REDIS_INTERNAL_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -70,6 +71,18 @@ typedef struct {
 } rds_backoff_t;
 void rds_backoff_failed(rds_backoff_t *b, int cap_ms);
 void rds_backoff_ok(rds_backoff_t *b);
+
+/* SIGPIPE: hiredis writes with write(), so writing to a connection the
+ * server (or our own unsubscribe) closed raises SIGPIPE, whose default
+ * action kills the process. Calls on application threads (synchronous
+ * publish, health, connection setup, subscribe) use rds_command, which
+ * sends with MSG_NOSIGNAL; the backend's own threads block SIGPIPE for
+ * good (rds_thread_block_sigpipe). */
+void rds_thread_block_sigpipe(void);
+/* redisCommandArgv without SIGPIPE (argvlen NULL = strlen). NULL on an
+ * I/O failure (c->err set). */
+redisReply *rds_command(redisContext *c, int argc, const char **argv,
+                        const size_t *argvlen);
 
 /* Sleeps on cv (mu held) until ms pass or *stop becomes true. */
 void rds_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);

@@ -113,7 +113,7 @@ int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
     }
     xadd_args_t a;
     xadd_args(b, &a, topic, payload, len);
-    redisReply *r = redisCommandArgv(c, a.argc, a.argv, a.argvlen);
+    redisReply *r = rds_command(c, a.argc, a.argv, a.argvlen);
     if (r && r->type == REDIS_REPLY_STRING) {
         rc = EVBUS_OK;
     } else {

@@ -197,6 +197,7 @@ static void *writer_main(void *arg)
 {
     rds_bus_t *b = arg;
     rds_writer_t *w = &b->w;
+    rds_thread_block_sigpipe();
     slot_t *slots = calloc(WRITER_BATCH, sizeof *slots);
     if (!slots)
         return NULL; /* rds_writer_stop fails what is queued */
