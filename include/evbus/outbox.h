@@ -148,9 +148,12 @@ EVBUS_API void evbus_relay_opts_init(evbus_relay_opts_t *o);
  * Returns NULL with a one-line reason in errstr on failure.
  * Ownership: db_path is copied; bus stays the caller's and must outlive the
  * relay. Free the relay with evbus_relay_free.
- * Note: the relay's batches flush the whole bus, so delivery callbacks of
- * other asynchronous publishes on the same bus may run on the relay's
- * thread; give the relay a bus of its own when that matters.
+ * Note: the relay's batches call evbus_flush on the whole bus, so delivery
+ * callbacks of other asynchronous publishes on the same bus may run on the
+ * relay's thread, and the first error of a callback-less publish may be
+ * consumed by the relay's flush instead of yours; give the relay a bus of its
+ * own when that matters. (The relay itself never relies on evbus_flush's
+ * result: each event's own delivery callback decides.)
  * Thread-safe (distinct relays are independent).
  */
 EVBUS_API evbus_relay_t *evbus_relay_new(const char *db_path, evbus_t *bus,
