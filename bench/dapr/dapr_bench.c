@@ -145,6 +145,7 @@ int main(int argc, char **argv)
     report("sync", n, lib_sync, raw_sync);
 
     /* ---- async / bulk */
+    long req0 = standin_stat(&s, "bulk_requests");
     t0 = now_s();
     for (int i = 0; i < n; i++)
         evbus_publish_async(bus, "bench.async", ev, NULL, NULL);
@@ -157,6 +158,7 @@ int main(int argc, char **argv)
                 (unsigned long long)m.publish_failed);
         return 1;
     }
+    long reqs = standin_stat(&s, "bulk_requests") - req0;
     size_t cap = (strlen(json) + 128) * (size_t)batch + 16, len = 0;
     char *bulk = malloc(cap);
     len += (size_t)snprintf(bulk + len, cap - len, "[");
@@ -173,6 +175,9 @@ int main(int argc, char **argv)
              s.port);
     double raw_async = raw_loop(raw_url, "application/json", bulk, n / batch);
     report("async", n, lib_async, raw_async);
+    printf("async  evbus sent %ld bulk requests (%.1f events each on "
+           "average; raw: %d each)\n",
+           reqs, reqs ? (double)n / (double)reqs : 0.0, batch);
     free(bulk);
     free(json);
     evbus_event_free(ev);

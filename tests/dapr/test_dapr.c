@@ -724,6 +724,103 @@ START_TEST(subscribe_without_app_port_fails)
 }
 END_TEST
 
+START_TEST(sidecar_reading_subscriptions_once_sees_them_all)
+{
+    /* daprd reads /dapr/subscribe once, when the port first answers */
+    standin_t s = start((const char *const[]){"--resubscribe-ms", "0", NULL});
+    evbus_t *bus = open_standin(&s, "");
+    counter_t c;
+    counter_init(&c, EVBUS_ACK);
+    const char *topics[] = {"once.a", "once.b", "once.c"};
+    for (int i = 0; i < 3; i++)
+        ck_assert_ptr_nonnull(
+            evbus_subscribe(bus, topics[i], "g", count_handler, &c));
+    for (int i = 0; i < 3; i++) {
+        evbus_event_t *ev = event(i);
+        ck_assert_int_eq(evbus_publish(bus, topics[i], ev), EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    ck_assert_int_eq(poll_until(bus, &c, &c.acked, 3, 20000), 3);
+    ck_assert_int_eq(standin_stat(&s, "subscribe_reads"), 1);
+    evbus_event_free(c.last);
+    evbus_close(bus);
+    standin_stop(&s);
+}
+END_TEST
+
+START_TEST(unpolled_delivery_goes_back_as_retry)
+{
+    standin_t s = start(NULL);
+    evbus_t *bus = open_standin(&s, "&deliver_timeout_ms=200");
+    counter_t c;
+    counter_init(&c, EVBUS_ACK);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, "idle", "g", count_handler,
+                                          &c));
+    evbus_poll(bus, 0); /* opens the port; nobody polls afterwards */
+    evbus_event_t *ev = event(1);
+    char *ce = evbus_event_to_json(ev, NULL);
+    const char *ct[] = {"Content-Type: application/cloudevents+json", NULL};
+    char *answer = NULL;
+    uint64_t t0 = now_ms();
+    ck_assert_int_eq(http_call(s.app_port, "/evbus/pubsub/idle", ce, ct,
+                               &answer),
+                     200);
+    ck_assert_uint_ge(now_ms() - t0, 150);
+    ck_assert_str_eq(answer, "{\"status\":\"RETRY\"}");
+    free(answer);
+    /* the withdrawn copy is not handed out any more */
+    evbus_poll(bus, 50);
+    ck_assert_int_eq(counter_get(&c, &c.calls), 0);
+    free(ce);
+    evbus_event_free(ev);
+    evbus_close(bus);
+    standin_stop(&s);
+}
+END_TEST
+
+START_TEST(buses_share_an_app_port)
+{
+    standin_t s = start(NULL);
+    evbus_t *a = open_standin(&s, "");
+    evbus_t *b = open_standin(&s, "");
+    evbus_t *other = open_standin(&s, "&app_api_token=x");
+    counter_t ca, cb;
+    counter_init(&ca, EVBUS_ACK);
+    counter_init(&cb, EVBUS_ACK);
+    ck_assert_ptr_nonnull(evbus_subscribe(a, "shared", "g1", count_handler,
+                                          &ca));
+    ck_assert_ptr_nonnull(evbus_subscribe(b, "shared", "g2", count_handler,
+                                          &cb));
+    /* one port, one token */
+    ck_assert_ptr_null(evbus_subscribe(other, "shared", "g3", count_handler,
+                                       &ca));
+    ck_assert_int_eq(evbus_last_error(other), EVBUS_EINVAL);
+    /* same id, different bytes: counted apart, both first attempts */
+    evbus_event_t *ev = event(1);
+    ck_assert_int_eq(evbus_publish(a, "shared", ev), EVBUS_OK);
+    ck_assert_int_eq(evbus_event_set_ext(ev, "n", "2"), EVBUS_OK);
+    ck_assert_int_eq(evbus_publish(a, "shared", ev), EVBUS_OK);
+    uint64_t end = now_ms() + 20000;
+    while ((counter_get(&ca, &ca.acked) < 2 ||
+            counter_get(&cb, &cb.acked) < 2) &&
+           now_ms() < end) {
+        evbus_poll(a, 10);
+        evbus_poll(b, 10);
+    }
+    ck_assert_int_eq(counter_get(&ca, &ca.acked), 2);
+    ck_assert_int_eq(counter_get(&cb, &cb.acked), 2);
+    ck_assert_int_eq(ca.max_attempt, 1);
+    ck_assert_int_eq(cb.max_attempt, 1);
+    evbus_event_free(ev);
+    evbus_event_free(ca.last);
+    evbus_event_free(cb.last);
+    evbus_close(other);
+    evbus_close(a);
+    evbus_close(b);
+    standin_stop(&s);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     standin_exe = argc > 1 ? argv[1] : getenv("DAPR_STANDIN");
@@ -752,6 +849,9 @@ int main(int argc, char **argv)
     tcase_add_test(tc, app_token_end_to_end);
     tcase_add_test(tc, malformed_bodies_answered_drop);
     tcase_add_test(tc, subscribe_without_app_port_fails);
+    tcase_add_test(tc, sidecar_reading_subscriptions_once_sees_them_all);
+    tcase_add_test(tc, unpolled_delivery_goes_back_as_retry);
+    tcase_add_test(tc, buses_share_an_app_port);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

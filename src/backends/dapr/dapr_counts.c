@@ -1,11 +1,15 @@
 /*
- * How often the sidecar has delivered an event, keyed by (topic, id).
+ * How often the sidecar has delivered an event, keyed by (topic, id, hash
+ * of the delivered bytes): a redelivery carries the same bytes, while
+ * distinct events that happen to share an id (a producer reusing ids) are
+ * counted apart.
  * Dapr does not tell the app which attempt a delivery is, so the app counts
  * itself; the core uses the count to dead-letter a poison event after its
  * max attempts even though every RETRY goes back to the sidecar.
  * Bounded: past max_entries the oldest entry is forgotten (that event then
  * starts counting again at 1, which only costs extra attempts).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,16 +53,23 @@ dapr_counts_t *dapr_counts_new(size_t max_entries)
     return c;
 }
 
-static char *make_key(const char *topic, const char *id)
+static char *make_key(const char *topic, const char *id, uint64_t body_hash)
 {
     size_t a = strlen(topic), b = strlen(id);
-    char *k = malloc(a + b + 2);
-    if (k) {
-        memcpy(k, topic, a);
-        k[a] = '\x1f'; /* cannot appear in a topic (control character) */
-        memcpy(k + a + 1, id, b + 1);
-    }
+    char *k = malloc(a + b + 20);
+    if (k) /* \x1f cannot appear in a topic (control character) */
+        snprintf(k, a + b + 20, "%s\x1f%s\x1f%016llx", topic, id,
+                 (unsigned long long)body_hash);
     return k;
+}
+
+uint64_t dapr_counts_hash(const void *bytes, size_t len)
+{
+    const unsigned char *p = bytes;
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211u;
+    return h;
 }
 
 static ent_t **find(dapr_counts_t *c, const char *key)
@@ -86,9 +97,10 @@ static void unlink_remove(dapr_counts_t *c, ent_t **pp)
     c->len--;
 }
 
-int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id)
+int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
+                    uint64_t body_hash)
 {
-    char *key = make_key(topic, id);
+    char *key = make_key(topic, id, body_hash);
     if (!key)
         return 1;
     ent_t **pp = find(c, key);
@@ -118,9 +130,10 @@ int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id)
     return 1;
 }
 
-void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id)
+void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
+                        uint64_t body_hash)
 {
-    char *key = make_key(topic, id);
+    char *key = make_key(topic, id, body_hash);
     if (!key)
         return;
     ent_t **pp = find(c, key);

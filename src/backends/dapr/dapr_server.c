@@ -63,6 +63,7 @@ typedef struct rentry {
     char *json;     /* the event as delivered */
     size_t len;
     char *id;       /* event id (counting); NULL when undecodable */
+    uint64_t hash;  /* of json (counting) */
     int count;
     int status;
     evbus_event_t *event;
@@ -461,14 +462,17 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
                      strdup("{\"status\":\"DROP\"}"));
     }
     const char *topic = path + strlen(DAPR_ROUTE_PREFIX);
-    for (int i = 0; i < req.n; i++)
+    for (int i = 0; i < req.n; i++) {
         decode_entry(srv, topic, &req.e[i], max_bytes);
+        req.e[i].hash = dapr_counts_hash(req.e[i].json, req.e[i].len);
+    }
 
     pthread_cond_init(&req.cv, NULL);
     pthread_mutex_lock(&srv->mu);
     for (int i = 0; i < req.n; i++)
         if (req.e[i].id)
-            req.e[i].count = dapr_counts_hit(srv->counts, path, req.e[i].id);
+            req.e[i].count = dapr_counts_hit(srv->counts, path, req.e[i].id,
+                                             req.e[i].hash);
     int served = dispatch(srv, &req, path);
     if (served == 0)
         for (int i = 0; i < req.n; i++)
@@ -496,7 +500,8 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
     }
     for (int i = 0; i < req.n; i++)
         if (req.e[i].id && req.e[i].status == ST_SUCCESS)
-            dapr_counts_forget(srv->counts, path, req.e[i].id);
+            dapr_counts_forget(srv->counts, path, req.e[i].id,
+                               req.e[i].hash);
     pthread_mutex_unlock(&srv->mu);
     pthread_cond_destroy(&req.cv);
     char *answer = answer_json(&req, bulk);
