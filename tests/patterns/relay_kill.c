@@ -6,7 +6,11 @@
  * a relay that died before marking its batch) absorbed by the inbox, and no
  * event of a rolled-back transaction seen at all.
  *
- *   relay-kill URL [N]          URL "sqlite" = a fresh sqlite:// bus file
+ *   relay-kill URL [N] [faults] URL "sqlite" = a fresh sqlite:// bus file;
+ *                               "faults" also wraps both sides in faulty+:
+ *                               relays see failed publishes and lost
+ *                               replies, the consumer duplicated and
+ *                               redelivered events
  *   relay-kill --relay APP_DB URL [K]   (child: runs two relays until killed;
  *                                        with K, dies by itself right after
  *                                        the broker accepted its K-th event)
@@ -270,7 +274,22 @@ int main(int argc, char **argv)
     else
         snprintf(url, sizeof url, "%s", argv[1]);
     snprintf(nbuf, sizeof nbuf, "%d", n);
-    printf("relay-kill: %d events, bus %s, dir %s\n", n, url, dir);
+    /* the relays' URL and the consumer's (the same broker either way) */
+    char relay_url[800], cons_url[800];
+    int faults = argc > 3 && strcmp(argv[3], "faults") == 0;
+    const char *sep = strchr(url, '?') ? "&" : "?";
+    if (faults) {
+        snprintf(relay_url, sizeof relay_url,
+                 "faulty+%s%sfail_publish=0.002&lost_reply=0.002", url, sep);
+        snprintf(cons_url, sizeof cons_url,
+                 "faulty+%s%sdup=0.02&redeliver=0.02&redeliver_ms=50", url,
+                 sep);
+    } else {
+        snprintf(relay_url, sizeof relay_url, "%s", url);
+        snprintf(cons_url, sizeof cons_url, "%s", url);
+    }
+    printf("relay-kill: %d events, relays on %s, consumer on %s, dir %s\n", n,
+           relay_url, cons_url, dir);
 
     /* the producer's database with its business table and outbox */
     sqlite3 *app = open_db(app_db);
@@ -289,7 +308,7 @@ int main(int argc, char **argv)
                        "INSERT INTO applied(id, n) VALUES(?1, 1)"
                        " ON CONFLICT(id) DO UPDATE SET n = n + 1",
                        -1, &c.apply, NULL);
-    evbus_t *bus = evbus_open(url, err, sizeof err);
+    evbus_t *bus = evbus_open(cons_url, err, sizeof err);
     if (!bus)
         die("consumer bus", err);
     evbus_sub_opts_t so;
@@ -301,7 +320,7 @@ int main(int argc, char **argv)
 
     char *prod_argv[] = {argv[0], "--produce", app_db, nbuf, NULL};
     char kbuf[32];
-    char *relay_argv[] = {argv[0], "--relay", app_db, url, NULL, NULL};
+    char *relay_argv[] = {argv[0], "--relay", app_db, relay_url, NULL, NULL};
     pid_t producer = spawn(prod_argv);
     int producing = 1, kills = 0, self_kills = 0;
     int64_t start = now_ms(), deadline = start + 240000;
