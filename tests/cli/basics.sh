@@ -150,6 +150,19 @@ expect_rc 0 "tail --timeout with nothing" "$evbus" tail "$db" empty.topic --time
 expect_rc 0 "dlq list of nothing" "$evbus" dlq list "$db" empty.topic --timeout 0.3 &&
     contains "$tmp/err" "0 dead letters in empty.topic.dlq" "empty dlq"
 
+echo "== colour only on a terminal, and not with NO_COLOR"
+"$evbus" publish "$db" colour.topic --type a.b.c --source /s -q --data '{"x":1}' || fail "publish for colour"
+if command -v script >/dev/null; then
+    script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null ||
+        fail "tail on a pseudo-terminal failed: $(cat "$tmp/tty")"
+    contains "$tmp/tty" $'\033[1;32ma.b.c\033[0m' "pretty colours the type on a terminal"
+    NO_COLOR=1 script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null
+    contains "$tmp/tty" "a.b.c id=" "pretty on a terminal with NO_COLOR"
+    grep -q $'\033\[' "$tmp/tty" && fail "NO_COLOR still wrote colour"
+else
+    echo "(script(1) not installed: terminal colour check not run)"
+fi
+
 if [ "${CLI_BENCH:-0}" = 1 ]; then
     echo "== bench runs evbus-bench"
     expect_rc 0 "bench" "$evbus" bench memory://bench --events 2000 --mode publish &&

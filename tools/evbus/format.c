@@ -99,9 +99,9 @@ static int emit_pretty(const evbus_event_t *ev, int color)
                                       "\033[36m", "\033[0m"}
                         : (palette_t){"", "", "", "", ""};
     const char *time = evbus_event_time(ev);
-    printf("%s%s%s %s%s%s %sid=%s%s%s %ssource=%s%s\n", c.dim,
+    printf("%s%s%s %s%s%s %sid=%s%s%s%s %ssource=%s%s\n", c.dim,
            time ? time : "-", c.reset, c.type, evbus_event_type(ev), c.reset,
-           c.dim, c.reset, c.id, evbus_event_id(ev), c.dim, c.reset,
+           c.dim, c.reset, c.id, evbus_event_id(ev), c.reset, c.dim, c.reset,
            evbus_event_source(ev));
     /* Second line: optional attributes and extensions, when there are any. */
     int any = 0;
