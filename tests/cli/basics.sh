@@ -126,6 +126,23 @@ case " ${CLI_BACKENDS:-} " in
 *) echo "(redis backend not built: unreachable-broker check runs on sqlite only)" ;;
 esac
 
+case " ${CLI_BACKENDS:-} " in
+*" faulty "*)
+    echo "== failed publishes are reported and fail the command"
+    furl="faulty+sqlite://$tmp/faulty.db?fail_publish=0.5&seed=3"
+    expect_rc 1 "publish --count with failures" "$evbus" publish "$furl" t --type a.b.c --source /s --count 10
+    nok=$(wc -l <"$tmp/out")
+    nfail=$(grep -c "failed: temporary failure, try again" "$tmp/err")
+    [ "$((nok + nfail))" = 10 ] || fail "ids printed ($nok) + failures named ($nfail) != 10"
+    [ "$nfail" -ge 1 ] || fail "fail_publish=0.5 produced no reported failure"
+    contains "$tmp/err" "$nok of 10 events published to t" "summary of a partly failed publish"
+    expect_rc 1 "publish always failing" "$evbus" publish "faulty+sqlite://$tmp/faulty.db?fail_publish=1" t --type a.b.c --source /s &&
+        contains "$tmp/err" "evbus: publish to t failed: temporary failure, try again" "failed single publish"
+    [ -s "$tmp/out" ] && fail "a failed publish printed an id"
+    ;;
+*) echo "(faulty backend not built: publish failure checks not run)" ;;
+esac
+
 echo "== health ok"
 expect_rc 0 "health sqlite" "$evbus" health "$db" && [ "$(cat "$tmp/out")" = ok ] || fail "health printed $(cat "$tmp/out")"
 expect_rc 0 "health memory" "$evbus" health memory://h
