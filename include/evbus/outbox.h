@@ -109,8 +109,9 @@ typedef struct evbus_relay evbus_relay_t;
 
 typedef struct evbus_relay_opts {
     /* Rows published per batch: published with evbus_publish_async, then one
-     * evbus_flush, then recorded as delivered in one transaction.
-     * Default 512. */
+     * evbus_flush, then recorded as delivered in one transaction. After a
+     * failed publish the relay continues with batches of an eighth of the
+     * size and doubles back to this. Default 512. */
     int batch_size;
     /* Longest sleep of the background thread when the outbox is empty. It
      * polls: after a batch it looks again at once; when idle it waits 1 ms,

@@ -36,6 +36,7 @@ struct evbus_relay {
     handoff_t *handoff;    /* events from outbox_add in this process */
     atomic_bool active;    /* holds the lock */
     int64_t mark;          /* every row with seq <= mark is settled */
+    int cur_batch;         /* batch size now: shrinks after failures */
     int64_t next_purge_ms; /* monotonic */
     row_t *rows;           /* batch_size scratch rows */
 

@@ -340,15 +340,28 @@ int relay_round(evbus_relay_t *r, int max)
     }
     if (max <= 0)
         max = INT_MAX; /* everything pending */
+    /* After a failure the next batches are small and grow back by doubling
+     * (like TCP's slow start): a broker that fails now and then makes the
+     * relay republish a few events, not a whole batch, and a broker that is
+     * down is probed with one event rather than hundreds. */
+    if (r->cur_batch < 1 || r->cur_batch > r->o.batch_size)
+        r->cur_batch = r->o.batch_size;
     int total = 0, rc = EVBUS_OK;
     while (total < max) {
-        int want = max - total < r->o.batch_size ? max - total
-                                                 : r->o.batch_size;
+        int want = max - total < r->cur_batch ? max - total : r->cur_batch;
         int got = 0, fetched = 0;
         rc = relay_batch(r, want, &got, &fetched);
         total += got;
-        if (rc != EVBUS_OK || fetched < want)
-            break; /* failed, or nothing more pending */
+        if (rc != EVBUS_OK) {
+            r->cur_batch = r->cur_batch / 8 > 1 ? r->cur_batch / 8 : 1;
+            break;
+        }
+        if (r->cur_batch < r->o.batch_size)
+            r->cur_batch = r->cur_batch * 2 < r->o.batch_size
+                               ? r->cur_batch * 2
+                               : r->o.batch_size;
+        if (fetched < want)
+            break; /* nothing more pending */
     }
     if (r->o.retention_ms > 0 && ob__mono_ms() >= r->next_purge_ms) {
         r->next_purge_ms = ob__mono_ms() + r->o.purge_interval_ms;
