@@ -7,7 +7,9 @@
  * which is not a CloudEvent. Then consumes TOPIC as the group "dropper",
  * answering DROP to every event, until N events were dead-lettered (by DROP
  * or as undecodable bytes) or 20 s pass. Exit 0 when N were dead-lettered,
- * 1 otherwise. Uses only the public API.
+ * 1 otherwise. With CLI_DROPPER_RETRY=K in the environment it answers
+ * RETRY instead, with max attempts K and 10 ms backoff, so events are
+ * dead-lettered after K attempts. Uses only the public API.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +21,7 @@
 static evbus_result_t drop_it(const evbus_event_t *ev, void *opaque)
 {
     (void)ev;
-    (void)opaque;
-    return EVBUS_DROP;
+    return *(const int *)opaque ? EVBUS_RETRY : EVBUS_DROP;
 }
 
 int main(int argc, char **argv)
@@ -45,7 +46,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    evbus_sub_t *sub = evbus_subscribe(bus, argv[2], "dropper", drop_it, NULL);
+    const char *retry_env = getenv("CLI_DROPPER_RETRY");
+    int retry = retry_env ? atoi(retry_env) : 0;
+    evbus_sub_opts_t so;
+    evbus_sub_opts_init(&so);
+    if (retry > 0) {
+        so.retry.max_attempts = retry;
+        so.retry.initial_ms = 10;
+        so.retry.max_ms = 10;
+    }
+    evbus_sub_t *sub = evbus_subscribe_opts(bus, argv[2], "dropper", &so,
+                                            drop_it, &retry);
     if (!sub) {
         fprintf(stderr, "cli-dropper: subscribe: %s\n",
                 evbus_strerror(evbus_last_error(bus)));

@@ -118,6 +118,14 @@ for run in 1 2; do
         fail "dlq list row of pay-1 lacks attempts 1 / topic $t3: $(grep "pay-1" "$tmp/out")"
     contains "$tmp/err" "3 dead letters in $t3.dlq" "dlq list summary (run $run: listing consumes nothing)"
 done
+# RETRY until the attempts run out: the dead letter says how many.
+t4=$topic.retry
+expect_rc 0 "publish retry-1" "$evbus" publish "$url" "$t4" --type shop.pay.made --source /pay --id "retry-1-$$"
+CLI_DROPPER_RETRY=3 "$dropper" "$url" "$t4" 1 || fail "retrying dropper did not dead-letter the event"
+expect_rc 0 "dlq list after RETRY" "$evbus" dlq list "$url" "$t4" --timeout "$idle"
+grep -q "^retry-1-$$ .* 3  $t4 .*handler answered RETRY 3 times (max attempts 3)" "$tmp/out" ||
+    fail "dlq list of an exhausted retry: $(cat "$tmp/out")"
+
 expect_rc 0 "dlq list --format json" "$evbus" dlq list "$url" "$t3" --format json --timeout "$idle"
 contains "$tmp/out" '"dlqreason":"handler answered DROP"' "dlq list json has dlqreason"
 contains "$tmp/out" '"dlqattempts":"1"' "dlq list json has dlqattempts"
