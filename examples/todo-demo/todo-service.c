@@ -124,10 +124,15 @@ static void post_todo(const char *body, svc_reply_t *r)
     cJSON *u = cJSON_GetObjectItem(in, "userId");
     const char *title = cJSON_GetStringValue(cJSON_GetObjectItem(in, "title"));
     long user_id = -1;
-    if (cJSON_IsNumber(u))
+    if (cJSON_IsNumber(u) && u->valuedouble >= 1 && u->valuedouble <= 1e15 &&
+        u->valuedouble == (double)(long)u->valuedouble)
         user_id = (long)u->valuedouble;
-    else if (cJSON_IsString(u))
-        user_id = strtol(u->valuestring, NULL, 10);
+    else if (cJSON_IsString(u)) {
+        char *end;
+        user_id = strtol(u->valuestring, &end, 10);
+        if (end == u->valuestring || *end)
+            user_id = -1;
+    }
     if (user_id <= 0 || !title || !*title) {
         cJSON_Delete(in);
         svc_reply_error(r, 400, "expected {\"userId\": N, \"title\": \"...\"}");
