@@ -238,7 +238,13 @@ bool rds_id_parse(const char *s, size_t len, rds_id_t *out)
 
 static size_t id_hash(rds_id_t id, size_t cap)
 {
-    uint64_t h = id.ms * 0x9E3779B97F4A7C15ull ^ (id.seq + 0x7F4A7C159E3779B9ull);
+    /* splitmix64's finalizer: ids of one stream differ in few low bits, so
+     * they need a full mix or linear probing clusters. */
+    uint64_t h = id.ms ^ (id.seq * 0x9E3779B97F4A7C15ull);
+    h ^= h >> 30;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBull;
     h ^= h >> 31;
     return (size_t)h & (cap - 1);
 }
