@@ -6,6 +6,7 @@
  *   dapr-standin [--app-port N] [--port N] [--pubsub NAME] [--api-token T]
  *                [--app-token T] [--resubscribe-ms N] [--retry-ms N]
  *                [--max-redeliveries N] [--workers N] [--no-log]
+ *                [--fresh-trace] [--no-bulk]
  *
  * Prints "PORT <n>" on stdout once it listens (--port 0, the default, picks
  * a free port) and, when --app-port is 0 or absent, "APP_PORT <n>" with a
@@ -33,6 +34,9 @@
  * HTTP 404 = dropped; other non-2xx or no answer = redeliver. Events of a
  * topic published before the app subscribed it are kept and delivered when
  * the subscription appears (like pubsub.redis, whose group starts at 0).
+ * --fresh-trace gives every delivery a new traceparent (a sidecar tracing
+ * each delivery); --no-bulk answers the bulk endpoint with a plain 404 like
+ * a sidecar that predates it.
  * Test hooks (not Dapr's):
  *   GET  /standin/stats           counters as JSON
  *   GET  /standin/topic/<topic>   [{"event":{...},"metadata":{...}}, ...]
@@ -63,7 +67,7 @@
 
 static int opt_port, opt_app_port, opt_resub_ms = 50, opt_retry_ms = 200;
 static int opt_max_redeliveries, opt_workers = 8;
-static bool opt_keep_log = true;
+static bool opt_keep_log = true, opt_fresh_trace, opt_no_bulk;
 static const char *opt_pubsub = "pubsub", *opt_api_token, *opt_app_token;
 
 /* ------------------------------------------------------------ state */
@@ -616,7 +620,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
         return send_resp(c, 204, NULL, "");
     if (post && strncmp(url, "/v1.0/publish/", 14) == 0)
         return on_publish(c, url, cn);
-    if (post && strncmp(url, "/v1.0-alpha1/publish/bulk/", 26) == 0)
+    if (post && !opt_no_bulk &&
+        strncmp(url, "/v1.0-alpha1/publish/bulk/", 26) == 0)
         return on_bulk(c, url, cn);
     return send_resp(c, 404, "text/plain", "404 page not found");
 }
@@ -744,8 +749,24 @@ static void settle_job(job_t *j, int out)
 static void deliver_single(CURL *h, job_t *j)
 {
     resp_t r = {0};
-    long status = app_call(h, j->t->route, j->body, j->len,
+    char *traced = NULL;
+    if (opt_fresh_trace) {
+        cJSON *ev = cJSON_ParseWithLength(j->body, j->len);
+        if (ev) {
+            char tp[64];
+            snprintf(tp, sizeof tp, "00-%016lx%016lx-%016lx-01",
+                     (unsigned long)random(), (unsigned long)random(),
+                     (unsigned long)random());
+            cJSON_DeleteItemFromObjectCaseSensitive(ev, "traceparent");
+            cJSON_AddStringToObject(ev, "traceparent", tp);
+            traced = cJSON_PrintUnformatted(ev);
+            cJSON_Delete(ev);
+        }
+    }
+    long status = app_call(h, j->t->route, traced ? traced : j->body,
+                           traced ? strlen(traced) : j->len,
                            "application/cloudevents+json", &r);
+    free(traced);
     int out;
     if (status >= 200 && status < 300) {
         cJSON *a = r.body ? cJSON_Parse(r.body) : NULL;
@@ -1001,6 +1022,14 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--no-log") == 0) {
             opt_keep_log = false;
+            continue;
+        }
+        if (strcmp(a, "--fresh-trace") == 0) {
+            opt_fresh_trace = true;
+            continue;
+        }
+        if (strcmp(a, "--no-bulk") == 0) {
+            opt_no_bulk = true;
             continue;
         }
         if (!v) {

@@ -480,9 +480,26 @@ START_TEST(port_opens_on_first_poll_and_lists_subscriptions)
 }
 END_TEST
 
+static void retry_then_dead_letter(const char *const *standin_args);
+
 START_TEST(retry_goes_back_to_sidecar_then_dead_letters)
 {
-    standin_t s = start((const char *const[]){"--retry-ms", "20", NULL});
+    retry_then_dead_letter((const char *const[]){"--retry-ms", "20", NULL});
+}
+END_TEST
+
+/* A sidecar that writes a new traceparent into every delivery: the
+ * attempts are still counted. */
+START_TEST(attempts_counted_across_fresh_trace_ids)
+{
+    retry_then_dead_letter((const char *const[]){"--retry-ms", "20",
+                                                 "--fresh-trace", NULL});
+}
+END_TEST
+
+static void retry_then_dead_letter(const char *const *standin_args)
+{
+    standin_t s = start(standin_args);
     evbus_t *bus = open_standin(&s, "");
     counter_t c;
     counter_init(&c, EVBUS_RETRY);
@@ -521,6 +538,29 @@ START_TEST(retry_goes_back_to_sidecar_then_dead_letters)
     ck_assert_int_eq(standin_stat(&s, "dead_lettered"), 0);
     evbus_event_free(ev);
     evbus_event_free(c.last);
+    evbus_close(bus);
+    standin_stop(&s);
+}
+
+START_TEST(async_without_bulk_endpoint_falls_back)
+{
+    standin_t s = start((const char *const[]){"--no-bulk", NULL});
+    evbus_t *bus = open_standin(&s, "");
+    int outcomes[2] = {0, 0};
+    for (int i = 0; i < 50; i++) {
+        evbus_event_t *ev = event(i);
+        ck_assert_int_eq(
+            evbus_publish_async(bus, "nobulk", ev, count_done, outcomes),
+            EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    ck_assert_int_eq(evbus_flush(bus, 10000), EVBUS_OK);
+    ck_assert_int_eq(outcomes[0], 50);
+    ck_assert_int_eq(outcomes[1], 0);
+    cJSON *log = topic_log(&s, "nobulk");
+    ck_assert_int_eq(cJSON_GetArraySize(log), 50);
+    cJSON_Delete(log);
+    ck_assert_int_eq(standin_stat(&s, "bulk_requests"), 0);
     evbus_close(bus);
     standin_stop(&s);
 }
@@ -844,6 +884,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, delivery_roundtrip_event_unchanged);
     tcase_add_test(tc, port_opens_on_first_poll_and_lists_subscriptions);
     tcase_add_test(tc, retry_goes_back_to_sidecar_then_dead_letters);
+    tcase_add_test(tc, attempts_counted_across_fresh_trace_ids);
+    tcase_add_test(tc, async_without_bulk_endpoint_falls_back);
     tcase_add_test(tc, bulk_subscribe_answers_per_entry);
     tcase_add_test(tc, app_token_required_from_sidecar);
     tcase_add_test(tc, app_token_end_to_end);

@@ -1,8 +1,8 @@
 /*
- * How often the sidecar has delivered an event, keyed by (topic, id, hash
- * of the delivered bytes): a redelivery carries the same bytes, while
- * distinct events that happen to share an id (a producer reusing ids) are
- * counted apart.
+ * How often the sidecar has delivered an event, keyed by (topic, id,
+ * fingerprint of the event without per-delivery fields): a redelivery
+ * counts up, while distinct events that happen to share an id (a producer
+ * reusing ids) are counted apart.
  * Dapr does not tell the app which attempt a delivery is, so the app counts
  * itself; the core uses the count to dead-letter a poison event after its
  * max attempts even though every RETRY goes back to the sidecar.
@@ -53,24 +53,16 @@ dapr_counts_t *dapr_counts_new(size_t max_entries)
     return c;
 }
 
-static char *make_key(const char *topic, const char *id, uint64_t body_hash)
+static char *make_key(const char *topic, const char *id, uint64_t fp)
 {
     size_t a = strlen(topic), b = strlen(id);
     char *k = malloc(a + b + 20);
     if (k) /* \x1f cannot appear in a topic (control character) */
         snprintf(k, a + b + 20, "%s\x1f%s\x1f%016llx", topic, id,
-                 (unsigned long long)body_hash);
+                 (unsigned long long)fp);
     return k;
 }
 
-uint64_t dapr_counts_hash(const void *bytes, size_t len)
-{
-    const unsigned char *p = bytes;
-    uint64_t h = 1469598103934665603u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211u;
-    return h;
-}
 
 static ent_t **find(dapr_counts_t *c, const char *key)
 {
@@ -98,9 +90,9 @@ static void unlink_remove(dapr_counts_t *c, ent_t **pp)
 }
 
 int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
-                    uint64_t body_hash)
+                    uint64_t fp)
 {
-    char *key = make_key(topic, id, body_hash);
+    char *key = make_key(topic, id, fp);
     if (!key)
         return 1;
     ent_t **pp = find(c, key);
@@ -131,9 +123,9 @@ int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
 }
 
 void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
-                        uint64_t body_hash)
+                        uint64_t fp)
 {
-    char *key = make_key(topic, id, body_hash);
+    char *key = make_key(topic, id, fp);
     if (!key)
         return;
     ent_t **pp = find(c, key);

@@ -123,16 +123,16 @@ int dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
 /* Lets go of the app server (stops it when no other bus uses it). */
 void dapr_server_detach(dapr_t *d);
 
-/* ---- dapr_counts.c: how often the sidecar delivered (topic, id, bytes) */
+/* ---- dapr_counts.c: how often the sidecar delivered (topic, id, fp);
+ * fp = fingerprint of the event's content (dapr_server.c) */
 typedef struct dapr_counts dapr_counts_t;
 dapr_counts_t *dapr_counts_new(size_t max_entries);
 void dapr_counts_free(dapr_counts_t *c);
-uint64_t dapr_counts_hash(const void *bytes, size_t len);
 /* Increments and returns the count (1 the first time; 1 when out of
  * memory). Not thread-safe: callers hold the server lock. */
 int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
-                    uint64_t body_hash);
+                    uint64_t fp);
 void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
-                        uint64_t body_hash);
+                        uint64_t fp);
 
 #endif /* EVBUS_DAPR_INTERNAL_H */

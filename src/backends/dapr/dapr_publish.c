@@ -253,8 +253,12 @@ static bool send_bulk(dapr_t *d, aitem_t **batch, int n)
     cJSON *j = r.body ? cJSON_ParseWithLength(r.body, r.len) : NULL;
     cJSON *failed = j ? cJSON_GetObjectItemCaseSensitive(j, "failedEntries")
                       : NULL;
-    if ((r.status == 404 || r.status == 405) && !j) {
+    cJSON *code = j ? cJSON_GetObjectItemCaseSensitive(j, "errorCode") : NULL;
+    if ((r.status == 404 || r.status == 405 || r.status == 501) &&
+        !(cJSON_IsString(code) &&
+          strcmp(code->valuestring, "ERR_PUBSUB_NOT_FOUND") == 0)) {
         /* "404 page not found": a sidecar without the alpha bulk API */
+        cJSON_Delete(j);
         dapr_resp_free(&r);
         return false;
     }

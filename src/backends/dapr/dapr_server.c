@@ -63,7 +63,7 @@ typedef struct rentry {
     char *json;     /* the event as delivered */
     size_t len;
     char *id;       /* event id (counting); NULL when undecodable */
-    uint64_t hash;  /* of json (counting) */
+    uint64_t hash;  /* fingerprint of the event (counting) */
     int count;
     int status;
     evbus_event_t *event;
@@ -221,6 +221,44 @@ static void strip_dapr_fields(evbus_event_t *ev)
     }
 }
 
+static uint64_t fnv(uint64_t h, const void *bytes, size_t len)
+{
+    const unsigned char *p = bytes;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211u;
+    return (h ^ 0xff) * 1099511628211u; /* field separator */
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+    return fnv(h, s ? s : "", s ? strlen(s) : 0);
+}
+
+/* What identifies one published event beyond its id, for counting its
+ * deliveries: everything the publisher set, but none of the fields a
+ * sidecar may write per delivery (tracing, routing). A producer that
+ * reuses ids is then counted per event, while a redelivery counts up. */
+static uint64_t fingerprint(const evbus_event_t *ev)
+{
+    uint64_t h = 1469598103934665603u;
+    h = fnv_str(h, evbus_event_source(ev));
+    h = fnv_str(h, evbus_event_type(ev));
+    h = fnv_str(h, evbus_event_subject(ev));
+    h = fnv_str(h, evbus_event_time(ev));
+    h = fnv(h, evbus_event_data(ev) ? evbus_event_data(ev) : "",
+            evbus_event_data_len(ev));
+    size_t n = evbus_event_ext_count(ev);
+    for (size_t i = 0; i < n; i++) {
+        const char *name, *value;
+        if (evbus_event_ext_at(ev, i, &name, &value) != EVBUS_OK ||
+            strcmp(name, "traceparent") == 0 ||
+            strcmp(name, "tracestate") == 0)
+            continue;
+        h = fnv_str(fnv_str(h, name), value);
+    }
+    return h;
+}
+
 /* Decodes entry e; on failure marks it DROP and logs why. */
 static void decode_entry(dapr_server_t *srv, const char *topic, rentry_t *e,
                          size_t max_bytes)
@@ -236,6 +274,7 @@ static void decode_entry(dapr_server_t *srv, const char *topic, rentry_t *e,
         return;
     }
     strip_dapr_fields(e->event);
+    e->hash = fingerprint(e->event);
     e->id = strdup(evbus_event_id(e->event));
     if (!e->id) {
         evbus_event_free(e->event);
@@ -462,10 +501,8 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
                      strdup("{\"status\":\"DROP\"}"));
     }
     const char *topic = path + strlen(DAPR_ROUTE_PREFIX);
-    for (int i = 0; i < req.n; i++) {
+    for (int i = 0; i < req.n; i++)
         decode_entry(srv, topic, &req.e[i], max_bytes);
-        req.e[i].hash = dapr_counts_hash(req.e[i].json, req.e[i].len);
-    }
 
     pthread_cond_init(&req.cv, NULL);
     pthread_mutex_lock(&srv->mu);
