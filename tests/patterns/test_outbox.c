@@ -5,6 +5,8 @@
  * and memory:// for an end-to-end run.
  */
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -570,6 +572,71 @@ START_TEST(end_to_end_on_memory_bus)
 }
 END_TEST
 
+/* ---- a bus shared with a thread that polls it (a service consuming and
+ * relaying on one bus): delivery callbacks of the relay's publishes may run
+ * on that thread; the relay must still see every outcome. */
+
+typedef struct {
+    evbus_t *bus;
+    atomic_int stop;
+    atomic_int received;
+} poller_t;
+
+static evbus_result_t count_event(const evbus_event_t *ev, void *opaque)
+{
+    atomic_fetch_add(&((poller_t *)opaque)->received, 1);
+    return EVBUS_ACK;
+}
+
+static void *poll_loop(void *arg)
+{
+    poller_t *p = arg;
+    while (!atomic_load(&p->stop))
+        evbus_poll(p->bus, 1);
+    return NULL;
+}
+
+START_TEST(relay_on_a_bus_polled_by_another_thread)
+{
+    char err[256];
+    poller_t p = {evbus_open("memory://shared-poll", err, sizeof err), 0, 0};
+    ck_assert_msg(p.bus != NULL, "%s", err);
+    ck_assert_ptr_nonnull(evbus_subscribe(p.bus, "todos", "notify",
+                                          count_event, &p));
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, poll_loop, &p), 0);
+    enum { N = 3000 };
+    sql(db, "BEGIN");
+    for (int i = 0; i < N; i++) {
+        evbus_event_t *ev = evbus_event_new("todos.task.created", "/t");
+        ck_assert_int_eq(evbus_outbox_add(ob, "todos", ev), EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    sql(db, "COMMIT");
+    evbus_relay_opts_t o;
+    evbus_relay_opts_init(&o);
+    o.batch_size = 50;
+    evbus_relay_t *r = evbus_relay_new_opts(db_path, p.bus, &o, err,
+                                            sizeof err);
+    ck_assert_msg(r != NULL, "%s", err);
+    int total = 0, got;
+    while ((got = evbus_relay_run_once(r, 0)) > 0)
+        total += got;
+    ck_assert_int_eq(got, 0);
+    ck_assert_int_eq(total, N);
+    evbus_relay_stats_t st;
+    evbus_relay_stats(r, &st);
+    ck_assert_uint_eq(st.failed, 0); /* no outcome was missed */
+    for (int i = 0; i < 500 && atomic_load(&p.received) < N; i++)
+        sleep_ms(10);
+    ck_assert_int_eq(atomic_load(&p.received), N); /* each exactly once */
+    atomic_store(&p.stop, 1);
+    pthread_join(th, NULL);
+    evbus_relay_free(r);
+    evbus_close(p.bus);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("outbox");
@@ -590,6 +657,7 @@ int main(void)
     tcase_add_test(tc, retention_purges_delivered_rows);
     tcase_add_test(tc, bad_arguments_get_clear_errors);
     tcase_add_test(tc, end_to_end_on_memory_bus);
+    tcase_add_test(tc, relay_on_a_bus_polled_by_another_thread);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

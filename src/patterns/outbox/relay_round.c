@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "relay_internal.h"
 #include "sql_util.h"
@@ -195,6 +196,23 @@ static int settle(evbus_relay_t *r, int n, int64_t upto)
     return rc;
 }
 
+/* After a flush that saw every publish complete, the delivery callbacks may
+ * still be running on another thread that polls the same bus (evbus_poll
+ * also runs them). Wait for them rather than take an outcome for a failure:
+ * they are already on their way, so this is short. */
+static void await_callbacks(batch_t *b, int timeout_ms)
+{
+    int64_t deadline = ob__mono_ms() + timeout_ms;
+    long pause_ns = 20000;
+    while (atomic_load_explicit(&b->refs, memory_order_acquire) > 1 &&
+           ob__mono_ms() < deadline) {
+        struct timespec ts = {0, pause_ns};
+        nanosleep(&ts, NULL);
+        if (pause_ns < 1000000)
+            pause_ns *= 2;
+    }
+}
+
 /* One batch: fetch, publish, flush, settle. *published gets the count of
  * events the broker accepted, *fetched the rows read. */
 static int relay_batch(evbus_relay_t *r, int want, int *published,
@@ -216,8 +234,8 @@ static int relay_batch(evbus_relay_t *r, int want, int *published,
     bool sent = false;
     for (int i = 0; i < n; i++)
         sent |= r->rows[i].state == ROW_SENT;
-    if (sent)
-        evbus_flush(r->bus, r->o.flush_timeout_ms);
+    if (sent && evbus_flush(r->bus, r->o.flush_timeout_ms) != EVBUS_ETIMEDOUT)
+        await_callbacks(b, r->o.flush_timeout_ms);
 
     /* Resolve the slots. The mark only moves over the settled prefix: after
      * the first row that did not make it everything is published again, so
