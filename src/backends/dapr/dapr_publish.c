@@ -342,7 +342,9 @@ static void *writer(void *arg)
     dapr_async_t *a = d->async;
     aitem_t **batch = calloc((size_t)d->bulk_max, sizeof *batch);
     pthread_mutex_lock(&a->mu);
-    while (batch) {
+    /* Stops after the batch in flight: close has waited for flush already,
+     * and what is left is completed by dapr_async_stop. */
+    while (batch && !a->stop) {
         long wait_ms = -1;
         int n = a->head ? take_batch(a, batch, d->bulk_max, &wait_ms) : 0;
         if (n == 0) {

@@ -614,12 +614,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static int server_start(dapr_server_t *srv)
 {
     struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
+    hints.ai_family = AF_INET; /* "localhost": where a sidecar connects */
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     char port[16];
     snprintf(port, sizeof port, "%d", srv->port);
     int gai = getaddrinfo(srv->bind_host, port, &hints, &ai);
+    if (gai != 0) { /* an IPv6-only name or address */
+        hints.ai_family = AF_UNSPEC;
+        gai = getaddrinfo(srv->bind_host, port, &hints, &ai);
+    }
     if (gai != 0) {
         SRV_LOG(srv, EVBUS_LOG_ERROR, "cannot resolve app_host %s: %s",
                 srv->bind_host, gai_strerror(gai));
