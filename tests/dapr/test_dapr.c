@@ -861,6 +861,47 @@ START_TEST(buses_share_an_app_port)
 }
 END_TEST
 
+START_TEST(undecodable_deadletter_mode_goes_through_the_core)
+{
+    standin_t s = start(NULL);
+    evbus_t *bus = open_standin(&s, "&undecodable=deadletter");
+    counter_t c;
+    counter_init(&c, EVBUS_ACK);
+    evbus_sub_t *sub = evbus_subscribe(bus, "bad2", "g", count_handler, &c);
+    ck_assert_ptr_nonnull(sub);
+    pthread_t th;
+    pthread_create(&th, NULL, run_bus, bus);
+    usleep(100 * 1000);
+    const char *ct[] = {"Content-Type: application/cloudevents+json", NULL};
+    char *answer = NULL;
+    ck_assert_int_eq(http_call(s.app_port, "/evbus/pubsub/bad2",
+                               "not json at all", ct, &answer),
+                     200);
+    ck_assert_str_eq(answer, "{\"status\":\"SUCCESS\"}");
+    free(answer);
+    evbus_stop(bus);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(counter_get(&c, &c.calls), 0);
+    cJSON *dlq = topic_log(&s, "bad2.dlq");
+    ck_assert_int_eq(cJSON_GetArraySize(dlq), 1);
+    cJSON *dl = cJSON_GetObjectItem(cJSON_GetArrayItem(dlq, 0), "event");
+    ck_assert_str_eq(cJSON_GetObjectItem(dl, "type")->valuestring,
+                     "evbus.deadletter.undecodable");
+    ck_assert_ptr_nonnull(strstr(
+        cJSON_GetObjectItem(dl, "dlqreason")->valuestring, "undecodable"));
+    cJSON_Delete(dlq);
+    evbus_sub_metrics_t m;
+    evbus_sub_metrics_get(sub, &m);
+    ck_assert_uint_eq(m.undecodable, 1);
+    evbus_close(bus);
+    /* anything else is refused */
+    char url[256], err[256] = "";
+    standin_url(&s, url, sizeof url, "&undecodable=maybe");
+    ck_assert_ptr_null(evbus_open(url, err, sizeof err));
+    standin_stop(&s);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     standin_exe = argc > 1 ? argv[1] : getenv("DAPR_STANDIN");
@@ -894,6 +935,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, sidecar_reading_subscriptions_once_sees_them_all);
     tcase_add_test(tc, unpolled_delivery_goes_back_as_retry);
     tcase_add_test(tc, buses_share_an_app_port);
+    tcase_add_test(tc, undecodable_deadletter_mode_goes_through_the_core);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

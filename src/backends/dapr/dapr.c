@@ -20,6 +20,10 @@
  *   bulk_subscribe=N   ask for bulk deliveries of up to N (default 0 = off)
  *   deliver_timeout_ms=N  hand a delivery back to the sidecar when the app
  *                      has not polled it for this long (default 60000)
+ *   undecodable=drop|deadletter  a delivered body that is not a CloudEvent
+ *                      is answered DROP (the sidecar dead-letters it; the
+ *                      default) or dead-lettered by the core, wrapped with
+ *                      its reason, and answered SUCCESS
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +210,16 @@ static int dapr_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
         snprintf(errstr, n, "dapr: out of memory");
         release(d);
         return EVBUS_ENOMEM;
+    }
+    const char *undec = evbus_url_param(url, "undecodable");
+    if (undec && strcmp(undec, "deadletter") == 0) {
+        d->undecodable_to_core = true;
+    } else if (undec && strcmp(undec, "drop") != 0) {
+        snprintf(errstr, n,
+                 "dapr: undecodable= must be drop or deadletter, not '%s'",
+                 undec);
+        release(d);
+        return EVBUS_EOPTION;
     }
     if (!*d->pubsub) {
         snprintf(errstr, n, "dapr: pubsub= must name a component");

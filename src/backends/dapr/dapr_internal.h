@@ -63,6 +63,7 @@ typedef struct dapr {
     int async_tries;   /* attempts per async entry before giving up */
     int bulk_subscribe; /* > 0: ask the sidecar for bulk deliveries */
     long deliver_timeout_ms; /* give a delivery back when nobody polls */
+    bool undecodable_to_core; /* bad bodies: core dead-letters (else DROP) */
     struct curl_slist *hdr_ce;   /* Content-Type cloudevents+json + token */
     struct curl_slist *hdr_json; /* Content-Type application/json + token */
     struct curl_slist *hdr_none; /* token only */

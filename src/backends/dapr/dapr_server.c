@@ -67,6 +67,7 @@ typedef struct rentry {
     int count;
     int status;
     evbus_event_t *event;
+    char *why; /* not a CloudEvent: the reason (then event is NULL) */
 } rentry_t;
 
 struct request {
@@ -97,6 +98,7 @@ struct dapr_server {
     char *bind_host, *app_token;
     int bulk_subscribe;
     long deliver_timeout_ms;
+    bool undecodable_to_core; /* dead-letter bad bodies through the core */
     int refs;
     pthread_mutex_t mu;
     struct MHD_Daemon *mhd;
@@ -267,6 +269,13 @@ static void decode_entry(dapr_server_t *srv, const char *topic, rentry_t *e,
     e->event = evbus_event_from_json_limit(e->json, e->len, max_bytes, why,
                                            sizeof why);
     if (!e->event) {
+        if (srv->undecodable_to_core && (e->why = strdup(why))) {
+            /* the core wraps and dead-letters it, then it is acked */
+            SRV_LOG(srv, EVBUS_LOG_WARN,
+                    "delivery on %s is not a CloudEvent (%s); dead-lettering",
+                    topic, why);
+            return;
+        }
         e->status = ST_DROP;
         SRV_LOG(srv, EVBUS_LOG_WARN,
                 "delivery on %s is not a CloudEvent (%s); answering DROP",
@@ -283,15 +292,14 @@ static void decode_entry(dapr_server_t *srv, const char *topic, rentry_t *e,
     }
 }
 
-/* Fills req's entries from the body. Returns false when the body is not
- * JSON or not a usable bulk envelope (answered as one DROP). */
+/* Fills req's entries from the body: the entries of a bulk envelope, or the
+ * body as one entry (which fails to decode when it is not a CloudEvent).
+ * Returns false only when out of memory. */
 static bool parse_body(request_t *req, const char *body, size_t len,
                        bool *bulk)
 {
     cJSON *j = cJSON_ParseWithLength(body, len);
     *bulk = false;
-    if (!j)
-        return false;
     cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
     cJSON *entries = cJSON_GetObjectItemCaseSensitive(j, "entries");
     if (cJSON_IsArray(entries) && cJSON_IsString(type) &&
@@ -342,6 +350,7 @@ static void request_free(request_t *req)
         free(req->e[i].entry_id);
         free(req->e[i].json);
         free(req->e[i].id);
+        free(req->e[i].why);
         evbus_event_free(req->e[i].event);
     }
     free(req->e);
@@ -409,12 +418,13 @@ static int dispatch(dapr_server_t *srv, request_t *req, const char *path)
                 members[nmem++] = match[h];
         for (int i = 0; i < req->n; i++) {
             rentry_t *e = &req->e[i];
-            if (!e->event || e->status != ST_SUCCESS)
+            if ((!e->event && !e->why) || e->status != ST_SUCCESS)
                 continue;
             dsub_t *s = members[(rr + (unsigned)i) % (unsigned)nmem];
             delivery_t *d = calloc(1, sizeof *d);
-            evbus_event_t *copy = d ? evbus_event_clone(e->event) : NULL;
-            if (!copy) {
+            evbus_event_t *copy =
+                d && e->event ? evbus_event_clone(e->event) : NULL;
+            if (!d || (e->event && !copy)) {
                 free(d);
                 e->status = ST_RETRY;
                 continue;
@@ -492,13 +502,9 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
     memset(&req, 0, sizeof req);
     bool bulk;
     if (!parse_body(&req, body ? body : "", len, &bulk)) {
-        SRV_LOG(srv, EVBUS_LOG_WARN,
-                "delivery to %s: body of %zu bytes is not JSON; answering "
-                "DROP",
-                path, len);
-        request_free(&req);
-        return reply(c, MHD_HTTP_OK, "application/json",
-                     strdup("{\"status\":\"DROP\"}"));
+        request_free(&req); /* out of memory: the sidecar tries again */
+        return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
+                     strdup("{\"status\":\"RETRY\"}"));
     }
     const char *topic = path + strlen(DAPR_ROUTE_PREFIX);
     for (int i = 0; i < req.n; i++)
@@ -685,6 +691,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
             srv->app_token = d->app_token ? strdup(d->app_token) : NULL;
             srv->bulk_subscribe = d->bulk_subscribe;
             srv->deliver_timeout_ms = d->deliver_timeout_ms;
+            srv->undecodable_to_core = d->undecodable_to_core;
             srv->counts = dapr_counts_new(COUNTS_MAX);
             pthread_mutex_init(&srv->mu, NULL);
         }
@@ -877,6 +884,7 @@ int dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         m->len = e->len;
         m->event = d->event;
         d->event = NULL;
+        m->decode_error = e->why; /* lives until the request is answered */
         m->delivery_count = e->count;
         m->cookie = d;
     }
