@@ -101,6 +101,7 @@ struct dapr_server {
     bool undecodable_to_core; /* dead-letter bad bodies through the core */
     int refs;
     pthread_mutex_t mu;
+    pthread_mutex_t log_mu; /* buses (taken after mu, never before) */
     struct MHD_Daemon *mhd;
     bool closing;
     uint64_t next_start_ms;
@@ -114,11 +115,14 @@ struct dapr_server {
 static pthread_mutex_t servers_mu = PTHREAD_MUTEX_INITIALIZER;
 static dapr_server_t *servers;
 
-/* Logs through any attached bus. Called with srv->mu held or not. */
+/* Logs through any attached bus, with srv->mu held or not. log_mu keeps
+ * that bus from detaching (and its host from going away) meanwhile. */
 #define SRV_LOG(srv, level, ...)                                               \
     do {                                                                       \
+        pthread_mutex_lock(&(srv)->log_mu);                                    \
         if ((srv)->buses)                                                      \
             evbus_host_log((srv)->buses->bus->host, level, __VA_ARGS__);       \
+        pthread_mutex_unlock(&(srv)->log_mu);                                  \
     } while (0)
 
 /* ------------------------------------------------------------ replies */
@@ -459,7 +463,9 @@ static char *answer_json(const request_t *req, bool bulk)
         bad |= dapr_buf_str(&b, "{\"statuses\":[");
         for (int i = 0; i < req->n; i++) {
             bad |= dapr_buf_str(&b, i ? ",{\"entryId\":" : "{\"entryId\":");
-            bad |= dapr_buf_json_str(&b, req->e[i].entry_id);
+            bad |= dapr_buf_json_str(&b, req->e[i].entry_id
+                                             ? req->e[i].entry_id
+                                             : "");
             bad |= dapr_buf_str(&b, ",\"status\":\"");
             bad |= dapr_buf_str(&b, status_name[req->e[i].status]);
             bad |= dapr_buf_str(&b, "\"}");
@@ -694,6 +700,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
             srv->undecodable_to_core = d->undecodable_to_core;
             srv->counts = dapr_counts_new(COUNTS_MAX);
             pthread_mutex_init(&srv->mu, NULL);
+            pthread_mutex_init(&srv->log_mu, NULL);
         }
         if (!srv || !srv->bind_host || !srv->counts ||
             (d->app_token && !srv->app_token)) {
@@ -702,6 +709,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
                 free(srv->app_token);
                 dapr_counts_free(srv->counts);
                 pthread_mutex_destroy(&srv->mu);
+                pthread_mutex_destroy(&srv->log_mu);
                 free(srv);
             }
             srv = NULL;
@@ -715,8 +723,10 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
         srv->refs++;
         link->bus = d;
         pthread_mutex_lock(&srv->mu);
+        pthread_mutex_lock(&srv->log_mu);
         link->next = srv->buses;
         srv->buses = link;
+        pthread_mutex_unlock(&srv->log_mu);
         pthread_mutex_unlock(&srv->mu);
         d->server = srv;
     } else {
@@ -736,6 +746,7 @@ void dapr_server_detach(dapr_t *d)
         return;
     pthread_mutex_lock(&servers_mu);
     pthread_mutex_lock(&srv->mu);
+    pthread_mutex_lock(&srv->log_mu);
     for (bus_link_t **pp = &srv->buses; *pp; pp = &(*pp)->next)
         if ((*pp)->bus == d) {
             bus_link_t *l = *pp;
@@ -743,6 +754,7 @@ void dapr_server_detach(dapr_t *d)
             free(l);
             break;
         }
+    pthread_mutex_unlock(&srv->log_mu);
     bool last = --srv->refs == 0;
     if (last) {
         srv->closing = true;
@@ -763,6 +775,7 @@ void dapr_server_detach(dapr_t *d)
     free(srv->bind_host);
     free(srv->app_token);
     pthread_mutex_destroy(&srv->mu);
+    pthread_mutex_destroy(&srv->log_mu);
     free(srv);
 }
 
