@@ -135,9 +135,50 @@ static void *killer(void *arg)
     return NULL;
 }
 
+/* Which of the events are still in the stream (to tell a loss in Redis
+ * from one in the backend). */
+static void mark_in_stream(const char *topic, unsigned char *in_stream)
+{
+    redisContext *c = tu_raw(&srv, NULL);
+    if (!c)
+        return;
+    char start[64] = "-";
+    for (;;) {
+        redisReply *r = redisCommand(c, "XRANGE %s %s + COUNT 1000", topic,
+                                     start);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+            freeReplyObject(r);
+            break;
+        }
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *e = r->element[i], *f = e->element[1];
+            for (size_t j = 0; j + 1 < f->elements; j += 2) {
+                const char *id = strstr(f->element[j + 1]->str,
+                                        "\"id\":\"fault-");
+                if (strcmp(f->element[j]->str, "data") == 0 && id) {
+                    int k = atoi(id + 12);
+                    if (k >= 0 && k < N_EVENTS)
+                        in_stream[k] = 1;
+                }
+            }
+        }
+        snprintf(start, sizeof start, "(%s",
+                 r->element[r->elements - 1]->element[0]->str);
+        freeReplyObject(r);
+    }
+    redisFree(c);
+}
+
 START_TEST(server_killed_and_restarted_twice)
 {
-    ck_assert_int_eq(test_redis_start(&srv, NULL), 0);
+    /* appendfsync always: Redis writes the AOF before it replies. With
+     * everysec it may postpone that write for up to 2 s while a background
+     * fsync runs and still reply, so a SIGKILL can lose acknowledged
+     * entries - a property of that Redis setting, not of the backend. */
+    const char *fsync_policy = getenv("FAULT_APPENDFSYNC"); /* to compare */
+    const char *extra[] = {"--appendfsync",
+                           fsync_policy ? fsync_policy : "always", NULL};
+    ck_assert_int_eq(test_redis_start(&srv, extra), 0);
     char url[256], err[512];
     snprintf(url, sizeof url,
              "%s?command_timeout_ms=1000&reconnect_max_ms=200&block_ms=200",
@@ -177,6 +218,18 @@ START_TEST(server_killed_and_restarted_twice)
             "publish attempts retried, %d lost\n",
             atomic_load(&published_ok), delivered_distinct,
             atomic_load(&publish_failures), lost);
+    if (lost) {
+        static unsigned char in_stream[N_EVENTS];
+        mark_in_stream(topic, in_stream);
+        int missing = 0;
+        for (int i = 0; i < N_EVENTS; i++)
+            missing += atomic_load(&status[i]) == 1 && !delivered[i] &&
+                       !in_stream[i];
+        fprintf(stderr,
+                "restart test: of the %d lost, %d are not in the stream "
+                "(Redis did not keep them), %d are but were not delivered\n",
+                lost, missing, lost - missing);
+    }
     ck_assert_msg(lost == 0, "%d published events lost (first fault-%d)", lost,
                   first_lost);
     ck_assert_int_gt(atomic_load(&publish_failures), 0); /* faults happened */

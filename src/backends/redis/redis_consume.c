@@ -170,8 +170,11 @@ static int create_group(redisContext *c, const char *topic, const char *group,
 }
 
 /* Makes a message from one [id, [field, value, ...]] entry. *deleted is set
- * for an entry whose fields are nil (deleted while pending). */
-static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted)
+ * for an entry whose fields are nil (deleted while pending). With
+ * decode_max > 0 the CloudEvent is decoded here (then the bytes are not
+ * kept: the core only needs them for an undecodable payload). */
+static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
+                               size_t decode_max)
 {
     *deleted = false;
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
@@ -195,17 +198,25 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted)
     } else {
         *deleted = true;
     }
-    size_t len = data ? data->len : 0;
+    evbus_event_t *ev = NULL;
+    if (data && decode_max) {
+        char why[8];
+        ev = evbus_event_from_json_limit(data->str, data->len, decode_max, why,
+                                         sizeof why);
+    }
+    size_t len = data && !ev ? data->len : 0;
     rds_msg_t *m = malloc(sizeof *m + len + 1);
-    if (!m)
+    if (!m) {
+        evbus_event_free(ev);
         return NULL;
+    }
     m->next = NULL;
     m->id = id;
     memcpy(m->idstr, idr->str, idr->len);
     m->idstr[idr->len] = '\0';
     m->delivery_count = 1;
     m->decode_error = data || *deleted ? NULL : no_data_field;
-    m->event = NULL;
+    m->event = ev;
     m->len = len;
     if (len)
         memcpy(m->payload, data->str, len);
@@ -272,7 +283,17 @@ static int take_entries(rds_sub_t *s, const redisReply *entries,
     int ndeleted = 0;
     if (!deleted)
         return EVBUS_ENOMEM;
+    /* Decoding is shared with the poller: while the poller still has at
+     * least a batch buffered (it is the slower stage), the fetcher decodes
+     * new entries itself; when the poller is about to run dry they go in
+     * undecoded and the core decodes them on the polling thread. So both
+     * cores work, whichever stage is slower. Re-read and claimed entries
+     * are decoded by the core (their delivery counts come first). */
     pthread_mutex_lock(&s->mu);
+    bool decode_here = known_new && s->nbuf >= s->bus->o.batch;
+    pthread_mutex_unlock(&s->mu);
+    size_t decode_max = decode_here ? evbus_host_max_event_bytes(s->bus->host)
+                                    : 0;
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
@@ -284,12 +305,17 @@ static int take_entries(rds_sub_t *s, const redisReply *entries,
         if (!known_new && e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
             e->element[0]->type == REDIS_REPLY_STRING) {
             rds_id_t id;
-            if (rds_id_parse(e->element[0]->str, e->element[0]->len, &id) &&
-                rds_idset_has(&s->held, id))
+            bool held = false;
+            if (rds_id_parse(e->element[0]->str, e->element[0]->len, &id)) {
+                pthread_mutex_lock(&s->mu);
+                held = rds_idset_has(&s->held, id);
+                pthread_mutex_unlock(&s->mu);
+            }
+            if (held)
                 continue; /* we still hold it: not a new delivery */
         }
         bool del;
-        rds_msg_t *m = entry_to_msg(e, &del);
+        rds_msg_t *m = entry_to_msg(e, &del, decode_max);
         if (!m)
             continue;
         if (del) {
@@ -300,28 +326,12 @@ static int take_entries(rds_sub_t *s, const redisReply *entries,
         *tail = m;
         tail = &m->next;
     }
-    pthread_mutex_unlock(&s->mu);
     ack_deleted(s, deleted, ndeleted);
     free(deleted);
     if (!known_new && head && fill_counts(s, head) != EVBUS_OK) {
         msg_list_free(head);
         return EVBUS_ECONN;
     }
-    /* Decoding is shared with the poller: while the poller still has at
-     * least a batch buffered (it is the slower stage), the fetcher decodes
-     * the new entries itself; when the poller is about to run dry they go
-     * in undecoded and the core decodes them on the polling thread. So both
-     * cores work, whichever stage is slower. */
-    pthread_mutex_lock(&s->mu);
-    bool decode_here = s->nbuf >= s->bus->o.batch;
-    pthread_mutex_unlock(&s->mu);
-    size_t max_bytes = evbus_host_max_event_bytes(s->bus->host);
-    for (rds_msg_t *m = decode_here ? head : NULL; m; m = m->next)
-        if (!m->decode_error) {
-            char why[8];
-            m->event = evbus_event_from_json_limit(m->payload, m->len,
-                                                   max_bytes, why, sizeof why);
-        }
     int added = 0;
     pthread_mutex_lock(&s->mu);
     while (head) {
