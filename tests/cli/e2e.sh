@@ -146,6 +146,20 @@ contains "$tmp/err" "payload on $t3 was not a CloudEvent" "tail reports the unde
 expect_rc 1 "dlq replay --id unknown" "$evbus" dlq replay "$url" "$t3" --id nope --timeout "$idle"
 contains "$tmp/err" "no dead letter with id nope in $t3.dlq" "replay of an unknown id"
 
+case " ${CLI_BACKENDS:-} " in
+*" faulty "*)
+    echo "== dlq replay --all while every publish fails"
+    # Every republish fails: replay --all stops with exit 1, twice, and the
+    # dead letters stay for the next run (none is moved on to a DLQ.dlq).
+    case $url in *\?*) furl="faulty+$url&fail_publish=1" ;; *) furl="faulty+$url?fail_publish=1" ;; esac
+    for run in 1 2; do
+        expect_rc 1 "dlq replay --all while publishing fails (run $run)" \
+            "$evbus" dlq replay "$furl" "$t3" --all --timeout "$idle"
+        contains "$tmp/err" "failed: temporary failure, try again" "failed replay names the error"
+        [ -s "$tmp/out" ] && fail "a failed replay printed: $(cat "$tmp/out")"
+    done
+    ;;
+esac
 expect_rc 0 "dlq replay --all" "$evbus" dlq replay "$url" "$t3" --all --timeout "$idle"
 contains "$tmp/out" "replayed pay-1-$$ to $t3" "replay --all replays pay-1"
 contains "$tmp/out" "replayed pay-2-$$ to $t3" "replay --all replays pay-2"

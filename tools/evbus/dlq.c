@@ -162,6 +162,9 @@ static int drain(dlq_state_t *st, const char *dlq_topic, const char *group,
 {
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
+    /* RETRY here only means "not handled in this run" (a replay failed):
+     * never let repeated failed runs move a dead letter on to DLQ.dlq. */
+    so.retry.max_attempts = 0;
     if (!evbus_subscribe_opts(st->bus, dlq_topic, group, &so, on_dead_letter,
                               st)) {
         cli_error("cannot read %s as group %s: %s", dlq_topic, group,

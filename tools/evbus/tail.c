@@ -183,6 +183,9 @@ int cmd_tail(int argc, char **argv)
     evbus_sub_opts_init(&so);
     if (st.count)
         so.max_inflight = 1; /* never fetch more than we will print */
+    /* tail answers RETRY only for events it did not print (stdout closed):
+     * they must never be dead-lettered for that. */
+    so.retry.max_attempts = 0;
     /* Every consumer dead-letters bytes that are not CloudEvents. A private
      * tail group must not add copies to TOPIC.dlq (which real consumers
      * fill and `dlq replay --all` reads), so its dead letters go to a sink
