@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,7 +98,7 @@ static topic_t *topics;
 static job_t *ready_head, *ready_tail;
 static job_t **delayed; /* min-heap by due */
 static size_t ndelayed, cap_delayed;
-static volatile sig_atomic_t stopping;
+static atomic_int stopping; /* lock-free: fine in a signal handler */
 
 static struct {
     long published, bulk_requests, bulk_entries, injected_failures, wrapped,
@@ -213,7 +214,7 @@ static void job_free(job_t *j)
 
 /* ------------------------------------------------------------ publish */
 
-static unsigned long id_counter;
+static atomic_ulong id_counter;
 
 /* Makes body a Dapr-enriched CloudEvent for topic; NULL on invalid JSON.
  * wrap: the body was not sent as a CloudEvent. */
@@ -282,7 +283,8 @@ static cJSON *enrich(const char *topic, const char *body, size_t len,
     cJSON *ev;
     char tbuf[64];
     time_t tt = time(NULL);
-    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", gmtime(&tt));
+    struct tm tm;
+    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
     *text = NULL;
     if (wrap) {
         ev = cJSON_CreateObject();
@@ -746,7 +748,8 @@ static void settle_job(job_t *j, int out)
     job_free(j);
 }
 
-static void deliver_single(CURL *h, job_t *j)
+/* route: copied under the lock (a re-read of /dapr/subscribe replaces it) */
+static void deliver_single(CURL *h, job_t *j, const char *route)
 {
     resp_t r = {0};
     char *traced = NULL;
@@ -763,7 +766,7 @@ static void deliver_single(CURL *h, job_t *j)
             cJSON_Delete(ev);
         }
     }
-    long status = app_call(h, j->t->route, traced ? traced : j->body,
+    long status = app_call(h, route, traced ? traced : j->body,
                            traced ? strlen(traced) : j->len,
                            "application/cloudevents+json", &r);
     free(traced);
@@ -789,7 +792,7 @@ static void deliver_single(CURL *h, job_t *j)
     pthread_mutex_unlock(&mu);
 }
 
-static void deliver_bulk(CURL *h, job_t **jobs, int n)
+static void deliver_bulk(CURL *h, job_t **jobs, int n, const char *route)
 {
     topic_t *t = jobs[0]->t;
     cJSON *env = cJSON_CreateObject();
@@ -815,7 +818,7 @@ static void deliver_bulk(CURL *h, job_t **jobs, int n)
     char *body = cJSON_PrintUnformatted(env);
     cJSON_Delete(env);
     resp_t r = {0};
-    long status = app_call(h, t->route, body, strlen(body),
+    long status = app_call(h, route, body, strlen(body),
                            "application/cloudevents+json", &r);
     free(body);
     int *outs = calloc((size_t)n, sizeof *outs);
@@ -909,11 +912,13 @@ static void *worker(void *arg)
             }
             batch[n++] = k;
         }
+        char route[1024];
+        snprintf(route, sizeof route, "%s", j->t->route ? j->t->route : "/");
         pthread_mutex_unlock(&mu);
         if (max > 1)
-            deliver_bulk(h, batch, n);
+            deliver_bulk(h, batch, n, route);
         else
-            deliver_single(h, j);
+            deliver_single(h, j, route);
         pthread_mutex_lock(&mu);
     }
     pthread_mutex_unlock(&mu);
