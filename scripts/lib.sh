@@ -5,10 +5,12 @@
 BUILD_PACKAGES="gcc libc6-dev meson ninja-build pkg-config libcjson-dev uuid-dev
   libsqlite3-dev libhiredis-dev librdkafka-dev libcurl4-openssl-dev
   libmicrohttpd-dev"
-# The demo talks HTTP to its services and may start Redis.
-DEMO_PACKAGES="curl redis-server"
-# Tests: Check, and real servers the tests start themselves.
-TEST_PACKAGES="check libsubunit-dev redis-server curl"
+# The demo builds its services with make, drives them with curl and jq, and
+# may start Redis.
+DEMO_PACKAGES="make curl jq redis-server"
+# Tests: Check, real servers the tests start themselves, what the demo
+# scenario needs, and Chromium for the demo page's browser test.
+TEST_PACKAGES="check libsubunit-dev redis-server make curl jq chromium"
 
 # Installs whichever of the named packages are missing (root only: otherwise
 # says what to install and stops).
