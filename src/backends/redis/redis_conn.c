@@ -210,6 +210,47 @@ redisReply *rds_command(redisContext *c, int argc, const char **argv,
     return r;
 }
 
+/* ------------------------------------------------------------ RESP */
+
+/* Writes "<prefix><decimal>\r\n" at p; returns the end. */
+static char *put_len(char *p, char prefix, size_t v)
+{
+    char digits[24];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *p++ = prefix;
+    while (n)
+        *p++ = digits[--n];
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+size_t rds_resp_size(int argc, const size_t *lens)
+{
+    size_t n = 24; /* "*<argc>\r\n" */
+    for (int i = 0; i < argc; i++)
+        n += lens[i] + 24 + 2;
+    return n;
+}
+
+size_t rds_resp_write(char *out, int argc, const char *const *argv,
+                      const size_t *lens)
+{
+    char *p = put_len(out, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        p = put_len(p, '$', lens[i]);
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    return (size_t)(p - out);
+}
+
 /* ------------------------------------------------------------ entry ids */
 
 bool rds_id_parse(const char *s, size_t len, rds_id_t *out)

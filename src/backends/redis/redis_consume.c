@@ -850,22 +850,30 @@ static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
         n++;
     if (!n)
         return 0;
-    const char *stackv[259];
-    const char **argv = n + 3 <= 259 ? stackv : malloc((n + 3) * sizeof *argv);
-    if (!argv) {
+    const char **argv = malloc((n + 3) * sizeof *argv);
+    size_t *lens = malloc((n + 3) * sizeof *lens);
+    char *cmd = NULL;
+    if (argv && lens) {
+        argv[0] = "XACK";
+        argv[1] = s->topic;
+        argv[2] = s->group;
+        size_t i = 3;
+        for (rds_msg_t *m = acks; m; m = m->next)
+            argv[i++] = m->idstr;
+        for (i = 0; i < n + 3; i++)
+            lens[i] = strlen(argv[i]);
+        cmd = malloc(rds_resp_size((int)(n + 3), lens));
+    }
+    if (cmd) {
+        size_t len = rds_resp_write(cmd, (int)(n + 3), argv, lens);
+        redisAppendFormattedCommand(c, cmd, len);
+    } else {
         const char *argv0[] = {"XACK", s->topic, s->group, "0-0"};
         redisAppendCommandArgv(c, 4, argv0, NULL);
-        return 1;
     }
-    int argc = 0;
-    argv[argc++] = "XACK";
-    argv[argc++] = s->topic;
-    argv[argc++] = s->group;
-    for (rds_msg_t *m = acks; m; m = m->next)
-        argv[argc++] = m->idstr;
-    redisAppendCommandArgv(c, argc, argv, NULL);
-    if (argv != stackv)
-        free(argv);
+    free(cmd);
+    free(lens);
+    free(argv);
     return 1;
 }
 

@@ -87,6 +87,13 @@ redisReply *rds_command(redisContext *c, int argc, const char **argv,
 /* Sleeps on cv (mu held) until ms pass or *stop becomes true. */
 void rds_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
 
+/* RESP (the wire format) of an argument vector, as redisFormatCommandArgv
+ * makes it but into a caller's buffer of at least rds_resp_size() bytes and
+ * without printf. rds_resp_write returns the bytes written. */
+size_t rds_resp_size(int argc, const size_t *lens);
+size_t rds_resp_write(char *out, int argc, const char *const *argv,
+                      const size_t *lens);
+
 /* ------------------------------------------------------------ entry ids */
 
 typedef struct {

@@ -127,46 +127,17 @@ int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
     return rc;
 }
 
-/* Writes "<prefix><decimal>\r\n" at p; returns the end. */
-static char *put_len(char *p, char prefix, size_t v)
-{
-    char digits[24];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    *p++ = prefix;
-    while (n)
-        *p++ = digits[--n];
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-/* The RESP encoding of an argument vector, as redisFormatCommandArgv makes
- * it but in one allocation together with the job (this is the hot path of
- * publish_async). */
+/* The job and its XADD in wire format in one allocation (this is the hot
+ * path of publish_async). */
 static rds_job_t *job_with_command(const xadd_args_t *a)
 {
-    size_t n = 16; /* "*<argc>\r\n" */
-    for (int i = 0; i < a->argc; i++)
-        n += a->argvlen[i] + 24 + 2;
+    size_t n = rds_resp_size(a->argc, a->argvlen);
     rds_job_t *job = malloc(sizeof *job + n);
     if (!job)
         return NULL;
     memset(job, 0, sizeof *job);
-    char *p = (char *)(job + 1);
-    job->cmd = p;
-    p = put_len(p, '*', (size_t)a->argc);
-    for (int i = 0; i < a->argc; i++) {
-        p = put_len(p, '$', a->argvlen[i]);
-        memcpy(p, a->argv[i], a->argvlen[i]);
-        p += a->argvlen[i];
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    job->len = (size_t)(p - job->cmd);
+    job->cmd = (char *)(job + 1);
+    job->len = rds_resp_write(job->cmd, a->argc, a->argv, a->argvlen);
     return job;
 }
 
