@@ -8,7 +8,7 @@
  *   claim_timeout_ms     entries of other members idle this long are taken
  *                        over (XAUTOCLAIM) (default 30000)
  *   block_ms             XREADGROUP BLOCK time (default 1000)
- *   batch                XREADGROUP / XAUTOCLAIM COUNT (default 500)
+ *   batch                XREADGROUP / XAUTOCLAIM COUNT (default 200)
  *   maxlen               XADD MAXLEN ~ n; 0 = never trim (default 1000000)
  *   reconnect_max_ms     cap of the exponential reconnect backoff (2000)
  *   max_queued           asynchronous publishes queued before
@@ -81,7 +81,7 @@ static int parse_opts(rds_opts_t *o, const evbus_url_t *url, char *errstr,
     OPT("command_timeout_ms", 5000, 1, 600000, command_timeout_ms);
     OPT("claim_timeout_ms", 30000, 10, 86400000, claim_timeout_ms);
     OPT("block_ms", 1000, 1, 60000, block_ms);
-    OPT("batch", 500, 1, 100000, batch);
+    OPT("batch", 200, 1, 100000, batch);
     OPT("maxlen", 1000000, 0, (long long)1 << 62, maxlen);
     OPT("reconnect_max_ms", 2000, 1, 600000, reconnect_max_ms);
     OPT("max_queued", 65536, 1, (long long)1 << 40, max_queued);
