@@ -3,8 +3,8 @@
  *
  * A thread polls the consumer, classifies each record (kafka_wire.c) and
  * appends it to a buffer that fetch() drains without blocking; it calls
- * evbus_host_notify after each batch, pauses the assignment when the buffer
- * holds BUF_HIGH records and resumes it at BUF_LOW.
+ * evbus_host_notify after each batch. A full buffer (BUF_HIGH records)
+ * makes the thread wait for fetch() to drain it; see backpressure().
  *
  * Offsets (at-least-once): enable.auto.offset.store=false; a partition's
  * records stay in an offset-ordered list until settled. settle(ACK) marks a
@@ -302,22 +302,62 @@ static void consumer_error(kafka_sub_t *s, const rd_kafka_message_t *m)
                    s->topic, s->group, rd_kafka_message_errstr(m));
 }
 
+/* Keeps the buffer bounded without pausing in the common case: while the
+ * core is behind, wait for fetch() to drain it (polling the consumer at
+ * least every WAIT_FULL_MS so rebalances are served). Only an application
+ * that stops polling for STUCK_MS gets the assignment paused (pausing
+ * purges librdkafka's prefetched data, which costs a refetch). */
+#define WAIT_FULL_MS 500
+#define STUCK_MS 5000
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void backpressure(kafka_sub_t *s)
 {
     pthread_mutex_lock(&s->mu);
+    if (s->ready_len >= BUF_HIGH && !atomic_load(&s->stop)) {
+        struct timespec end;
+        clock_gettime(CLOCK_REALTIME, &end);
+        end.tv_nsec += WAIT_FULL_MS * 1000000L;
+        while (end.tv_nsec >= 1000000000L) {
+            end.tv_sec++;
+            end.tv_nsec -= 1000000000L;
+        }
+        s->room_waiting = true;
+        while (s->ready_len > BUF_LOW && !atomic_load(&s->stop))
+            if (pthread_cond_timedwait(&s->room_cv, &s->mu, &end) ==
+                ETIMEDOUT)
+                break;
+        s->room_waiting = false;
+    }
     size_t len = s->ready_len;
     pthread_mutex_unlock(&s->mu);
-    bool pause = !s->paused && len >= BUF_HIGH;
+    long long now = mono_ms();
+    if (len < BUF_HIGH)
+        s->full_since = 0;
+    else if (!s->full_since)
+        s->full_since = now;
+    bool pause = !s->paused && s->full_since && now - s->full_since > STUCK_MS;
     bool resume = s->paused && len <= BUF_LOW;
     if (!pause && !resume)
         return;
     rd_kafka_topic_partition_list_t *l = NULL;
     if (rd_kafka_assignment(s->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return;
-    if (pause)
+    if (pause) {
+        evbus_host_log(s->kb->host, EVBUS_LOG_INFO,
+                       "%s (group %s): %zu records wait for the application; "
+                       "pausing fetch",
+                       s->topic, s->group, len);
         rd_kafka_pause_partitions(s->rk, l);
-    else
+    } else {
         rd_kafka_resume_partitions(s->rk, l);
+    }
     rd_kafka_topic_partition_list_destroy(l);
     s->paused = pause;
 }
@@ -444,6 +484,7 @@ static void sub_free(kafka_sub_t *s)
     free(s->group);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->settled_cv);
+    pthread_cond_destroy(&s->room_cv);
     free(s);
 }
 
@@ -464,6 +505,7 @@ int kafka_subscribe(void *priv, const char *topic, const char *group,
     s->kb = kb;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->settled_cv, NULL);
+    pthread_cond_init(&s->room_cv, NULL);
     s->topic = strdup(topic);
     s->group = strdup(group);
     rd_kafka_conf_t *conf = rd_kafka_conf_dup(kb->consumer_conf);
@@ -518,6 +560,9 @@ void kafka_unsubscribe(void *priv, void *bsub)
     (void)priv;
     kafka_sub_t *s = bsub;
     atomic_store(&s->stop, true);
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->room_cv);
+    pthread_mutex_unlock(&s->mu);
     if (s->thread_started)
         pthread_join(s->thread, NULL);
     /* Every fetched record was settled: store what is safe, let go of the
@@ -571,6 +616,8 @@ int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         o->cookie = m;
         o->cookie_u64 = (uint64_t)m->offset;
     }
+    if (s->room_waiting && s->ready_len <= BUF_LOW)
+        pthread_cond_signal(&s->room_cv);
     flush_stores(s);
     pthread_mutex_unlock(&s->mu);
     return n;

@@ -47,6 +47,7 @@ typedef struct kafka_bus {
     atomic_bool closing;
     atomic_long async_pending;    /* publish_async not yet reported */
     atomic_int space_waiters;     /* publishers waiting for queue room */
+    _Atomic(evbus_publish_done_fn) usual_done; /* see kafka_produce.c */
     pthread_mutex_t mu;           /* only for the condvar below */
     pthread_cond_t cv;            /* queue room / async completions */
 } kafka_bus_t;
@@ -101,7 +102,10 @@ typedef struct kafka_sub {
     kafka_part_t **parts;        /* attached partitions by id */
     size_t nparts;
     bool stores_dirty;           /* some part has a pending_store */
+    pthread_cond_t room_cv;      /* fetch() drained a full buffer */
+    bool room_waiting;           /* the poll thread waits on room_cv */
     bool paused;                 /* poll thread only */
+    long long full_since;        /* poll thread only: buffer full since */
     long stored_total;           /* offsets stored (tests, debugging) */
 } kafka_sub_t;
 

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -26,14 +27,43 @@ typedef struct kafka_pub {
     int err;
 } kafka_pub_t;
 
+/*
+ * A record's opaque is either a kafka_pub_t (low bit clear) or, for the
+ * common publish_async whose done function is the bus's usual one, the
+ * core's token with the low bit set: no allocation per record. Tokens are
+ * heap pointers, so their low bit is free.
+ */
+#define TAG_ASYNC ((uintptr_t)1)
+
+static void async_finished(kafka_bus_t *kb)
+{
+    long left = atomic_fetch_sub(&kb->async_pending, 1) - 1;
+    if (left == 0 || atomic_load(&kb->space_waiters) > 0) {
+        pthread_mutex_lock(&kb->mu);
+        pthread_cond_broadcast(&kb->cv);
+        pthread_mutex_unlock(&kb->mu);
+    }
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
                         void *opaque)
 {
     kafka_bus_t *kb = opaque;
+    int err = kafka_map_err(m->err);
+    if ((uintptr_t)m->_private & TAG_ASYNC) {
+        if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
+            m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+            evbus_host_log(kb->host, EVBUS_LOG_WARN,
+                           "delivery to %s failed: %s",
+                           rd_kafka_topic_name(m->rkt),
+                           rd_kafka_err2str(m->err));
+        kb->usual_done((void *)((uintptr_t)m->_private & ~TAG_ASYNC), err);
+        async_finished(kb);
+        return;
+    }
     kafka_pub_t *p = m->_private;
     if (!p)
         return;
-    int err = kafka_map_err(m->err);
     if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
         m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
         evbus_host_log(kb->host, EVBUS_LOG_WARN,
@@ -49,12 +79,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     }
     p->done(p->token, err);
     free(p);
-    long left = atomic_fetch_sub(&kb->async_pending, 1) - 1;
-    if (left == 0 || atomic_load(&kb->space_waiters) > 0) {
-        pthread_mutex_lock(&kb->mu);
-        pthread_cond_broadcast(&kb->cv);
-        pthread_mutex_unlock(&kb->mu);
-    }
+    async_finished(kb);
     (void)rk;
 }
 
@@ -130,7 +155,7 @@ static void wait_for_room(kafka_bus_t *kb)
 
 /* Starts one record. p becomes the record's opaque on success. */
 static int produce(kafka_bus_t *kb, const char *topic, const evbus_event_t *ev,
-                   const void *payload, size_t len, kafka_pub_t *p)
+                   const void *payload, size_t len, void *p)
 {
     if (atomic_load(&kb->closing))
         return EVBUS_ECLOSED;
@@ -216,14 +241,26 @@ int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
                         evbus_publish_done_fn done, void *token)
 {
     kafka_bus_t *kb = priv;
-    kafka_pub_t *p = malloc(sizeof *p);
-    if (!p)
-        return EVBUS_ENOMEM;
-    p->sync = false;
-    p->done = done;
-    p->token = token;
+    /* The first done function seen becomes the usual one (the core always
+     * passes the same); others get a kafka_pub_t. */
+    evbus_publish_done_fn expected = NULL;
+    atomic_compare_exchange_strong(&kb->usual_done, &expected, done);
+    void *opaque;
+    kafka_pub_t *p = NULL;
+    if (done == atomic_load(&kb->usual_done) && token &&
+        !((uintptr_t)token & TAG_ASYNC)) {
+        opaque = (void *)((uintptr_t)token | TAG_ASYNC);
+    } else {
+        p = malloc(sizeof *p);
+        if (!p)
+            return EVBUS_ENOMEM;
+        p->sync = false;
+        p->done = done;
+        p->token = token;
+        opaque = p;
+    }
     atomic_fetch_add(&kb->async_pending, 1);
-    int rc = produce(kb, topic, ev, payload, len, p);
+    int rc = produce(kb, topic, ev, payload, len, opaque);
     if (rc != EVBUS_OK) {
         free(p);
         atomic_fetch_sub(&kb->async_pending, 1);

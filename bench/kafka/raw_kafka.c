@@ -1,0 +1,235 @@
+/*
+ * kafka-raw-bench: the librdkafka baseline for kafka:// benchmarks, with the
+ * settings the backend uses (idempotent producer, delivery reports, the
+ * content-type header; consumer with a fresh group, earliest, offsets
+ * stored per message like the backend's acks).
+ *
+ *   kafka-raw-bench --brokers LIST --mode publish|consume [--events N]
+ *                   [--bytes B] [--topic T] [-X property=value]...
+ *
+ * publish: rd_kafka_producev loop (waiting on a full queue) + flush.
+ * consume: fills a fresh topic untimed, then a fresh group reads it all;
+ *          seconds include the group join (as evbus-bench consume does),
+ *          steady_events_per_s counts from the first record on.
+ * Prints one JSON line like evbus-bench.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long delivered, failed;
+static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o)
+{
+    (void)rk;
+    (void)o;
+    if (m->err)
+        failed++;
+    else
+        delivered++;
+}
+
+static void set(rd_kafka_conf_t *c, const char *k, const char *v)
+{
+    char err[512];
+    if (rd_kafka_conf_set(c, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "kafka-raw-bench: %s=%s: %s\n", k, v, err);
+        exit(2);
+    }
+}
+
+/* -X key=value: extra properties for both clients (as kafka.* in URLs) */
+static const char *extra[32];
+static int nextra;
+
+static void set_extra(rd_kafka_conf_t *c)
+{
+    for (int i = 0; i < nextra; i++) {
+        char kv[512];
+        snprintf(kv, sizeof kv, "%s", extra[i]);
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            fprintf(stderr, "kafka-raw-bench: -X wants key=value\n");
+            exit(2);
+        }
+        *eq = '\0';
+        set(c, kv, eq + 1);
+    }
+}
+
+static void quiet(const rd_kafka_t *rk, int level, const char *fac,
+                  const char *buf)
+{
+    (void)rk;
+    if (level <= (getenv("RAW_DEBUG") ? 7 : 3))
+        fprintf(stderr, "rdkafka %s: %s\n", fac, buf);
+}
+
+static double produce_all(const char *brokers, const char *topic, long n,
+                          const char *value, size_t len)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    set(c, "bootstrap.servers", brokers);
+    set(c, "enable.idempotence", "true");
+    set_extra(c);
+    rd_kafka_conf_set_dr_msg_cb(c, on_dr);
+    rd_kafka_conf_set_log_cb(c, quiet);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
+    if (!rk) {
+        fprintf(stderr, "kafka-raw-bench: %s\n", err);
+        exit(1);
+    }
+    /* connect first, as evbus_open does */
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, 10000) == 0)
+        rd_kafka_metadata_destroy(md);
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        rd_kafka_resp_err_t e;
+        while ((e = rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC(topic),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_VALUE((void *)value, len),
+                    RD_KAFKA_V_HEADER("content-type",
+                                      "application/cloudevents+json", -1),
+                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(rk, 1);
+        if (e) {
+            fprintf(stderr, "kafka-raw-bench: producev: %s\n",
+                    rd_kafka_err2str(e));
+            exit(1);
+        }
+        rd_kafka_poll(rk, 0);
+    }
+    rd_kafka_flush(rk, -1);
+    double secs = now_s() - t0;
+    rd_kafka_destroy(rk);
+    if (failed) {
+        fprintf(stderr, "kafka-raw-bench: %ld deliveries failed\n", failed);
+        exit(1);
+    }
+    return secs;
+}
+
+static void consume_all(const char *brokers, const char *topic, long n,
+                        double *secs, double *steady)
+{
+    char err[512], group[64];
+    snprintf(group, sizeof group, "raw-bench-%d", (int)getpid());
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    set(c, "bootstrap.servers", brokers);
+    set(c, "group.id", group);
+    set(c, "auto.offset.reset", "earliest");
+    set(c, "enable.auto.offset.store", "false");
+    set(c, "fetch.wait.max.ms", "100");
+    set_extra(c);
+    rd_kafka_conf_set_log_cb(c, quiet);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+    if (!rk) {
+        fprintf(stderr, "kafka-raw-bench: %s\n", err);
+        exit(1);
+    }
+    rd_kafka_poll_set_consumer(rk);
+    double t0 = now_s(), tfirst = 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    long got = 0;
+    while (got < n) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (!m->err) {
+            if (!got)
+                tfirst = now_s();
+            got++;
+            rd_kafka_topic_partition_list_t *s =
+                rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(s, topic, m->partition)
+                ->offset = m->offset + 1;
+            rd_kafka_offsets_store(rk, s);
+            rd_kafka_topic_partition_list_destroy(s);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    double t1 = now_s();
+    *secs = t1 - t0;
+    *steady = got > 1 && t1 > tfirst ? (double)(got - 1) / (t1 - tfirst) : 0;
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+int main(int argc, char **argv)
+{
+    const char *brokers = NULL, *mode = "publish", *topic_opt = NULL;
+    long events = 30000, bytes = 350;
+    static const struct option opts[] = {
+        {"brokers", required_argument, NULL, 'b'},
+        {"mode", required_argument, NULL, 'm'},
+        {"events", required_argument, NULL, 'n'},
+        {"bytes", required_argument, NULL, 's'},
+        {"topic", required_argument, NULL, 't'},
+        {"set", required_argument, NULL, 'X'},
+        {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "b:m:n:s:t:X:", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'b': brokers = optarg; break;
+        case 'm': mode = optarg; break;
+        case 'n': events = atol(optarg); break;
+        case 's': bytes = atol(optarg); break;
+        case 't': topic_opt = optarg; break;
+        case 'X':
+            if (nextra < 32)
+                extra[nextra++] = optarg;
+            break;
+        default: return 2;
+        }
+    }
+    if (!brokers || events <= 0 || bytes <= 0) {
+        fprintf(stderr, "usage: kafka-raw-bench --brokers LIST --mode "
+                        "publish|consume [--events N] [--bytes B]\n");
+        return 2;
+    }
+    char topic[128];
+    if (topic_opt)
+        snprintf(topic, sizeof topic, "%s", topic_opt);
+    else
+        snprintf(topic, sizeof topic, "rawbench.%s.%d.%ld", mode,
+                 (int)getpid(), (long)time(NULL));
+    char *value = malloc((size_t)bytes);
+    memset(value, 'x', (size_t)bytes);
+    double secs = 0, steady = 0;
+    if (strcmp(mode, "publish") == 0) {
+        secs = produce_all(brokers, topic, events, value, (size_t)bytes);
+        steady = (double)events / secs;
+    } else if (strcmp(mode, "consume") == 0) {
+        produce_all(brokers, topic, events, value, (size_t)bytes);
+        consume_all(brokers, topic, events, &secs, &steady);
+    } else {
+        return 2;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"mode\":\"raw-%s\",\"events\":%ld,\"bytes\":%ld,"
+           "\"seconds\":%.3f,\"events_per_s\":%.0f,"
+           "\"steady_events_per_s\":%.0f,\"max_rss_kb\":%ld}\n",
+           mode, events, bytes, secs, (double)events / secs, steady,
+           ru.ru_maxrss);
+    free(value);
+    return 0;
+}
