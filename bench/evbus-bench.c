@@ -12,7 +12,8 @@
  *                 handler calls)
  *   roundtrip     one thread publishes while this one consumes; at most
  *                 --window events in flight (default 4096) so memory stays
- *                 flat (latency: publish to handler)
+ *                 flat (latency: publish to handler). --rate R paces the
+ *                 publisher at R events/s, for latency at a given load.
  *
  * Prints one JSON line: mode, url, events, size, seconds, events_per_s,
  * p50_us, p99_us, max_us, max_rss_kb. Data are size bytes of text/plain.
@@ -81,9 +82,9 @@ static uint64_t hist_pct(const hist_t *h, double pct)
 /* ---- options */
 static struct {
     const char *url, *mode, *topic;
-    long events, size, window;
+    long events, size, window, rate;
     int fresh, progress;
-} opt = {NULL, "roundtrip", NULL, 100000, 256, 4096, 0, 0};
+} opt = {NULL, "roundtrip", NULL, 100000, 256, 4096, 0, 0, 0};
 
 static char *payload;
 
@@ -160,7 +161,14 @@ static void publish_n(evbus_t *bus, const char *topic, long n, int sync,
                       hist_t *h, atomic_long *consumed)
 {
     evbus_event_t *ev = opt.fresh ? NULL : new_event();
+    uint64_t start = now_us();
     for (long i = 0; i < n; i++) {
+        if (opt.rate > 0) { /* publish i at start + i/rate, not earlier */
+            uint64_t due = start + (uint64_t)i * 1000000u / (uint64_t)opt.rate;
+            uint64_t t = now_us();
+            if (due > t)
+                usleep((useconds_t)(due - t));
+        }
         if (opt.fresh)
             ev = new_event();
         if (consumed) /* roundtrip: keep the window */
@@ -220,8 +228,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: evbus-bench --url URL [--events N] [--size BYTES]\n"
                "       [--mode publish|publish-sync|consume|roundtrip]\n"
-               "       [--window W] [--topic T] [--fresh-events] "
-               "[--progress]\n");
+               "       [--window W] [--rate EVENTS_PER_S] [--topic T]\n"
+               "       [--fresh-events] [--progress]\n");
 }
 
 int main(int argc, char **argv)
@@ -232,19 +240,21 @@ int main(int argc, char **argv)
         {"size", required_argument, NULL, 's'},
         {"mode", required_argument, NULL, 'm'},
         {"window", required_argument, NULL, 'w'},
+        {"rate", required_argument, NULL, 'r'},
         {"topic", required_argument, NULL, 't'},
         {"fresh-events", no_argument, NULL, 'f'},
         {"progress", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "u:n:s:m:w:t:fph", longs, NULL)) != -1)
+    while ((c = getopt_long(argc, argv, "u:n:s:m:w:r:t:fph", longs, NULL)) != -1)
         switch (c) {
         case 'u': opt.url = optarg; break;
         case 'n': opt.events = atol(optarg); break;
         case 's': opt.size = atol(optarg); break;
         case 'm': opt.mode = optarg; break;
         case 'w': opt.window = atol(optarg); break;
+        case 'r': opt.rate = atol(optarg); break;
         case 't': opt.topic = optarg; break;
         case 'f': opt.fresh = 1; break;
         case 'p': opt.progress = 1; break;
@@ -253,7 +263,8 @@ int main(int argc, char **argv)
         }
     if (!opt.url)
         opt.url = getenv("EVBUS_URL");
-    if (!opt.url || opt.events <= 0 || opt.size < 0 || opt.window <= 0) {
+    if (!opt.url || opt.events <= 0 || opt.size < 0 || opt.window <= 0 ||
+        opt.rate < 0) {
         usage(stderr);
         return 2;
     }
