@@ -179,6 +179,18 @@ char *cli_read_all(const char *path, size_t *len)
     return buf;
 }
 
+long cli_first_wait_ms(evbus_t *bus, long idle_ms)
+{
+    const long kafka_join_ms = 10000;
+    /* "kafka", and wrappers over it such as "faulty+kafka" */
+    const char *scheme = evbus_scheme(bus);
+    size_t n = strlen(scheme);
+    int kafka = n >= 5 && strcmp(scheme + n - 5, "kafka") == 0;
+    if (kafka && idle_ms < kafka_join_ms)
+        return kafka_join_ms;
+    return idle_ms;
+}
+
 long long cli_now_ms(void)
 {
     struct timespec ts;

@@ -65,6 +65,11 @@ int cli_write_line(const char *s, size_t len);
  * Returns NULL with errno set on failure. path "-" is stdin. */
 char *cli_read_all(const char *path, size_t *len);
 
+/* How long to wait for the first event when the idle timeout is idle_ms:
+ * idle_ms, but at least 10 s on kafka://, where joining a consumer group
+ * takes a few seconds before anything can arrive. */
+long cli_first_wait_ms(evbus_t *bus, long idle_ms);
+
 /* Monotonic clock in milliseconds (idle timeouts). */
 long long cli_now_ms(void);
 

@@ -51,8 +51,8 @@ static const char dlq_usage[] =
     "Both:\n"
     "      --dlq-topic TOPIC    the dead-letter topic (default TOPIC.dlq)\n"
     "  -t, --timeout SEC        stop after SEC seconds without a dead letter\n"
-    "                           (default 2; 10 on kafka://, where joining a\n"
-    "                           group takes a few seconds)\n"
+    "                           (default 2; on kafka:// at least 10 s for the\n"
+    "                           first one, while the group is joined)\n"
     "  -q, --quiet              no summary line on stderr\n"
     "  -v, --verbose            library log on stderr (-vv: debug)\n"
     "  -h, --help               this text\n"
@@ -173,9 +173,12 @@ static int drain(dlq_state_t *st, const char *dlq_topic, const char *group,
     }
     cli_stop_on_signals(st->bus);
     long long idle_since = cli_now_ms();
+    long first_wait_ms = cli_first_wait_ms(st->bus, idle_ms);
+    int got_any = 0;
     int rc = CLI_OK;
     while (!st->failed && !cli_stop_requested()) {
-        long long left = idle_since + idle_ms - cli_now_ms();
+        long long left = idle_since + (got_any ? idle_ms : first_wait_ms) -
+                         cli_now_ms();
         if (left <= 0)
             break;
         int n = evbus_poll(st->bus, left < 500 ? (int)left : 500);
@@ -184,8 +187,10 @@ static int drain(dlq_state_t *st, const char *dlq_topic, const char *group,
             rc = CLI_FAIL;
             break;
         }
-        if (n > 0)
+        if (n > 0) {
             idle_since = cli_now_ms();
+            got_any = 1;
+        }
     }
     cli_stop_on_signals(NULL);
     if (st->failed > 0)
@@ -297,7 +302,7 @@ int cmd_dlq(int argc, char **argv)
     if (!st.bus)
         return CLI_FAIL;
     if (idle_ms < 0)
-        idle_ms = strcmp(evbus_scheme(st.bus), "kafka") == 0 ? 10000 : 2000;
+        idle_ms = 2000;
     int rc = drain(&st, dlq_topic, group, idle_ms);
     evbus_close(st.bus);
 

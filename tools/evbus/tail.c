@@ -37,7 +37,9 @@ static const char tail_usage[] =
     "                           attributes and data (colour on a terminal\n"
     "                           unless NO_COLOR is set)\n"
     "  -n, --count N            exit after N events\n"
-    "  -t, --timeout SEC        exit after SEC seconds without an event\n"
+    "  -t, --timeout SEC        exit after SEC seconds without an event (on\n"
+    "                           kafka:// at least 10 s for the first one,\n"
+    "                           while the group is joined)\n"
     "  -v, --verbose            library log on stderr (-vv: debug)\n"
     "  -h, --help               this text\n"
     "\n"
@@ -208,10 +210,14 @@ int cmd_tail(int argc, char **argv)
     int rc = CLI_OK;
     uint64_t undecodable = 0;
     long long idle_since = cli_now_ms();
+    long first_wait_ms = timeout_ms ? cli_first_wait_ms(bus, timeout_ms) : 0;
+    int got_any = 0;
     for (;;) {
         int slice = 1000;
         if (timeout_ms) {
-            long long left = idle_since + timeout_ms - cli_now_ms();
+            long long left = idle_since +
+                             (got_any ? timeout_ms : first_wait_ms) -
+                             cli_now_ms();
             if (left <= 0) {
                 if (st.count && st.printed < st.count) {
                     cli_error("timed out after %.3g s idle with %ld of %ld "
@@ -230,8 +236,10 @@ int cmd_tail(int argc, char **argv)
             rc = CLI_FAIL;
             break;
         }
-        if (n > 0)
+        if (n > 0) {
             idle_since = cli_now_ms();
+            got_any = 1;
+        }
         report_undecodable(sub, topic, private ? TAIL_DLQ_SINK : NULL,
                            &undecodable);
         if (st.write_failed || cli_stop_requested() ||
