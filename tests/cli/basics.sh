@@ -76,6 +76,11 @@ expect_rc 2 "tail --group --from-beginning" "$evbus" tail "$db" t --group g --fr
     contains "$tmp/err" "cannot rewind" "from-beginning with a group"
 expect_rc 2 "tail --from-beginning on memory" "$evbus" tail memory://x t --from-beginning &&
     contains "$tmp/err" "keeps no history" "from-beginning on memory"
+expect_rc 2 "publish to a topic with a space" "$evbus" publish "$db" "a b" --type a.b.c --source /s &&
+    contains "$tmp/err" "invalid TOPIC 'a b': topics are 1-249 characters" "bad topic named"
+expect_rc 2 "tail of an empty topic name" "$evbus" tail "$db" "" && contains "$tmp/err" "invalid TOPIC ''" "empty topic"
+expect_rc 2 "dlq list --dlq-topic with a tab" "$evbus" dlq list "$db" t --dlq-topic "$(printf 'x\ty')" &&
+    contains "$tmp/err" "invalid --dlq-topic 'x?y'" "control character shown as ?"
 expect_rc 2 "dlq without list/replay" "$evbus" dlq
 expect_rc 2 "dlq bogus" "$evbus" dlq purge "$db" t && contains "$tmp/err" "unknown dlq command 'purge'" "dlq purge"
 expect_rc 2 "dlq replay without --id/--all" "$evbus" dlq replay "$db" t && contains "$tmp/err" "--id ID or --all" "replay needs a choice"

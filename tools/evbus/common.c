@@ -52,6 +52,26 @@ evbus_t *cli_open(const char *url)
     return bus;
 }
 
+int cli_check_topic(const char *cmd, const char *what, const char *topic)
+{
+    size_t n = strlen(topic);
+    int ok = n > 0 && n <= 249;
+    for (const char *p = topic; ok && *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            ok = 0;
+    if (!ok) {
+        char shown[64];
+        size_t k = 0;
+        for (const char *p = topic; *p && k + 1 < sizeof shown; p++)
+            shown[k++] = (unsigned char)*p < ' ' || *p == 0x7f ? '?' : *p;
+        shown[k] = '\0';
+        cli_usage_error(cmd, "invalid %s '%s': topics are 1-249 characters "
+                        "without spaces or control characters", what, shown);
+        return -1;
+    }
+    return 0;
+}
+
 int cli_parse_long(const char *cmd, const char *what, const char *s, long min,
                    long max, long *out)
 {

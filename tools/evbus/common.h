@@ -36,6 +36,12 @@ void cli_setup_log(void);
  * NULL. The caller closes the bus with evbus_close. */
 evbus_t *cli_open(const char *url);
 
+/* Checks a topic name given as `what` the way evbus_publish does (1-249
+ * characters, no spaces or control characters); prints a usage error and
+ * returns -1 when it is not one. Checked up front so a bad name is named
+ * as such instead of "invalid argument" after the bus was opened. */
+int cli_check_topic(const char *cmd, const char *what, const char *topic);
+
 /* Parses a decimal integer in [min, max] for option `what`; prints a usage
  * error and returns -1 when it is not one. */
 int cli_parse_long(const char *cmd, const char *what, const char *s, long min,

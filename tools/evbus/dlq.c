@@ -285,6 +285,9 @@ int cmd_dlq(int argc, char **argv)
         if (group && !*group)
             return cli_usage_error(cmd, "--group is empty");
     }
+    if (cli_check_topic(cmd, "TOPIC", st.topic) != 0 ||
+        (dlq_topic && cli_check_topic(cmd, "--dlq-topic", dlq_topic) != 0))
+        return CLI_USAGE;
     char dlq_buf[512];
     if (!dlq_topic) {
         snprintf(dlq_buf, sizeof dlq_buf, "%s.dlq", st.topic);

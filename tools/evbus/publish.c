@@ -334,8 +334,8 @@ int cmd_publish(int argc, char **argv)
     if (a.id && count > 1)
         return cli_usage_error("publish", "--id cannot be combined with "
                                "--count > 1 (every event needs its own id)");
-    if (!*topic)
-        return cli_usage_error("publish", "TOPIC is empty");
+    if (cli_check_topic("publish", "TOPIC", topic) != 0)
+        return CLI_USAGE;
 
     int rc = CLI_OK;
     if (data_spec && (rc = load_data(&a, data_spec)) != CLI_OK) {

@@ -156,6 +156,8 @@ int cmd_tail(int argc, char **argv)
                                "argument%s", argc - optind,
                                argc - optind == 1 ? "" : "s");
     const char *url = argv[optind], *topic = argv[optind + 1];
+    if (cli_check_topic("tail", "TOPIC", topic) != 0)
+        return CLI_USAGE;
     if (group && !*group)
         return cli_usage_error("tail", "--group is empty");
     if (group && from_beginning)
