@@ -18,6 +18,7 @@ parts=${5:-8}
 mock=$build/tools/kafka-mock/evbus-kafka-mock
 raw=$build/bench/kafka/kafka-raw-bench
 bench=$build/bench/evbus-bench
+steady_bin=$build/bench/kafka/kafka-bus-steady
 for p in "$mock" "$raw" "$bench"; do
   [ -x "$p" ] || { echo "missing $p (build first: ninja -C $build)" >&2; exit 1; }
 done
@@ -27,7 +28,7 @@ for i in $(seq 1 "$runs"); do
   topics+=(--topic "raw.pub.$i" --topic "bus.pub.$i")
 done
 coproc MOCK { exec "$mock" --brokers "$nbrokers" --partitions "$parts" \
-                 "${topics[@]}" --topic raw.con --topic bus.con; }
+                 "${topics[@]}" --topic raw.con --topic bus.con --topic bus.steady; }
 mock_pid=$MOCK_PID
 trap 'kill "$mock_pid" 2>/dev/null; wait "$mock_pid" 2>/dev/null || true' EXIT
 read -r line <&"${MOCK[0]}"
@@ -62,4 +63,7 @@ echo "publish (best of $runs): evbus ${bus_best}/s vs raw ${raw_best}/s" \
      "= $(ratio "$bus_best" "$raw_best")x (target >= 0.85)"
 echo "consume (incl. group join): evbus $(echo "$bus_con" | rate)/s vs raw $(echo "$raw_con" | rate)/s" \
      "= $(ratio "$(echo "$bus_con" | rate)" "$(echo "$raw_con" | rate)")x (target >= 0.85)"
-echo "raw consume after the join: $(echo "$raw_con" | steady)/s"
+bus_steady=$("$steady_bin" --url "$url" --events "$events" --size "$size" --topic bus.steady)
+echo "$bus_steady"
+echo "consume after the join: evbus $(echo "$bus_steady" | steady)/s vs raw $(echo "$raw_con" | steady)/s" \
+     "= $(ratio "$(echo "$bus_steady" | steady)" "$(echo "$raw_con" | steady)")x"
