@@ -292,8 +292,10 @@ EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
  * are delivered on persistent backends (sqlite, redis, kafka: from the start
  * of the retained log) and not on memory:// or dapr://.
  * Handlers run only inside evbus_poll / evbus_run.
- * Returns NULL with the reason logged and errno-like code available through
- * evbus_last_error(bus) on failure (invalid topic, backend refused).
+ * Topic and group names are 1 to 249 bytes without spaces or control
+ * characters (what every broker accepts); publish checks topics the same way.
+ * Returns NULL with the reason logged and the error code available through
+ * evbus_last_error(bus) on failure (invalid name, backend refused).
  * Ownership: topic and group are copied; the subscription belongs to the bus
  * and is freed by evbus_unsubscribe or evbus_close.
  * Thread-safe.

@@ -147,6 +147,9 @@ struct evbus {
 };
 
 /* ---- publishing (publish.c) */
+/* EVBUS_OK for a usable topic name: 1..249 bytes, no spaces or control
+ * characters (every broker accepts those). */
+int evbus__check_topic(const char *topic);
 int evbus__publish_encoded(evbus_t *bus, const char *topic,
                            const evbus_event_t *ev, const void *payload,
                            size_t len);

@@ -16,7 +16,7 @@ typedef struct pub_token {
     evbus_event_t *event; /* copy for the callback; NULL without one */
 } pub_token_t;
 
-static int check_topic(const char *topic)
+int evbus__check_topic(const char *topic)
 {
     if (!topic || !*topic || strlen(topic) > 249)
         return EVBUS_EINVAL;
@@ -48,7 +48,7 @@ int evbus__publish_encoded(evbus_t *bus, const char *topic,
 static int encode(evbus_t *bus, const char *topic, const evbus_event_t *ev,
                   char **json, size_t *len)
 {
-    if (!bus || !ev || check_topic(topic) != EVBUS_OK)
+    if (!bus || !ev || evbus__check_topic(topic) != EVBUS_OK)
         return EVBUS_EINVAL;
     if (atomic_load_explicit(&bus->closing, memory_order_relaxed))
         return EVBUS_ECLOSED;
@@ -86,7 +86,7 @@ int evbus_publish(evbus_t *bus, const char *topic, const evbus_event_t *ev)
 int evbus_publish_raw(evbus_t *bus, const char *topic, const void *bytes,
                       size_t len)
 {
-    if (!bus || (!bytes && len) || check_topic(topic) != EVBUS_OK)
+    if (!bus || (!bytes && len) || evbus__check_topic(topic) != EVBUS_OK)
         return EVBUS_EINVAL;
     if (atomic_load(&bus->closing))
         return EVBUS_ECLOSED;

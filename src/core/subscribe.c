@@ -38,7 +38,8 @@ evbus_sub_t *evbus_subscribe_opts(evbus_t *bus, const char *topic,
                                   evbus_handler_fn fn, void *opaque)
 {
     tl_last_error = EVBUS_OK;
-    if (!bus || !topic || !*topic || !fn || (group && !*group)) {
+    if (!bus || evbus__check_topic(topic) != EVBUS_OK || !fn ||
+        (group && evbus__check_topic(group) != EVBUS_OK)) {
         fail(EVBUS_EINVAL);
         return NULL;
     }
@@ -63,6 +64,11 @@ evbus_sub_t *evbus_subscribe_opts(evbus_t *bus, const char *topic,
     sub->bus = bus;
     sub->topic = strdup(topic);
     sub->group = strdup(group ? group : "default");
+    if (o->dlq_topic && *o->dlq_topic &&
+        evbus__check_topic(o->dlq_topic) != EVBUS_OK) {
+        fail(EVBUS_EINVAL);
+        return NULL;
+    }
     if (o->dlq_topic && *o->dlq_topic) {
         sub->dlq_topic = strdup(o->dlq_topic);
     } else if (sub->topic) {

@@ -105,6 +105,9 @@ START_TEST(publish_checks_its_arguments)
     ck_assert_ptr_null(evbus_subscribe(bus, NULL, "g", ack, &n));
     ck_assert_int_eq(evbus_last_error(bus), EVBUS_EINVAL);
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "", ack, &n));
+    ck_assert_ptr_null(evbus_subscribe(bus, "a\tb", "g", ack, &n));
+    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EINVAL);
+    ck_assert_ptr_null(evbus_subscribe(bus, "t", "my group", ack, &n));
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "g", NULL, &n));
     ck_assert_int_eq(evbus_poll(NULL, 0), EVBUS_EINVAL);
     ck_assert_int_eq(evbus_unsubscribe(NULL), EVBUS_EINVAL);
