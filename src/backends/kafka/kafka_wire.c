@@ -174,6 +174,14 @@ out:
     return rc;
 }
 
+/* 1 when the header value v (size bytes, not NUL-terminated) starts with
+ * prefix, ignoring case. */
+static int value_starts(const void *v, size_t size, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return v && size >= n && strncasecmp(v, prefix, n) == 0;
+}
+
 int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
                         char **why)
 {
@@ -182,23 +190,28 @@ int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
     rd_kafka_headers_t *h = NULL;
     if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return EVBUS_OK; /* no headers: a bare JSON event (Dapr) */
-    char *ct = header_str(h, "content-type");
-    if (ct && strncasecmp(ct, "application/cloudevents", 23) == 0) {
-        int rc = EVBUS_OK;
-        if (strncasecmp(ct, "application/cloudevents-batch", 29) == 0) {
-            *why = dup_reason("structured-mode batch records (%s) are not "
-                              "supported%s",
-                              ct, NULL);
-            rc = EVBUS_EDECODE;
-        }
+    const void *ctv = NULL;
+    size_t ctsize = 0;
+    bool has_ct = rd_kafka_header_get_last(h, "content-type", &ctv,
+                                           &ctsize) == 0;
+    if (has_ct && value_starts(ctv, ctsize, "application/cloudevents")) {
+        if (!value_starts(ctv, ctsize, "application/cloudevents-batch"))
+            return EVBUS_OK; /* structured: the core decodes the value */
+        char *ct = strndup(ctv, ctsize);
+        *why = dup_reason("structured-mode batch records (%s) are not "
+                          "supported%s",
+                          ct, NULL);
         free(ct);
-        return rc; /* structured: the core decodes the value */
+        return EVBUS_EDECODE;
     }
     const void *v;
     size_t size;
-    int rc = EVBUS_OK;
-    if (rd_kafka_header_get_last(h, "ce_specversion", &v, &size) == 0)
-        rc = decode_binary(rkm, h, ct, event, why);
+    if (rd_kafka_header_get_last(h, "ce_specversion", &v, &size) != 0)
+        return EVBUS_OK; /* no binary-mode headers: a bare JSON event */
+    char *ct = has_ct ? (ctv ? strndup(ctv, ctsize) : strdup("")) : NULL;
+    if (has_ct && !ct)
+        return EVBUS_ENOMEM;
+    int rc = decode_binary(rkm, h, ct, event, why);
     free(ct);
     return rc;
 }
