@@ -35,8 +35,8 @@ read -r line <&"${MOCK[0]}"
 brokers=${line#BROKERS=}
 spread=sticky.partitioning.linger.ms=0
 url="kafka://$brokers?kafka.$spread"
-# the raw record carries the same bytes as evbus' JSON envelope + data
-bytes=$((size + 200))
+# the raw record carries as many bytes as evbus-bench's JSON event (222 B envelope)
+bytes=$((size + 222))
 
 rate() { sed -n 's/.*"events_per_s":\([0-9.]*\).*/\1/p'; }
 steady() { sed -n 's/.*"steady_events_per_s":\([0-9.]*\).*/\1/p'; }

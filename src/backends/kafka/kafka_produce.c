@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kafka_internal.h"
 
@@ -83,11 +84,21 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     (void)rk;
 }
 
+/* Serves delivery reports. Under load (a poll served many reports) it
+ * lets the next ones gather for a moment instead of waking once per
+ * produce response: a thread switch per few records cost more than the
+ * reports themselves. A lone synchronous publish is served at once. */
+#define DR_BUSY 32
+#define DR_GATHER_US 1000
+
 static void *dr_thread_main(void *arg)
 {
     kafka_bus_t *kb = arg;
-    while (!atomic_load(&kb->dr_stop))
-        rd_kafka_poll(kb->producer, 100);
+    while (!atomic_load(&kb->dr_stop)) {
+        int served = rd_kafka_poll(kb->producer, 100);
+        if (served >= DR_BUSY)
+            usleep(DR_GATHER_US);
+    }
     return NULL;
 }
 
@@ -264,8 +275,14 @@ int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
     if (rc != EVBUS_OK) {
         free(p);
         atomic_fetch_sub(&kb->async_pending, 1);
+        return rc;
     }
-    return rc;
+    /* Serve ready reports on the publishing thread, as a raw producer loop
+     * does: the core's token is then freed by the thread that allocated
+     * it, which spares malloc's arena lock a fight with the delivery
+     * thread (that contention cost a third of the throughput). */
+    rd_kafka_poll(kb->producer, 0);
+    return EVBUS_OK;
 }
 
 int kafka_flush(void *priv, int timeout_ms)
