@@ -69,6 +69,12 @@ void evbus__event_release(evbus_event_t *ev, void *p);
 /* Formats v in decimal into buf (at least 21 bytes); returns the length. */
 size_t evbus__fmt_int64(char *buf, int64_t v);
 
+/* evbus_event_to_json into a caller-owned buffer that grows as needed
+ * (buf and cap start as NULL and 0; the caller frees buf when done).
+ * Returns the buffer holding the text, or NULL (invalid event, no memory). */
+char *evbus__event_encode_reuse(const evbus_event_t *ev, char **buf,
+                                size_t *cap, size_t *len);
+
 /* ---- event_validate.c */
 
 /* Lowercase a-z and 0-9 only, at least one character. */

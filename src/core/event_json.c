@@ -261,10 +261,12 @@ static int wire_kind(const evbus_event_t *ev)
     return kind;
 }
 
-char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
+/* Encodes ev into s (which may already own a buffer to reuse). Returns the
+ * text, or NULL when out of memory; s keeps its buffer either way. */
+static char *encode_into(const evbus_event_t *ev, sbuf_t *s_, size_t *len)
 {
-    if (!ev || !ev->id || !ev->source || !ev->type)
-        return NULL;
+    sbuf_t s = *s_;
+    s.len = 0;
     /* each length once; a first guess that fits an event without escapes */
     const char *v[7] = {ev->id,         ev->source,  ev->type,
                         ev->datacontenttype, ev->dataschema, ev->subject,
@@ -279,9 +281,8 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
         guess += kind == EVBUS__DATA_BINARY
                      ? b64_encoded_len(ev->data_len)
                      : ev->data_len + ev->data_len / 8;
-    sbuf_t s = {NULL, 0, 0};
     if (!sb_reserve(&s, guess))
-        return NULL;
+        goto oom;
     SB_LIT(&s, "{\"specversion\":\"1.0\",\"id\":");
     if (!sb_str(&s, v[0], n[0]) ||
         !ATTR(&s, ",\"source\":", v[1], n[1]) ||
@@ -338,10 +339,34 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
     s.b[s.len] = '\0';
     if (len)
         *len = s.len;
+    *s_ = s;
     return s.b;
 oom:
-    free(s.b);
+    *s_ = s;
     return NULL;
+}
+
+char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
+{
+    if (!ev || !ev->id || !ev->source || !ev->type)
+        return NULL;
+    sbuf_t s = {NULL, 0, 0};
+    char *out = encode_into(ev, &s, len);
+    if (!out)
+        free(s.b);
+    return out;
+}
+
+char *evbus__event_encode_reuse(const evbus_event_t *ev, char **buf,
+                                size_t *cap, size_t *len)
+{
+    if (!ev || !ev->id || !ev->source || !ev->type)
+        return NULL;
+    sbuf_t s = {*buf, 0, *cap};
+    char *out = encode_into(ev, &s, len);
+    *buf = s.b;
+    *cap = s.cap;
+    return out;
 }
 
 /* ---- raw value scanner (input already validated by cJSON) */

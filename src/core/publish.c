@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event_internal.h"
 #include "internal.h"
 
 typedef struct pub_token {
@@ -44,7 +45,43 @@ int evbus__publish_encoded(evbus_t *bus, const char *topic,
     return rc;
 }
 
-/* Validates ev and encodes it; *json is malloc'd. */
+/* Each publishing thread encodes into a buffer of its own that is kept
+ * between publishes: no allocation per event once it has grown. The key's
+ * destructor frees it when the thread ends. */
+typedef struct {
+    char *buf;
+    size_t cap;
+} encode_buf_t;
+
+static pthread_key_t encode_key;
+static pthread_once_t encode_once = PTHREAD_ONCE_INIT;
+
+static void encode_buf_free(void *p)
+{
+    encode_buf_t *b = p;
+    free(b->buf);
+    free(b);
+}
+
+static void encode_key_init(void)
+{
+    pthread_key_create(&encode_key, encode_buf_free);
+}
+
+static encode_buf_t *thread_encode_buf(void)
+{
+    pthread_once(&encode_once, encode_key_init);
+    encode_buf_t *b = pthread_getspecific(encode_key);
+    if (!b && (b = calloc(1, sizeof *b)) &&
+        pthread_setspecific(encode_key, b) != 0) {
+        free(b);
+        b = NULL;
+    }
+    return b;
+}
+
+/* Validates ev and encodes it into the thread's buffer (*json points into
+ * it: valid until this thread publishes again). */
 static int encode(evbus_t *bus, const char *topic, const evbus_event_t *ev,
                   char **json, size_t *len)
 {
@@ -58,14 +95,14 @@ static int encode(evbus_t *bus, const char *topic, const evbus_event_t *ev,
                    why);
         return EVBUS_EINVAL;
     }
-    *json = evbus_event_to_json(ev, len);
+    encode_buf_t *b = thread_encode_buf();
+    *json = b ? evbus__event_encode_reuse(ev, &b->buf, &b->cap, len) : NULL;
     if (!*json)
         return EVBUS_ENOMEM;
     if (*len > bus->max_event_bytes) {
         evbus__log(EVBUS_LOG_WARN, "core",
                    "publish to %s refused: %zu bytes > max_event_bytes %zu",
                    topic, *len, bus->max_event_bytes);
-        free(*json);
         return EVBUS_ETOOBIG;
     }
     return EVBUS_OK;
@@ -78,9 +115,7 @@ int evbus_publish(evbus_t *bus, const char *topic, const evbus_event_t *ev)
     int rc = encode(bus, topic, ev, &json, &len);
     if (rc != EVBUS_OK)
         return rc;
-    rc = evbus__publish_encoded(bus, topic, ev, json, len);
-    free(json);
-    return rc;
+    return evbus__publish_encoded(bus, topic, ev, json, len);
 }
 
 int evbus_publish_raw(evbus_t *bus, const char *topic, const void *bytes,
@@ -114,26 +149,48 @@ static void enqueue_completion(evbus_t *bus, pub_token_t *t, int err)
     pthread_mutex_unlock(&bus->mu);
 }
 
-/* Called by the backend (any thread) when an async publish completed. */
+/* One fewer publish in flight. Flush waits under bus->mu for the count to
+ * reach zero, so only that last decrement needs the lock (to wake it);
+ * the waiter re-checks under the same lock, so no wakeup is lost. */
+static void pending_done(evbus_t *bus)
+{
+    if (atomic_fetch_sub(&bus->pending_pub, 1) == 1) {
+        pthread_mutex_lock(&bus->mu);
+        pthread_cond_broadcast(&bus->cv);
+        pthread_mutex_unlock(&bus->mu);
+    }
+}
+
+static void note_async_failure(evbus_t *bus, int err)
+{
+    int none = EVBUS_OK;
+    atomic_compare_exchange_strong(&bus->first_async_err, &none, err);
+    evbus__log(EVBUS_LOG_WARN, "core", "asynchronous publish failed: %s",
+               evbus_strerror(err));
+}
+
+/* Completion of a publish without a delivery callback: the token is the
+ * bus itself, so the common case allocates nothing per event. */
+static void publish_done_nocb(void *token, int err)
+{
+    evbus_t *bus = token;
+    count_outcome(bus, err);
+    if (err != EVBUS_OK)
+        note_async_failure(bus, err);
+    pending_done(bus);
+}
+
+/* Completion of a publish with a delivery callback (any thread): queue the
+ * outcome for the application's thread. */
 static void publish_done(void *token, int err)
 {
     pub_token_t *t = token;
     evbus_t *bus = t->bus;
     count_outcome(bus, err);
-    if (t->cb) {
-        enqueue_completion(bus, t, err);
-        evbus_host_notify(&bus->host);
-    } else if (err != EVBUS_OK) {
-        int none = EVBUS_OK;
-        atomic_compare_exchange_strong(&bus->first_async_err, &none, err);
-        evbus__log(EVBUS_LOG_WARN, "core", "asynchronous publish failed: %s",
-                   evbus_strerror(err));
-    }
+    enqueue_completion(bus, t, err);
+    evbus_host_notify(&bus->host);
     free(t);
-    pthread_mutex_lock(&bus->mu);
-    if (atomic_fetch_sub(&bus->pending_pub, 1) == 1)
-        pthread_cond_broadcast(&bus->cv);
-    pthread_mutex_unlock(&bus->mu);
+    pending_done(bus);
 }
 
 int evbus_publish_async(evbus_t *bus, const char *topic,
@@ -145,35 +202,36 @@ int evbus_publish_async(evbus_t *bus, const char *topic,
     int rc = encode(bus, topic, ev, &json, &len);
     if (rc != EVBUS_OK)
         return rc;
-    pub_token_t *t = malloc(sizeof *t);
-    if (!t) {
-        free(json);
-        return EVBUS_ENOMEM;
-    }
-    *t = (pub_token_t){bus, cb, opaque, NULL};
-    if (cb && !(t->event = evbus_event_clone(ev))) {
-        free(t);
-        free(json);
-        return EVBUS_ENOMEM;
+    evbus_publish_done_fn done = publish_done_nocb;
+    void *token = bus;
+    if (cb) {
+        pub_token_t *t = malloc(sizeof *t);
+        if (!t || !(t->event = evbus_event_clone(ev))) {
+            free(t);
+            return EVBUS_ENOMEM;
+        }
+        t->bus = bus;
+        t->cb = cb;
+        t->opaque = opaque;
+        done = publish_done;
+        token = t;
     }
     atomic_fetch_add(&bus->pending_pub, 1);
     if (bus->be->publish_async) {
-        rc = bus->be->publish_async(bus->priv, topic, ev, json, len,
-                                    publish_done, t);
-        if (rc != EVBUS_OK) {
-            evbus_event_free(t->event);
-            free(t);
+        rc = bus->be->publish_async(bus->priv, topic, ev, json, len, done,
+                                    token);
+        if (rc != EVBUS_OK) { /* not started: done will not be called */
+            if (cb) {
+                evbus_event_free(((pub_token_t *)token)->event);
+                free(token);
+            }
             count_outcome(bus, rc);
-            pthread_mutex_lock(&bus->mu);
-            if (atomic_fetch_sub(&bus->pending_pub, 1) == 1)
-                pthread_cond_broadcast(&bus->cv);
-            pthread_mutex_unlock(&bus->mu);
+            pending_done(bus);
         }
     } else {
         /* No asynchronous path: publish now, report later as usual. */
-        publish_done(t, bus->be->publish(bus->priv, topic, ev, json, len));
+        done(token, bus->be->publish(bus->priv, topic, ev, json, len));
     }
-    free(json);
     return rc;
 }
 
