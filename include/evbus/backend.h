@@ -206,7 +206,9 @@ EVBUS_API size_t evbus_host_max_event_bytes(const evbus_host_t *host);
  * fault-injecting wrappers. Any thread. */
 EVBUS_API void evbus_host_count_fault(evbus_host_t *host);
 
-/* ---- parsed URLs. Strings are owned by the URL and live as long as it. */
+/* ---- parsed URLs. Strings are owned by the URL and live as long as it.
+ * Every accessor below may be called from any thread: a URL is read-only
+ * after parsing except for the "understood" marks, which are atomic. */
 
 /* Parses a bus URL, for wrapper backends that open an inner backend with a
  * URL of their own. NULL with the reason in errstr when malformed.
