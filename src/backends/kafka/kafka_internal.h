@@ -47,6 +47,7 @@ typedef struct kafka_bus {
     atomic_bool closing;
     atomic_long async_pending;    /* publish_async not yet reported */
     atomic_int space_waiters;     /* publishers waiting for queue room */
+    atomic_ulong app_polls;       /* reports served by publishing threads */
     _Atomic(evbus_publish_done_fn) usual_done; /* see kafka_produce.c */
     pthread_mutex_t mu;           /* only for the condvar below */
     pthread_cond_t cv;            /* queue room / async completions */

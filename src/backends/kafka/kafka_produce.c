@@ -91,10 +91,24 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
 #define DR_BUSY 32
 #define DR_GATHER_US 1000
 
+#define DR_STANDBY_US 2000
+
 static void *dr_thread_main(void *arg)
 {
     kafka_bus_t *kb = arg;
+    unsigned long seen = atomic_load(&kb->app_polls);
     while (!atomic_load(&kb->dr_stop)) {
+        /* While the application keeps publishing asynchronously it serves
+         * the reports itself (see kafka_publish_async); a second thread
+         * waking on the same queue only fights it for the queue's lock and
+         * for the CPU. Stand by until it stops, then serve what is left. */
+        unsigned long now = atomic_load_explicit(&kb->app_polls,
+                                                 memory_order_relaxed);
+        if (now != seen) {
+            seen = now;
+            usleep(DR_STANDBY_US);
+            continue;
+        }
         int served = rd_kafka_poll(kb->producer, 100);
         if (served >= DR_BUSY)
             usleep(DR_GATHER_US);
@@ -282,6 +296,7 @@ int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
      * it, which spares malloc's arena lock a fight with the delivery
      * thread (that contention cost a third of the throughput). */
     rd_kafka_poll(kb->producer, 0);
+    atomic_fetch_add_explicit(&kb->app_polls, 1, memory_order_relaxed);
     return EVBUS_OK;
 }
 
