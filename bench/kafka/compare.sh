@@ -28,7 +28,7 @@ for i in $(seq 1 "$runs"); do
   topics+=(--topic "raw.pub.$i" --topic "bus.pub.$i")
 done
 coproc MOCK { exec "$mock" --brokers "$nbrokers" --partitions "$parts" \
-                 "${topics[@]}" --topic raw.con --topic bus.con --topic bus.steady; }
+                 "${topics[@]}" --topic raw.con --topic raw.dec --topic bus.con --topic bus.steady; }
 mock_pid=$MOCK_PID
 trap 'kill "$mock_pid" 2>/dev/null; wait "$mock_pid" 2>/dev/null || true' EXIT
 read -r line <&"${MOCK[0]}"
@@ -65,5 +65,11 @@ echo "consume (incl. group join): evbus $(echo "$bus_con" | rate)/s vs raw $(ech
      "= $(ratio "$(echo "$bus_con" | rate)" "$(echo "$raw_con" | rate)")x (target >= 0.85)"
 bus_steady=$("$steady_bin" --url "$url" --events "$events" --size "$size" --topic bus.steady)
 echo "$bus_steady"
+# the same raw loop, parsing each record's CloudEvent with cJSON as any
+# program that handles the events must
+raw_dec=$("$raw" --brokers "$brokers" --mode consume --decode --events "$events" --bytes "$bytes" --topic raw.dec -X "$spread")
+echo "$raw_dec"
 echo "consume after the join: evbus $(echo "$bus_steady" | steady)/s vs raw $(echo "$raw_con" | steady)/s" \
-     "= $(ratio "$(echo "$bus_steady" | steady)" "$(echo "$raw_con" | steady)")x"
+     "= $(ratio "$(echo "$bus_steady" | steady)" "$(echo "$raw_con" | steady)")x (records not read)"
+echo "consume after the join: evbus $(echo "$bus_steady" | steady)/s vs raw+cJSON $(echo "$raw_dec" | steady)/s" \
+     "= $(ratio "$(echo "$bus_steady" | steady)" "$(echo "$raw_dec" | steady)")x (each event parsed)"

@@ -11,6 +11,10 @@
  * consume: fills a fresh topic untimed, then a fresh group reads it all;
  *          seconds include the group join (as evbus-bench consume does),
  *          steady_events_per_s counts from the first record on.
+ * --decode: the records are CloudEvents in JSON (B bytes each, like the
+ *          events evbus-bench sends) and the consumer parses each one with
+ *          cJSON and reads its id, type and data before storing the offset:
+ *          the least a raw-client program does to handle an event.
  * Prints one JSON line like evbus-bench.
  */
 #include <getopt.h>
@@ -21,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 
 static double now_s(void)
@@ -124,6 +129,37 @@ static double produce_all(const char *brokers, const char *topic, long n,
     return secs;
 }
 
+static int decode;
+
+/* What a raw-client handler does first: parse the CloudEvent and find the
+ * attributes it dispatches on. Returns 0 when the record is not one. */
+static int read_event(const void *payload, size_t len)
+{
+    cJSON *root = cJSON_ParseWithLength(payload, len);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
+    int ok = cJSON_IsString(id) && cJSON_IsString(type) && data != NULL;
+    cJSON_Delete(root);
+    return ok;
+}
+
+/* A structured-mode CloudEvent of exactly len bytes (len >= 200). */
+static char *event_value(size_t len)
+{
+    static const char head[] =
+        "{\"specversion\":\"1.0\",\"id\":\"6f1c2e0a-9a41-4c6e-b7a5-"
+        "2b1d9f3e8c70\",\"source\":\"/evbus/bench\",\"type\":"
+        "\"bench.event.sent\",\"time\":\"2026-11-27T05:00:00.000Z\","
+        "\"datacontenttype\":\"text/plain\",\"data\":\"";
+    char *v = malloc(len + 1);
+    size_t h = sizeof head - 1;
+    memcpy(v, head, h);
+    memset(v + h, 'x', len - h - 2);
+    memcpy(v + len - 2, "\"}", 3);
+    return v;
+}
+
 static void consume_all(const char *brokers, const char *topic, long n,
                         double *secs, double *steady)
 {
@@ -157,6 +193,11 @@ static void consume_all(const char *brokers, const char *topic, long n,
             if (!got)
                 tfirst = now_s();
             got++;
+            if (decode && !read_event(m->payload, m->len)) {
+                fprintf(stderr, "kafka-raw-bench: record %ld is not an "
+                                "event\n", got);
+                exit(1);
+            }
             rd_kafka_topic_partition_list_t *s =
                 rd_kafka_topic_partition_list_new(1);
             rd_kafka_topic_partition_list_add(s, topic, m->partition)
@@ -184,6 +225,7 @@ int main(int argc, char **argv)
         {"bytes", required_argument, NULL, 's'},
         {"topic", required_argument, NULL, 't'},
         {"set", required_argument, NULL, 'X'},
+        {"decode", no_argument, &decode, 1},
         {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "b:m:n:s:t:X:", opts, NULL)) != -1) {
@@ -197,12 +239,15 @@ int main(int argc, char **argv)
             if (nextra < 32)
                 extra[nextra++] = optarg;
             break;
+        case 0: break;
         default: return 2;
         }
     }
-    if (!brokers || events <= 0 || bytes <= 0) {
+    if (!brokers || events <= 0 || bytes <= 0 || (decode && bytes < 200)) {
         fprintf(stderr, "usage: kafka-raw-bench --brokers LIST --mode "
-                        "publish|consume [--events N] [--bytes B]\n");
+                        "publish|consume [--events N] [--bytes B]\n"
+                        "       [--decode (B >= 200)] [--topic T] "
+                        "[-X prop=value]...\n");
         return 2;
     }
     char topic[128];
@@ -211,8 +256,9 @@ int main(int argc, char **argv)
     else
         snprintf(topic, sizeof topic, "rawbench.%s.%d.%ld", mode,
                  (int)getpid(), (long)time(NULL));
-    char *value = malloc((size_t)bytes);
-    memset(value, 'x', (size_t)bytes);
+    char *value = decode ? event_value((size_t)bytes) : malloc((size_t)bytes);
+    if (!decode)
+        memset(value, 'x', (size_t)bytes);
     double secs = 0, steady = 0;
     if (strcmp(mode, "publish") == 0) {
         secs = produce_all(brokers, topic, events, value, (size_t)bytes);
@@ -225,10 +271,11 @@ int main(int argc, char **argv)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"mode\":\"raw-%s\",\"events\":%ld,\"bytes\":%ld,"
+    printf("{\"mode\":\"raw-%s%s\",\"events\":%ld,\"bytes\":%ld,"
            "\"seconds\":%.3f,\"events_per_s\":%.0f,"
            "\"steady_events_per_s\":%.0f,\"max_rss_kb\":%ld}\n",
-           mode, events, bytes, secs, (double)events / secs, steady,
+           mode, decode ? "-decode" : "", events, bytes, secs,
+           (double)events / secs, steady,
            ru.ru_maxrss);
     free(value);
     return 0;
