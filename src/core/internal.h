@@ -156,6 +156,32 @@ int evbus__publish_encoded(evbus_t *bus, const char *topic,
 /* Runs queued delivery callbacks on the calling thread; returns how many. */
 int evbus__run_completions(evbus_t *bus);
 
+/* A publish started by the library itself (the outbox relay) that wants
+ * its outcome at once and per event, without evbus_publish_async's event
+ * copy and callback queue. The caller owns the ticket and keeps it alive
+ * until done runs; the core fills in bus. */
+typedef struct evbus__ticket {
+    evbus_t *bus;
+    /* Called exactly once, on any thread (a broker client's included),
+     * with EVBUS_OK or the error. Must be short and must not call back
+     * into the bus. */
+    void (*done)(struct evbus__ticket *t, int err);
+} evbus__ticket_t;
+
+/* Publishes json, which must be ev's encoding as evbus_event_to_json made
+ * it (so already validated): no validation, no re-encoding. ev is what
+ * backends read attributes from (partition key, binary modes); it may be
+ * NULL on a bus with EVBUS_FEAT_BYTES_ONLY. Returns
+ * EVBUS_OK when started (t->done will run), or an error and it will not.
+ * Any thread, like evbus_publish_async. */
+int evbus__publish_encoded_async(evbus_t *bus, const char *topic,
+                                 const evbus_event_t *ev, const void *json,
+                                 size_t len, evbus__ticket_t *t);
+
+/* Asks the backend to send whatever its client holds back (linger) without
+ * waiting for any outcome. Any thread. */
+void evbus__nudge(evbus_t *bus);
+
 /* ---- dispatch (dispatch.c) */
 /* The bus whose poll role the calling thread holds, or NULL. Thread-local,
  * so asking "am I the poller?" races with nobody. */

@@ -235,6 +235,47 @@ int evbus_publish_async(evbus_t *bus, const char *topic,
     return rc;
 }
 
+static void ticket_done(void *token, int err)
+{
+    evbus__ticket_t *t = token;
+    evbus_t *bus = t->bus; /* t may be gone once done returns */
+    count_outcome(bus, err);
+    t->done(t, err);
+    pending_done(bus);
+}
+
+int evbus__publish_encoded_async(evbus_t *bus, const char *topic,
+                                 const evbus_event_t *ev, const void *json,
+                                 size_t len, evbus__ticket_t *t)
+{
+    if (!bus || !json || !t || evbus__check_topic(topic) != EVBUS_OK ||
+        (!ev && !(evbus_features(bus) & EVBUS_FEAT_BYTES_ONLY)))
+        return EVBUS_EINVAL;
+    if (atomic_load_explicit(&bus->closing, memory_order_relaxed))
+        return EVBUS_ECLOSED;
+    if (len > bus->max_event_bytes)
+        return EVBUS_ETOOBIG;
+    t->bus = bus;
+    atomic_fetch_add(&bus->pending_pub, 1);
+    if (!bus->be->publish_async) {
+        ticket_done(t, bus->be->publish(bus->priv, topic, ev, json, len));
+        return EVBUS_OK;
+    }
+    int rc = bus->be->publish_async(bus->priv, topic, ev, json, len,
+                                    ticket_done, t);
+    if (rc != EVBUS_OK) { /* not started: done will not be called */
+        count_outcome(bus, rc);
+        pending_done(bus);
+    }
+    return rc;
+}
+
+void evbus__nudge(evbus_t *bus)
+{
+    if (bus && bus->be->flush)
+        bus->be->flush(bus->priv, 0);
+}
+
 int evbus__run_completions(evbus_t *bus)
 {
     pthread_mutex_lock(&bus->mu);

@@ -87,7 +87,8 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
     if (check_opts(&opts, errstr, n) != EVBUS_OK)
         return NULL;
     evbus_relay_t *r = calloc(1, sizeof *r);
-    if (!r || !(r->rows = calloc((size_t)opts.batch_size, sizeof *r->rows))) {
+    if (!r || !(r->rows = calloc((size_t)opts.batch_size * RELAY_WINDOW,
+                                 sizeof *r->rows))) {
         free(r);
         ob__seterr(errstr, n, "out of memory");
         return NULL;
@@ -178,7 +179,9 @@ static void *relay_main(void *arg)
         pthread_mutex_lock(&r->mu);
         r->notified = false; /* this round sees everything committed so far */
         pthread_mutex_unlock(&r->mu);
-        int got = evbus_relay_run_once(r, r->o.batch_size);
+        /* several batches a round, so that they overlap in flight */
+        int round_max = r->o.batch_size * RELAY_WINDOW * 2;
+        int got = evbus_relay_run_once(r, round_max);
         int delay;
         if (got < 0) {
             failures += failures < 30;
@@ -188,7 +191,7 @@ static void *relay_main(void *arg)
         } else {
             failures = 0;
             prev_delay = 0;
-            if (got >= r->o.batch_size)
+            if (got >= round_max)
                 continue; /* more may be waiting */
             if (!atomic_load(&r->active))
                 delay = r->o.poll_interval_ms;

@@ -23,8 +23,13 @@ typedef enum {
 typedef struct row {
     int64_t seq;
     row_state_t state;
-    char park_why[160];
+    char *park_why; /* malloc'd while the row is being parked */
 } row_t;
+
+/* Batches a round keeps in flight: while the broker works on one, the
+ * relay reads and sends the next (waiting for each batch in turn cost a
+ * third of the throughput into Redis). */
+#define RELAY_WINDOW 4
 
 struct evbus_relay {
     evbus_t *bus;
@@ -38,7 +43,7 @@ struct evbus_relay {
     int64_t mark;          /* every row with seq <= mark is settled */
     int cur_batch;         /* batch size now: shrinks after failures */
     int64_t next_purge_ms; /* monotonic */
-    row_t *rows;           /* batch_size scratch rows */
+    row_t *rows;           /* RELAY_WINDOW x batch_size scratch rows */
 
     pthread_mutex_t run_mu; /* one round at a time */
 

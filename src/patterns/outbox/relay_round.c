@@ -1,20 +1,25 @@
 /*
- * One relay round: read pending rows in seq (= commit) order, publish them
- * with evbus_publish_async, wait with one evbus_flush, then advance the
- * delivered mark over the rows the broker accepted, in one transaction.
- * Killing the relay anywhere only means rows above the mark are published
- * again (same event id) by the next relay.
+ * One relay round: read pending rows in seq (= commit) order and publish
+ * them, several batches in flight at once so the broker never waits for
+ * the relay; as the oldest batch completes, advance the delivered mark over
+ * the rows the broker accepted, in one transaction per batch. Killing the
+ * relay anywhere only means rows above the mark are published again (same
+ * event id) by the next relay.
  *
- * Delivery callbacks may run on any thread that flushes or polls the bus,
- * and may even arrive after our flush timed out, so each batch's result
- * slots live in a reference-counted block that the last user frees.
+ * Rows are published with the JSON stored in them (evbus_outbox_add made it
+ * and validated the event): no re-encoding. Outcomes arrive per event from
+ * the backend's threads, possibly after the round gave up waiting, so each
+ * batch's result slots live in a reference-counted block that the last
+ * user frees.
  */
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/internal.h" /* evbus__publish_encoded_async */
 #include "relay_internal.h"
 #include "sql_util.h"
 
@@ -24,12 +29,15 @@
 typedef struct batch batch_t;
 
 typedef struct slot {
+    evbus__ticket_t ticket; /* first: the core hands it back to on_done */
     batch_t *batch;
     atomic_int result;
 } slot_t;
 
 struct batch {
-    atomic_int refs;
+    atomic_int refs;  /* the relay's own + one per publish in flight */
+    int n;            /* rows fetched */
+    row_t *rows;      /* the relay's scratch rows for this batch */
     slot_t slots[];
 };
 
@@ -39,10 +47,9 @@ static void batch_unref(batch_t *b)
         free(b);
 }
 
-static void on_delivery(const evbus_event_t *ev, int err, void *opaque)
+static void on_done(evbus__ticket_t *t, int err)
 {
-    (void)ev;
-    slot_t *s = opaque;
+    slot_t *s = (slot_t *)t;
     atomic_store_explicit(&s->result, err, memory_order_release);
     batch_unref(s->batch);
 }
@@ -102,18 +109,41 @@ static bool park_worthy(int err)
 static void park_row(row_t *row, const char *why, const char *detail)
 {
     row->state = ROW_PARK;
-    snprintf(row->park_why, sizeof row->park_why, "%s: %s", why, detail);
+    free(row->park_why);
+    if (asprintf(&row->park_why, "%s: %s", why, detail) < 0)
+        row->park_why = NULL; /* recorded as "unknown" */
 }
 
-/* Reads up to want rows above the mark and starts publishing them. Returns
- * how many rows it fetched; *err gets the error that stopped the batch. */
-static int send_batch(evbus_relay_t *r, batch_t *b, int want, int *err)
+/* Publishes one row's event; EVBUS_EAGAIN/EBUSY (the client's queue is
+ * full) are waited out once. */
+static int publish_row(evbus_relay_t *r, const char *topic,
+                       const evbus_event_t *ev, const char *json, size_t len,
+                       slot_t *s)
+{
+    int rc = evbus__publish_encoded_async(r->bus, topic, ev, json, len,
+                                          &s->ticket);
+    if (rc == EVBUS_EAGAIN || rc == EVBUS_EBUSY) {
+        evbus_flush(r->bus, r->o.flush_timeout_ms);
+        rc = evbus__publish_encoded_async(r->bus, topic, ev, json, len,
+                                          &s->ticket);
+    }
+    return rc;
+}
+
+/* Reads up to want rows above `after` into b and starts publishing them.
+ * Sets b->n to how many rows it fetched; *err gets the error that stopped
+ * the batch. */
+static void send_batch(evbus_relay_t *r, batch_t *b, int64_t after, int want,
+                       int *err)
 {
     int n = 0, rc = SQLITE_DONE;
-    sqlite3_bind_int64(r->fetch, 1, r->mark);
+    /* A broker that only stores bytes gets the row's JSON as it is: only
+     * evbus_outbox_add writes rows, and it encoded a validated event. */
+    bool bytes_only = evbus_features(r->bus) & EVBUS_FEAT_BYTES_ONLY;
+    sqlite3_bind_int64(r->fetch, 1, after);
     sqlite3_bind_int(r->fetch, 2, want);
     while (n < want && (rc = sqlite3_step(r->fetch)) == SQLITE_ROW) {
-        row_t *row = &r->rows[n];
+        row_t *row = &b->rows[n];
         slot_t *s = &b->slots[n];
         n++;
         row->seq = sqlite3_column_int64(r->fetch, 0);
@@ -125,23 +155,17 @@ static int send_batch(evbus_relay_t *r, batch_t *b, int want, int *err)
                                  : NULL;
         if (ev)
             atomic_fetch_add(&r->handed_off, 1);
-        else if (json)
+        else if (json && !bytes_only)
             ev = evbus_event_from_json_limit(json, len, 0, why, sizeof why);
-        if (!ev) {
+        if (!ev && !(json && bytes_only)) {
             park_row(row, "undecodable event", why);
             continue;
         }
+        s->ticket.done = on_done;
         s->batch = b;
         atomic_store(&s->result, RESULT_PENDING);
         atomic_fetch_add(&b->refs, 1);
-        int prc = evbus_publish_async(r->bus, topic ? topic : "", ev,
-                                      on_delivery, s);
-        if (prc == EVBUS_EAGAIN || prc == EVBUS_EBUSY) {
-            /* the client's queue is full: let it drain, then once more */
-            evbus_flush(r->bus, r->o.flush_timeout_ms);
-            prc = evbus_publish_async(r->bus, topic ? topic : "", ev,
-                                      on_delivery, s);
-        }
+        int prc = publish_row(r, topic ? topic : "", ev, json, len, s);
         evbus_event_free(ev);
         if (prc == EVBUS_OK) {
             row->state = ROW_SENT;
@@ -159,21 +183,23 @@ static int send_batch(evbus_relay_t *r, batch_t *b, int want, int *err)
     if (rc != SQLITE_DONE && rc != SQLITE_ROW && *err == EVBUS_OK)
         *err = ob__sqlite_err(rc);
     sqlite3_reset(r->fetch);
-    return n;
+    b->n = n;
 }
 
 /* Parks what must be parked and moves the mark to `upto`, in one
  * transaction. With retention 0 the delivered rows are deleted at once. */
-static int settle(evbus_relay_t *r, int n, int64_t upto)
+static int settle(evbus_relay_t *r, const row_t *rows, int n, int64_t upto)
 {
     int rc = ob__step_done(r->begin);
     if (rc != EVBUS_OK)
         return rc;
     for (int i = 0; i < n && rc == EVBUS_OK; i++) {
-        if (r->rows[i].state != ROW_PARK)
+        if (rows[i].state != ROW_PARK)
             continue;
-        sqlite3_bind_int64(r->park, 1, r->rows[i].seq);
-        sqlite3_bind_text(r->park, 2, r->rows[i].park_why, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(r->park, 1, rows[i].seq);
+        sqlite3_bind_text(r->park, 2,
+                          rows[i].park_why ? rows[i].park_why : "unknown", -1,
+                          SQLITE_STATIC);
         rc = ob__step_done(r->park);
     }
     if (rc == EVBUS_OK && upto > r->mark) {
@@ -196,56 +222,47 @@ static int settle(evbus_relay_t *r, int n, int64_t upto)
     return rc;
 }
 
-/* After a flush that saw every publish complete, the delivery callbacks may
- * still be running on another thread that polls the same bus (evbus_poll
- * also runs them). Wait for them rather than take an outcome for a failure:
- * they are already on their way, so this is short. */
-static void await_callbacks(batch_t *b, int timeout_ms)
+static bool batch_done(batch_t *b)
 {
-    int64_t deadline = ob__mono_ms() + timeout_ms;
-    long pause_ns = 20000;
-    while (atomic_load_explicit(&b->refs, memory_order_acquire) > 1 &&
-           ob__mono_ms() < deadline) {
+    return atomic_load_explicit(&b->refs, memory_order_acquire) == 1;
+}
+
+/* Waits (up to flush_timeout_ms) until every publish of b reported. While
+ * later batches are in flight they keep the broker busy, so a short sleep
+ * here costs nothing; for the last batch the client is first told to send
+ * what it lingers on. An outcome still missing then counts as a timeout. */
+static void await_batch(evbus_relay_t *r, batch_t *b, bool last)
+{
+    if (batch_done(b))
+        return;
+    if (last)
+        evbus__nudge(r->bus);
+    int64_t deadline = ob__mono_ms() + r->o.flush_timeout_ms;
+    long pause_ns = 10000;
+    while (!batch_done(b) && ob__mono_ms() < deadline) {
         struct timespec ts = {0, pause_ns};
         nanosleep(&ts, NULL);
-        if (pause_ns < 1000000)
+        if (pause_ns < 500000)
             pause_ns *= 2;
     }
 }
 
-/* One batch: fetch, publish, flush, settle. *published gets the count of
- * events the broker accepted, *fetched the rows read. */
-static int relay_batch(evbus_relay_t *r, int want, int *published,
-                       int *fetched)
+/* Resolves a completed (or given up) batch and records it: parks what must
+ * be parked and moves the mark over the accepted rows - but only while no
+ * row of this round failed (*broken): after a failure everything is
+ * published again, so the last copy of every event still arrives in commit
+ * order. *published gets the rows accepted and recorded. Returns the first
+ * publish error of the batch, or the recording error. */
+static int settle_batch(evbus_relay_t *r, batch_t *b, bool *broken,
+                        int *published)
 {
     *published = 0;
-    *fetched = 0;
-    batch_t *b = malloc(sizeof *b + (size_t)want * sizeof(slot_t));
-    if (!b)
-        return EVBUS_ENOMEM;
-    atomic_init(&b->refs, 1);
     int err = EVBUS_OK;
-    int n = send_batch(r, b, want, &err);
-    *fetched = n;
-    if (n == 0) {
-        batch_unref(b);
-        return err;
-    }
-    bool sent = false;
-    for (int i = 0; i < n; i++)
-        sent |= r->rows[i].state == ROW_SENT;
-    if (sent && evbus_flush(r->bus, r->o.flush_timeout_ms) != EVBUS_ETIMEDOUT)
-        await_callbacks(b, r->o.flush_timeout_ms);
-
-    /* Resolve the slots. The mark only moves over the settled prefix: after
-     * the first row that did not make it everything is published again, so
-     * the last copy of every event still arrives in commit order. */
     int64_t upto = r->mark;
-    bool prefix = true;
     int ok = 0;
     uint64_t parked = 0, failed = 0;
-    for (int i = 0; i < n; i++) {
-        row_t *row = &r->rows[i];
+    for (int i = 0; i < b->n; i++) {
+        row_t *row = &b->rows[i];
         if (row->state == ROW_SENT) {
             int res = atomic_load_explicit(&b->slots[i].result,
                                            memory_order_acquire);
@@ -262,32 +279,38 @@ static int relay_batch(evbus_relay_t *r, int want, int *published,
             }
         }
         if (row->state == ROW_FAILED) {
-            prefix = false;
+            *broken = true;
             failed++;
         }
-        if (prefix) {
+        if (!*broken) {
             upto = row->seq;
             ok += row->state == ROW_OK;
         }
         parked += row->state == ROW_PARK;
     }
-    batch_unref(b);
-
-    int rc = settle(r, n, upto);
-    if (rc != EVBUS_OK)
-        return rc; /* nothing recorded: the whole batch is published again */
-    for (int i = 0; i < n; i++)
-        if (r->rows[i].state == ROW_PARK)
-            ob__log(EVBUS_LOG_ERROR, "relay: outbox row %lld parked: %s",
-                    (long long)r->rows[i].seq, r->rows[i].park_why);
-    r->mark = upto;
-    atomic_fetch_add(&r->published, (uint64_t)ok);
-    atomic_fetch_add(&r->parked, parked);
-    atomic_fetch_add(&r->failed, failed);
-    *published = ok;
-    if (err != EVBUS_OK)
-        ob__log(EVBUS_LOG_WARN, "relay: %llu event(s) not accepted: %s",
-                (unsigned long long)failed, evbus_strerror(err));
+    int rc = settle(r, b->rows, b->n, upto);
+    if (rc == EVBUS_OK) {
+        for (int i = 0; i < b->n; i++)
+            if (b->rows[i].state == ROW_PARK)
+                ob__log(EVBUS_LOG_ERROR, "relay: outbox row %lld parked: %s",
+                        (long long)b->rows[i].seq,
+                        b->rows[i].park_why ? b->rows[i].park_why : "unknown");
+        r->mark = upto;
+        atomic_fetch_add(&r->published, (uint64_t)ok);
+        atomic_fetch_add(&r->parked, parked);
+        atomic_fetch_add(&r->failed, failed);
+        *published = ok;
+        if (err != EVBUS_OK)
+            ob__log(EVBUS_LOG_WARN, "relay: %llu event(s) not accepted: %s",
+                    (unsigned long long)failed, evbus_strerror(err));
+    } else {
+        *broken = true; /* nothing recorded: all published again */
+        err = rc;
+    }
+    for (int i = 0; i < b->n; i++) {
+        free(b->rows[i].park_why);
+        b->rows[i].park_why = NULL;
+    }
     return err;
 }
 
@@ -364,23 +387,62 @@ int relay_round(evbus_relay_t *r, int max)
      * down is probed with one event rather than hundreds. */
     if (r->cur_batch < 1 || r->cur_batch > r->o.batch_size)
         r->cur_batch = r->o.batch_size;
-    int total = 0, rc = EVBUS_OK;
-    while (total < max) {
-        int want = max - total < r->cur_batch ? max - total : r->cur_batch;
-        int got = 0, fetched = 0;
-        rc = relay_batch(r, want, &got, &fetched);
-        total += got;
-        if (rc != EVBUS_OK) {
-            r->cur_batch = r->cur_batch / 8 > 1 ? r->cur_batch / 8 : 1;
-            break;
+    batch_t *q[RELAY_WINDOW]; /* in flight, oldest at q[head] */
+    int head = 0, count = 0, total = 0, sent = 0, rc = EVBUS_OK;
+    int64_t sent_upto = r->mark;
+    bool more = true, broken = false;
+    while (count > 0 || more) {
+        if (more && count < RELAY_WINDOW) {
+            int want = max - sent < r->cur_batch ? max - sent : r->cur_batch;
+            int ring = (head + count) % RELAY_WINDOW;
+            batch_t *b = malloc(sizeof *b + (size_t)want * sizeof(slot_t));
+            if (!b) {
+                rc = EVBUS_ENOMEM;
+                more = false;
+                continue;
+            }
+            atomic_init(&b->refs, 1);
+            b->rows = r->rows + (size_t)ring * (size_t)r->o.batch_size;
+            int err = EVBUS_OK;
+            send_batch(r, b, sent_upto, want, &err);
+            if (b->n == 0) {
+                batch_unref(b);
+                more = false;
+                if (err != EVBUS_OK)
+                    rc = err;
+                continue;
+            }
+            sent += b->n;
+            sent_upto = b->rows[b->n - 1].seq;
+            q[ring] = b;
+            count++;
+            if (err != EVBUS_OK)
+                rc = err;
+            more = err == EVBUS_OK && b->n == want && sent < max;
+            /* keep sending while the oldest batch is still on its way */
+            if (more && count < RELAY_WINDOW && !batch_done(q[head]))
+                continue;
         }
-        if (r->cur_batch < r->o.batch_size)
-            r->cur_batch = r->cur_batch * 2 < r->o.batch_size
-                               ? r->cur_batch * 2
-                               : r->o.batch_size;
-        if (fetched < want)
-            break; /* nothing more pending */
+        if (count == 0)
+            break;
+        batch_t *b = q[head];
+        head = (head + 1) % RELAY_WINDOW;
+        count--;
+        await_batch(r, b, !more);
+        int got = 0;
+        int err = settle_batch(r, b, &broken, &got);
+        batch_unref(b);
+        total += got;
+        if (err != EVBUS_OK && rc == EVBUS_OK)
+            rc = err;
+        if (broken)
+            more = false; /* drain what is in flight, then stop */
     }
+    if (broken || rc != EVBUS_OK)
+        r->cur_batch = r->cur_batch / 8 > 1 ? r->cur_batch / 8 : 1;
+    else if (r->cur_batch < r->o.batch_size)
+        r->cur_batch = r->cur_batch * 2 < r->o.batch_size ? r->cur_batch * 2
+                                                          : r->o.batch_size;
     if (r->o.retention_ms > 0 && ob__mono_ms() >= r->next_purge_ms) {
         r->next_purge_ms = ob__mono_ms() + r->o.purge_interval_ms;
         purge(r);
