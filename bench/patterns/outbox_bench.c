@@ -228,8 +228,9 @@ static double publish_async_rate(evbus_t *bus, const char *topic, int n)
 }
 
 /* Times a relay publishing n events from an outbox. Cold: the outbox is
- * filled first (not timed) and the relay decodes every row, as after a
- * restart or with the relay in another process. Same process: the relay is
+ * filled first (not timed) and the relay reads every row back (decoding
+ * it unless the backend is EVBUS_FEAT_BYTES_ONLY), as after a restart or
+ * with the relay in another process. Same process: the relay is
  * already running when the producer writes, so evbus_outbox_add hands it
  * the event objects; filled and drained in chunks of 5000 (a relay that
  * keeps up), only the draining is timed. */
@@ -322,7 +323,7 @@ static void bench_relay(const char *url, int n, double target, int absolute)
     report(what, "publish_async + flush (raw)", base,
            "relay, same process (hand-off)", warm, target);
     report("", "publish_async + flush (raw)", base,
-           "relay, cold (decodes each row)", cold, target);
+           "relay, cold (rows read back)", cold, target);
     double lib = warm;
     if (absolute)
         printf("%-32s %-33s %9s     %s\n", "", "absolute target 50000 /s",

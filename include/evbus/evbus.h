@@ -176,6 +176,11 @@ EVBUS_API const char *evbus_scheme(const evbus_t *bus);
 #define EVBUS_FEAT_CROSS_PROCESS (1u << 4) /* several processes share a bus */
 #define EVBUS_FEAT_NO_RAW (1u << 5)        /* cannot carry arbitrary bytes
                                               (evbus_publish_raw refused) */
+#define EVBUS_FEAT_BYTES_ONLY (1u << 6)    /* publish stores the encoded
+                                              bytes and never reads the
+                                              event object (so a sender
+                                              holding only an event's JSON
+                                              need not decode it) */
 
 /* The backend's EVBUS_FEAT_* flags for an open bus: whether it is
  * persistent, ordered, shared across processes. Any thread. */

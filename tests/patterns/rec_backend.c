@@ -10,6 +10,7 @@
 typedef struct {
     char *id;
     char *topic;
+    char *payload; /* the bytes as published, NUL-terminated */
 } rec_t;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -38,6 +39,7 @@ static int rec_publish(void *priv, const char *topic, const evbus_event_t *ev,
         }
         recs[nrecs].id = strdup(ev ? evbus_event_id(ev) : "(raw)");
         recs[nrecs].topic = strdup(topic);
+        recs[nrecs].payload = strndup(payload, len);
         nrecs++;
     }
     pthread_mutex_unlock(&mu);
@@ -77,10 +79,28 @@ static const evbus_backend_t rec_backend = {
     .settle = rec_settle,
 };
 
+/* The same recorder declaring EVBUS_FEAT_BYTES_ONLY: it is promised the
+ * bytes only (ev may be NULL) and records exactly those. */
+static const evbus_backend_t rec_bytes_backend = {
+    .version = EVBUS_BACKEND_VERSION,
+    .scheme = "obrecb",
+    .priv_size = 8,
+    .features = EVBUS_FEAT_BYTES_ONLY,
+    .open = rec_open,
+    .close = rec_close,
+    .publish = rec_publish,
+    .subscribe = rec_subscribe,
+    .unsubscribe = rec_unsubscribe,
+    .fetch = rec_fetch,
+    .settle = rec_settle,
+};
+
 void rec_register(void)
 {
     if (!evbus_backend_find("obrec"))
         evbus_backend_register(&rec_backend);
+    if (!evbus_backend_find("obrecb"))
+        evbus_backend_register(&rec_bytes_backend);
 }
 
 void rec_reset(void)
@@ -89,6 +109,7 @@ void rec_reset(void)
     for (size_t i = 0; i < nrecs; i++) {
         free(recs[i].id);
         free(recs[i].topic);
+        free(recs[i].payload);
     }
     nrecs = attempts = 0;
     fail_err = 0;
@@ -130,6 +151,14 @@ const char *rec_topic(size_t i)
 {
     pthread_mutex_lock(&mu);
     const char *s = i < nrecs ? recs[i].topic : NULL;
+    pthread_mutex_unlock(&mu);
+    return s;
+}
+
+const char *rec_payload(size_t i)
+{
+    pthread_mutex_lock(&mu);
+    const char *s = i < nrecs ? recs[i].payload : NULL;
     pthread_mutex_unlock(&mu);
     return s;
 }

@@ -410,6 +410,55 @@ START_TEST(same_process_handoff_never_publishes_a_rolled_back_event)
 }
 END_TEST
 
+/* A bytes-only broker gets each row's JSON exactly as stored, undecoded:
+ * even a row damaged behind the outbox's back is forwarded (consumers
+ * dead-letter it), while a row too big for the bus is still parked. */
+START_TEST(bytes_only_backend_gets_the_stored_json)
+{
+    evbus_close(bus);
+    char err[256];
+    bus = evbus_open("obrecb://b?max_event_bytes=400", err, sizeof err);
+    ck_assert_msg(bus != NULL, "%s", err);
+    char *a = create_todo(db, ob, "first", 1);
+    sql(db, "INSERT INTO evbus_outbox(topic, event, created_at)"
+            " VALUES('todos', '{not json', 0)");
+    evbus_event_t *big = evbus_event_new("todos.task.created", "/t");
+    char data[1200];
+    memset(data, 'x', sizeof data);
+    data[0] = '"';
+    data[sizeof data - 2] = '"';
+    data[sizeof data - 1] = 0;
+    ck_assert_int_eq(evbus_event_set_data_json(big, data), EVBUS_OK);
+    ck_assert_int_eq(evbus_outbox_add(ob, "todos", big), EVBUS_OK);
+    evbus_event_free(big);
+    char *c = create_todo(db, ob, "last", 1);
+    evbus_relay_t *r = relay_with(10, 3600000);
+    ck_assert_int_eq(evbus_relay_run_once(r, 0), 3);
+    ck_assert_uint_eq(rec_count(), 3);
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT event FROM evbus_outbox"
+                                            " WHERE failed IS NULL"
+                                            " ORDER BY seq", -1, &st, NULL),
+                     SQLITE_OK);
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_str_eq(rec_payload(i),
+                         (const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    ck_assert_str_eq(rec_payload(1), "{not json");
+    ck_assert_ptr_nonnull(strstr(rec_payload(0), a));
+    ck_assert_ptr_nonnull(strstr(rec_payload(2), c));
+    evbus_relay_stats_t s;
+    evbus_relay_stats(r, &s);
+    ck_assert_uint_eq(s.parked, 1);
+    ck_assert_uint_eq(s.published, 3);
+    evbus_relay_free(r);
+    free(a);
+    free(c);
+}
+END_TEST
+
 START_TEST(unpublishable_rows_are_parked_not_lost)
 {
     evbus_close(bus);
@@ -654,6 +703,7 @@ int main(void)
     tcase_add_test(tc, relay_in_another_process_excludes_this_one);
     tcase_add_test(tc, same_process_handoff_never_publishes_a_rolled_back_event);
     tcase_add_test(tc, unpublishable_rows_are_parked_not_lost);
+    tcase_add_test(tc, bytes_only_backend_gets_the_stored_json);
     tcase_add_test(tc, retention_purges_delivered_rows);
     tcase_add_test(tc, bad_arguments_get_clear_errors);
     tcase_add_test(tc, end_to_end_on_memory_bus);

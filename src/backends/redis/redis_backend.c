@@ -164,7 +164,7 @@ const evbus_backend_t evbus_backend_redis = {
     .scheme = "redis",
     .priv_size = sizeof(rds_bus_t),
     .features = EVBUS_FEAT_PERSISTENT | EVBUS_FEAT_ORDERED |
-                EVBUS_FEAT_CROSS_PROCESS,
+                EVBUS_FEAT_CROSS_PROCESS | EVBUS_FEAT_BYTES_ONLY,
     .open = rds_open,
     .close = rds_close,
     .publish = rds_publish,

@@ -184,7 +184,8 @@ const evbus_backend_t evbus_backend_sqlite = {
     .scheme = "sqlite",
     .priv_size = sizeof(sq_bus_t),
     .features = EVBUS_FEAT_PERSISTENT | EVBUS_FEAT_ORDERED |
-                EVBUS_FEAT_DELAYED_RETRY | EVBUS_FEAT_CROSS_PROCESS,
+                EVBUS_FEAT_DELAYED_RETRY | EVBUS_FEAT_CROSS_PROCESS |
+                EVBUS_FEAT_BYTES_ONLY,
     .open = sq_open,
     .close = sq_close,
     .publish = sq_publish,
