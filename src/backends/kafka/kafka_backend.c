@@ -11,7 +11,8 @@
  *   connect_timeout_ms=N             how long evbus_open and evbus_health
  *                                    wait for the cluster (default 10000)
  *   kafka.<property>=V               any librdkafka property, for the
- *                                    producer and every consumer
+ *                                    producer and every consumer (one
+ *                                    per consumer group the bus joins)
  *   kafka.producer.<property>=V      the producer only
  *   kafka.consumer.<property>=V      the consumers only
  */
@@ -246,6 +247,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     kb->host = host;
     pthread_mutex_init(&kb->mu, NULL);
     pthread_cond_init(&kb->cv, NULL);
+    pthread_mutex_init(&kb->groups_mu, NULL);
 
     const char *brokers = evbus_url_hostlist(url);
     if (!brokers || !*brokers) {
@@ -263,6 +265,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
                  "kafka: content_mode must be structured or binary, not '%s'",
                  mode);
         pthread_mutex_destroy(&kb->mu);
+    pthread_mutex_destroy(&kb->groups_mu);
         pthread_cond_destroy(&kb->cv);
         return EVBUS_EOPTION;
     }
@@ -271,6 +274,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
                                  3600000, &tmo, errstr, n);
     if (rc != EVBUS_OK) {
         pthread_mutex_destroy(&kb->mu);
+    pthread_mutex_destroy(&kb->groups_mu);
         pthread_cond_destroy(&kb->cv);
         return rc;
     }
@@ -296,6 +300,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
         rd_kafka_conf_destroy(pconf);
         rd_kafka_conf_destroy(cconf);
         pthread_mutex_destroy(&kb->mu);
+    pthread_mutex_destroy(&kb->groups_mu);
         pthread_cond_destroy(&kb->cv);
         return rc;
     }
@@ -325,6 +330,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
 
 fail_early:
     pthread_mutex_destroy(&kb->mu);
+    pthread_mutex_destroy(&kb->groups_mu);
     pthread_cond_destroy(&kb->cv);
     return EVBUS_EURL;
 }
@@ -333,11 +339,13 @@ static void kafka_close(void *priv)
 {
     kafka_bus_t *kb = priv;
     atomic_store(&kb->closing, true);
+    kafka_groups_close(kb);
     kafka_producer_close(kb);
     if (kb->consumer_conf)
         rd_kafka_conf_destroy(kb->consumer_conf);
     kb->consumer_conf = NULL;
     pthread_mutex_destroy(&kb->mu);
+    pthread_mutex_destroy(&kb->groups_mu);
     pthread_cond_destroy(&kb->cv);
 }
 

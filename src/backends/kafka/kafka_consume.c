@@ -1,10 +1,8 @@
 /*
- * kafka:// consuming: one high-level consumer per subscription.
- *
- * A thread polls the consumer, classifies each record (kafka_wire.c) and
- * appends it to a buffer that fetch() drains without blocking; it calls
- * evbus_host_notify after each batch. A full buffer (BUF_HIGH records)
- * makes the thread wait for fetch() to drain it; see backpressure().
+ * kafka:// consuming, one subscription's side: its buffer, the state of its
+ * assigned partitions and its offsets. The group's consumer and its poll
+ * thread (kafka_group.c) hand it the records of its topic
+ * (kafka_sub_buffer); fetch() drains the buffer without blocking.
  *
  * Offsets (at-least-once): enable.auto.offset.store=false; a partition's
  * records stay in an offset-ordered list until settled. settle(ACK) marks a
@@ -15,12 +13,12 @@
  * never committed past it. settle(RELEASE) stores nothing: the record comes
  * back after a restart or rebalance.
  *
- * Rebalances (eager by default, cooperative handled): on revoke the
- * callback waits up to REVOKE_WAIT_MS for records the core is handling,
- * stores and synchronously commits what is safe, and detaches the revoked
- * partitions: buffered records are dropped (the new owner reads them from
- * the committed offset) and settles of records still in the core's hands
- * store nothing.
+ * Rebalances (eager by default, cooperative handled; see kafka_group.c): on
+ * revoke, for the partitions of this topic, the callback waits up to
+ * REVOKE_WAIT_MS for records the core is handling, stores what is safe
+ * (the group then commits once), and detaches the revoked partitions:
+ * buffered records are dropped (the new owner reads them from the committed
+ * offset) and settles of records still in the core's hands store nothing.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -29,9 +27,6 @@
 
 #include "kafka_internal.h"
 
-#define BUF_HIGH 20000      /* pause fetching at this many buffered records */
-#define BUF_LOW 5000        /* and resume at this many */
-#define POLL_BATCH 512      /* records taken per poll round */
 #define REVOKE_WAIT_MS 1000 /* how long a revoke waits for running work */
 
 /* ------------------------------------------------------------ records */
@@ -78,8 +73,7 @@ static kafka_part_t *part_get(kafka_sub_t *s, int32_t id)
     return s->parts[id];
 }
 
-/* Stores the coalesced offsets. Locked. */
-static void flush_stores(kafka_sub_t *s)
+void kafka_sub_flush_stores(kafka_sub_t *s)
 {
     if (!s->stores_dirty)
         return;
@@ -179,9 +173,8 @@ static void buffer_drop_revoked(kafka_sub_t *s)
     s->ready_tail = last;
 }
 
-/* Detaches the partitions of list (NULL: all). Locked. */
-static void revoke_locked(kafka_sub_t *s,
-                          const rd_kafka_topic_partition_list_t *list)
+void kafka_sub_revoke_locked(kafka_sub_t *s,
+                             const rd_kafka_topic_partition_list_t *list)
 {
     for (size_t i = 0; i < s->nparts; i++) {
         kafka_part_t *p = s->parts[i];
@@ -200,10 +193,9 @@ static void revoke_locked(kafka_sub_t *s,
             part_detach(s, s->parts[i]);
 }
 
-/* Waits (bounded) until the core has settled every record of the listed
- * partitions it holds, so their acks still count. */
-static void wait_for_settles(kafka_sub_t *s,
-                             const rd_kafka_topic_partition_list_t *list)
+/* So that the acks of records the core is handling still count. */
+void kafka_sub_wait_for_settles(kafka_sub_t *s,
+                                const rd_kafka_topic_partition_list_t *list)
 {
     struct timespec end;
     clock_gettime(CLOCK_REALTIME, &end);
@@ -218,6 +210,8 @@ static void wait_for_settles(kafka_sub_t *s,
         int busy = 0;
         for (int k = 0; k < list->cnt; k++) {
             int32_t id = list->elems[k].partition;
+            if (strcmp(list->elems[k].topic, s->topic) != 0)
+                continue;
             if (id >= 0 && (size_t)id < s->nparts && s->parts[id])
                 busy += s->parts[id]->handed;
         }
@@ -228,139 +222,8 @@ static void wait_for_settles(kafka_sub_t *s,
     pthread_mutex_unlock(&s->mu);
 }
 
-/* ------------------------------------------------------------ rebalance */
 
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
-{
-    kafka_sub_t *s = opaque;
-    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *e = NULL;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        evbus_host_log(s->kb->host, EVBUS_LOG_INFO,
-                       "%s (group %s): assigned %d partition(s)", s->topic,
-                       s->group, parts->cnt);
-        if (coop)
-            e = rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
-        if (s->paused)
-            rd_kafka_pause_partitions(rk, parts);
-    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        bool lost = rd_kafka_assignment_lost(rk);
-        evbus_host_log(s->kb->host, EVBUS_LOG_INFO,
-                       "%s (group %s): %s %d partition(s)", s->topic, s->group,
-                       lost ? "lost" : "revoked", parts->cnt);
-        if (!lost)
-            wait_for_settles(s, parts);
-        pthread_mutex_lock(&s->mu);
-        if (!lost)
-            flush_stores(s);
-        revoke_locked(s, parts);
-        pthread_mutex_unlock(&s->mu);
-        if (!lost) {
-            rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
-            if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                evbus_host_log(s->kb->host, EVBUS_LOG_WARN,
-                               "%s (group %s): commit on revoke failed: %s",
-                               s->topic, s->group, rd_kafka_err2str(cerr));
-        }
-        if (coop)
-            e = rd_kafka_incremental_unassign(rk, parts);
-        else
-            rd_kafka_assign(rk, NULL);
-    } else {
-        evbus_host_log(s->kb->host, EVBUS_LOG_WARN,
-                       "%s (group %s): rebalance error: %s", s->topic,
-                       s->group, rd_kafka_err2str(err));
-        pthread_mutex_lock(&s->mu);
-        revoke_locked(s, NULL);
-        pthread_mutex_unlock(&s->mu);
-        rd_kafka_assign(rk, NULL);
-    }
-    if (e) {
-        evbus_host_log(s->kb->host, EVBUS_LOG_WARN,
-                       "%s (group %s): incremental rebalance: %s", s->topic,
-                       s->group, rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-    }
-}
-
-/* ------------------------------------------------------------ poll thread */
-
-static void consumer_error(kafka_sub_t *s, const rd_kafka_message_t *m)
-{
-    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-        return;
-    /* A topic nobody wrote to yet: the mock and brokers with auto-creation
-     * create it; until then librdkafka reports it on every refresh. */
-    int level = m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-                        m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
-                    ? EVBUS_LOG_DEBUG
-                    : EVBUS_LOG_WARN;
-    evbus_host_log(s->kb->host, level, "%s (group %s): consumer error: %s",
-                   s->topic, s->group, rd_kafka_message_errstr(m));
-}
-
-/* Keeps the buffer bounded without pausing in the common case: while the
- * core is behind, wait for fetch() to drain it (polling the consumer at
- * least every WAIT_FULL_MS so rebalances are served). Only an application
- * that stops polling for STUCK_MS gets the assignment paused (pausing
- * purges librdkafka's prefetched data, which costs a refetch). */
-#define WAIT_FULL_MS 500
-#define STUCK_MS 5000
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void backpressure(kafka_sub_t *s)
-{
-    pthread_mutex_lock(&s->mu);
-    if (s->ready_len >= BUF_HIGH && !atomic_load(&s->stop)) {
-        struct timespec end;
-        clock_gettime(CLOCK_REALTIME, &end);
-        end.tv_nsec += WAIT_FULL_MS * 1000000L;
-        while (end.tv_nsec >= 1000000000L) {
-            end.tv_sec++;
-            end.tv_nsec -= 1000000000L;
-        }
-        s->room_waiting = true;
-        while (s->ready_len > BUF_LOW && !atomic_load(&s->stop))
-            if (pthread_cond_timedwait(&s->room_cv, &s->mu, &end) ==
-                ETIMEDOUT)
-                break;
-        s->room_waiting = false;
-    }
-    size_t len = s->ready_len;
-    pthread_mutex_unlock(&s->mu);
-    long long now = mono_ms();
-    if (len < BUF_HIGH)
-        s->full_since = 0;
-    else if (!s->full_since)
-        s->full_since = now;
-    bool pause = !s->paused && s->full_since && now - s->full_since > STUCK_MS;
-    bool resume = s->paused && len <= BUF_LOW;
-    if (!pause && !resume)
-        return;
-    rd_kafka_topic_partition_list_t *l = NULL;
-    if (rd_kafka_assignment(s->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    if (pause) {
-        evbus_host_log(s->kb->host, EVBUS_LOG_INFO,
-                       "%s (group %s): %zu records wait for the application; "
-                       "pausing fetch",
-                       s->topic, s->group, len);
-        rd_kafka_pause_partitions(s->rk, l);
-    } else {
-        rd_kafka_resume_partitions(s->rk, l);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    s->paused = pause;
-}
+/* ------------------------------------------------------------ records in */
 
 /* Turns a consumed record into a buffer entry (decoding outside the lock).
  * Returns NULL when out of memory. */
@@ -385,10 +248,9 @@ static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
     return m;
 }
 
-/* Appends a batch of records to the buffer and their partitions. */
-static void buffer_batch(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
+void kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
 {
-    kafka_msg_t *recs[POLL_BATCH];
+    kafka_msg_t *recs[KAFKA_POLL_BATCH];
     for (int i = 0; i < n; i++)
         recs[i] = make_record(batch[i]);
     pthread_mutex_lock(&s->mu);
@@ -437,48 +299,33 @@ static void buffer_batch(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
         s->ready_tail = m;
         s->ready_len++;
     }
-    flush_stores(s);
+    kafka_sub_flush_stores(s);
     pthread_mutex_unlock(&s->mu);
 }
 
-static void *poll_main(void *arg)
+/* ------------------------------------------------------------ lifetime */
+
+kafka_sub_t *kafka_sub_new(kafka_bus_t *kb, const char *topic,
+                           const char *group)
 {
-    kafka_sub_t *s = arg;
-    rd_kafka_message_t *batch[POLL_BATCH];
-    while (!atomic_load(&s->stop)) {
-        backpressure(s);
-        int n = 0;
-        rd_kafka_message_t *m =
-            rd_kafka_consumer_poll(s->rk, s->paused ? 20 : 100);
-        while (m) {
-            if (m->err) {
-                consumer_error(s, m);
-                rd_kafka_message_destroy(m);
-            } else {
-                batch[n++] = m;
-            }
-            if (n == POLL_BATCH)
-                break;
-            m = rd_kafka_consumer_poll(s->rk, 0);
-        }
-        if (n) {
-            buffer_batch(s, batch, n);
-            evbus_host_notify(s->kb->host);
-        } else {
-            pthread_mutex_lock(&s->mu);
-            flush_stores(s);
-            pthread_mutex_unlock(&s->mu);
-        }
+    kafka_sub_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->kb = kb;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->settled_cv, NULL);
+    pthread_cond_init(&s->room_cv, NULL);
+    s->topic = strdup(topic);
+    s->group = strdup(group);
+    if (!s->topic || !s->group) {
+        kafka_sub_free(s);
+        return NULL;
     }
-    return NULL;
+    return s;
 }
 
-/* ------------------------------------------------------------ vtable */
-
-static void sub_free(kafka_sub_t *s)
+void kafka_sub_free(kafka_sub_t *s)
 {
-    if (s->rk)
-        rd_kafka_destroy(s->rk);
     free(s->parts);
     free(s->topic);
     free(s->group);
@@ -488,88 +335,18 @@ static void sub_free(kafka_sub_t *s)
     free(s);
 }
 
-int kafka_subscribe(void *priv, const char *topic, const char *group,
-                    void **bsub, char *errstr, size_t n)
+size_t kafka_sub_ready_len(kafka_sub_t *s)
 {
-    kafka_bus_t *kb = priv;
-    if (kafka_topic_check(topic) != EVBUS_OK) {
-        snprintf(errstr, n,
-                 "kafka: '%s' is not a Kafka topic name (1-249 of "
-                 "[A-Za-z0-9._-])",
-                 topic);
-        return EVBUS_EINVAL;
-    }
-    kafka_sub_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return EVBUS_ENOMEM;
-    s->kb = kb;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->settled_cv, NULL);
-    pthread_cond_init(&s->room_cv, NULL);
-    s->topic = strdup(topic);
-    s->group = strdup(group);
-    rd_kafka_conf_t *conf = rd_kafka_conf_dup(kb->consumer_conf);
-    char why[512];
-    if (!s->topic || !s->group || !conf) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
-        sub_free(s);
-        return EVBUS_ENOMEM;
-    }
-    if (rd_kafka_conf_set(conf, "group.id", group, why, sizeof why) !=
-        RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, n, "kafka: bad group '%s': %s", group, why);
-        sub_free(s);
-        return EVBUS_EINVAL;
-    }
-    rd_kafka_conf_set_opaque(conf, s);
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    kafka_set_log_callbacks(conf);
-    s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-    if (!s->rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, n, "kafka: cannot create a consumer: %s", why);
-        sub_free(s);
-        return EVBUS_EOPTION;
-    }
-    rd_kafka_poll_set_consumer(s->rk);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(s->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err) {
-        snprintf(errstr, n, "kafka: cannot subscribe to %s: %s", topic,
-                 rd_kafka_err2str(err));
-        sub_free(s);
-        return kafka_map_err(err);
-    }
-    if (pthread_create(&s->thread, NULL, poll_main, s) != 0) {
-        snprintf(errstr, n, "kafka: cannot start the consumer thread");
-        rd_kafka_consumer_close(s->rk);
-        sub_free(s);
-        return EVBUS_ENOMEM;
-    }
-    s->thread_started = true;
-    *bsub = s;
-    return EVBUS_OK;
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->ready_len;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
-void kafka_unsubscribe(void *priv, void *bsub)
+void kafka_sub_let_go(kafka_sub_t *s)
 {
-    (void)priv;
-    kafka_sub_t *s = bsub;
-    atomic_store(&s->stop, true);
     pthread_mutex_lock(&s->mu);
-    pthread_cond_signal(&s->room_cv);
-    pthread_mutex_unlock(&s->mu);
-    if (s->thread_started)
-        pthread_join(s->thread, NULL);
-    /* Every fetched record was settled: store what is safe, let go of the
-     * rest (unacked records are read again by the next owner), then leave
-     * the group; the revoke callback and close commit the stored offsets. */
-    pthread_mutex_lock(&s->mu);
-    flush_stores(s);
+    kafka_sub_flush_stores(s);
     s->ready_head = s->ready_tail = NULL;
     s->ready_len = 0;
     for (size_t i = 0; i < s->nparts; i++)
@@ -582,13 +359,9 @@ void kafka_unsubscribe(void *priv, void *bsub)
             part_detach(s, p);
         }
     pthread_mutex_unlock(&s->mu);
-    rd_kafka_resp_err_t err = rd_kafka_consumer_close(s->rk);
-    if (err)
-        evbus_host_log(s->kb->host, EVBUS_LOG_WARN,
-                       "%s (group %s): consumer close: %s", s->topic, s->group,
-                       rd_kafka_err2str(err));
-    sub_free(s);
 }
+
+/* ------------------------------------------------------------ vtable */
 
 int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
@@ -616,9 +389,9 @@ int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         o->cookie = m;
         o->cookie_u64 = (uint64_t)m->offset;
     }
-    if (s->room_waiting && s->ready_len <= BUF_LOW)
+    if (s->room_waiting && s->ready_len <= KAFKA_BUF_LOW)
         pthread_cond_signal(&s->room_cv);
-    flush_stores(s);
+    kafka_sub_flush_stores(s);
     pthread_mutex_unlock(&s->mu);
     return n;
 }

@@ -3,16 +3,27 @@
  * public; every symbol is hidden by -fvisibility=hidden.
  *
  * One producer per bus (idempotent, a thread serving its delivery reports)
- * and one high-level consumer per subscription (a thread polling it into a
- * buffer that fetch() drains). Offsets are stored only for settled work and
- * never past an earlier offset of the same partition that is still open.
+ * and one high-level consumer per (bus, group): a kafka_group_t, shared by
+ * every subscription of the bus in that group and subscribed to the union
+ * of their topics. Its thread polls the consumer and routes each record to
+ * the buffer of its topic's subscription (kafka_sub_t), which fetch()
+ * drains. Offsets are stored only for settled work and never past an
+ * earlier offset of the same partition that is still open.
  *
- * Threads and locks:
- *   kafka_bus_t    - immutable after open; the producer handle is
- *                    thread-safe. pub waiters use their own mutex/condvar.
+ * Threads and locks (in this order; never the other way round):
+ *   kafka_bus_t.groups_mu - the bus's list of groups (subscribe and
+ *                    unsubscribe only).
+ *   kafka_group_t.mu - the group's list of subscriptions and its topic-set
+ *                    state; taken by the group's poll thread (routing, the
+ *                    rebalance callback) and by subscribe/unsubscribe.
+ *                    Never held across rd_kafka_consumer_poll or
+ *                    rd_kafka_consumer_close (both run the rebalance
+ *                    callback, which takes it).
  *   kafka_sub_t.mu - the buffer, the per-partition state and the offset
  *                    store; taken by the poll thread (new messages,
  *                    rebalances) and by the core's poller (fetch, settle).
+ *   kafka_bus_t other fields - immutable after open; the producer handle is
+ *                    thread-safe. pub waiters use their own mutex/condvar.
  */
 #ifndef EVBUS_KAFKA_INTERNAL_H
 #define EVBUS_KAFKA_INTERNAL_H
@@ -51,9 +62,15 @@ typedef struct kafka_bus {
     _Atomic(evbus_publish_done_fn) usual_done; /* see kafka_produce.c */
     pthread_mutex_t mu;           /* only for the condvar below */
     pthread_cond_t cv;            /* queue room / async completions */
+    pthread_mutex_t groups_mu;    /* guards groups */
+    struct kafka_group *groups;   /* consumers, one per group id */
 } kafka_bus_t;
 
 /* ------------------------------------------------------------- consumer */
+
+#define KAFKA_BUF_HIGH 20000   /* a subscription's buffer is full here */
+#define KAFKA_BUF_LOW 5000     /* and has room again here */
+#define KAFKA_POLL_BATCH 512   /* records taken per poll round */
 
 typedef enum {
     KMSG_BUFFERED = 0, /* waiting in the buffer for fetch() */
@@ -88,13 +105,17 @@ struct kafka_part {
     int64_t pending_store;       /* offset to store at the next flush, or -1 */
 };
 
+struct kafka_group;
+
+/* One evbus subscription: a topic of a group's consumer. */
 typedef struct kafka_sub {
-    kafka_bus_t *kb;             /* first: see kafka_opaque_bus() */
+    kafka_bus_t *kb;
+    struct kafka_group *g;       /* the consumer it belongs to */
+    struct kafka_sub *next;      /* g->subs link (g->mu) */
     char *topic, *group;
-    rd_kafka_t *rk;
-    pthread_t thread;
-    bool thread_started;
-    atomic_bool stop;
+    rd_kafka_t *rk;              /* g->rk */
+    bool rewind;                 /* g->mu: seek its partitions to the
+                                    committed offsets before routing to it */
 
     pthread_mutex_t mu;
     pthread_cond_t settled_cv;   /* a settle happened (revoke waits) */
@@ -105,10 +126,32 @@ typedef struct kafka_sub {
     bool stores_dirty;           /* some part has a pending_store */
     pthread_cond_t room_cv;      /* fetch() drained a full buffer */
     bool room_waiting;           /* the poll thread waits on room_cv */
-    bool paused;                 /* poll thread only */
+    bool leaving;                /* unsubscribing: stop waiting for room */
+    bool paused;                 /* its partitions are paused (g->mu) */
     long long full_since;        /* poll thread only: buffer full since */
     long stored_total;           /* offsets stored (tests, debugging) */
 } kafka_sub_t;
+
+/* The consumer of one (bus, group id). */
+typedef struct kafka_group {
+    kafka_bus_t *kb;             /* first: see kafka_opaque_bus() */
+    struct kafka_group *next;    /* kb->groups link (kb->groups_mu) */
+    char *id;
+    rd_kafka_t *rk;
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stop;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;           /* waiting_on changed */
+    kafka_sub_t *subs;
+    int nsubs;
+    kafka_sub_t *waiting_on;     /* the poll thread waits for its fetch() */
+    char **applied;              /* topics given to rd_kafka_subscribe */
+    int napplied;
+    bool topics_changed;         /* subs differ from applied */
+    long long shrink_at;         /* apply a smaller topic set from then */
+} kafka_group_t;
 
 /* ------------------------------------------------------------- helpers */
 
@@ -120,7 +163,7 @@ int kafka_topic_check(const char *topic);
 int kafka_map_err(rd_kafka_resp_err_t err);
 
 /* The bus behind a handle's opaque: a kafka_bus_t (producer) or a
- * kafka_sub_t (consumer); both start with a kafka_bus_t pointer. */
+ * kafka_group_t (consumer); both start with a kafka_bus_t pointer. */
 static inline kafka_bus_t *kafka_opaque_bus(void *opaque)
 {
     return opaque ? *(kafka_bus_t **)opaque : NULL;
@@ -163,11 +206,34 @@ int kafka_flush(void *priv, int timeout_ms);
 
 /* ------------------------------------------------------------- consumer */
 
+/* kafka_consume.c: one subscription's buffer, partitions and offsets. */
+kafka_sub_t *kafka_sub_new(kafka_bus_t *kb, const char *topic,
+                           const char *group);
+void kafka_sub_free(kafka_sub_t *s);
+/* Stores the coalesced offsets. s->mu held. */
+void kafka_sub_flush_stores(kafka_sub_t *s);
+/* Waits (bounded) until the core settled every record it holds of the
+ * partitions of s->topic in list. s->mu not held. */
+void kafka_sub_wait_for_settles(kafka_sub_t *s,
+                                const rd_kafka_topic_partition_list_t *list);
+/* Detaches the partitions of s->topic in list (NULL: all). s->mu held. */
+void kafka_sub_revoke_locked(kafka_sub_t *s,
+                             const rd_kafka_topic_partition_list_t *list);
+/* Appends records of s->topic to the buffer (takes them). s->mu not held. */
+void kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n);
+/* At unsubscribe: stores what is safe, lets go of the rest (unacked records
+ * are read again by the next owner) and detaches every partition. */
+void kafka_sub_let_go(kafka_sub_t *s);
+size_t kafka_sub_ready_len(kafka_sub_t *s);
+
+/* kafka_group.c: the consumers. */
 int kafka_subscribe(void *priv, const char *topic, const char *group,
                     void **bsub, char *errstr, size_t n);
 void kafka_unsubscribe(void *priv, void *bsub);
 int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
 int kafka_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
                  int delay_ms);
+/* Ends every consumer still open (bus close). */
+void kafka_groups_close(kafka_bus_t *kb);
 
 #endif /* EVBUS_KAFKA_INTERNAL_H */

@@ -1,0 +1,375 @@
+/*
+ * kafka:// - one consumer per (bus, group), on an in-process librdkafka mock
+ * cluster: several subscriptions of a bus in one group share a member, so
+ * closing the bus commits everything and leaves the group once (no
+ * duplicates for the next run), unsubscribing one of them leaves the others
+ * undisturbed and hands its unacknowledged events on, and a second
+ * subscription to the same topic and group on one bus is refused.
+ */
+#include <check.h>
+#include <ctype.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kafka_test_util.h"
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static evbus_t *open_or_fail(const char *url)
+{
+    char err[512] = "";
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(bus != NULL, "open %s: %s", url, err);
+    return bus;
+}
+
+static void publish_range(evbus_t *bus, const char *topic, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        evbus_event_t *ev = kt_event(i);
+        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
+                         EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    ck_assert_int_eq(evbus_flush(bus, 60000), EVBUS_OK);
+}
+
+/* Polls buses until every collector acked its want or ms pass. */
+static void poll_all(evbus_t **buses, kt_collector_t **cs, const int *want,
+                     int ms)
+{
+    long long end = now_ms() + ms;
+    for (;;) {
+        bool done = true;
+        for (int i = 0; cs[i]; i++)
+            done &= kt_acked(cs[i]) >= want[i];
+        if (done || now_ms() >= end)
+            return;
+        for (evbus_t **b = buses; *b; b++)
+            evbus_poll(*b, 20);
+    }
+}
+
+static void poll_for(evbus_t **buses, int ms)
+{
+    long long end = now_ms() + ms;
+    while (now_ms() < end)
+        for (evbus_t **b = buses; *b; b++)
+            evbus_poll(*b, 20);
+}
+
+/* ------------------------------------------------------------ log capture */
+
+static atomic_int commit_warnings;
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char last_warning[512];
+
+static bool contains_ci(const char *s, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *s; s++)
+        if (strncasecmp(s, needle, n) == 0)
+            return true;
+    return false;
+}
+
+static void capture_log(int level, const char *component, const char *msg,
+                        void *opaque)
+{
+    (void)opaque;
+    if (getenv("KT_VERBOSE"))
+        evbus_log_stderr(level, component, msg, NULL);
+    if (level > EVBUS_LOG_WARN)
+        return;
+    if ((contains_ci(msg, "commit") && contains_ci(msg, "fail")) ||
+        contains_ci(msg, "rebalance in progress") ||
+        contains_ci(msg, "REBALANCE_IN_PROGRESS"))
+        atomic_fetch_add(&commit_warnings, 1);
+    pthread_mutex_lock(&log_mu);
+    snprintf(last_warning, sizeof last_warning, "%s: %s", component, msg);
+    pthread_mutex_unlock(&log_mu);
+}
+
+static void capture_start(void)
+{
+    atomic_store(&commit_warnings, 0);
+    last_warning[0] = 0;
+    evbus_set_log(capture_log, EVBUS_LOG_DEBUG, NULL);
+}
+
+static void capture_stop(void)
+{
+    if (getenv("KT_VERBOSE"))
+        evbus_set_log(evbus_log_stderr, EVBUS_LOG_INFO, NULL);
+    else
+        evbus_set_log(NULL, 0, NULL);
+}
+
+/* ------------------------------------------------------------ tests */
+
+/* One bus, two topics in one group. After evbus_close the next bus of the
+ * group gets nothing that was acked (the close committed it, without a
+ * rebalance getting in the way) and exactly what was published since. */
+START_TEST(two_topics_one_group_close_commits_everything)
+{
+    enum { N = 300 };
+    kt_mock_t m;
+    kt_mock_start(&m, 1, "");
+    char ta[128], tb[128];
+    kt_topic(ta, sizeof ta, "grp-a");
+    kt_topic(tb, sizeof tb, "grp-b");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 3, 1), 0);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 3, 1), 0);
+    evbus_t *pub = open_or_fail(m.url);
+
+    evbus_t *bus = open_or_fail(m.url);
+    kt_collector_t ca, cb;
+    kt_collector_init(&ca, KT_ACK);
+    kt_collector_init(&cb, KT_ACK);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "pair", kt_handler, &ca));
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "pair", kt_handler, &cb));
+    publish_range(pub, ta, 0, N);
+    publish_range(pub, tb, 0, N);
+    evbus_t *buses[] = {bus, NULL};
+    kt_collector_t *cs[] = {&ca, &cb, NULL};
+    int want[] = {N, N};
+    poll_all(buses, cs, want, 60000);
+    ck_assert_int_eq(kt_distinct(&ca, N), N);
+    ck_assert_int_eq(kt_distinct(&cb, N), N);
+
+    capture_start();
+    evbus_close(bus);
+    capture_stop();
+    ck_assert_msg(atomic_load(&commit_warnings) == 0,
+                  "%d commit warnings during close, last: %s",
+                  atomic_load(&commit_warnings), last_warning);
+
+    publish_range(pub, ta, N, 2 * N);
+    publish_range(pub, tb, N, 2 * N);
+    bus = open_or_fail(m.url);
+    kt_collector_t na, nb;
+    kt_collector_init(&na, KT_ACK);
+    kt_collector_init(&nb, KT_ACK);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "pair", kt_handler, &na));
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "pair", kt_handler, &nb));
+    buses[0] = bus;
+    cs[0] = &na;
+    cs[1] = &nb;
+    poll_all(buses, cs, want, 60000);
+    poll_for(buses, 1000); /* nothing more may come */
+    ck_assert_int_eq(kt_distinct(&na, N), 0); /* acked before: not again */
+    ck_assert_int_eq(kt_distinct(&nb, N), 0);
+    ck_assert_int_eq(kt_distinct(&na, 2 * N), N);
+    ck_assert_int_eq(kt_distinct(&nb, 2 * N), N);
+    ck_assert_int_eq(kt_acked(&na), N);
+    ck_assert_int_eq(kt_acked(&nb), N);
+    evbus_close(bus);
+    evbus_close(pub);
+    kt_collector_free(&ca);
+    kt_collector_free(&cb);
+    kt_collector_free(&na);
+    kt_collector_free(&nb);
+    kt_mock_stop(&m);
+}
+END_TEST
+
+/* Two subscriptions in one group; one acks FIRST events of its topic, then
+ * answers RETRY and is unsubscribed. The other keeps receiving every event
+ * of its topic; a later member of the group gets exactly the events of the
+ * first topic that were not acked. */
+START_TEST(unsubscribe_one_of_two_mid_stream)
+{
+    enum { N = 400, FIRST = 100 };
+    kt_mock_t m;
+    kt_mock_start(&m, 1, "");
+    char ta[128], tb[128];
+    kt_topic(ta, sizeof ta, "keep");
+    kt_topic(tb, sizeof tb, "drop");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 3, 1), 0);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 3, 1), 0);
+    evbus_t *pub = open_or_fail(m.url);
+    evbus_t *bus = open_or_fail(m.url);
+    kt_collector_t ca, cb;
+    kt_collector_init(&ca, KT_ACK);
+    kt_collector_init(&cb, KT_STOP_AFTER);
+    cb.stop_after = FIRST;
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.retry.initial_ms = 500;
+    o.retry.max_attempts = 1000;
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "mixed", kt_handler, &ca));
+    evbus_sub_t *sb =
+        evbus_subscribe_opts(bus, tb, "mixed", &o, kt_handler, &cb);
+    ck_assert_ptr_nonnull(sb);
+    publish_range(pub, ta, 0, N / 2);
+    publish_range(pub, tb, 0, N);
+    evbus_t *buses[] = {bus, NULL, NULL};
+    kt_collector_t *cs[] = {&ca, &cb, NULL};
+    int want[] = {N / 2, FIRST};
+    poll_all(buses, cs, want, 60000);
+    ck_assert_int_eq(kt_acked(&cb), FIRST);
+    poll_for(buses, 300); /* some RETRYs */
+    ck_assert_int_eq(kt_acked(&cb), FIRST);
+
+    ck_assert_int_eq(evbus_unsubscribe(sb), EVBUS_OK);
+    /* the other subscription goes on through the topic-set change */
+    publish_range(pub, ta, N / 2, N);
+    want[0] = N;
+    cs[1] = NULL;
+    poll_all(buses, cs, want, 60000);
+    ck_assert_int_eq(kt_distinct(&ca, N), N);
+    printf("unsubscribe_one_of_two_mid_stream: %d duplicates on the kept "
+           "topic\n",
+           ca.dups);
+
+    /* a later member of the group takes the unacked rest of tb */
+    evbus_t *later = open_or_fail(m.url);
+    kt_collector_t cc;
+    kt_collector_init(&cc, KT_ACK);
+    ck_assert_ptr_nonnull(
+        evbus_subscribe(later, tb, "mixed", kt_handler, &cc));
+    buses[1] = later;
+    cs[0] = &cc;
+    want[0] = N - FIRST;
+    poll_all(buses, cs, want, 60000);
+    poll_for(buses, 500);
+    int both = 0, either = 0;
+    for (int i = 0; i < N; i++) {
+        both += cb.seen[i] && cc.seen[i];
+        either += cb.seen[i] || cc.seen[i];
+    }
+    ck_assert_int_eq(either, N);
+    ck_assert_msg(both == 0, "%d acked events came again", both);
+    ck_assert_int_eq(kt_acked(&cc), N - FIRST);
+    evbus_close(later);
+    evbus_close(bus);
+    evbus_close(pub);
+    kt_collector_free(&ca);
+    kt_collector_free(&cb);
+    kt_collector_free(&cc);
+    kt_mock_stop(&m);
+}
+END_TEST
+
+/* Unsubscribing and subscribing again to the same topic on the same bus,
+ * within the grace in which the consumer still reads (and drops) the
+ * topic: the new subscription starts from the commit, so every unacked
+ * event comes to it. */
+START_TEST(resubscribe_within_grace_gets_the_rest)
+{
+    enum { N = 300, FIRST = 60 };
+    kt_mock_t m;
+    kt_mock_start(&m, 1, "");
+    char ta[128], tb[128];
+    kt_topic(ta, sizeof ta, "stay");
+    kt_topic(tb, sizeof tb, "again");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 2, 1), 0);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 2, 1), 0);
+    evbus_t *pub = open_or_fail(m.url);
+    evbus_t *bus = open_or_fail(m.url);
+    kt_collector_t ca, cb, cb2;
+    kt_collector_init(&ca, KT_ACK);
+    kt_collector_init(&cb, KT_STOP_AFTER);
+    kt_collector_init(&cb2, KT_ACK);
+    cb.stop_after = FIRST;
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.retry.initial_ms = 500;
+    o.retry.max_attempts = 1000;
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "again", kt_handler, &ca));
+    evbus_sub_t *sb =
+        evbus_subscribe_opts(bus, tb, "again", &o, kt_handler, &cb);
+    ck_assert_ptr_nonnull(sb);
+    publish_range(pub, tb, 0, N);
+    evbus_t *buses[] = {bus, NULL};
+    ck_assert_int_eq(kt_poll_until(buses, &cb, kt_acked, FIRST, 60000),
+                     FIRST);
+    poll_for(buses, 300);
+    ck_assert_int_eq(evbus_unsubscribe(sb), EVBUS_OK);
+    ck_assert_ptr_nonnull(
+        evbus_subscribe(bus, tb, "again", kt_handler, &cb2));
+    kt_poll_until(buses, &cb2, kt_acked, N - FIRST, 60000);
+    poll_for(buses, 500);
+    int both = 0, either = 0;
+    for (int i = 0; i < N; i++) {
+        both += cb.seen[i] && cb2.seen[i];
+        either += cb.seen[i] || cb2.seen[i];
+    }
+    ck_assert_int_eq(either, N);
+    ck_assert_msg(both == 0, "%d acked events came again", both);
+    evbus_close(bus);
+    evbus_close(pub);
+    kt_collector_free(&ca);
+    kt_collector_free(&cb);
+    kt_collector_free(&cb2);
+    kt_mock_stop(&m);
+}
+END_TEST
+
+/* One bus cannot be two members of a group: a second subscription to the
+ * same topic and group is refused with EVBUS_EBUSY and a reason; other
+ * groups and topics are fine, and the first subscription is undisturbed. */
+START_TEST(same_topic_same_group_twice_is_refused)
+{
+    enum { N = 50 };
+    kt_mock_t m;
+    kt_mock_start(&m, 1, "");
+    char t[128], t2[128];
+    kt_topic(t, sizeof t, "twice");
+    kt_topic(t2, sizeof t2, "other");
+    evbus_t *bus = open_or_fail(m.url);
+    kt_collector_t c1, c2, c3;
+    kt_collector_init(&c1, KT_ACK);
+    kt_collector_init(&c2, KT_ACK);
+    kt_collector_init(&c3, KT_ACK);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, t, "g", kt_handler, &c1));
+    capture_start();
+    ck_assert_ptr_null(evbus_subscribe(bus, t, "g", kt_handler, &c2));
+    capture_stop();
+    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EBUSY);
+    pthread_mutex_lock(&log_mu);
+    ck_assert_msg(strstr(last_warning, "already has a subscription") != NULL,
+                  "reason not logged: '%s'", last_warning);
+    pthread_mutex_unlock(&log_mu);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, t, "g2", kt_handler, &c2));
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, t2, "g", kt_handler, &c3));
+    publish_range(bus, t, 0, N);
+    evbus_t *buses[] = {bus, NULL};
+    kt_collector_t *cs[] = {&c1, &c2, NULL};
+    int want[] = {N, N};
+    poll_all(buses, cs, want, 60000);
+    ck_assert_int_eq(kt_distinct(&c1, N), N);
+    ck_assert_int_eq(kt_distinct(&c2, N), N);
+    ck_assert_int_eq(kt_acked(&c3), 0);
+    evbus_close(bus);
+    kt_collector_free(&c1);
+    kt_collector_free(&c2);
+    kt_collector_free(&c3);
+    kt_mock_stop(&m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("kafka-group");
+    TCase *tc = tcase_create("group");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, two_topics_one_group_close_commits_everything);
+    tcase_add_test(tc, unsubscribe_one_of_two_mid_stream);
+    tcase_add_test(tc, resubscribe_within_grace_gets_the_rest);
+    tcase_add_test(tc, same_topic_same_group_twice_is_refused);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
