@@ -70,8 +70,8 @@ echo "consume (incl. group join): evbus $(echo "$bus_con" | rate)/s vs raw $(ech
      "= $(ratio "$(echo "$bus_con" | rate)" "$(echo "$raw_con" | rate)")x (target >= 0.85)"
 bus_steady=$("$steady_bin" --url "$url" --events "$events" --size "$size" --topic bus.steady)
 echo "$bus_steady"
-# the same raw loop, parsing each record's CloudEvent with cJSON as any
-# program that handles the events must
+# the same raw loop doing what any program that handles the events must:
+# check the binding's content-type header, parse the CloudEvent with cJSON
 raw_dec=$("$raw" --brokers "$brokers" --mode consume --decode --events "$events" --bytes "$bytes" --topic raw.dec -X "$spread")
 echo "$raw_dec"
 echo "consume after the join: evbus $(echo "$bus_steady" | steady)/s vs raw $(echo "$raw_con" | steady)/s" \

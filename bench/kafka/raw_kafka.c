@@ -12,9 +12,10 @@
  *          seconds include the group join (as evbus-bench consume does),
  *          steady_events_per_s counts from the first record on.
  * --decode: the records are CloudEvents in JSON (B bytes each, like the
- *          events evbus-bench sends) and the consumer parses each one with
- *          cJSON and reads its id, type and data before storing the offset:
- *          the least a raw-client program does to handle an event.
+ *          events evbus-bench sends) and the consumer handles each one as
+ *          the CloudEvents Kafka binding requires at the least: checks the
+ *          content-type header for structured mode, parses the value with
+ *          cJSON and reads its id, type and data, then stores the offset.
  * Prints one JSON line like evbus-bench.
  */
 #include <getopt.h>
@@ -131,11 +132,21 @@ static double produce_all(const char *brokers, const char *topic, long n,
 
 static int decode;
 
-/* What a raw-client handler does first: parse the CloudEvent and find the
- * attributes it dispatches on. Returns 0 when the record is not one. */
-static int read_event(const void *payload, size_t len)
+/* What a raw-client handler does first: tell the binding's mode from the
+ * content-type header, parse the CloudEvent and find the attributes it
+ * dispatches on. Returns 0 when the record is not a structured event. */
+static int read_event(const rd_kafka_message_t *m)
 {
-    cJSON *root = cJSON_ParseWithLength(payload, len);
+    rd_kafka_headers_t *h;
+    const void *ct;
+    size_t ctlen;
+    static const char want[] = "application/cloudevents+json";
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, "content-type", &ct, &ctlen) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        ctlen != sizeof want - 1 || memcmp(ct, want, ctlen) != 0)
+        return 0;
+    cJSON *root = cJSON_ParseWithLength(m->payload, m->len);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
@@ -193,7 +204,7 @@ static void consume_all(const char *brokers, const char *topic, long n,
             if (!got)
                 tfirst = now_s();
             got++;
-            if (decode && !read_event(m->payload, m->len)) {
+            if (decode && !read_event(m)) {
                 fprintf(stderr, "kafka-raw-bench: record %ld is not an "
                                 "event\n", got);
                 exit(1);
