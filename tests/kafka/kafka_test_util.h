@@ -11,7 +11,7 @@
 
 #include <evbus/evbus.h>
 
-#define KT_MAX_SEQ 20000
+#define KT_MAX_SEQ 30000
 
 typedef struct kt_mock {
     rd_kafka_t *rk;               /* the handle that owns the cluster */

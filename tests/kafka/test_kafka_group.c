@@ -69,6 +69,7 @@ static void poll_for(evbus_t **buses, int ms)
 /* ------------------------------------------------------------ log capture */
 
 static atomic_int commit_warnings;
+static atomic_int pause_logs; /* "pausing fetch" lines */
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char last_warning[512];
 
@@ -87,6 +88,8 @@ static void capture_log(int level, const char *component, const char *msg,
     (void)opaque;
     if (getenv("KT_VERBOSE"))
         evbus_log_stderr(level, component, msg, NULL);
+    if (strstr(msg, "pausing fetch"))
+        atomic_fetch_add(&pause_logs, 1);
     if (level > EVBUS_LOG_WARN)
         return;
     if ((contains_ci(msg, "commit") && contains_ci(msg, "fail")) ||
@@ -101,6 +104,7 @@ static void capture_log(int level, const char *component, const char *msg,
 static void capture_start(void)
 {
     atomic_store(&commit_warnings, 0);
+    atomic_store(&pause_logs, 0);
     last_warning[0] = 0;
     evbus_set_log(capture_log, EVBUS_LOG_DEBUG, NULL);
 }
@@ -357,6 +361,60 @@ START_TEST(same_topic_same_group_twice_is_refused)
 }
 END_TEST
 
+/* Two subscriptions in one group; the application stops taking one's
+ * events (its handler answers RETRY, few in flight) while its topic has a
+ * large backlog. Its buffer fills and its partitions are paused, and the
+ * other topic's events keep coming; once it acks again it gets everything. */
+START_TEST(full_subscription_does_not_stall_the_other)
+{
+    enum { NA = 21500, NB = 200 };
+    kt_mock_t m;
+    kt_mock_start(&m, 1, "");
+    char ta[128], tb[128];
+    kt_topic(ta, sizeof ta, "backlog");
+    kt_topic(tb, sizeof tb, "lively");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 8, 1), 0);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 2, 1), 0);
+    evbus_t *pub = open_or_fail(m.url);
+    publish_range(pub, ta, 0, NA);
+    evbus_t *bus = open_or_fail(m.url);
+    kt_collector_t ca, cb;
+    kt_collector_init(&ca, KT_STOP_AFTER); /* stop_after 0: RETRY all */
+    kt_collector_init(&cb, KT_ACK);
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.retry.initial_ms = 1000;
+    o.retry.max_ms = 1000;
+    o.retry.max_attempts = 1000;
+    o.max_inflight = 10;
+    capture_start();
+    ck_assert_ptr_nonnull(
+        evbus_subscribe_opts(bus, ta, "slow", &o, kt_handler, &ca));
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "slow", kt_handler, &cb));
+    evbus_t *buses[] = {bus, NULL};
+    long long end = now_ms() + 60000;
+    while (atomic_load(&pause_logs) == 0 && now_ms() < end)
+        evbus_poll(bus, 20);
+    ck_assert_msg(atomic_load(&pause_logs) > 0,
+                  "the full subscription was never paused");
+    ck_assert_int_eq(kt_acked(&ca), 0);
+    publish_range(pub, tb, 0, NB);
+    ck_assert_int_eq(kt_poll_until(buses, &cb, kt_acked, NB, 20000), NB);
+    pthread_mutex_lock(&ca.mu);
+    ca.mode = KT_ACK;
+    pthread_mutex_unlock(&ca.mu);
+    kt_poll_until(buses, &ca, kt_acked, NA, 120000);
+    capture_stop();
+    ck_assert_int_eq(kt_distinct(&ca, NA), NA);
+    ck_assert_int_eq(kt_distinct(&cb, NB), NB);
+    evbus_close(bus);
+    evbus_close(pub);
+    kt_collector_free(&ca);
+    kt_collector_free(&cb);
+    kt_mock_stop(&m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("kafka-group");
@@ -366,6 +424,7 @@ int main(void)
     tcase_add_test(tc, unsubscribe_one_of_two_mid_stream);
     tcase_add_test(tc, resubscribe_within_grace_gets_the_rest);
     tcase_add_test(tc, same_topic_same_group_twice_is_refused);
+    tcase_add_test(tc, full_subscription_does_not_stall_the_other);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
