@@ -222,7 +222,6 @@ void kafka_sub_wait_for_settles(kafka_sub_t *s,
     pthread_mutex_unlock(&s->mu);
 }
 
-
 /* ------------------------------------------------------------ records in */
 
 /* Turns a consumed record into a buffer entry (decoding outside the lock).

@@ -41,6 +41,7 @@
 #define SHRINK_GRACE_MS 1000 /* wait before leaving a topic */
 #define WAIT_FULL_MS 500     /* longest wait for fetch() in one round */
 #define STUCK_MS 5000        /* one subscription: pause after this long full */
+#define RETRY_SUBSCRIBE_MS 5000 /* after rd_kafka_subscribe failed */
 
 static long long mono_ms(void)
 {
@@ -252,7 +253,7 @@ static void update_topics(kafka_group_t *g)
     for (kafka_sub_t *s = g->subs; s; s = s->next)
         if (s->rewind)
             rewind_sub(g, s);
-    if (g->topics_changed && g->nsubs > 0) {
+    if (g->topics_changed && g->nsubs > 0 && mono_ms() >= g->retry_at) {
         bool shrinks = false;
         for (int i = 0; i < g->napplied && !shrinks; i++)
             shrinks = !sub_of(g, g->applied[i]);
@@ -264,9 +265,12 @@ static void update_topics(kafka_group_t *g)
             g->shrink_at = 0;
         } else if (grows || mono_ms() >= g->shrink_at) {
             rd_kafka_resp_err_t err = apply_topics_locked(g);
+            g->retry_at = err ? mono_ms() + RETRY_SUBSCRIBE_MS : 0;
             if (err)
                 evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
-                               "group %s: changing the topic set: %s", g->id,
+                               "group %s: changing the topic set failed "
+                               "(again in %d ms): %s",
+                               g->id, RETRY_SUBSCRIBE_MS,
                                rd_kafka_err2str(err));
             else
                 evbus_host_log(g->kb->host, EVBUS_LOG_DEBUG,

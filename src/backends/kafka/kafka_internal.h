@@ -151,6 +151,7 @@ typedef struct kafka_group {
     int napplied;
     bool topics_changed;         /* subs differ from applied */
     long long shrink_at;         /* apply a smaller topic set from then */
+    long long retry_at;          /* after a failed rd_kafka_subscribe */
 } kafka_group_t;
 
 /* ------------------------------------------------------------- helpers */
