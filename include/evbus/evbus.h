@@ -300,7 +300,9 @@ EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
  * Topic and group names are 1 to 249 bytes without spaces or control
  * characters (what every broker accepts); publish checks topics the same way.
  * Returns NULL with the reason logged and the error code available through
- * evbus_last_error(bus) on failure (invalid name, backend refused).
+ * evbus_last_error(bus) on failure (invalid name, backend refused; kafka://
+ * refuses a second subscription of one bus to the same topic and group with
+ * EVBUS_EBUSY: open another bus for a second member).
  * Ownership: topic and group are copied; the subscription belongs to the bus
  * and is freed by evbus_unsubscribe or evbus_close.
  * Thread-safe.

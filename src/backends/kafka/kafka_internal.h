@@ -56,7 +56,6 @@ typedef struct kafka_bus {
     bool dr_started;
     atomic_bool dr_stop;
     atomic_bool closing;
-    atomic_long async_pending;    /* publish_async not yet reported */
     atomic_int space_waiters;     /* publishers waiting for queue room */
     atomic_ulong app_polls;       /* reports served by publishing threads */
     _Atomic(evbus_publish_done_fn) usual_done; /* see kafka_produce.c */
