@@ -79,28 +79,19 @@ static const evbus_backend_t rec_backend = {
     .settle = rec_settle,
 };
 
-/* The same recorder declaring EVBUS_FEAT_BYTES_ONLY: it is promised the
- * bytes only (ev may be NULL) and records exactly those. */
-static const evbus_backend_t rec_bytes_backend = {
-    .version = EVBUS_BACKEND_VERSION,
-    .scheme = "obrecb",
-    .priv_size = 8,
-    .features = EVBUS_FEAT_BYTES_ONLY,
-    .open = rec_open,
-    .close = rec_close,
-    .publish = rec_publish,
-    .subscribe = rec_subscribe,
-    .unsubscribe = rec_unsubscribe,
-    .fetch = rec_fetch,
-    .settle = rec_settle,
-};
-
 void rec_register(void)
 {
     if (!evbus_backend_find("obrec"))
         evbus_backend_register(&rec_backend);
-    if (!evbus_backend_find("obrecb"))
-        evbus_backend_register(&rec_bytes_backend);
+    /* the same recorder declaring EVBUS_FEAT_BYTES_ONLY: it is promised
+     * the bytes only (ev may be NULL) and records exactly those */
+    static evbus_backend_t bytes_only;
+    if (!evbus_backend_find("obrecb")) {
+        bytes_only = rec_backend;
+        bytes_only.scheme = "obrecb";
+        bytes_only.features = EVBUS_FEAT_BYTES_ONLY;
+        evbus_backend_register(&bytes_only);
+    }
 }
 
 void rec_reset(void)

@@ -410,6 +410,21 @@ START_TEST(same_process_handoff_never_publishes_a_rolled_back_event)
 }
 END_TEST
 
+/* Adds (committed) an event of about 1.2 kB: too big for a bus opened with
+ * max_event_bytes=400. */
+static void add_oversized_event(void)
+{
+    evbus_event_t *big = evbus_event_new("todos.task.created", "/t");
+    char data[1200];
+    memset(data, 'x', sizeof data);
+    data[0] = '"';
+    data[sizeof data - 2] = '"';
+    data[sizeof data - 1] = 0;
+    ck_assert_int_eq(evbus_event_set_data_json(big, data), EVBUS_OK);
+    ck_assert_int_eq(evbus_outbox_add(ob, "todos", big), EVBUS_OK);
+    evbus_event_free(big);
+}
+
 /* A bytes-only broker gets each row's JSON exactly as stored, undecoded:
  * even a row damaged behind the outbox's back is forwarded (consumers
  * dead-letter it), while a row too big for the bus is still parked. */
@@ -422,15 +437,7 @@ START_TEST(bytes_only_backend_gets_the_stored_json)
     char *a = create_todo(db, ob, "first", 1);
     sql(db, "INSERT INTO evbus_outbox(topic, event, created_at)"
             " VALUES('todos', '{not json', 0)");
-    evbus_event_t *big = evbus_event_new("todos.task.created", "/t");
-    char data[1200];
-    memset(data, 'x', sizeof data);
-    data[0] = '"';
-    data[sizeof data - 2] = '"';
-    data[sizeof data - 1] = 0;
-    ck_assert_int_eq(evbus_event_set_data_json(big, data), EVBUS_OK);
-    ck_assert_int_eq(evbus_outbox_add(ob, "todos", big), EVBUS_OK);
-    evbus_event_free(big);
+    add_oversized_event();
     char *c = create_todo(db, ob, "last", 1);
     evbus_relay_t *r = relay_with(10, 3600000);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 3);
@@ -467,15 +474,7 @@ START_TEST(unpublishable_rows_are_parked_not_lost)
     ck_assert_msg(bus != NULL, "%s", err);
     char *a = create_todo(db, ob, "small", 1);
     /* too big for this bus */
-    evbus_event_t *big = evbus_event_new("todos.task.created", "/t");
-    char data[1200];
-    memset(data, 'x', sizeof data);
-    data[0] = '"';
-    data[sizeof data - 2] = '"';
-    data[sizeof data - 1] = 0;
-    ck_assert_int_eq(evbus_event_set_data_json(big, data), EVBUS_OK);
-    ck_assert_int_eq(evbus_outbox_add(ob, "todos", big), EVBUS_OK);
-    evbus_event_free(big);
+    add_oversized_event();
     /* not an event at all (written behind the outbox's back) */
     sql(db, "INSERT INTO evbus_outbox(topic, event, created_at)"
             " VALUES('todos', '{not json', 0)");
