@@ -38,7 +38,7 @@ typedef struct kafka_pub {
 
 /* A record left the queue: wake publishers waiting for room. (Waiting for
  * outstanding publishes is the core's job: it counts them itself.) */
-static void async_finished(kafka_bus_t *kb)
+static void wake_room_waiters(kafka_bus_t *kb)
 {
     if (atomic_load_explicit(&kb->space_waiters, memory_order_relaxed) > 0) {
         pthread_mutex_lock(&kb->mu);
@@ -60,7 +60,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
                            rd_kafka_topic_name(m->rkt),
                            rd_kafka_err2str(m->err));
         kb->usual_done((void *)((uintptr_t)m->_private & ~TAG_ASYNC), err);
-        async_finished(kb);
+        wake_room_waiters(kb);
         return;
     }
     kafka_pub_t *p = m->_private;
@@ -81,7 +81,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
     }
     p->done(p->token, err);
     free(p);
-    async_finished(kb);
+    wake_room_waiters(kb);
     (void)rk;
 }
 
