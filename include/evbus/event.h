@@ -30,8 +30,9 @@ typedef struct evbus_event evbus_event_t;
 /*
  * New event with the given type and source, a fresh UUIDv4 id, specversion
  * "1.0" and time = now in RFC 3339 UTC with microseconds
- * ("2024-01-15T10:30:00.123456Z"). Returns NULL if type or source is NULL or
- * empty, or out of memory.
+ * ("2024-01-15T10:30:00.123456Z"). Returns NULL if type or source is NULL,
+ * empty, not valid UTF-8 or holds a control character (the reason is in
+ * evbus_event_error_message()), or out of memory.
  * Ownership: the caller frees the result with evbus_event_free.
  */
 EVBUS_API evbus_event_t *evbus_event_new(const char *type, const char *source);
@@ -53,10 +54,24 @@ EVBUS_API const char *evbus_event_subject(const evbus_event_t *ev);
 EVBUS_API const char *evbus_event_time(const evbus_event_t *ev);
 
 /*
+ * Why the calling thread's most recent refused call of an evbus_event_*
+ * constructor or setter (EVBUS_EINVAL, or NULL from evbus_event_new) was
+ * refused, naming the attribute and, for text that is not UTF-8, the byte
+ * offset and what is wrong there: "attribute 'subject' is not valid UTF-8 at
+ * byte offset 1: overlong encoding". "" before the first refusal; a
+ * successful call leaves it as it was.
+ * Ownership: a thread-local buffer of the library, valid until the thread's
+ * next refused call. Thread-safe (each thread has its own).
+ */
+EVBUS_API const char *evbus_event_error_message(void);
+
+/*
  * ---- context attributes: setters. The value is validated and copied.
  * Return EVBUS_OK, or EVBUS_EINVAL when the value breaks the spec (empty,
- * control characters, a time that is not RFC 3339, a content type that is
- * not type/subtype, a dataschema that is not an absolute URI).
+ * not valid UTF-8 - RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF, no truncated sequences -, control characters, a time that
+ * is not RFC 3339, a content type that is not type/subtype, a dataschema
+ * that is not an absolute URI); evbus_event_error_message() says why.
  * NULL unsets an optional attribute (datacontenttype, dataschema, subject,
  * time); id, source and type cannot be unset.
  */
@@ -74,7 +89,9 @@ EVBUS_API int evbus_event_set_time(evbus_event_t *ev, const char *rfc3339);
 /*
  * Sets data to a JSON value given as text (object, array, string, number,
  * true, false or null) and datacontenttype to "application/json".
- * Returns EVBUS_EINVAL when json does not parse. json is copied as written
+ * Returns EVBUS_EINVAL when json is not strict JSON text (RFC 8259: valid
+ * UTF-8, control characters in strings escaped, numbers without leading
+ * zeros), with the byte offset in evbus_event_error_message(). json is copied as written
  * (surrounding whitespace removed). "null" removes the data: the JSON format
  * cannot tell null data from no data.
  */
@@ -83,8 +100,8 @@ EVBUS_API int evbus_event_set_data_json(evbus_event_t *ev, const char *json);
 /*
  * Sets data to len bytes (copied) with the given content type
  * (NULL = "application/octet-stream"). With a JSON content type
- * (application/json, * /json, * /\*+json) the bytes must be JSON text, else
- * EVBUS_EINVAL. Text types (text/\*, application/xml, * /\*+xml) with UTF-8
+ * (application/json, * /json, * /\*+json) the bytes must be strict JSON
+ * text as for evbus_event_set_data_json, else EVBUS_EINVAL. Text types (text/\*, application/xml, * /\*+xml) with UTF-8
  * bytes are encoded as a JSON string, everything else as data_base64.
  * data NULL with len 0 removes the data.
  */
@@ -102,7 +119,9 @@ EVBUS_API size_t evbus_event_data_len(const evbus_event_t *ev);
 /*
  * Sets extension `name` (lowercase a-z and 0-9, at most 20 characters, not a
  * context attribute name and not "data") to a string value (copied).
- * value NULL removes it. EVBUS_EINVAL on a bad name or value.
+ * value NULL removes it. EVBUS_EINVAL on a bad name or on a value that is
+ * not valid UTF-8 or holds a control character (reason in
+ * evbus_event_error_message()).
  */
 EVBUS_API int evbus_event_set_ext(evbus_event_t *ev, const char *name,
                                   const char *value);
@@ -142,7 +161,8 @@ EVBUS_API char *evbus_event_to_json(const evbus_event_t *ev, size_t *len);
  * Decodes one event in the CloudEvents JSON format, at most
  * EVBUS_EVENT_MAX_BYTES_DEFAULT bytes. json need not be NUL-terminated.
  * Validates and refuses, each with its own message in errstr: input over the
- * size limit, text that is not JSON (with the byte offset), a missing or
+ * size limit, text that is not JSON (with the byte offset), bytes that are
+ * not valid UTF-8 (naming the attribute and the byte offset), a missing or
  * empty required attribute, specversion other than "1.0", an attribute of
  * the wrong JSON type, an attribute or extension name outside a-z0-9, control
  * characters, a time that is not RFC 3339, a datacontenttype that is not

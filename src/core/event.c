@@ -1,8 +1,10 @@
 /*
  * The CloudEvents 1.0 event object: construction, attributes, extensions,
- * data, clone, equality. The JSON codec is in event_json.c, value rules in
- * event_validate.c.
+ * data, clone, equality. The JSON codec is in event_encode.c and
+ * event_decode.c, value rules in event_validate.c and text_check.c.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,6 +16,46 @@
 #include "internal.h"
 
 #define TIME_BUF 32 /* "2024-01-15T10:30:00.123456Z" + NUL */
+
+/* ---- refusals: one reason per thread, read by evbus_event_error_message */
+
+static _Thread_local char tl_reason[256];
+
+const char *evbus_event_error_message(void)
+{
+    return tl_reason;
+}
+
+char *evbus__event_reason_buf(size_t *n)
+{
+    *n = sizeof tl_reason;
+    return tl_reason;
+}
+
+int evbus__event_refuse(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_reason, sizeof tl_reason, fmt, ap);
+    va_end(ap);
+    return EVBUS_EINVAL;
+}
+
+/* A string attribute's value: non-empty, UTF-8, no control characters.
+ * EVBUS_OK or EVBUS_EINVAL with the reason recorded. */
+static int check_plain(const char *attr, const char *v)
+{
+    if (!v)
+        return evbus__event_refuse("attribute '%s' is required (NULL given)",
+                                   attr);
+    if (!*v)
+        return evbus__event_refuse("attribute '%s' is empty", attr);
+    size_t n;
+    char *buf = evbus__event_reason_buf(&n);
+    return evbus__text_value_ok("attribute", attr, v, strlen(v), buf, n)
+               ? EVBUS_OK
+               : EVBUS_EINVAL;
+}
 
 /* ---- memory */
 
@@ -130,8 +172,8 @@ static void time_now(char *buf)
 
 evbus_event_t *evbus_event_new(const char *type, const char *source)
 {
-    if (!type || !*type || !source || !*source || evbus__has_ctl(type) ||
-        evbus__has_ctl(source))
+    if (check_plain("type", type) != EVBUS_OK ||
+        check_plain("source", source) != EVBUS_OK)
         return NULL;
     size_t tl = strlen(type), sl = strlen(source);
     char *cur;
@@ -270,31 +312,30 @@ static int replace(evbus_event_t *ev, char **slot, const char *v)
     return EVBUS_OK;
 }
 
-/* Non-empty, no control characters. */
-static bool plain_ok(const char *v)
-{
-    return v && *v && !evbus__has_ctl(v);
-}
+#define NO_EVENT() evbus__event_refuse("no event (NULL)")
 
 int evbus_event_set_id(evbus_event_t *ev, const char *id)
 {
-    if (!ev || !plain_ok(id))
-        return EVBUS_EINVAL;
-    return replace(ev, &ev->id, id);
+    if (!ev)
+        return NO_EVENT();
+    int rc = check_plain("id", id);
+    return rc ? rc : replace(ev, &ev->id, id);
 }
 
 int evbus_event_set_source(evbus_event_t *ev, const char *source)
 {
-    if (!ev || !plain_ok(source))
-        return EVBUS_EINVAL;
-    return replace(ev, &ev->source, source);
+    if (!ev)
+        return NO_EVENT();
+    int rc = check_plain("source", source);
+    return rc ? rc : replace(ev, &ev->source, source);
 }
 
 int evbus_event_set_type(evbus_event_t *ev, const char *type)
 {
-    if (!ev || !plain_ok(type))
-        return EVBUS_EINVAL;
-    return replace(ev, &ev->type, type);
+    if (!ev)
+        return NO_EVENT();
+    int rc = check_plain("type", type);
+    return rc ? rc : replace(ev, &ev->type, type);
 }
 
 /* Sets datacontenttype (already validated) and the cached JSON flag. */
@@ -311,51 +352,104 @@ static int set_ct(evbus_event_t *ev, const char *ct)
 int evbus_event_set_datacontenttype(evbus_event_t *ev,
                                     const char *content_type)
 {
-    if (!ev || (content_type && !evbus__media_type_ok(content_type)))
-        return EVBUS_EINVAL;
+    if (!ev)
+        return NO_EVENT();
+    if (content_type) {
+        int rc = check_plain("datacontenttype", content_type);
+        if (rc)
+            return rc;
+        if (!evbus__media_type_ok(content_type))
+            return evbus__event_refuse("datacontenttype '%.64s' is not a "
+                                       "media type (type/subtype)",
+                                       content_type);
+    }
     return set_ct(ev, content_type);
 }
 
 int evbus_event_set_dataschema(evbus_event_t *ev, const char *uri)
 {
-    if (!ev || (uri && !evbus__uri_absolute(uri)))
-        return EVBUS_EINVAL;
+    if (!ev)
+        return NO_EVENT();
+    if (uri) {
+        int rc = check_plain("dataschema", uri);
+        if (rc)
+            return rc;
+        if (!evbus__uri_absolute(uri))
+            return evbus__event_refuse("dataschema '%.64s' is not an "
+                                       "absolute URI",
+                                       uri);
+    }
     return replace(ev, &ev->dataschema, uri);
 }
 
 int evbus_event_set_subject(evbus_event_t *ev, const char *subject)
 {
-    if (!ev || (subject && !plain_ok(subject)))
-        return EVBUS_EINVAL;
-    return replace(ev, &ev->subject, subject);
+    if (!ev)
+        return NO_EVENT();
+    int rc = subject ? check_plain("subject", subject) : EVBUS_OK;
+    return rc ? rc : replace(ev, &ev->subject, subject);
 }
 
 int evbus_event_set_time(evbus_event_t *ev, const char *rfc3339)
 {
-    if (!ev || (rfc3339 && !evbus__time_parse(rfc3339, NULL)))
-        return EVBUS_EINVAL;
+    if (!ev)
+        return NO_EVENT();
+    if (rfc3339) {
+        int rc = check_plain("time", rfc3339);
+        if (rc)
+            return rc;
+        if (!evbus__time_parse(rfc3339, NULL))
+            return evbus__event_refuse(
+                "time '%.64s' is not an RFC 3339 timestamp "
+                "(YYYY-MM-DDTHH:MM:SS[.frac] and Z or +hh:mm)",
+                rfc3339);
+    }
     return replace(ev, &ev->time, rfc3339);
 }
 
 /* ---- data */
 
-/* Is [s, s+n) exactly one JSON value (surrounding whitespace allowed)?
- * Sets *vs and *ve to the value without the surrounding whitespace. */
+/* Is [s, s+n) exactly one strict JSON value (surrounding whitespace
+ * allowed)? Sets *vs and *ve to the value without the surrounding
+ * whitespace. Otherwise records why and returns false. */
 static bool json_value_span(const char *s, size_t n, const char **vs,
                             const char **ve)
 {
-    if (n == 0 || memchr(s, '\0', n))
+    size_t bad;
+    const char *why;
+    if (n == 0) {
+        evbus__event_refuse("data is not JSON: empty");
         return false;
+    }
+    if (!evbus__utf8_check((const unsigned char *)s, n, &bad, &why)) {
+        evbus__event_refuse("data is not valid UTF-8 at byte offset %zu: %s",
+                            bad, why);
+        return false;
+    }
     const char *end = NULL;
     cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
-    if (!v)
+    if (!v) {
+        size_t off = end && end >= s ? (size_t)(end - s) : 0;
+        evbus__event_refuse("data is not JSON: syntax error at byte offset "
+                            "%zu",
+                            off > n ? n : off);
         return false;
+    }
     cJSON_Delete(v);
     const char *e = s + n;
     while (e > end && (unsigned char)e[-1] <= 32)
         e--;
-    if (e != end)
-        return false; /* text after the value */
+    if (e != end) {
+        evbus__event_refuse("data is not JSON: text after the value at byte "
+                            "offset %zu",
+                            (size_t)(end - s));
+        return false;
+    }
+    if (!evbus__json_text_check(s, n, &bad, &why)) {
+        evbus__event_refuse("data is not JSON: %s at byte offset %zu", why,
+                            bad);
+        return false;
+    }
     const char *b = s;
     while (b < end && (unsigned char)*b <= 32)
         b++;
@@ -398,7 +492,11 @@ static void data_clear(evbus_event_t *ev)
 int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
 {
     const char *vs, *ve;
-    if (!ev || !json || !json_value_span(json, strlen(json), &vs, &ve))
+    if (!ev)
+        return NO_EVENT();
+    if (!json)
+        return evbus__event_refuse("data is not JSON: NULL given");
+    if (!json_value_span(json, strlen(json), &vs, &ve))
         return EVBUS_EINVAL;
     /* the content type first: if it fails nothing has changed */
     int rc = set_ct(ev, "application/json");
@@ -411,17 +509,23 @@ int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
                          const char *content_type)
 {
     if (!ev)
-        return EVBUS_EINVAL;
+        return NO_EVENT();
     if (!data) {
         if (len)
-            return EVBUS_EINVAL;
+            return evbus__event_refuse("data is NULL but its length is %zu",
+                                       len);
         data_clear(ev);
         return EVBUS_OK;
     }
     if (!content_type)
         content_type = "application/octet-stream";
+    int crc = check_plain("datacontenttype", content_type);
+    if (crc)
+        return crc;
     if (!evbus__media_type_ok(content_type))
-        return EVBUS_EINVAL;
+        return evbus__event_refuse("datacontenttype '%.64s' is not a media "
+                                   "type (type/subtype)",
+                                   content_type);
     int kind;
     const char *p = data;
     size_t n = len;
@@ -468,9 +572,39 @@ static bool reserved_name(const char *name)
     return false;
 }
 
-static bool ext_name_ok(const char *name)
+/* Lowercase a-z0-9, at most 20, not a context attribute; records the
+ * reason when not. The name is printed only once it is known to be text. */
+static bool ext_name_check(const char *name)
 {
-    return evbus__name_ok(name) && strlen(name) <= 20 && !reserved_name(name);
+    if (!evbus__name_ok(name)) {
+        size_t bad, len = strlen(name);
+        const char *why;
+        if (!evbus__utf8_check((const unsigned char *)name, len, &bad, &why))
+            evbus__event_refuse("extension name is not valid UTF-8 at byte "
+                                "offset %zu: %s",
+                                bad, why);
+        else if (evbus__has_ctl(name) || !*name)
+            evbus__event_refuse("invalid extension name: names use only "
+                                "lowercase a-z and 0-9 (at least one)");
+        else
+            evbus__event_refuse("invalid extension name '%.64s': names use "
+                                "only lowercase a-z and 0-9",
+                                name);
+        return false;
+    }
+    if (strlen(name) > 20) {
+        evbus__event_refuse("extension name '%.64s' is longer than 20 "
+                            "characters",
+                            name);
+        return false;
+    }
+    if (reserved_name(name)) {
+        evbus__event_refuse("'%s' is a context attribute, not an extension "
+                            "name",
+                            name);
+        return false;
+    }
+    return true;
 }
 
 static evbus__ext_t *ext_find(const evbus_event_t *ev, const char *name)
@@ -528,18 +662,22 @@ static int ext_put(evbus_event_t *ev, const char *name, const char *value,
 int evbus_event_set_ext(evbus_event_t *ev, const char *name,
                         const char *value)
 {
-    if (!ev || !name)
-        return EVBUS_EINVAL;
+    if (!ev)
+        return NO_EVENT();
+    if (!name)
+        return evbus__event_refuse("extension name is NULL");
     if (!value) {
         /* any present name may be removed, also a long one from the wire */
         evbus__ext_t *x = ext_find(ev, name);
         if (x)
             ext_remove(ev, x);
-        return x || ext_name_ok(name) ? EVBUS_OK : EVBUS_EINVAL;
+        return x || ext_name_check(name) ? EVBUS_OK : EVBUS_EINVAL;
     }
-    if (!ext_name_ok(name))
+    if (!ext_name_check(name))
         return EVBUS_EINVAL;
-    if (evbus__has_ctl(value))
+    size_t n;
+    char *buf = evbus__event_reason_buf(&n);
+    if (!evbus__text_value_ok("extension", name, value, strlen(value), buf, n))
         return EVBUS_EINVAL;
     return ext_put(ev, name, value, EVBUS__EXT_STRING);
 }
@@ -547,9 +685,16 @@ int evbus_event_set_ext(evbus_event_t *ev, const char *name,
 int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
                             int64_t value)
 {
-    if (!ev || !name || !ext_name_ok(name) || value > EVBUS__EXT_INT_MAX ||
-        value < -EVBUS__EXT_INT_MAX)
+    if (!ev)
+        return NO_EVENT();
+    if (!name)
+        return evbus__event_refuse("extension name is NULL");
+    if (!ext_name_check(name))
         return EVBUS_EINVAL;
+    if (value > EVBUS__EXT_INT_MAX || value < -EVBUS__EXT_INT_MAX)
+        return evbus__event_refuse("extension '%s': %lld is outside "
+                                   "+-(2^53 - 1)",
+                                   name, (long long)value);
     char buf[24];
     evbus__fmt_int64(buf, value);
     return ext_put(ev, name, buf, EVBUS__EXT_INT);
@@ -557,7 +702,11 @@ int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
 
 int evbus_event_set_ext_bool(evbus_event_t *ev, const char *name, int value)
 {
-    if (!ev || !name || !ext_name_ok(name))
+    if (!ev)
+        return NO_EVENT();
+    if (!name)
+        return evbus__event_refuse("extension name is NULL");
+    if (!ext_name_check(name))
         return EVBUS_EINVAL;
     return ext_put(ev, name, value ? "true" : "false", EVBUS__EXT_BOOL);
 }

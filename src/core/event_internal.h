@@ -1,6 +1,7 @@
 /*
  * Internal layout of evbus_event_t and helpers shared by event.c,
- * event_json.c and event_validate.c. Not part of the public API.
+ * event_encode.c, event_decode.c, event_validate.c and text_check.c. Not
+ * part of the public API.
  *
  * Memory layout: an event is one malloc holding the struct, followed by an
  * optional trailing block (extension array, strings, data bytes) filled at
@@ -82,8 +83,11 @@ bool evbus__name_ok(const char *s);
 /* Contains a control character U+0000-001F or U+007F-009F (UTF-8)? */
 bool evbus__has_ctl(const char *s);
 bool evbus__has_ctl_n(const char *s, size_t n);
-/* Well-formed UTF-8 with no NUL in n bytes? */
-bool evbus__utf8_ok(const unsigned char *s, size_t n);
+/* A string value as text: valid UTF-8 and no control characters. On
+ * failure writes "<what> '<name>' is not valid UTF-8 at byte offset N:
+ * <reason>" (or names the control character's offset) to err. */
+bool evbus__text_value_ok(const char *what, const char *name, const char *v,
+                          size_t n, char *err, size_t errn);
 /* type/subtype with RFC 2045 token characters, optional ;parameters. */
 bool evbus__media_type_ok(const char *s);
 /* application/json, * /json, * /\*+json (parameters ignored). */
@@ -92,6 +96,26 @@ bool evbus__media_type_is_json(const char *s);
 bool evbus__media_type_is_text(const char *s);
 /* scheme ":" rest, no spaces or control characters. */
 bool evbus__uri_absolute(const char *s);
+
+/* ---- text_check.c: the one UTF-8 and JSON text validator */
+
+/* Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF, no truncated sequence) and no NUL in s[0..n)? On failure
+ * *bad (when not NULL) is the offset of the first offending byte and *why
+ * (when not NULL) a short static reason. */
+bool evbus__utf8_check(const unsigned char *s, size_t n, size_t *bad,
+                       const char **why);
+bool evbus__utf8_ok(const unsigned char *s, size_t n);
+/* Is JSON text that cJSON parsed also strict RFC 8259 JSON: UTF-8, no raw
+ * control characters in strings, only space/tab/CR/LF as whitespace,
+ * numbers by the grammar? Same failure reporting as evbus__utf8_check. */
+bool evbus__json_text_check(const char *s, size_t n, size_t *bad,
+                            const char **why);
+
+/* ---- event.c: why the calling thread's last setter refused its input */
+int evbus__event_refuse(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+char *evbus__event_reason_buf(size_t *n);
 
 /* An RFC 3339 time as an instant: UTC seconds since the epoch and the
  * fractional digits without trailing zeros. */

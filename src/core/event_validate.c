@@ -52,55 +52,36 @@ bool evbus__has_ctl(const char *s)
     return evbus__has_ctl_n(s, strlen(s));
 }
 
-bool evbus__utf8_ok(const unsigned char *s, size_t n)
+/* Offset of the first control character in s[0..n) (valid UTF-8), or n. */
+static size_t ctl_offset(const char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        /* fast path: 8 ASCII bytes without a NUL at a time */
-        if (n - i >= 8) {
-            uint64_t v;
-            memcpy(&v, s + i, 8);
-            const uint64_t hi = UINT64_C(0x8080808080808080);
-            const uint64_t lo = UINT64_C(0x0101010101010101);
-            if (((v | ((v - lo) & ~v)) & hi) == 0) {
-                i += 8;
-                continue;
-            }
-        }
-        unsigned char c = s[i];
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        unsigned char lo = 0x80, hi = 0xbf; /* range of the 2nd byte */
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            if (c == 0xe0)
-                lo = 0xa0; /* no overlong forms */
-            else if (c == 0xed)
-                hi = 0x9f; /* no surrogates */
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            if (c == 0xf0)
-                lo = 0x90;
-            else if (c == 0xf4)
-                hi = 0x8f; /* <= U+10FFFF */
-        } else {
-            return false;
-        }
-        if (n - i <= need)
-            return false;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k <= need; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-        i += need + 1;
+    if (!evbus__has_ctl_n(s, n))
+        return n;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == 0x7f ||
+            (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f))
+            return i;
+    return n;
+}
+
+bool evbus__text_value_ok(const char *what, const char *name, const char *v,
+                          size_t n, char *err, size_t errn)
+{
+    size_t off;
+    const char *why;
+    if (!evbus__utf8_check((const unsigned char *)v, n, &off, &why)) {
+        evbus__seterr(err, errn,
+                      "%s '%.64s' is not valid UTF-8 at byte offset %zu: %s",
+                      what, name, off, why);
+        return false;
+    }
+    if ((off = ctl_offset(v, n)) < n) {
+        evbus__seterr(err, errn,
+                      "%s '%.64s' contains a control character at byte "
+                      "offset %zu",
+                      what, name, off);
+        return false;
     }
     return true;
 }
@@ -329,6 +310,25 @@ int evbus_event_validate(const evbus_event_t *ev, char *errstr,
                           "required attribute '%s' is empty", names[i]);
             return EVBUS_EINVAL;
         }
+    }
+    /* every string as text: the setters checked them, this keeps an event
+     * that reached the library another way from being written out */
+    static const char *const opt[] = {"id",         "source",  "type",
+                                      "datacontenttype", "dataschema",
+                                      "subject",    "time"};
+    const char *ov[] = {ev->id,         ev->source,     ev->type,
+                        ev->datacontenttype, ev->dataschema, ev->subject,
+                        ev->time};
+    for (size_t i = 0; i < sizeof ov / sizeof ov[0]; i++)
+        if (ov[i] && !evbus__text_value_ok("attribute", opt[i], ov[i],
+                                           strlen(ov[i]), errstr,
+                                           errstr_size))
+            return EVBUS_EINVAL;
+    for (size_t i = 0; i < ev->ext_count; i++) {
+        const evbus__ext_t *x = &ev->ext[i];
+        if (!evbus__text_value_ok("extension", x->name, x->value,
+                                  strlen(x->value), errstr, errstr_size))
+            return EVBUS_EINVAL;
     }
     return EVBUS_OK;
 }
