@@ -191,6 +191,12 @@ rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev);
  */
 int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
                         char **why);
+/* The same for a record's value and headers (h NULL = no headers), without
+ * a consumed message: what the classifier and the fuzz target call.
+ * Thread-safe; h is only read. */
+int evbus__kafka_wire_decode(const void *value, size_t len,
+                             rd_kafka_headers_t *h, evbus_event_t **event,
+                             char **why);
 
 /* ------------------------------------------------------------- producer */
 

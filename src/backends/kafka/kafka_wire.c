@@ -9,6 +9,11 @@
  *   the record key is the partitionkey extension in both modes.
  * A record with neither (what Dapr's Kafka component writes) holds a bare
  * JSON event in its value.
+ *
+ * content-type and datacontenttype map onto each other directly: a binary
+ * record without the header has no datacontenttype, and its value comes
+ * through byte for byte (never re-labelled application/octet-stream).
+ * Header values are checked as UTF-8 by the event setters.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -42,9 +47,16 @@ rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev)
         const char *name, *value;
         if (evbus_event_ext_at(ev, i, &name, &value) != EVBUS_OK)
             continue;
-        char hname[64];
-        snprintf(hname, sizeof hname, "ce_%s", name);
+        /* names from the wire may be longer than 20 characters */
+        size_t hn = strlen(name) + 4;
+        char *hname = malloc(hn);
+        if (!hname) {
+            rd_kafka_headers_destroy(h);
+            return NULL;
+        }
+        snprintf(hname, hn, "ce_%s", name);
         add_attr(h, hname, value);
+        free(hname);
     }
     return h;
 }
@@ -67,8 +79,31 @@ static char *dup_reason(const char *fmt, const char *a, const char *b)
     return strdup(buf);
 }
 
+/* Sets the value as the event's data. With a content type the setter
+ * checks it (JSON types must hold JSON). Without one the event gets no
+ * datacontenttype and keeps the bytes exactly: JSON text without
+ * surrounding whitespace is kept as JSON (written as a JSON value in the
+ * structured format), anything else as bytes (data_base64). */
+static int set_value(evbus_event_t *ev, const void *v, size_t len,
+                     const char *ct)
+{
+    if (len == 0)
+        return EVBUS_OK; /* no data */
+    if (ct)
+        return evbus_event_set_data(ev, v, len, ct);
+    const unsigned char *b = v;
+    bool trimmed = b[0] > ' ' && b[len - 1] > ' ';
+    if (!trimmed ||
+        evbus_event_set_data(ev, v, len, "application/json") != EVBUS_OK) {
+        int rc = evbus_event_set_data(ev, v, len, "application/octet-stream");
+        if (rc != EVBUS_OK)
+            return rc;
+    }
+    return evbus_event_set_datacontenttype(ev, NULL);
+}
+
 /* Builds the event of a binary-mode record. */
-static int decode_binary(const rd_kafka_message_t *rkm, rd_kafka_headers_t *h,
+static int decode_binary(const void *value, size_t len, rd_kafka_headers_t *h,
                          const char *content_type, evbus_event_t **out,
                          char **why)
 {
@@ -96,13 +131,16 @@ static int decode_binary(const rd_kafka_message_t *rkm, rd_kafka_headers_t *h,
     }
     ev = evbus_event_new(type, source);
     if (!ev) {
-        rc = EVBUS_ENOMEM;
+        *why = dup_reason("binary-mode record has an invalid ce_type or "
+                          "ce_source header: %s%s",
+                          evbus_event_error_message(), NULL);
         goto out;
     }
     if (evbus_event_set_id(ev, id) != EVBUS_OK ||
         evbus_event_set_time(ev, NULL) != EVBUS_OK) {
-        *why = dup_reason("binary-mode record has an invalid ce_id '%s'%s",
-                          id, NULL);
+        *why = dup_reason("binary-mode record has an invalid ce_id header: "
+                          "%s%s",
+                          evbus_event_error_message(), NULL);
         goto out;
     }
     const char *name;
@@ -112,17 +150,28 @@ static int decode_binary(const rd_kafka_message_t *rkm, rd_kafka_headers_t *h,
          i++) {
         if (strncasecmp(name, "ce_", 3) != 0)
             continue;
-        char attr[64];
-        size_t k = 0;
-        for (const char *p = name + 3; *p && k + 1 < sizeof attr; p++)
-            attr[k++] = (char)tolower((unsigned char)*p);
-        attr[k] = '\0';
-        if (!strcmp(attr, "specversion") || !strcmp(attr, "id") ||
-            !strcmp(attr, "source") || !strcmp(attr, "type"))
-            continue;
+        char *attr = strdup(name + 3);
         char *v = val ? strndup(val, size) : strdup("");
-        if (!v) {
+        if (!attr || !v) {
+            free(attr);
+            free(v);
             rc = EVBUS_ENOMEM;
+            goto out;
+        }
+        for (char *p = attr; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        if (!strcmp(attr, "specversion") || !strcmp(attr, "id") ||
+            !strcmp(attr, "source") || !strcmp(attr, "type")) {
+            free(attr);
+            free(v);
+            continue;
+        }
+        if (strlen(v) != size && val) {
+            *why = dup_reason("binary-mode record: header %.64s holds a NUL "
+                              "byte%s",
+                              name, NULL);
+            free(attr);
+            free(v);
             goto out;
         }
         int r;
@@ -137,29 +186,32 @@ static int decode_binary(const rd_kafka_message_t *rkm, rd_kafka_headers_t *h,
                              : evbus_event_set_datacontenttype(ev, v);
         else
             r = evbus_event_set_ext(ev, attr, v);
-        if (r != EVBUS_OK) {
-            *why = dup_reason("binary-mode record has an invalid %s header "
-                              "'%s'",
-                              name, v);
-            free(v);
-            goto out;
-        }
         free(v);
-    }
-    if (rkm->payload) {
-        const char *ct = content_type ? content_type
-                                      : evbus_event_datacontenttype(ev);
-        if (evbus_event_set_data(ev, rkm->payload, rkm->len, ct) != EVBUS_OK) {
-            *why = dup_reason("binary-mode record: the value does not match "
-                              "its content type '%s'%s",
-                              ct ? ct : "application/octet-stream", NULL);
+        if (r != EVBUS_OK) {
+            /* the setter's reason names the attribute and the byte offset;
+             * the header value itself may not be text */
+            char hdr[80];
+            snprintf(hdr, sizeof hdr, "ce_%.64s", attr);
+            *why = dup_reason("binary-mode record has an invalid %s header: "
+                              "%s",
+                              hdr, evbus_event_error_message());
+            free(attr);
             goto out;
         }
-    } else if (content_type &&
-               evbus_event_set_datacontenttype(ev, content_type) != EVBUS_OK) {
+        free(attr);
+    }
+    if (content_type &&
+        evbus_event_set_datacontenttype(ev, content_type) != EVBUS_OK) {
         *why = dup_reason("binary-mode record has an invalid content-type "
-                          "'%s'%s",
-                          content_type, NULL);
+                          "header: %s%s",
+                          evbus_event_error_message(), NULL);
+        goto out;
+    }
+    const char *ct = evbus_event_datacontenttype(ev);
+    if (value && set_value(ev, value, len, ct) != EVBUS_OK) {
+        *why = dup_reason("binary-mode record: the value does not match its "
+                          "content type '%s': %s",
+                          ct, evbus_event_error_message());
         goto out;
     }
     *out = ev;
@@ -185,10 +237,19 @@ static int value_starts(const void *v, size_t size, const char *prefix)
 int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
                         char **why)
 {
-    *event = NULL;
-    *why = NULL;
     rd_kafka_headers_t *h = NULL;
     if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        h = NULL;
+    return evbus__kafka_wire_decode(rkm->payload, rkm->len, h, event, why);
+}
+
+int evbus__kafka_wire_decode(const void *value, size_t len,
+                             rd_kafka_headers_t *h, evbus_event_t **event,
+                             char **why)
+{
+    *event = NULL;
+    *why = NULL;
+    if (!h)
         return EVBUS_OK; /* no headers: a bare JSON event (Dapr) */
     const void *ctv = NULL;
     size_t ctsize = 0;
@@ -211,7 +272,7 @@ int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
     char *ct = has_ct ? (ctv ? strndup(ctv, ctsize) : strdup("")) : NULL;
     if (has_ct && !ct)
         return EVBUS_ENOMEM;
-    int rc = decode_binary(rkm, h, ct, event, why);
+    int rc = decode_binary(value, len, h, ct, event, why);
     free(ct);
     return rc;
 }

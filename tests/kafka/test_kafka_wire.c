@@ -1,0 +1,201 @@
+/*
+ * The CloudEvents Kafka binding decoder and encoder on their own, without a
+ * cluster: records are built as value + librdkafka header lists and given
+ * to the backend's decoder (the same function the consumer calls).
+ *
+ * Links the static library for the backend's internal decoder.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/kafka/kafka_internal.h"
+
+static rd_kafka_headers_t *binary_headers(const char *id)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+    rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+    rd_kafka_header_add(h, "ce_id", -1, id, -1);
+    rd_kafka_header_add(h, "ce_source", -1, "/peer", -1);
+    rd_kafka_header_add(h, "ce_type", -1, "peer.thing.done", -1);
+    return h;
+}
+
+static evbus_event_t *decode_ok(const void *v, size_t len,
+                                rd_kafka_headers_t *h)
+{
+    evbus_event_t *ev = NULL;
+    char *why = NULL;
+    int rc = evbus__kafka_wire_decode(v, len, h, &ev, &why);
+    ck_assert_msg(rc == EVBUS_OK && ev, "decode failed: %s",
+                  why ? why : "(no reason)");
+    free(why);
+    return ev;
+}
+
+START_TEST(binary_without_content_type_invents_nothing)
+{
+    /* what the CloudEvents SDK's Kafka.binary() writes for an event
+     * without datacontenttype: no content-type header */
+    const char json[] = "{\"a\":[1,2.5,\"\xc3\xa9\"]}";
+    rd_kafka_headers_t *h = binary_headers("b1");
+    evbus_event_t *ev = decode_ok(json, sizeof json - 1, h);
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    ck_assert_int_eq((int)evbus_event_data_len(ev), (int)sizeof json - 1);
+    ck_assert_int_eq(memcmp(evbus_event_data(ev), json, sizeof json - 1), 0);
+    char *out = evbus_event_to_json(ev, NULL);
+    ck_assert_msg(strstr(out, "\"data\":{\"a\":[1,2.5,") &&
+                      !strstr(out, "datacontenttype") &&
+                      !strstr(out, "data_base64"),
+                  "%s", out);
+    free(out);
+    evbus_event_free(ev);
+
+    /* bytes that are not JSON come through as they are, still unlabelled */
+    const unsigned char bytes[] = {0, 1, 0xff, ' ', '{'};
+    ev = decode_ok(bytes, sizeof bytes, h);
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    ck_assert_int_eq((int)evbus_event_data_len(ev), (int)sizeof bytes);
+    ck_assert_int_eq(memcmp(evbus_event_data(ev), bytes, sizeof bytes), 0);
+    evbus_event_free(ev);
+
+    /* JSON with surrounding whitespace: the bytes are kept exactly */
+    const char spaced[] = " {\"a\":1}\n";
+    ev = decode_ok(spaced, sizeof spaced - 1, h);
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    ck_assert_int_eq((int)evbus_event_data_len(ev), (int)sizeof spaced - 1);
+    ck_assert_int_eq(memcmp(evbus_event_data(ev), spaced, sizeof spaced - 1),
+                     0);
+    evbus_event_free(ev);
+
+    /* no value: no data, no content type */
+    ev = decode_ok(NULL, 0, h);
+    ck_assert_ptr_null(evbus_event_data(ev));
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    evbus_event_free(ev);
+    rd_kafka_headers_destroy(h);
+}
+END_TEST
+
+START_TEST(binary_content_type_is_datacontenttype)
+{
+    rd_kafka_headers_t *h = binary_headers("b2");
+    rd_kafka_header_add(h, "content-type", -1, "text/plain", -1);
+    rd_kafka_header_add(h, "ce_subject", -1, "s", -1);
+    rd_kafka_header_add(h, "CE_MyExt", -1, "v", -1); /* names are lowered */
+    evbus_event_t *ev = decode_ok("hello", 5, h);
+    ck_assert_str_eq(evbus_event_datacontenttype(ev), "text/plain");
+    ck_assert_str_eq(evbus_event_subject(ev), "s");
+    ck_assert_str_eq(evbus_event_ext(ev, "myext"), "v");
+    ck_assert_int_eq((int)evbus_event_data_len(ev), 5);
+    evbus_event_free(ev);
+    rd_kafka_headers_destroy(h);
+}
+END_TEST
+
+START_TEST(binary_headers_must_be_utf8)
+{
+    static const char *const names[] = {"ce_subject", "ce_myext", "ce_id",
+                                        "ce_source", "ce_type"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+        rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+        if (strcmp(names[i], "ce_id"))
+            rd_kafka_header_add(h, "ce_id", -1, "b3", -1);
+        if (strcmp(names[i], "ce_source"))
+            rd_kafka_header_add(h, "ce_source", -1, "/peer", -1);
+        if (strcmp(names[i], "ce_type"))
+            rd_kafka_header_add(h, "ce_type", -1, "peer.thing.done", -1);
+        rd_kafka_header_add(h, names[i], -1, "ok\xc0\x80", -1);
+        evbus_event_t *ev = NULL;
+        char *why = NULL;
+        ck_assert_int_eq(evbus__kafka_wire_decode("x", 1, h, &ev, &why),
+                         EVBUS_EDECODE);
+        ck_assert_ptr_null(ev);
+        ck_assert_msg(why && strstr(why, "UTF-8") &&
+                          strstr(why, "byte offset 2"),
+                      "%s: %s", names[i], why ? why : "(none)");
+        /* the reason is text itself */
+        ck_assert_ptr_null(strstr(why, "\xc0"));
+        free(why);
+        rd_kafka_headers_destroy(h);
+    }
+    /* a NUL inside a header value is not cut short silently */
+    rd_kafka_headers_t *h = binary_headers("b4");
+    rd_kafka_header_add(h, "ce_subject", -1, "a\0b", 3);
+    evbus_event_t *ev = NULL;
+    char *why = NULL;
+    ck_assert_int_eq(evbus__kafka_wire_decode("x", 1, h, &ev, &why),
+                     EVBUS_EDECODE);
+    ck_assert_ptr_nonnull(strstr(why, "NUL"));
+    free(why);
+    rd_kafka_headers_destroy(h);
+}
+END_TEST
+
+/* The last value of header name as a string in buf, or NULL. */
+static const char *header(rd_kafka_headers_t *h, const char *name, char *buf,
+                          size_t n)
+{
+    const void *v;
+    size_t size;
+    if (rd_kafka_header_get_last(h, name, &v, &size))
+        return NULL;
+    snprintf(buf, n, "%.*s", (int)size, (const char *)v);
+    return buf;
+}
+
+START_TEST(encode_then_decode_gives_the_same_event)
+{
+    char buf[256];
+    /* an event without datacontenttype (decoded from the JSON format) */
+    const char *src = "{\"specversion\":\"1.0\",\"id\":\"e1\",\"source\":\"/s\","
+                      "\"type\":\"a.b.c\",\"subject\":\"\xc3\xa9\","
+                      "\"averyveryverylongextensionname\":\"x\","
+                      "\"n\":7,\"data\":{\"k\":true}}";
+    char err[256];
+    evbus_event_t *ev = evbus_event_from_json(src, strlen(src), err, sizeof err);
+    ck_assert_msg(ev != NULL, "%s", err);
+    rd_kafka_headers_t *h = kafka_wire_binary_headers(ev);
+    ck_assert_ptr_null(header(h, "content-type", buf, sizeof buf));
+    ck_assert_str_eq(header(h, "ce_subject", buf, sizeof buf), "\xc3\xa9");
+    ck_assert_str_eq(header(h, "ce_n", buf, sizeof buf), "7");
+    /* a long extension name is not cut to fit a buffer */
+    ck_assert_str_eq(
+        header(h, "ce_averyveryverylongextensionname", buf, sizeof buf), "x");
+    rd_kafka_headers_destroy(h);
+
+    /* one with a content type, round trip through the decoder */
+    evbus_event_free(ev);
+    ev = evbus_event_new("a.b.c", "/s");
+    ck_assert_int_eq(evbus_event_set_data(ev, "\x01\x02", 2,
+                                          "application/x-thing"),
+                     EVBUS_OK);
+    ck_assert_int_eq(evbus_event_set_ext(ev, "k", "v"), EVBUS_OK);
+    h = kafka_wire_binary_headers(ev);
+    ck_assert_str_eq(header(h, "content-type", buf, sizeof buf),
+                     "application/x-thing");
+    evbus_event_t *back = decode_ok(evbus_event_data(ev), 2, h);
+    ck_assert(evbus_event_equal(ev, back));
+    evbus_event_free(back);
+    rd_kafka_headers_destroy(h);
+    evbus_event_free(ev);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("kafka-wire");
+    TCase *tc = tcase_create("wire");
+    tcase_add_test(tc, binary_without_content_type_invents_nothing);
+    tcase_add_test(tc, binary_content_type_is_datacontenttype);
+    tcase_add_test(tc, binary_headers_must_be_utf8);
+    tcase_add_test(tc, encode_then_decode_gives_the_same_event);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
