@@ -108,6 +108,22 @@ EVBUS_API int evbus_event_set_data_json(evbus_event_t *ev, const char *json);
 EVBUS_API int evbus_event_set_data(evbus_event_t *ev, const void *data,
                                    size_t len, const char *content_type);
 
+/*
+ * Sets data to len bytes (copied) exactly as given, with content_type as
+ * datacontenttype - or none at all when content_type is NULL. This is what
+ * the binary modes of the HTTP and Kafka bindings need: the body or record
+ * value is the data, and a missing Content-Type / content-type header is a
+ * missing datacontenttype, not application/octet-stream. A JSON content type
+ * still requires strict JSON text (EVBUS_EINVAL otherwise); untyped bytes
+ * that are exactly one JSON value are written as `data` in the JSON format,
+ * other bytes as `data_base64`. data NULL with len 0 removes the data and
+ * sets datacontenttype to content_type.
+ * Same ownership and thread-safety as evbus_event_set_data.
+ */
+EVBUS_API int evbus_event_set_data_bytes(evbus_event_t *ev, const void *data,
+                                         size_t len,
+                                         const char *content_type);
+
 /* The data bytes (NULL when the event has none) and their length. For JSON
  * data these are the JSON text. The bytes are always followed by a NUL that
  * is not counted in the length, so text data can be used as a C string. */

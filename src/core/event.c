@@ -412,17 +412,22 @@ int evbus_event_set_time(evbus_event_t *ev, const char *rfc3339)
 /* Is [s, s+n) exactly one strict JSON value (surrounding whitespace
  * allowed)? Sets *vs and *ve to the value without the surrounding
  * whitespace. Otherwise records why and returns false. */
+/* evbus__event_refuse only when rec: a caller that tries JSON first must
+ * not overwrite the last reason. */
+#define REFUSE_IF(rec, ...) ((rec) ? (void)evbus__event_refuse(__VA_ARGS__) \
+                                   : (void)0)
+
 static bool json_value_span(const char *s, size_t n, const char **vs,
-                            const char **ve)
+                            const char **ve, bool record)
 {
     size_t bad;
     const char *why;
     if (n == 0) {
-        evbus__event_refuse("data is not JSON: empty");
+        REFUSE_IF(record, "data is not JSON: empty");
         return false;
     }
     if (!evbus__utf8_check((const unsigned char *)s, n, &bad, &why)) {
-        evbus__event_refuse("data is not valid UTF-8 at byte offset %zu: %s",
+        REFUSE_IF(record, "data is not valid UTF-8 at byte offset %zu: %s",
                             bad, why);
         return false;
     }
@@ -430,7 +435,7 @@ static bool json_value_span(const char *s, size_t n, const char **vs,
     cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
     if (!v) {
         size_t off = end && end >= s ? (size_t)(end - s) : 0;
-        evbus__event_refuse("data is not JSON: syntax error at byte offset "
+        REFUSE_IF(record, "data is not JSON: syntax error at byte offset "
                             "%zu",
                             off > n ? n : off);
         return false;
@@ -440,13 +445,13 @@ static bool json_value_span(const char *s, size_t n, const char **vs,
     while (e > end && (unsigned char)e[-1] <= 32)
         e--;
     if (e != end) {
-        evbus__event_refuse("data is not JSON: text after the value at byte "
+        REFUSE_IF(record, "data is not JSON: text after the value at byte "
                             "offset %zu",
                             (size_t)(end - s));
         return false;
     }
     if (!evbus__json_text_check(s, n, &bad, &why)) {
-        evbus__event_refuse("data is not JSON: %s at byte offset %zu", why,
+        REFUSE_IF(record, "data is not JSON: %s at byte offset %zu", why,
                             bad);
         return false;
     }
@@ -496,7 +501,7 @@ int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
         return NO_EVENT();
     if (!json)
         return evbus__event_refuse("data is not JSON: NULL given");
-    if (!json_value_span(json, strlen(json), &vs, &ve))
+    if (!json_value_span(json, strlen(json), &vs, &ve, true))
         return EVBUS_EINVAL;
     /* the content type first: if it fails nothing has changed */
     int rc = set_ct(ev, "application/json");
@@ -505,8 +510,10 @@ int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
     return data_replace(ev, vs, (size_t)(ve - vs), EVBUS__DATA_JSON);
 }
 
-int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
-                         const char *content_type)
+/* evbus_event_set_data (exact = false) and evbus_event_set_data_bytes
+ * (exact = true: no default content type, bytes never trimmed). */
+static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
+                           const char *content_type, bool exact)
 {
     if (!ev)
         return NO_EVENT();
@@ -515,26 +522,37 @@ int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
             return evbus__event_refuse("data is NULL but its length is %zu",
                                        len);
         data_clear(ev);
-        return EVBUS_OK;
+        return exact ? set_ct(ev, content_type) : EVBUS_OK;
     }
-    if (!content_type)
+    if (!content_type && !exact)
         content_type = "application/octet-stream";
-    int crc = check_plain("datacontenttype", content_type);
-    if (crc)
-        return crc;
-    if (!evbus__media_type_ok(content_type))
-        return evbus__event_refuse("datacontenttype '%.64s' is not a media "
-                                   "type (type/subtype)",
-                                   content_type);
+    if (content_type) {
+        int crc = check_plain("datacontenttype", content_type);
+        if (crc)
+            return crc;
+        if (!evbus__media_type_ok(content_type))
+            return evbus__event_refuse("datacontenttype '%.64s' is not a "
+                                       "media type (type/subtype)",
+                                       content_type);
+    }
     int kind;
     const char *p = data;
     size_t n = len;
-    if (evbus__media_type_is_json(content_type)) {
-        const char *vs, *ve;
-        if (!json_value_span(data, len, &vs, &ve))
+    const char *vs, *ve;
+    if (!content_type) {
+        /* untyped bytes: JSON if they are exactly one JSON value (not
+         * null, which the JSON format cannot carry), else bytes */
+        kind = json_value_span(data, len, &vs, &ve, false) && vs == p &&
+                       ve == p + n && !(n == 4 && !memcmp(p, "null", 4))
+                   ? EVBUS__DATA_JSON
+                   : EVBUS__DATA_BINARY;
+    } else if (evbus__media_type_is_json(content_type)) {
+        if (!json_value_span(data, len, &vs, &ve, true))
             return EVBUS_EINVAL;
-        p = vs;
-        n = (size_t)(ve - vs);
+        if (!exact) {
+            p = vs;
+            n = (size_t)(ve - vs);
+        }
         kind = EVBUS__DATA_JSON;
     } else if (evbus__media_type_is_text(content_type) &&
                evbus__utf8_ok(data, len)) {
@@ -545,7 +563,21 @@ int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
     int rc = set_ct(ev, content_type);
     if (rc != EVBUS_OK)
         return rc;
+    if (exact && kind == EVBUS__DATA_JSON && n == 4 && !memcmp(p, "null", 4))
+        kind = EVBUS__DATA_BINARY; /* keep the bytes: JSON null is no data */
     return data_replace(ev, p, n, kind);
+}
+
+int evbus_event_set_data(evbus_event_t *ev, const void *data, size_t len,
+                         const char *content_type)
+{
+    return set_data_common(ev, data, len, content_type, false);
+}
+
+int evbus_event_set_data_bytes(evbus_event_t *ev, const void *data,
+                               size_t len, const char *content_type)
+{
+    return set_data_common(ev, data, len, content_type, true);
 }
 
 const void *evbus_event_data(const evbus_event_t *ev)

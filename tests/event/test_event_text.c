@@ -176,6 +176,46 @@ START_TEST(json_data_must_be_strict_json_text)
 }
 END_TEST
 
+START_TEST(set_data_bytes_keeps_bytes_and_invents_no_content_type)
+{
+    evbus_event_t *ev = evbus_event_new("t.t.t", "/s");
+    /* untyped JSON: written as a JSON value, no datacontenttype */
+    ck_assert_int_eq(evbus_event_set_data_bytes(ev, "[1,2]", 5, NULL),
+                     EVBUS_OK);
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    char *json = evbus_event_to_json(ev, NULL);
+    ck_assert_msg(strstr(json, "\"data\":[1,2]") &&
+                      !strstr(json, "datacontenttype"),
+                  "%s", json);
+    free(json);
+    /* untyped bytes, whitespace and "null" kept exactly */
+    static const char *const raw[] = {" [1] ", "null", "\xff\x00x", "01"};
+    static const size_t rawlen[] = {5, 4, 3, 2};
+    for (size_t i = 0; i < 4; i++) {
+        ck_assert_int_eq(evbus_event_set_data_bytes(ev, raw[i], rawlen[i],
+                                                    NULL),
+                         EVBUS_OK);
+        ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+        ck_assert_int_eq((int)evbus_event_data_len(ev), (int)rawlen[i]);
+        ck_assert_int_eq(memcmp(evbus_event_data(ev), raw[i], rawlen[i]), 0);
+        size_t len;
+        json = evbus_event_to_json(ev, &len);
+        char err[256];
+        evbus_event_t *back = evbus_event_from_json(json, len, err, sizeof err);
+        ck_assert_msg(back != NULL, "%s: %s", json, err);
+        ck_assert_msg(evbus_event_equal(ev, back), "case %zu: %s", i, json);
+        evbus_event_free(back);
+        free(json);
+    }
+    /* a JSON type still needs JSON; a refusal keeps the old data */
+    ck_assert_int_eq(evbus_event_set_data_bytes(ev, "{x", 2,
+                                                "application/json"),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq((int)evbus_event_data_len(ev), 2);
+    evbus_event_free(ev);
+}
+END_TEST
+
 /* A valid event whose `name` member holds the raw bytes v. */
 static char *event_with(const char *name, const char *v)
 {
@@ -316,6 +356,7 @@ int main(void)
     tcase_add_test(tc,
                    decoder_refuses_ill_formed_utf8_naming_attribute_and_offset);
     tcase_add_test(tc, whatever_setters_accept_encodes_to_json_that_decodes_back);
+    tcase_add_test(tc, set_data_bytes_keeps_bytes_and_invents_no_content_type);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

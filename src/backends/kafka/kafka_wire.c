@@ -79,29 +79,6 @@ static char *dup_reason(const char *fmt, const char *a, const char *b)
     return strdup(buf);
 }
 
-/* Sets the value as the event's data. With a content type the setter
- * checks it (JSON types must hold JSON). Without one the event gets no
- * datacontenttype and keeps the bytes exactly: JSON text without
- * surrounding whitespace is kept as JSON (written as a JSON value in the
- * structured format), anything else as bytes (data_base64). */
-static int set_value(evbus_event_t *ev, const void *v, size_t len,
-                     const char *ct)
-{
-    if (len == 0)
-        return EVBUS_OK; /* no data */
-    if (ct)
-        return evbus_event_set_data(ev, v, len, ct);
-    const unsigned char *b = v;
-    bool trimmed = b[0] > ' ' && b[len - 1] > ' ';
-    if (!trimmed ||
-        evbus_event_set_data(ev, v, len, "application/json") != EVBUS_OK) {
-        int rc = evbus_event_set_data(ev, v, len, "application/octet-stream");
-        if (rc != EVBUS_OK)
-            return rc;
-    }
-    return evbus_event_set_datacontenttype(ev, NULL);
-}
-
 /* Builds the event of a binary-mode record. */
 static int decode_binary(const void *value, size_t len, rd_kafka_headers_t *h,
                          const char *content_type, evbus_event_t **out,
@@ -208,7 +185,8 @@ static int decode_binary(const void *value, size_t len, rd_kafka_headers_t *h,
         goto out;
     }
     const char *ct = evbus_event_datacontenttype(ev);
-    if (value && set_value(ev, value, len, ct) != EVBUS_OK) {
+    if (value && len &&
+        evbus_event_set_data_bytes(ev, value, len, ct) != EVBUS_OK) {
         *why = dup_reason("binary-mode record: the value does not match its "
                           "content type '%s': %s",
                           ct, evbus_event_error_message());
