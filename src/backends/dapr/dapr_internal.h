@@ -5,6 +5,7 @@
  *   dapr_publish.c  publish (single) and publish_async (bulk writer thread)
  *   dapr_server.c   the app's HTTP server (libmicrohttpd): /dapr/subscribe,
  *                   delivery routes, fetch/settle
+ *   dapr_delivery.c an HTTP request (headers + body) into deliveries
  *   dapr_counts.c   bounded (topic, id) -> delivery count map
  * Nothing here is exported (the library builds with -fvisibility=hidden).
  */
@@ -123,6 +124,54 @@ int dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
                 int delay_ms);
 /* Lets go of the app server (stops it when no other bus uses it). */
 void dapr_server_detach(dapr_t *d);
+
+/* ---- dapr_delivery.c: an HTTP request into deliveries (no socket) */
+
+/* One entry of a delivery request: a CloudEvent, or why it is not one. */
+typedef struct dapr_entry {
+    char *entry_id; /* bulk envelope: the sidecar's entryId; else NULL */
+    char *json;     /* the bytes as delivered (event JSON, or binary body) */
+    size_t len;
+    evbus_event_t *event; /* NULL when not a CloudEvent */
+    char *why;            /* not a CloudEvent: the reason */
+    char *id;             /* event id, for counting deliveries */
+    uint64_t hash;        /* fingerprint, for counting deliveries */
+    int count;            /* set by the server */
+    int status;           /* set by the server */
+} dapr_entry_t;
+
+typedef enum {
+    DAPR_BODY_SINGLE, /* structured mode or a bare JSON event */
+    DAPR_BODY_BINARY, /* HTTP binary mode (ce- headers) */
+    DAPR_BODY_BULK,   /* Dapr's bulk envelope: answered per entry */
+    DAPR_BODY_BATCH   /* application/cloudevents-batch+json */
+} dapr_body_kind_t;
+
+/* The request as received: headers (names as sent) and body. */
+typedef struct dapr_http_req {
+    const char *content_type; /* NULL when absent */
+    size_t n_headers;
+    const char *const *names;
+    const char *const *values;
+    const char *body; /* may be NULL when len is 0 */
+    size_t len;
+    size_t max_bytes; /* the subscription's max_event_bytes */
+} dapr_http_req_t;
+
+typedef struct dapr_delivery {
+    dapr_body_kind_t kind;
+    int n;
+    dapr_entry_t *e;
+    unsigned refuse_status; /* non-zero: answer it, deliver nothing */
+    char refuse_why[256];
+} dapr_delivery_t;
+
+/* Parses in into out (free with evbus__dapr_delivery_free, also after a
+ * failure). Entries that are not CloudEvents carry the reason. Returns
+ * EVBUS_OK or EVBUS_ENOMEM. Thread-safe; in is only read. */
+int evbus__dapr_parse_delivery(const dapr_http_req_t *in,
+                               dapr_delivery_t *out);
+void evbus__dapr_delivery_free(dapr_delivery_t *d);
 
 /* ---- dapr_counts.c: how often the sidecar delivered (topic, id, fp);
  * fp = fingerprint of the event's content (dapr_server.c) */

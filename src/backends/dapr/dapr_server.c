@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <cjson/cJSON.h>
@@ -58,23 +59,10 @@ typedef struct delivery {
     struct delivery *next;
 } delivery_t;
 
-typedef struct rentry {
-    char *entry_id; /* bulk only */
-    char *json;     /* the event as delivered */
-    size_t len;
-    char *id;       /* event id (counting); NULL when undecodable */
-    uint64_t hash;  /* fingerprint of the event (counting) */
-    int count;
-    int status;
-    evbus_event_t *event;
-    char *why; /* not a CloudEvent: the reason (then event is NULL) */
-} rentry_t;
-
 struct request {
     pthread_cond_t cv;
     int pending; /* deliveries not settled */
-    int n;
-    rentry_t *e;
+    dapr_delivery_t d; /* the entries (dapr_delivery.c) */
     const char *topic;
 };
 
@@ -152,6 +140,22 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status,
     return reply(c, status, "text/plain", strdup(text));
 }
 
+/* 405 with the one method the route takes. */
+static enum MHD_Result reply_allow(struct MHD_Connection *c, const char *allow)
+{
+    char text[64];
+    snprintf(text, sizeof text, "method not allowed (use %s)", allow);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        strlen(text), text, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
 /* ------------------------------------------------------------ tokens */
 
 static bool token_ok(struct MHD_Connection *c, const char *want)
@@ -211,160 +215,11 @@ static char *subscriptions_json(dapr_server_t *srv)
 
 /* ------------------------------------------------------------ deliveries */
 
-/* Dapr adds routing and tracing fields to every event it passes on; drop
- * the ones that carry nothing the publisher set, so the handler sees the
- * event as published. A non-empty traceparent/tracestate is kept. */
-static void strip_dapr_fields(evbus_event_t *ev)
-{
-    evbus_event_set_ext(ev, "topic", NULL);
-    evbus_event_set_ext(ev, "pubsubname", NULL);
-    evbus_event_set_ext(ev, "traceid", NULL);
-    static const char *const maybe_empty[] = {"traceparent", "tracestate"};
-    for (int i = 0; i < 2; i++) {
-        const char *v = evbus_event_ext(ev, maybe_empty[i]);
-        if (v && !*v)
-            evbus_event_set_ext(ev, maybe_empty[i], NULL);
-    }
-}
-
-static uint64_t fnv(uint64_t h, const void *bytes, size_t len)
-{
-    const unsigned char *p = bytes;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211u;
-    return (h ^ 0xff) * 1099511628211u; /* field separator */
-}
-
-static uint64_t fnv_str(uint64_t h, const char *s)
-{
-    return fnv(h, s ? s : "", s ? strlen(s) : 0);
-}
-
-/* What identifies one published event beyond its id, for counting its
- * deliveries: everything the publisher set, but none of the fields a
- * sidecar may write per delivery (tracing, routing). A producer that
- * reuses ids is then counted per event, while a redelivery counts up. */
-static uint64_t fingerprint(const evbus_event_t *ev)
-{
-    uint64_t h = 1469598103934665603u;
-    h = fnv_str(h, evbus_event_source(ev));
-    h = fnv_str(h, evbus_event_type(ev));
-    h = fnv_str(h, evbus_event_subject(ev));
-    h = fnv_str(h, evbus_event_time(ev));
-    h = fnv(h, evbus_event_data(ev) ? evbus_event_data(ev) : "",
-            evbus_event_data_len(ev));
-    size_t n = evbus_event_ext_count(ev);
-    for (size_t i = 0; i < n; i++) {
-        const char *name, *value;
-        if (evbus_event_ext_at(ev, i, &name, &value) != EVBUS_OK ||
-            strcmp(name, "traceparent") == 0 ||
-            strcmp(name, "tracestate") == 0)
-            continue;
-        h = fnv_str(fnv_str(h, name), value);
-    }
-    return h;
-}
-
-/* Decodes entry e; on failure marks it DROP and logs why. */
-static void decode_entry(dapr_server_t *srv, const char *topic, rentry_t *e,
-                         size_t max_bytes)
-{
-    char why[256];
-    e->event = evbus_event_from_json_limit(e->json, e->len, max_bytes, why,
-                                           sizeof why);
-    if (!e->event) {
-        if (srv->undecodable_to_core && (e->why = strdup(why))) {
-            /* the core wraps and dead-letters it, then it is acked */
-            SRV_LOG(srv, EVBUS_LOG_WARN,
-                    "delivery on %s is not a CloudEvent (%s); dead-lettering",
-                    topic, why);
-            return;
-        }
-        e->status = ST_DROP;
-        SRV_LOG(srv, EVBUS_LOG_WARN,
-                "delivery on %s is not a CloudEvent (%s); answering DROP",
-                topic, why);
-        return;
-    }
-    strip_dapr_fields(e->event);
-    e->hash = fingerprint(e->event);
-    e->id = strdup(evbus_event_id(e->event));
-    if (!e->id) {
-        evbus_event_free(e->event);
-        e->event = NULL;
-        e->status = ST_RETRY;
-    }
-}
-
-/* Fills req's entries from the body: the entries of a bulk envelope, or the
- * body as one entry (which fails to decode when it is not a CloudEvent).
- * Returns false only when out of memory. */
-static bool parse_body(request_t *req, const char *body, size_t len,
-                       bool *bulk)
-{
-    cJSON *j = cJSON_ParseWithLength(body, len);
-    *bulk = false;
-    cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
-    cJSON *entries = cJSON_GetObjectItemCaseSensitive(j, "entries");
-    if (cJSON_IsArray(entries) && cJSON_IsString(type) &&
-        strcmp(type->valuestring, "com.dapr.event.sent.bulk") == 0) {
-        *bulk = true;
-        int n = cJSON_GetArraySize(entries);
-        req->e = calloc(n ? (size_t)n : 1, sizeof *req->e);
-        if (!req->e) {
-            cJSON_Delete(j);
-            return false;
-        }
-        req->n = n;
-        int i = 0;
-        cJSON *en;
-        cJSON_ArrayForEach(en, entries) {
-            rentry_t *e = &req->e[i++];
-            cJSON *eid = cJSON_GetObjectItemCaseSensitive(en, "entryId");
-            cJSON *ev = cJSON_GetObjectItemCaseSensitive(en, "event");
-            e->entry_id = strdup(cJSON_IsString(eid) ? eid->valuestring : "");
-            if (cJSON_IsString(ev))
-                e->json = strdup(ev->valuestring);
-            else if (cJSON_IsObject(ev))
-                e->json = cJSON_PrintUnformatted(ev);
-            e->len = e->json ? strlen(e->json) : 0;
-            if (!e->json) /* no event in the entry: decoding reports it */
-                e->json = strdup("");
-        }
-        cJSON_Delete(j);
-        return true;
-    }
-    cJSON_Delete(j);
-    req->e = calloc(1, sizeof *req->e);
-    if (!req->e)
-        return false;
-    req->n = 1;
-    req->e[0].json = malloc(len + 1);
-    if (!req->e[0].json)
-        return false;
-    memcpy(req->e[0].json, body, len);
-    req->e[0].json[len] = '\0';
-    req->e[0].len = len;
-    return true;
-}
-
-static void request_free(request_t *req)
-{
-    for (int i = 0; i < req->n; i++) {
-        free(req->e[i].entry_id);
-        free(req->e[i].json);
-        free(req->e[i].id);
-        free(req->e[i].why);
-        evbus_event_free(req->e[i].event);
-    }
-    free(req->e);
-}
-
 /* Records a settled copy. Called with srv->mu held; frees d. */
 static void resolve(delivery_t *d, int status)
 {
     request_t *req = d->req;
-    rentry_t *e = &req->e[d->idx];
+    dapr_entry_t *e = &req->d.e[d->idx];
     if (status > e->status)
         e->status = status;
     evbus_event_free(d->event);
@@ -420,8 +275,8 @@ static int dispatch(dapr_server_t *srv, request_t *req, const char *path)
         for (int h = g; h < nm; h++)
             if (strcmp(match[h]->group, match[g]->group) == 0)
                 members[nmem++] = match[h];
-        for (int i = 0; i < req->n; i++) {
-            rentry_t *e = &req->e[i];
+        for (int i = 0; i < req->d.n; i++) {
+            dapr_entry_t *e = &req->d.e[i];
             if ((!e->event && !e->why) || e->status != ST_SUCCESS)
                 continue;
             dsub_t *s = members[(rr + (unsigned)i) % (unsigned)nmem];
@@ -450,24 +305,29 @@ static int dispatch(dapr_server_t *srv, request_t *req, const char *path)
     return nm;
 }
 
-static char *answer_json(const request_t *req, bool bulk)
+static char *answer_json(const request_t *req)
 {
+    const dapr_delivery_t *d = &req->d;
     dapr_buf_t b = {0};
     int bad = 0;
-    if (!bulk) {
+    if (d->kind != DAPR_BODY_BULK) {
+        /* one status for the request; a batch is RETRYed (all of it) when
+         * any entry asks for it: at-least-once, the acked ones repeat */
+        int st = ST_SUCCESS;
+        for (int i = 0; i < d->n; i++)
+            if (d->e[i].status > st)
+                st = d->e[i].status;
         bad |= dapr_buf_str(&b, "{\"status\":\"");
-        bad |= dapr_buf_str(&b, status_name[req->n ? req->e[0].status
-                                                   : ST_DROP]);
+        bad |= dapr_buf_str(&b, status_name[st]);
         bad |= dapr_buf_str(&b, "\"}");
     } else {
         bad |= dapr_buf_str(&b, "{\"statuses\":[");
-        for (int i = 0; i < req->n; i++) {
+        for (int i = 0; i < d->n; i++) {
             bad |= dapr_buf_str(&b, i ? ",{\"entryId\":" : "{\"entryId\":");
-            bad |= dapr_buf_json_str(&b, req->e[i].entry_id
-                                             ? req->e[i].entry_id
-                                             : "");
+            bad |= dapr_buf_json_str(&b, d->e[i].entry_id ? d->e[i].entry_id
+                                                          : "");
             bad |= dapr_buf_str(&b, ",\"status\":\"");
-            bad |= dapr_buf_str(&b, status_name[req->e[i].status]);
+            bad |= dapr_buf_str(&b, status_name[d->e[i].status]);
             bad |= dapr_buf_str(&b, "\"}");
         }
         bad |= dapr_buf_str(&b, "]}");
@@ -493,6 +353,64 @@ static bool route_served(dapr_server_t *srv, const char *path, size_t *max)
     return found;
 }
 
+/* Request headers collected for the parser (MHD owns the strings for the
+ * length of the request). */
+typedef struct {
+    const char *names[64], *values[64];
+    size_t n;
+} headers_t;
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
+                                      const char *key, const char *value)
+{
+    headers_t *h = cls;
+    /* the attributes live in ce- headers; keep those and Content-Type */
+    if (h->n < 64 && value &&
+        (strncasecmp(key, "ce-", 3) == 0 ||
+         strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)) {
+        h->names[h->n] = key;
+        h->values[h->n++] = value;
+    }
+    return MHD_YES;
+}
+
+/* Decides what happens to entries that are not CloudEvents: DROP (the
+ * sidecar dead-letters them) or, with undecodable=deadletter, the core
+ * wraps and dead-letters them. A batch with such entries is refused as a
+ * whole: 400, nothing delivered (a DROP would throw away its good ones).
+ * Returns the HTTP status to answer at once, or 0. */
+static unsigned judge_entries(dapr_server_t *srv, const char *topic,
+                              request_t *req, char *why, size_t n)
+{
+    dapr_delivery_t *d = &req->d;
+    if (d->refuse_status) {
+        snprintf(why, n, "%s", d->refuse_why);
+        return d->refuse_status;
+    }
+    for (int i = 0; i < d->n; i++) {
+        dapr_entry_t *e = &d->e[i];
+        if (e->event)
+            continue;
+        if (srv->undecodable_to_core) {
+            /* the core wraps and dead-letters it, then it is acked */
+            SRV_LOG(srv, EVBUS_LOG_WARN,
+                    "delivery on %s is not a CloudEvent (%s); dead-lettering",
+                    topic, e->why);
+            continue;
+        }
+        if (d->kind == DAPR_BODY_BATCH) {
+            snprintf(why, n, "batch entry %d is not a CloudEvent: %s", i,
+                     e->why);
+            return MHD_HTTP_BAD_REQUEST;
+        }
+        e->status = ST_DROP;
+        SRV_LOG(srv, EVBUS_LOG_WARN,
+                "delivery on %s is not a CloudEvent (%s); answering DROP",
+                topic, e->why);
+    }
+    return 0;
+}
+
 static enum MHD_Result on_delivery(dapr_server_t *srv,
                                    struct MHD_Connection *c, const char *path,
                                    const char *body, size_t len)
@@ -504,29 +422,55 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
         return reply(c, MHD_HTTP_NOT_FOUND, "application/json",
                      strdup("{\"status\":\"DROP\"}"));
     }
+    headers_t h = {.n = 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, &h);
+    dapr_http_req_t in = {
+        .content_type = MHD_lookup_connection_value(
+            c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .n_headers = h.n,
+        .names = h.names,
+        .values = h.values,
+        .body = body,
+        .len = len,
+        .max_bytes = max_bytes,
+    };
     request_t req;
     memset(&req, 0, sizeof req);
-    bool bulk;
-    if (!parse_body(&req, body ? body : "", len, &bulk)) {
-        request_free(&req); /* out of memory: the sidecar tries again */
+    if (evbus__dapr_parse_delivery(&in, &req.d) != EVBUS_OK) {
+        evbus__dapr_delivery_free(&req.d); /* out of memory: sidecar retries */
         return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
                      strdup("{\"status\":\"RETRY\"}"));
     }
     const char *topic = path + strlen(DAPR_ROUTE_PREFIX);
-    for (int i = 0; i < req.n; i++)
-        decode_entry(srv, topic, &req.e[i], max_bytes);
+    char why[512];
+    unsigned refuse = judge_entries(srv, topic, &req, why, sizeof why);
+    if (refuse) {
+        SRV_LOG(srv, EVBUS_LOG_WARN, "delivery on %s refused with %u: %s",
+                topic, refuse, why);
+        evbus__dapr_delivery_free(&req.d);
+        dapr_buf_t b = {0};
+        int bad = dapr_buf_str(&b, "{\"error\":");
+        bad |= dapr_buf_json_str(&b, why);
+        bad |= dapr_buf_str(&b, "}");
+        if (bad) {
+            free(b.p);
+            b.p = NULL;
+        }
+        return reply(c, refuse, "application/json", b.p);
+    }
 
     pthread_cond_init(&req.cv, NULL);
     pthread_mutex_lock(&srv->mu);
-    for (int i = 0; i < req.n; i++)
-        if (req.e[i].id)
-            req.e[i].count = dapr_counts_hit(srv->counts, path, req.e[i].id,
-                                             req.e[i].hash);
+    dapr_entry_t *e = req.d.e;
+    for (int i = 0; i < req.d.n; i++)
+        if (e[i].id)
+            e[i].count = dapr_counts_hit(srv->counts, path, e[i].id,
+                                         e[i].hash);
     int served = dispatch(srv, &req, path);
     if (served == 0)
-        for (int i = 0; i < req.n; i++)
-            if (req.e[i].status == ST_SUCCESS)
-                req.e[i].status = ST_RETRY; /* unsubscribed meanwhile */
+        for (int i = 0; i < req.d.n; i++)
+            if (e[i].status == ST_SUCCESS)
+                e[i].status = ST_RETRY; /* unsubscribed meanwhile */
     /* Every copy is settled by the core (or withdrawn here when nobody
      * polls for deliver_timeout_ms: it then goes back to the sidecar). */
     struct timespec ts;
@@ -547,14 +491,13 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
             withdrawn = true;
         }
     }
-    for (int i = 0; i < req.n; i++)
-        if (req.e[i].id && req.e[i].status == ST_SUCCESS)
-            dapr_counts_forget(srv->counts, path, req.e[i].id,
-                               req.e[i].hash);
+    for (int i = 0; i < req.d.n; i++)
+        if (e[i].id && e[i].status == ST_SUCCESS)
+            dapr_counts_forget(srv->counts, path, e[i].id, e[i].hash);
     pthread_mutex_unlock(&srv->mu);
     pthread_cond_destroy(&req.cv);
-    char *answer = answer_json(&req, bulk);
-    request_free(&req);
+    char *answer = answer_json(&req);
+    evbus__dapr_delivery_free(&req.d);
     return reply(c, MHD_HTTP_OK, "application/json", answer);
 }
 
@@ -596,6 +539,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     if (st->too_big)
         return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
     bool get = strcmp(method, "GET") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    bool delivery_route =
+        strncmp(url, DAPR_ROUTE_PREFIX, strlen(DAPR_ROUTE_PREFIX)) == 0;
+    bool get_route = strcmp(url, "/dapr/subscribe") == 0 ||
+                     strcmp(url, "/healthz") == 0;
+    if ((delivery_route && !post) || (get_route && !get))
+        return reply_allow(c, delivery_route ? "POST" : "GET");
     if (get && strcmp(url, "/dapr/subscribe") == 0) {
         char *s = subscriptions_json(srv);
         return s ? reply(c, MHD_HTTP_OK, "application/json", s)
@@ -605,8 +555,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     if (get && strcmp(url, "/healthz") == 0)
         return reply(c, MHD_HTTP_OK, "application/json",
                      strdup("{\"status\":\"ok\"}"));
-    if (strcmp(method, "POST") == 0 &&
-        strncmp(url, DAPR_ROUTE_PREFIX, strlen(DAPR_ROUTE_PREFIX)) == 0)
+    if (delivery_route)
         return on_delivery(srv, c, url, st->body.p, st->body.len);
     return reply_text(c, MHD_HTTP_NOT_FOUND, "not found");
 }
@@ -890,7 +839,7 @@ int dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         if (!s->qhead)
             s->qtail = NULL;
         d->next = NULL;
-        rentry_t *e = &d->req->e[d->idx];
+        dapr_entry_t *e = &d->req->d.e[d->idx];
         evbus_msg_t *m = &out[n++];
         m->topic = s->topic;
         m->payload = e->json;

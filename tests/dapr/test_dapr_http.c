@@ -1,0 +1,341 @@
+/*
+ * The dapr:// app server as a CloudEvents HTTP receiver: the test plays
+ * the sender (a sidecar stand-in only answers the bus's health check).
+ *   - binary mode (ce- headers, body = data) is a CloudEvent: validated
+ *     like a structured one, then handled;
+ *   - application/cloudevents-batch+json: each entry handled, or 400 with
+ *     the reason, never DROP;
+ *   - a wrong method on a route is 405 with Allow.
+ *
+ *   test-dapr-http PATH/TO/dapr-standin
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <evbus/evbus.h>
+
+#include "standin_proc.h"
+
+static const char *standin_exe;
+
+/* ---- a handler that keeps every event it is given */
+typedef struct {
+    pthread_mutex_t mu;
+    int calls;
+    evbus_event_t *got[16];
+} rec_t;
+
+static evbus_result_t rec_handler(const evbus_event_t *ev, void *opaque)
+{
+    rec_t *r = opaque;
+    pthread_mutex_lock(&r->mu);
+    if (r->calls < 16)
+        r->got[r->calls] = evbus_event_clone(ev);
+    r->calls++;
+    pthread_mutex_unlock(&r->mu);
+    return EVBUS_ACK;
+}
+
+static int rec_calls(rec_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->calls;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* A bus subscribed to topic "t" and run on its own thread. */
+typedef struct {
+    standin_t s;
+    evbus_t *bus;
+    pthread_t th;
+    rec_t rec;
+} app_t;
+
+static void *run_bus(void *arg)
+{
+    evbus_run(arg);
+    return NULL;
+}
+
+static void app_start(app_t *a, const char *extra)
+{
+    memset(a, 0, sizeof *a);
+    pthread_mutex_init(&a->rec.mu, NULL);
+    ck_assert_int_eq(standin_start(&a->s, standin_exe, NULL), 0);
+    char url[512], err[512] = "";
+    standin_url(&a->s, url, sizeof url, extra);
+    a->bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(a->bus != NULL, "%s", err);
+    ck_assert_ptr_nonnull(evbus_subscribe(a->bus, "t", "g", rec_handler,
+                                          &a->rec));
+    pthread_create(&a->th, NULL, run_bus, a->bus);
+    /* the port opens on the first poll: wait until it answers */
+    for (int i = 0; i < 500 && http_call(a->s.app_port, "/healthz", NULL,
+                                         NULL, NULL) != 200;
+         i++)
+        usleep(10 * 1000);
+}
+
+static void app_stop(app_t *a)
+{
+    evbus_stop(a->bus);
+    pthread_join(a->th, NULL);
+    evbus_close(a->bus);
+    for (int i = 0; i < a->rec.calls && i < 16; i++)
+        evbus_event_free(a->rec.got[i]);
+    standin_stop(&a->s);
+}
+
+/* ---- HTTP with a method, raw body and the response's headers */
+typedef struct {
+    char *p;
+    size_t len;
+} buf_t;
+
+static size_t on_data(char *d, size_t sz, size_t nm, void *o)
+{
+    buf_t *b = o;
+    char *p = realloc(b->p, b->len + sz * nm + 1);
+    if (!p)
+        return 0;
+    memcpy(p + b->len, d, sz * nm);
+    b->len += sz * nm;
+    p[b->len] = '\0';
+    b->p = p;
+    return sz * nm;
+}
+
+/* Returns the status; *body and *headers (when not NULL) get malloc'd
+ * copies of the response body and header block. */
+static long request(int port, const char *method, const char *path,
+                    const void *body, size_t len, const char *const *hdrs,
+                    char **out, char **out_headers)
+{
+    CURL *h = curl_easy_init();
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    struct curl_slist *hl = curl_slist_append(NULL, "Expect:");
+    for (int i = 0; hdrs && hdrs[i]; i++)
+        hl = curl_slist_append(hl, hdrs[i]);
+    buf_t b = {0}, hb = {0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hb);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)len);
+    }
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    long status = 0;
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(h);
+    if (out)
+        *out = b.p ? b.p : strdup("");
+    else
+        free(b.p);
+    if (out_headers)
+        *out_headers = hb.p ? hb.p : strdup("");
+    else
+        free(hb.p);
+    return status;
+}
+
+static void post_expect(app_t *a, const void *body, size_t len,
+                        const char *const *hdrs, long want_status,
+                        const char *want_body)
+{
+    char *answer = NULL;
+    long st = request(a->s.app_port, "POST", "/evbus/pubsub/t", body, len,
+                      hdrs, &answer, NULL);
+    ck_assert_msg(st == want_status && strstr(answer, want_body),
+                  "answered %ld %s, want %ld %s", st, answer, want_status,
+                  want_body);
+    free(answer);
+}
+
+/* ------------------------------------------------------------ binary */
+
+START_TEST(binary_mode_is_a_cloudevent)
+{
+    app_t a;
+    app_start(&a, "");
+    const char *hdrs[] = {"Content-Type: text/plain; charset=utf-8",
+                          "ce-specversion: 1.0",
+                          "ce-id: bin-1",
+                          "ce-source: /peer/http",
+                          "ce-type: peer.thing.done",
+                          "ce-subject: caf%C3%A9 100%25",
+                          "ce-time: 2024-01-15T10:30:00+01:00",
+                          "ce-dataschema: https://x.test/s.json",
+                          "CE-MyExt: v1",
+                          NULL};
+    post_expect(&a, "hello \xc3\xa9", 7, hdrs, 200, "\"SUCCESS\"");
+    ck_assert_int_eq(rec_calls(&a.rec), 1);
+    evbus_event_t *ev = a.rec.got[0];
+    ck_assert_str_eq(evbus_event_id(ev), "bin-1");
+    ck_assert_str_eq(evbus_event_source(ev), "/peer/http");
+    ck_assert_str_eq(evbus_event_type(ev), "peer.thing.done");
+    ck_assert_str_eq(evbus_event_subject(ev), "caf\xc3\xa9 100%");
+    ck_assert_str_eq(evbus_event_time(ev), "2024-01-15T10:30:00+01:00");
+    ck_assert_str_eq(evbus_event_dataschema(ev), "https://x.test/s.json");
+    ck_assert_str_eq(evbus_event_ext(ev, "myext"), "v1");
+    ck_assert_str_eq(evbus_event_datacontenttype(ev),
+                     "text/plain; charset=utf-8");
+    ck_assert_int_eq((int)evbus_event_data_len(ev), 7);
+    ck_assert_int_eq(memcmp(evbus_event_data(ev), "hello \xc3\xa9", 7), 0);
+
+    /* no Content-Type: no datacontenttype, the bytes as they are */
+    const char *bare[] = {"ce-specversion: 1.0", "ce-id: bin-2",
+                          "ce-source: /peer/http", "ce-type: peer.thing.done",
+                          "Content-Type:", NULL};
+    const unsigned char bytes[] = {'{', '"', 'a', '"', ':', '1', '}'};
+    post_expect(&a, bytes, sizeof bytes, bare, 200, "\"SUCCESS\"");
+    ck_assert_int_eq(rec_calls(&a.rec), 2);
+    ev = a.rec.got[1];
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    ck_assert_int_eq((int)evbus_event_data_len(ev), (int)sizeof bytes);
+    ck_assert_int_eq(memcmp(evbus_event_data(ev), bytes, sizeof bytes), 0);
+    app_stop(&a);
+}
+END_TEST
+
+START_TEST(binary_mode_is_validated_like_structured)
+{
+    app_t a;
+    app_start(&a, "");
+    /* each refused: DROP with no handler call */
+    const char *no_id[] = {"ce-specversion: 1.0", "ce-source: /p",
+                           "ce-type: a.b.c", NULL};
+    const char *bad_utf8[] = {"ce-specversion: 1.0", "ce-id: x",
+                              "ce-source: /p", "ce-type: a.b.c",
+                              "ce-subject: a%C0%80", NULL};
+    const char *bad_time[] = {"ce-specversion: 1.0", "ce-id: x",
+                              "ce-source: /p", "ce-type: a.b.c",
+                              "ce-time: yesterday", NULL};
+    const char *bad_json[] = {"ce-specversion: 1.0", "ce-id: x",
+                              "ce-source: /p", "ce-type: a.b.c",
+                              "Content-Type: application/json", NULL};
+    const char *bad_version[] = {"ce-specversion: 0.3", "ce-id: x",
+                                 "ce-source: /p", "ce-type: a.b.c", NULL};
+    const char *const *cases[] = {no_id, bad_utf8, bad_time, bad_json,
+                                  bad_version};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        post_expect(&a, "{x", 2, cases[i], 200, "\"DROP\"");
+    ck_assert_int_eq(rec_calls(&a.rec), 0);
+    app_stop(&a);
+}
+END_TEST
+
+/* ------------------------------------------------------------ batch */
+
+static char *event_json(const char *id)
+{
+    evbus_event_t *ev = evbus_event_new("peer.thing.done", "/peer/batch");
+    evbus_event_set_id(ev, id);
+    evbus_event_set_data_json(ev, "{\"n\":1.50,\"big\":12345678901234567890}");
+    char *j = evbus_event_to_json(ev, NULL);
+    evbus_event_free(ev);
+    return j;
+}
+
+START_TEST(batch_entries_each_delivered)
+{
+    app_t a;
+    app_start(&a, "");
+    const char *ct[] = {"Content-Type: application/cloudevents-batch+json",
+                        NULL};
+    char *e1 = event_json("b-1"), *e2 = event_json("b-2");
+    char body[2048];
+    snprintf(body, sizeof body, " [ %s ,\n%s ] ", e1, e2);
+    post_expect(&a, body, strlen(body), ct, 200, "\"SUCCESS\"");
+    ck_assert_int_eq(rec_calls(&a.rec), 2);
+    ck_assert_str_eq(evbus_event_id(a.rec.got[0]), "b-1");
+    ck_assert_str_eq(evbus_event_id(a.rec.got[1]), "b-2");
+    /* the data's exact text survives (no reprinting of numbers) */
+    ck_assert_str_eq(evbus_event_data(a.rec.got[1]),
+                     "{\"n\":1.50,\"big\":12345678901234567890}");
+    /* an empty batch is fine */
+    post_expect(&a, "[]", 2, ct, 200, "\"SUCCESS\"");
+    /* a bad entry: 400 naming it, nothing handled, no DROP */
+    snprintf(body, sizeof body, "[%s,{\"id\":\"x\"}]", e1);
+    post_expect(&a, body, strlen(body), ct, 400, "batch entry 1");
+    /* not an array */
+    post_expect(&a, e1, strlen(e1), ct, 400, "JSON array");
+    post_expect(&a, "[1,", 3, ct, 400, "JSON array");
+    ck_assert_int_eq(rec_calls(&a.rec), 2);
+    free(e1);
+    free(e2);
+    app_stop(&a);
+}
+END_TEST
+
+/* ------------------------------------------------------------ methods */
+
+START_TEST(wrong_method_is_405_with_allow)
+{
+    app_t a;
+    app_start(&a, "");
+    static const struct {
+        const char *method, *path, *allow;
+    } cases[] = {
+        {"GET", "/evbus/pubsub/t", "POST"},
+        {"PUT", "/evbus/pubsub/t", "POST"},
+        {"DELETE", "/evbus/pubsub/unknown", "POST"},
+        {"POST", "/dapr/subscribe", "GET"},
+        {"PUT", "/healthz", "GET"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *hdrs = NULL;
+        long st = request(a.s.app_port, cases[i].method, cases[i].path,
+                          NULL, 0, NULL, NULL, &hdrs);
+        char want[32];
+        snprintf(want, sizeof want, "Allow: %s", cases[i].allow);
+        ck_assert_msg(st == 405 && strcasestr(hdrs, want),
+                      "%s %s: %ld\n%s", cases[i].method, cases[i].path, st,
+                      hdrs);
+        free(hdrs);
+    }
+    /* other paths stay 404 */
+    ck_assert_int_eq(request(a.s.app_port, "GET", "/nothing", NULL, 0, NULL,
+                             NULL, NULL),
+                     404);
+    ck_assert_int_eq(rec_calls(&a.rec), 0);
+    app_stop(&a);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    standin_exe = argc > 1 ? argv[1] : getenv("DAPR_STANDIN");
+    if (!standin_exe) {
+        fprintf(stderr, "usage: %s PATH/TO/dapr-standin\n", argv[0]);
+        return 2;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *s = suite_create("dapr-http");
+    TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, binary_mode_is_a_cloudevent);
+    tcase_add_test(tc, binary_mode_is_validated_like_structured);
+    tcase_add_test(tc, batch_entries_each_delivered);
+    tcase_add_test(tc, wrong_method_is_405_with_allow);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
