@@ -84,8 +84,9 @@ static size_t on_body(char *d, size_t sz, size_t nm, void *o)
     return sz * nm;
 }
 
-long http_call(int port, const char *path, const char *body,
-               const char *const *headers, char **out)
+long http_request(int port, const char *method, const char *path,
+                  const void *body, size_t len, const char *const *headers,
+                  char **out, char **out_headers)
 {
     CURL *h = curl_easy_init();
     char url[2048];
@@ -93,17 +94,23 @@ long http_call(int port, const char *path, const char *body,
     struct curl_slist *hl = curl_slist_append(NULL, "Expect:");
     for (int i = 0; headers && headers[i]; i++)
         hl = curl_slist_append(hl, headers[i]);
-    buf_t b = {0};
+    buf_t b = {0}, hb = {0};
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    if (out_headers) {
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &hb);
+    }
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)len);
     }
+    if (method)
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     long status = 0;
     if (curl_easy_perform(h) == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -113,7 +120,16 @@ long http_call(int port, const char *path, const char *body,
         *out = b.p ? b.p : strdup("");
     else
         free(b.p);
+    if (out_headers)
+        *out_headers = hb.p ? hb.p : strdup("");
     return status;
+}
+
+long http_call(int port, const char *path, const char *body,
+               const char *const *headers, char **out)
+{
+    return http_request(port, NULL, path, body, body ? strlen(body) : 0,
+                        headers, out, NULL);
 }
 
 long standin_stat(const standin_t *s, const char *name)

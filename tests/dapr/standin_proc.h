@@ -26,6 +26,13 @@ void standin_url(const standin_t *s, char *buf, size_t n, const char *extra);
 long http_call(int port, const char *path, const char *body,
                const char *const *headers, char **out);
 
+/* http_call with a method (NULL: GET, or POST with a body), a body of len
+ * bytes, and the response's header block in *out_headers (malloc'd; may
+ * be NULL). */
+long http_request(int port, const char *method, const char *path,
+                  const void *body, size_t len, const char *const *headers,
+                  char **out, char **out_headers);
+
 /* A number from the stand-in's /standin/stats. */
 long standin_stat(const standin_t *s, const char *name);
 

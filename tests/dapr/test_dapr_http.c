@@ -92,74 +92,13 @@ static void app_stop(app_t *a)
     standin_stop(&a->s);
 }
 
-/* ---- HTTP with a method, raw body and the response's headers */
-typedef struct {
-    char *p;
-    size_t len;
-} buf_t;
-
-static size_t on_data(char *d, size_t sz, size_t nm, void *o)
-{
-    buf_t *b = o;
-    char *p = realloc(b->p, b->len + sz * nm + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->len, d, sz * nm);
-    b->len += sz * nm;
-    p[b->len] = '\0';
-    b->p = p;
-    return sz * nm;
-}
-
-/* Returns the status; *body and *headers (when not NULL) get malloc'd
- * copies of the response body and header block. */
-static long request(int port, const char *method, const char *path,
-                    const void *body, size_t len, const char *const *hdrs,
-                    char **out, char **out_headers)
-{
-    CURL *h = curl_easy_init();
-    char url[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    struct curl_slist *hl = curl_slist_append(NULL, "Expect:");
-    for (int i = 0; hdrs && hdrs[i]; i++)
-        hl = curl_slist_append(hl, hdrs[i]);
-    buf_t b = {0}, hb = {0};
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 60000L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hb);
-    if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)len);
-    }
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
-    if (out)
-        *out = b.p ? b.p : strdup("");
-    else
-        free(b.p);
-    if (out_headers)
-        *out_headers = hb.p ? hb.p : strdup("");
-    else
-        free(hb.p);
-    return status;
-}
-
 static void post_expect(app_t *a, const void *body, size_t len,
                         const char *const *hdrs, long want_status,
                         const char *want_body)
 {
     char *answer = NULL;
-    long st = request(a->s.app_port, "POST", "/evbus/pubsub/t", body, len,
-                      hdrs, &answer, NULL);
+    long st = http_request(a->s.app_port, "POST", "/evbus/pubsub/t", body,
+                           len, hdrs, &answer, NULL);
     ck_assert_msg(st == want_status && strstr(answer, want_body),
                   "answered %ld %s, want %ld %s", st, answer, want_status,
                   want_body);
@@ -299,8 +238,8 @@ START_TEST(wrong_method_is_405_with_allow)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *hdrs = NULL;
-        long st = request(a.s.app_port, cases[i].method, cases[i].path,
-                          NULL, 0, NULL, NULL, &hdrs);
+        long st = http_request(a.s.app_port, cases[i].method,
+                               cases[i].path, NULL, 0, NULL, NULL, &hdrs);
         char want[32];
         snprintf(want, sizeof want, "Allow: %s", cases[i].allow);
         ck_assert_msg(st == 405 && strcasestr(hdrs, want),
@@ -309,8 +248,8 @@ START_TEST(wrong_method_is_405_with_allow)
         free(hdrs);
     }
     /* other paths stay 404 */
-    ck_assert_int_eq(request(a.s.app_port, "GET", "/nothing", NULL, 0, NULL,
-                             NULL, NULL),
+    ck_assert_int_eq(http_request(a.s.app_port, "GET", "/nothing", NULL, 0,
+                                  NULL, NULL, NULL),
                      404);
     ck_assert_int_eq(rec_calls(&a.rec), 0);
     app_stop(&a);
