@@ -112,8 +112,11 @@ long http_request(int port, const char *method, const char *path,
     if (method)
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     long status = 0;
-    if (curl_easy_perform(h) == CURLE_OK)
+    CURLcode cc = curl_easy_perform(h);
+    if (cc == CURLE_OK)
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    else if (getenv("EVBUS_TEST_LOG"))
+        fprintf(stderr, "http %s: %s\n", url, curl_easy_strerror(cc));
     curl_slist_free_all(hl);
     curl_easy_cleanup(h);
     if (out)

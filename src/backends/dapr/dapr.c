@@ -24,6 +24,12 @@
  *                      is answered DROP (the sidecar dead-letters it; the
  *                      default) or dead-lettered by the core, wrapped with
  *                      its reason, and answered SUCCESS
+ *   app_max_conns=N    connections the app server holds (default 256;
+ *                      unproven ones are evicted first, see dapr_conns.c)
+ *   app_max_conns_per_ip=N  per client address (default 0 = no limit)
+ *   app_conn_timeout_s=N    idle limit of a connection until a request on
+ *                      it passed the token check (default 10)
+ *   app_idle_timeout_s=N    idle limit after that (default 120)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +203,10 @@ static int dapr_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     INT_OPT("async_tries", 5, 1, 1000, d->async_tries);
     INT_OPT("bulk_subscribe", 0, 0, 10000, d->bulk_subscribe);
     INT_OPT("deliver_timeout_ms", 60000, 1, 86400000, d->deliver_timeout_ms);
+    INT_OPT("app_max_conns", 256, 32, 65536, d->limits.max_conns);
+    INT_OPT("app_max_conns_per_ip", 0, 0, 65536, d->limits.max_conns_per_ip);
+    INT_OPT("app_conn_timeout_s", 10, 1, 3600, d->limits.conn_timeout_s);
+    INT_OPT("app_idle_timeout_s", 120, 1, 86400, d->limits.idle_timeout_s);
 #undef INT_OPT
     if (rc != EVBUS_OK) {
         release(d);

@@ -6,6 +6,8 @@
  *   dapr_server.c   the app's HTTP server (libmicrohttpd): /dapr/subscribe,
  *                   delivery routes, fetch/settle
  *   dapr_delivery.c an HTTP request (headers + body) into deliveries
+ *   dapr_routes.c   what each request to the app server gets
+ *   dapr_conns.c    the app server's connections under load
  *   dapr_counts.c   bounded (topic, id) -> delivery count map
  * Nothing here is exported (the library builds with -fvisibility=hidden).
  */
@@ -48,6 +50,15 @@ typedef struct dapr_resp {
 } dapr_resp_t;
 
 typedef struct dapr_server dapr_server_t;
+
+/* What the app server lets clients hold (URL options app_max_conns,
+ * app_max_conns_per_ip, app_conn_timeout_s, app_idle_timeout_s). */
+typedef struct dapr_conn_limits {
+    unsigned max_conns;        /* MHD_OPTION_CONNECTION_LIMIT */
+    unsigned max_conns_per_ip; /* MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0 = off */
+    unsigned conn_timeout_s;   /* idle limit until a request proved itself */
+    unsigned idle_timeout_s;   /* idle limit of a proven keep-alive conn */
+} dapr_conn_limits_t;
 typedef struct dapr_async dapr_async_t;
 
 /* One open bus (the backend's priv). */
@@ -65,6 +76,7 @@ typedef struct dapr {
     int bulk_subscribe; /* > 0: ask the sidecar for bulk deliveries */
     long deliver_timeout_ms; /* give a delivery back when nobody polls */
     bool undecodable_to_core; /* bad bodies: core dead-letters (else DROP) */
+    dapr_conn_limits_t limits; /* the app server's connection limits */
     struct curl_slist *hdr_ce;   /* Content-Type cloudevents+json + token */
     struct curl_slist *hdr_json; /* Content-Type application/json + token */
     struct curl_slist *hdr_none; /* token only */

@@ -1,6 +1,8 @@
 /*
  * The app side: an HTTP server (libmicrohttpd, one thread per connection)
- * on app_port that the sidecar calls.
+ * on app_port that the sidecar calls; this file runs the daemon and the
+ * backend's subscribe/fetch/settle, dapr_routes.c answers the requests,
+ * dapr_conns.c keeps slow or idle clients from using up the connections.
  *
  *   GET  /dapr/subscribe        every subscription of every bus on this port
  *   POST /evbus/<pubsub>/<topic> a delivery (one CloudEvent, or a bulk
@@ -32,544 +34,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
-#include <cjson/cJSON.h>
-#include <microhttpd.h>
+#include "dapr_server_internal.h"
 
-#include "dapr_internal.h"
-
-#define MAX_BODY (64u * 1024 * 1024)
 #define COUNTS_MAX 100000
 #define START_RETRY_MS 1000
 
-enum { ST_SUCCESS = 0, ST_RETRY = 1, ST_DROP = 2 };
-static const char *const status_name[] = {"SUCCESS", "RETRY", "DROP"};
-
-typedef struct request request_t;
-typedef struct dsub dsub_t;
-
-/* One copy of one entry, queued for (then fetched by) one subscription. */
-typedef struct delivery {
-    request_t *req;
-    int idx;
-    dsub_t *sub;
-    evbus_event_t *event; /* until fetched; then the core owns it */
-    struct delivery *next;
-} delivery_t;
-
-struct request {
-    pthread_cond_t cv;
-    int pending; /* deliveries not settled */
-    dapr_delivery_t d; /* the entries (dapr_delivery.c) */
-    const char *topic;
-};
-
-struct dsub {
-    dapr_server_t *srv;
-    dapr_t *bus;
-    char *topic, *group;
-    char *path;  /* decoded route, for matching */
-    char *route; /* encoded route, as advertised */
-    delivery_t *qhead, *qtail;
-    dsub_t *next;
-};
-
-typedef struct bus_link {
-    dapr_t *bus;
-    struct bus_link *next;
-} bus_link_t;
-
-struct dapr_server {
-    int port;
-    char *bind_host, *app_token;
-    int bulk_subscribe;
-    long deliver_timeout_ms;
-    bool undecodable_to_core; /* dead-letter bad bodies through the core */
-    int refs;
-    pthread_mutex_t mu;
-    pthread_mutex_t log_mu; /* buses (taken after mu, never before) */
-    struct MHD_Daemon *mhd;
-    bool closing;
-    uint64_t next_start_ms;
-    dsub_t *subs;
-    bus_link_t *buses; /* attached buses (for logging) */
-    dapr_counts_t *counts;
-    unsigned rr;
-    struct dapr_server *next;
-};
-
 static pthread_mutex_t servers_mu = PTHREAD_MUTEX_INITIALIZER;
 static dapr_server_t *servers;
-
-/* Logs through any attached bus, with srv->mu held or not. log_mu keeps
- * that bus from detaching (and its host from going away) meanwhile. */
-#define SRV_LOG(srv, level, ...)                                               \
-    do {                                                                       \
-        pthread_mutex_lock(&(srv)->log_mu);                                    \
-        if ((srv)->buses)                                                      \
-            evbus_host_log((srv)->buses->bus->host, level, __VA_ARGS__);       \
-        pthread_mutex_unlock(&(srv)->log_mu);                                  \
-    } while (0)
-
-/* ------------------------------------------------------------ replies */
-
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
-                             const char *ctype, char *body)
-{
-    struct MHD_Response *r =
-        body ? MHD_create_response_from_buffer(strlen(body), body,
-                                               MHD_RESPMEM_MUST_FREE)
-             : MHD_create_response_from_buffer(0, (void *)"",
-                                               MHD_RESPMEM_PERSISTENT);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    if (ctype)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    enum MHD_Result rc = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return rc;
-}
-
-static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status,
-                                  const char *text)
-{
-    return reply(c, status, "text/plain", strdup(text));
-}
-
-/* 405 with the one method the route takes. */
-static enum MHD_Result reply_allow(struct MHD_Connection *c, const char *allow)
-{
-    char text[64];
-    snprintf(text, sizeof text, "method not allowed (use %s)", allow);
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        strlen(text), text, MHD_RESPMEM_MUST_COPY);
-    if (!r)
-        return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, r);
-    MHD_destroy_response(r);
-    return rc;
-}
-
-/* ------------------------------------------------------------ tokens */
-
-static bool token_ok(struct MHD_Connection *c, const char *want)
-{
-    const char *got =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, DAPR_TOKEN_HEADER);
-    if (!got)
-        return false;
-    size_t a = strlen(got), b = strlen(want);
-    unsigned char diff = (unsigned char)(a != b);
-    for (size_t i = 0; i < b; i++) /* constant time over the secret */
-        diff |= (unsigned char)(want[i] ^ (i < a ? got[i] : 0));
-    return diff == 0;
-}
-
-/* ------------------------------------------------------------ /dapr/subscribe */
-
-static char *subscriptions_json(dapr_server_t *srv)
-{
-    cJSON *arr = cJSON_CreateArray();
-    if (!arr)
-        return NULL;
-    pthread_mutex_lock(&srv->mu);
-    for (dsub_t *s = srv->subs; s; s = s->next) {
-        bool seen = false; /* one entry per route; groups fan out here */
-        for (dsub_t *t = srv->subs; t != s && !seen; t = t->next)
-            seen = strcmp(t->path, s->path) == 0;
-        if (seen)
-            continue;
-        cJSON *o = cJSON_CreateObject();
-        if (!o)
-            break;
-        cJSON_AddStringToObject(o, "pubsubname", s->bus->pubsub);
-        cJSON_AddStringToObject(o, "topic", s->topic);
-        cJSON_AddStringToObject(o, "route", s->route);
-        size_t n = strlen(s->topic) + 5;
-        char *dlq = malloc(n);
-        if (dlq) {
-            snprintf(dlq, n, "%s.dlq", s->topic);
-            cJSON_AddStringToObject(o, "deadLetterTopic", dlq);
-            free(dlq);
-        }
-        if (srv->bulk_subscribe > 0) {
-            cJSON *bs = cJSON_AddObjectToObject(o, "bulkSubscribe");
-            cJSON_AddBoolToObject(bs, "enabled", 1);
-            cJSON_AddNumberToObject(bs, "maxMessagesCount",
-                                    srv->bulk_subscribe);
-            cJSON_AddNumberToObject(bs, "maxAwaitDurationMs", 100);
-        }
-        cJSON_AddItemToArray(arr, o);
-    }
-    pthread_mutex_unlock(&srv->mu);
-    char *s = cJSON_PrintUnformatted(arr);
-    cJSON_Delete(arr);
-    return s;
-}
-
-/* ------------------------------------------------------------ deliveries */
-
-/* Records a settled copy. Called with srv->mu held; frees d. */
-static void resolve(delivery_t *d, int status)
-{
-    request_t *req = d->req;
-    dapr_entry_t *e = &req->d.e[d->idx];
-    if (status > e->status)
-        e->status = status;
-    evbus_event_free(d->event);
-    free(d);
-    if (--req->pending == 0)
-        pthread_cond_signal(&req->cv);
-}
-
-/* Takes queued (not fetched) copies of req off their queues as RETRY.
- * Called with srv->mu held. */
-static void withdraw(dapr_server_t *srv, request_t *req)
-{
-    for (dsub_t *s = srv->subs; s; s = s->next) {
-        delivery_t **pp = &s->qhead, *prev = NULL;
-        while (*pp) {
-            delivery_t *d = *pp;
-            if (d->req != req) {
-                prev = d;
-                pp = &d->next;
-                continue;
-            }
-            *pp = d->next;
-            if (s->qtail == d)
-                s->qtail = prev;
-            resolve(d, ST_RETRY);
-        }
-    }
-}
-
-/* Queues a copy of every decoded entry to one member of each group
- * subscribed to path. Called with srv->mu held. Returns the number of
- * subscriptions matching (0 = nobody serves this route). */
-static int dispatch(dapr_server_t *srv, request_t *req, const char *path)
-{
-    dsub_t *match[256];
-    int nm = 0;
-    for (dsub_t *s = srv->subs; s && nm < 256; s = s->next)
-        if (strcmp(s->path, path) == 0)
-            match[nm++] = s;
-    if (nm == 0)
-        return 0;
-    req->topic = match[0]->topic;
-    unsigned rr = srv->rr++;
-    for (int g = 0; g < nm; g++) {
-        /* the first subscription of each group stands for the group */
-        bool first = true;
-        for (int h = 0; h < g && first; h++)
-            first = strcmp(match[h]->group, match[g]->group) != 0;
-        if (!first)
-            continue;
-        dsub_t *members[256];
-        int nmem = 0;
-        for (int h = g; h < nm; h++)
-            if (strcmp(match[h]->group, match[g]->group) == 0)
-                members[nmem++] = match[h];
-        for (int i = 0; i < req->d.n; i++) {
-            dapr_entry_t *e = &req->d.e[i];
-            if ((!e->event && !e->why) || e->status != ST_SUCCESS)
-                continue;
-            dsub_t *s = members[(rr + (unsigned)i) % (unsigned)nmem];
-            delivery_t *d = calloc(1, sizeof *d);
-            evbus_event_t *copy =
-                d && e->event ? evbus_event_clone(e->event) : NULL;
-            if (!d || (e->event && !copy)) {
-                free(d);
-                e->status = ST_RETRY;
-                continue;
-            }
-            d->req = req;
-            d->idx = i;
-            d->sub = s;
-            d->event = copy;
-            if (s->qtail)
-                s->qtail->next = d;
-            else
-                s->qhead = d;
-            s->qtail = d;
-            req->pending++;
-        }
-        for (int m = 0; m < nmem; m++)
-            evbus_host_notify(members[m]->bus->host);
-    }
-    return nm;
-}
-
-static char *answer_json(const request_t *req)
-{
-    const dapr_delivery_t *d = &req->d;
-    dapr_buf_t b = {0};
-    int bad = 0;
-    if (d->kind != DAPR_BODY_BULK) {
-        /* one status for the request; a batch is RETRYed (all of it) when
-         * any entry asks for it: at-least-once, the acked ones repeat */
-        int st = ST_SUCCESS;
-        for (int i = 0; i < d->n; i++)
-            if (d->e[i].status > st)
-                st = d->e[i].status;
-        bad |= dapr_buf_str(&b, "{\"status\":\"");
-        bad |= dapr_buf_str(&b, status_name[st]);
-        bad |= dapr_buf_str(&b, "\"}");
-    } else {
-        bad |= dapr_buf_str(&b, "{\"statuses\":[");
-        for (int i = 0; i < d->n; i++) {
-            bad |= dapr_buf_str(&b, i ? ",{\"entryId\":" : "{\"entryId\":");
-            bad |= dapr_buf_json_str(&b, d->e[i].entry_id ? d->e[i].entry_id
-                                                          : "");
-            bad |= dapr_buf_str(&b, ",\"status\":\"");
-            bad |= dapr_buf_str(&b, status_name[d->e[i].status]);
-            bad |= dapr_buf_str(&b, "\"}");
-        }
-        bad |= dapr_buf_str(&b, "]}");
-    }
-    if (bad) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
-}
-
-static bool route_served(dapr_server_t *srv, const char *path, size_t *max)
-{
-    bool found = false;
-    pthread_mutex_lock(&srv->mu);
-    for (dsub_t *s = srv->subs; s; s = s->next)
-        if (strcmp(s->path, path) == 0) {
-            found = true;
-            *max = evbus_host_max_event_bytes(s->bus->host);
-            break;
-        }
-    pthread_mutex_unlock(&srv->mu);
-    return found;
-}
-
-/* Request headers collected for the parser (MHD owns the strings for the
- * length of the request). */
-typedef struct {
-    const char *names[64], *values[64];
-    size_t n;
-} headers_t;
-
-static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
-                                      const char *key, const char *value)
-{
-    headers_t *h = cls;
-    /* the attributes live in ce- headers; keep those and Content-Type */
-    if (h->n < 64 && value &&
-        (strncasecmp(key, "ce-", 3) == 0 ||
-         strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)) {
-        h->names[h->n] = key;
-        h->values[h->n++] = value;
-    }
-    return MHD_YES;
-}
-
-/* Decides what happens to entries that are not CloudEvents: DROP (the
- * sidecar dead-letters them) or, with undecodable=deadletter, the core
- * wraps and dead-letters them. A batch with such entries is refused as a
- * whole: 400, nothing delivered (a DROP would throw away its good ones).
- * Returns the HTTP status to answer at once, or 0. */
-static unsigned judge_entries(dapr_server_t *srv, const char *topic,
-                              request_t *req, char *why, size_t n)
-{
-    dapr_delivery_t *d = &req->d;
-    if (d->refuse_status) {
-        snprintf(why, n, "%s", d->refuse_why);
-        return d->refuse_status;
-    }
-    for (int i = 0; i < d->n; i++) {
-        dapr_entry_t *e = &d->e[i];
-        if (e->event)
-            continue;
-        if (srv->undecodable_to_core) {
-            /* the core wraps and dead-letters it, then it is acked */
-            SRV_LOG(srv, EVBUS_LOG_WARN,
-                    "delivery on %s is not a CloudEvent (%s); dead-lettering",
-                    topic, e->why);
-            continue;
-        }
-        if (d->kind == DAPR_BODY_BATCH) {
-            snprintf(why, n, "batch entry %d is not a CloudEvent: %s", i,
-                     e->why);
-            return MHD_HTTP_BAD_REQUEST;
-        }
-        e->status = ST_DROP;
-        SRV_LOG(srv, EVBUS_LOG_WARN,
-                "delivery on %s is not a CloudEvent (%s); answering DROP",
-                topic, e->why);
-    }
-    return 0;
-}
-
-static enum MHD_Result on_delivery(dapr_server_t *srv,
-                                   struct MHD_Connection *c, const char *path,
-                                   const char *body, size_t len)
-{
-    size_t max_bytes = EVBUS_EVENT_MAX_BYTES_DEFAULT;
-    if (!route_served(srv, path, &max_bytes)) {
-        SRV_LOG(srv, EVBUS_LOG_WARN,
-                "delivery to %s: no subscription serves it (any more)", path);
-        return reply(c, MHD_HTTP_NOT_FOUND, "application/json",
-                     strdup("{\"status\":\"DROP\"}"));
-    }
-    headers_t h = {.n = 0};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, &h);
-    dapr_http_req_t in = {
-        .content_type = MHD_lookup_connection_value(
-            c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
-        .n_headers = h.n,
-        .names = h.names,
-        .values = h.values,
-        .body = body,
-        .len = len,
-        .max_bytes = max_bytes,
-    };
-    request_t req;
-    memset(&req, 0, sizeof req);
-    if (evbus__dapr_parse_delivery(&in, &req.d) != EVBUS_OK) {
-        evbus__dapr_delivery_free(&req.d); /* out of memory: sidecar retries */
-        return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
-                     strdup("{\"status\":\"RETRY\"}"));
-    }
-    const char *topic = path + strlen(DAPR_ROUTE_PREFIX);
-    char why[512];
-    unsigned refuse = judge_entries(srv, topic, &req, why, sizeof why);
-    if (refuse) {
-        SRV_LOG(srv, EVBUS_LOG_WARN, "delivery on %s refused with %u: %s",
-                topic, refuse, why);
-        evbus__dapr_delivery_free(&req.d);
-        dapr_buf_t b = {0};
-        int bad = dapr_buf_str(&b, "{\"error\":");
-        bad |= dapr_buf_json_str(&b, why);
-        bad |= dapr_buf_str(&b, "}");
-        if (bad) {
-            free(b.p);
-            b.p = NULL;
-        }
-        return reply(c, refuse, "application/json", b.p);
-    }
-
-    pthread_cond_init(&req.cv, NULL);
-    pthread_mutex_lock(&srv->mu);
-    dapr_entry_t *e = req.d.e;
-    for (int i = 0; i < req.d.n; i++)
-        if (e[i].id)
-            e[i].count = dapr_counts_hit(srv->counts, path, e[i].id,
-                                         e[i].hash);
-    int served = dispatch(srv, &req, path);
-    if (served == 0)
-        for (int i = 0; i < req.d.n; i++)
-            if (e[i].status == ST_SUCCESS)
-                e[i].status = ST_RETRY; /* unsubscribed meanwhile */
-    /* Every copy is settled by the core (or withdrawn here when nobody
-     * polls for deliver_timeout_ms: it then goes back to the sidecar). */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += srv->deliver_timeout_ms / 1000;
-    ts.tv_nsec += (srv->deliver_timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    bool withdrawn = false;
-    while (req.pending > 0) {
-        if (withdrawn) {
-            pthread_cond_wait(&req.cv, &srv->mu);
-        } else if (pthread_cond_timedwait(&req.cv, &srv->mu, &ts) != 0 &&
-                   req.pending > 0) {
-            withdraw(srv, &req);
-            withdrawn = true;
-        }
-    }
-    for (int i = 0; i < req.d.n; i++)
-        if (e[i].id && e[i].status == ST_SUCCESS)
-            dapr_counts_forget(srv->counts, path, e[i].id, e[i].hash);
-    pthread_mutex_unlock(&srv->mu);
-    pthread_cond_destroy(&req.cv);
-    char *answer = answer_json(&req);
-    evbus__dapr_delivery_free(&req.d);
-    return reply(c, MHD_HTTP_OK, "application/json", answer);
-}
-
-/* ------------------------------------------------------------ the daemon */
-
-typedef struct conn_state {
-    dapr_buf_t body;
-    bool denied, too_big;
-} conn_state_t;
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
-                                  const char *url, const char *method,
-                                  const char *version, const char *upload,
-                                  size_t *upload_size, void **con_cls)
-{
-    dapr_server_t *srv = cls;
-    conn_state_t *st = *con_cls;
-    if (!st) {
-        if (!(st = calloc(1, sizeof *st)))
-            return MHD_NO;
-        *con_cls = st;
-        st->denied = srv->app_token && !token_ok(c, srv->app_token);
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (!st->denied && !st->too_big &&
-            (st->body.len + *upload_size > MAX_BODY ||
-             dapr_buf_add(&st->body, upload, *upload_size) != 0))
-            st->too_big = true;
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (st->denied) {
-        SRV_LOG(srv, EVBUS_LOG_WARN,
-                "%s %s refused: missing or wrong " DAPR_TOKEN_HEADER, method,
-                url);
-        return reply_text(c, MHD_HTTP_UNAUTHORIZED, "invalid api token");
-    }
-    if (st->too_big)
-        return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
-    bool get = strcmp(method, "GET") == 0;
-    bool post = strcmp(method, "POST") == 0;
-    bool delivery_route =
-        strncmp(url, DAPR_ROUTE_PREFIX, strlen(DAPR_ROUTE_PREFIX)) == 0;
-    bool get_route = strcmp(url, "/dapr/subscribe") == 0 ||
-                     strcmp(url, "/healthz") == 0;
-    if ((delivery_route && !post) || (get_route && !get))
-        return reply_allow(c, delivery_route ? "POST" : "GET");
-    if (get && strcmp(url, "/dapr/subscribe") == 0) {
-        char *s = subscriptions_json(srv);
-        return s ? reply(c, MHD_HTTP_OK, "application/json", s)
-                 : reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                              "out of memory");
-    }
-    if (get && strcmp(url, "/healthz") == 0)
-        return reply(c, MHD_HTTP_OK, "application/json",
-                     strdup("{\"status\":\"ok\"}"));
-    if (delivery_route)
-        return on_delivery(srv, c, url, st->body.p, st->body.len);
-    return reply_text(c, MHD_HTTP_NOT_FOUND, "not found");
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    conn_state_t *st = *con_cls;
-    if (st) {
-        free(st->body.p);
-        free(st);
-        *con_cls = NULL;
-    }
-}
 
 /* Opens the port. Called with srv->mu held. */
 static int server_start(dapr_server_t *srv)
@@ -595,10 +68,13 @@ static int server_start(dapr_server_t *srv)
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     srv->mhd = MHD_start_daemon(
-        flags, (uint16_t)srv->port, NULL, NULL, on_request, srv,
+        flags, (uint16_t)srv->port, NULL, NULL, evbus__dapr_on_request, srv,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
-        MHD_OPTION_END);
+        evbus__dapr_on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        evbus__dapr_on_connection, srv->conns, MHD_OPTION_CONNECTION_LIMIT,
+        srv->limits.max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        srv->limits.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        srv->limits.conn_timeout_s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->mhd) {
         SRV_LOG(srv, EVBUS_LOG_ERROR,
@@ -647,16 +123,19 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
             srv->bulk_subscribe = d->bulk_subscribe;
             srv->deliver_timeout_ms = d->deliver_timeout_ms;
             srv->undecodable_to_core = d->undecodable_to_core;
+            srv->limits = d->limits; /* the first bus on a port sets them */
+            srv->conns = evbus__dapr_conns_new(&d->limits);
             srv->counts = dapr_counts_new(COUNTS_MAX);
             pthread_mutex_init(&srv->mu, NULL);
             pthread_mutex_init(&srv->log_mu, NULL);
         }
-        if (!srv || !srv->bind_host || !srv->counts ||
+        if (!srv || !srv->bind_host || !srv->counts || !srv->conns ||
             (d->app_token && !srv->app_token)) {
             if (srv) {
                 free(srv->bind_host);
                 free(srv->app_token);
                 dapr_counts_free(srv->counts);
+                evbus__dapr_conns_free(srv->conns);
                 pthread_mutex_destroy(&srv->mu);
                 pthread_mutex_destroy(&srv->log_mu);
                 free(srv);
@@ -721,6 +200,7 @@ void dapr_server_detach(dapr_t *d)
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
     dapr_counts_free(srv->counts);
+    evbus__dapr_conns_free(srv->conns);
     free(srv->bind_host);
     free(srv->app_token);
     pthread_mutex_destroy(&srv->mu);
@@ -804,7 +284,7 @@ void dapr_unsubscribe(void *priv, void *bsub)
     while (s->qhead) {
         delivery_t *d = s->qhead;
         s->qhead = d->next;
-        resolve(d, ST_RETRY);
+        evbus__dapr_resolve(d, ST_RETRY);
     }
     pthread_mutex_unlock(&srv->mu);
     free(s->topic);
@@ -862,7 +342,8 @@ int dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
     pthread_mutex_lock(&s->srv->mu);
     /* RETRY is answered at once: the sidecar owns redelivery timing (its
      * resiliency policy), delay_ms cannot be passed on. */
-    resolve(d, how == EVBUS_SETTLE_ACK ? ST_SUCCESS : ST_RETRY);
+    evbus__dapr_resolve(d, how == EVBUS_SETTLE_ACK ? ST_SUCCESS : ST_RETRY);
     pthread_mutex_unlock(&s->srv->mu);
     return EVBUS_OK;
 }
+
