@@ -517,12 +517,11 @@ static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
 {
     if (!ev)
         return NO_EVENT();
-    if (!data) {
-        if (len)
-            return evbus__event_refuse("data is NULL but its length is %zu",
-                                       len);
+    if (!data && len)
+        return evbus__event_refuse("data is NULL but its length is %zu", len);
+    if (!data && !exact) {
         data_clear(ev);
-        return exact ? set_ct(ev, content_type) : EVBUS_OK;
+        return EVBUS_OK;
     }
     if (!content_type && !exact)
         content_type = "application/octet-stream";
@@ -534,6 +533,12 @@ static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
             return evbus__event_refuse("datacontenttype '%.64s' is not a "
                                        "media type (type/subtype)",
                                        content_type);
+    }
+    if (!data) { /* exact: no data, the content type as given */
+        int rc = set_ct(ev, content_type);
+        if (rc == EVBUS_OK)
+            data_clear(ev);
+        return rc;
     }
     int kind;
     const char *p = data;

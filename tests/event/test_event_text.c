@@ -207,6 +207,10 @@ START_TEST(set_data_bytes_keeps_bytes_and_invents_no_content_type)
         evbus_event_free(back);
         free(json);
     }
+    /* no data: the content type is still checked (found by fuzzing) */
+    ck_assert_int_eq(evbus_event_set_data_bytes(ev, NULL, 0, "textce-x1.1"),
+                     EVBUS_EINVAL);
+    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
     /* a JSON type still needs JSON; a refusal keeps the old data */
     ck_assert_int_eq(evbus_event_set_data_bytes(ev, "{x", 2,
                                                 "application/json"),
