@@ -11,6 +11,8 @@ DEMO_PACKAGES="make curl jq redis-server"
 # Tests: Check, real servers the tests start themselves, what the demo
 # scenario needs, and Chromium for the demo page's browser test.
 TEST_PACKAGES="check libsubunit-dev redis-server make curl jq chromium"
+# Fuzzing: clang with libFuzzer (tests/fuzz, built in build-fuzz/).
+FUZZ_PACKAGES="clang libclang-rt-14-dev"
 
 # Installs whichever of the named packages are missing (root only: otherwise
 # says what to install and stops).
