@@ -256,6 +256,61 @@ START_TEST(wrong_method_is_405_with_allow)
 }
 END_TEST
 
+/* ------------------------------------------------------------ close */
+
+typedef struct {
+    int port;
+    long status;
+    char *answer;
+} poster_t;
+
+static void *post_one(void *arg)
+{
+    poster_t *p = arg;
+    evbus_event_t *ev = evbus_event_new("peer.thing.done", "/peer/close");
+    char *body = evbus_event_to_json(ev, NULL);
+    const char *hdrs[] = {"Content-Type: application/cloudevents+json", NULL};
+    p->status = http_call(p->port, "/evbus/pubsub/t", body, hdrs, &p->answer);
+    free(body);
+    evbus_event_free(ev);
+    return NULL;
+}
+
+/* An app that closes its bus as soon as its handler acked: the sidecar
+ * must still get the SUCCESS answer (a lost answer means a redelivery). */
+START_TEST(close_right_after_ack_still_answers)
+{
+    standin_t s;
+    ck_assert_int_eq(standin_start(&s, standin_exe, NULL), 0);
+    char url[512], err[512] = "";
+    standin_url(&s, url, sizeof url, "");
+    for (int round = 0; round < 10; round++) {
+        evbus_t *bus = evbus_open(url, err, sizeof err);
+        ck_assert_msg(bus != NULL, "%s", err);
+        rec_t rec;
+        memset(&rec, 0, sizeof rec);
+        pthread_mutex_init(&rec.mu, NULL);
+        ck_assert_ptr_nonnull(evbus_subscribe(bus, "t", "g", rec_handler,
+                                              &rec));
+        ck_assert_int_ge(evbus_poll(bus, 0), 0); /* opens the port */
+        poster_t p = {.port = s.app_port};
+        pthread_t th;
+        pthread_create(&th, NULL, post_one, &p);
+        for (int i = 0; i < 3000 && rec_calls(&rec) == 0; i++)
+            ck_assert_int_ge(evbus_poll(bus, 20), 0);
+        ck_assert_int_eq(rec_calls(&rec), 1);
+        evbus_close(bus);
+        pthread_join(th, NULL);
+        ck_assert_msg(p.status == 200 && strstr(p.answer, "SUCCESS"),
+                      "round %d: answered %ld '%s'", round, p.status,
+                      p.answer ? p.answer : "");
+        free(p.answer);
+        evbus_event_free(rec.got[0]);
+    }
+    standin_stop(&s);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     standin_exe = argc > 1 ? argv[1] : getenv("DAPR_STANDIN");
@@ -271,6 +326,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, binary_mode_is_validated_like_structured);
     tcase_add_test(tc, batch_entries_each_delivered);
     tcase_add_test(tc, wrong_method_is_405_with_allow);
+    tcase_add_test(tc, close_right_after_ack_still_answers);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

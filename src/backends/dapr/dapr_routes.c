@@ -432,6 +432,9 @@ enum MHD_Result evbus__dapr_on_request(void *cls, struct MHD_Connection *c,
         if (!(st = calloc(1, sizeof *st)))
             return MHD_NO;
         *con_cls = st;
+        pthread_mutex_lock(&srv->mu);
+        srv->active++;
+        pthread_mutex_unlock(&srv->mu);
         st->denied = srv->app_token && !token_ok(c, srv->app_token);
         evbus__dapr_conn_request(srv->conns, c, !st->denied);
         return MHD_YES;
@@ -482,6 +485,10 @@ void evbus__dapr_on_completed(void *cls, struct MHD_Connection *c,
     conn_state_t *st = *con_cls;
     if (st) {
         evbus__dapr_conn_idle(srv->conns, c);
+        pthread_mutex_lock(&srv->mu);
+        if (--srv->active == 0)
+            pthread_cond_broadcast(&srv->answered);
+        pthread_mutex_unlock(&srv->mu);
         free(st->body.p);
         free(st);
         *con_cls = NULL;

@@ -35,11 +35,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "dapr_server_internal.h"
 
 #define COUNTS_MAX 100000
 #define START_RETRY_MS 1000
+#define ANSWER_WAIT_MS 10000
 
 static pthread_mutex_t servers_mu = PTHREAD_MUTEX_INITIALIZER;
 static dapr_server_t *servers;
@@ -63,7 +66,7 @@ static int server_start(dapr_server_t *srv)
                 srv->bind_host, gai_strerror(gai));
         return EVBUS_EOPTION;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -85,6 +88,26 @@ static int server_start(dapr_server_t *srv)
     SRV_LOG(srv, EVBUS_LOG_INFO, "serving the sidecar on %s:%d",
             srv->bind_host, srv->port);
     return EVBUS_OK;
+}
+
+/* Stops the daemon once the requests it is answering are answered: the
+ * port stops accepting first, then (up to ANSWER_WAIT_MS, so a stuck
+ * client cannot hold up the close) the last answers are written - an
+ * acknowledged delivery whose answer is lost would come again. */
+static void stop_daemon(dapr_server_t *srv)
+{
+    MHD_socket ls = MHD_quiesce_daemon(srv->mhd);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ANSWER_WAIT_MS / 1000;
+    pthread_mutex_lock(&srv->mu);
+    while (srv->active > 0 &&
+           pthread_cond_timedwait(&srv->answered, &srv->mu, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&srv->mu);
+    MHD_stop_daemon(srv->mhd);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
 }
 
 /* ------------------------------------------------------------ vtable */
@@ -127,6 +150,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
             srv->conns = evbus__dapr_conns_new(&d->limits);
             srv->counts = dapr_counts_new(COUNTS_MAX);
             pthread_mutex_init(&srv->mu, NULL);
+            pthread_cond_init(&srv->answered, NULL);
             pthread_mutex_init(&srv->log_mu, NULL);
         }
         if (!srv || !srv->bind_host || !srv->counts || !srv->conns ||
@@ -137,6 +161,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
                 dapr_counts_free(srv->counts);
                 evbus__dapr_conns_free(srv->conns);
                 pthread_mutex_destroy(&srv->mu);
+                pthread_cond_destroy(&srv->answered);
                 pthread_mutex_destroy(&srv->log_mu);
                 free(srv);
             }
@@ -198,12 +223,13 @@ void dapr_server_detach(dapr_t *d)
     if (!last)
         return;
     if (srv->mhd)
-        MHD_stop_daemon(srv->mhd);
+        stop_daemon(srv);
     dapr_counts_free(srv->counts);
     evbus__dapr_conns_free(srv->conns);
     free(srv->bind_host);
     free(srv->app_token);
     pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->answered);
     pthread_mutex_destroy(&srv->log_mu);
     free(srv);
 }

@@ -68,6 +68,8 @@ struct dapr_server {
     struct MHD_Daemon *mhd;
     dapr_conn_limits_t limits;
     dapr_conns_t *conns; /* open connections (dapr_conns.c) */
+    int active;          /* requests not answered yet (under mu) */
+    pthread_cond_t answered; /* signalled when active drops to 0 */
     bool closing;
     uint64_t next_start_ms;
     dsub_t *subs;
