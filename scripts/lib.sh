@@ -56,3 +56,15 @@ install_prefix() {
   export PATH="$prefix/bin:$PATH"
   EVBUS_PREFIX=$prefix
 }
+
+# The interop suite's third-party peers (tests/interop): node and npm from
+# Debian when missing, then the pinned packages (package-lock.json) with
+# npm ci, which needs the npm registry. Without them the interop tests
+# report a skip with the reason, never a pass.
+install_interop_peers() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_packages nodejs npm
+  fi
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "npm ci failed in tests/interop: the interop tests will be skipped"
+}
