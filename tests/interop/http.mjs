@@ -7,11 +7,10 @@
 //
 //   node http.mjs DRIVER
 import { createServer } from "node:http";
-import { createServer as netServer } from "node:net";
 import { once } from "node:events";
 import assert from "node:assert/strict";
 import {
-  load, skip, fixtures, startConsumer, runDriver, compareToDriver,
+  load, skip, fixtures, freePort, startConsumer, runDriver, compareToDriver,
   compareFromEvbus, jsonLine, runChecks,
 } from "./lib.mjs";
 
@@ -19,15 +18,6 @@ const [driver] = process.argv.slice(2);
 if (!driver) skip("usage: http.mjs DRIVER");
 const [{ CloudEvent, HTTP }] = await load("cloudevents");
 
-async function freePort() {
-  const s = netServer();
-  s.listen(0, "127.0.0.1");
-  await once(s, "listening");
-  const { port } = s.address();
-  s.close();
-  await once(s, "close");
-  return port;
-}
 
 // The HTTP binding percent-encodes header values outside printable ASCII
 // (and space, '"', '%'); SDK 9 leaves that to the sender.

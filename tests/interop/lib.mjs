@@ -3,6 +3,7 @@
 // running the C driver, and comparing every attribute, extension and data
 // byte.
 import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import assert from "node:assert/strict";
@@ -186,6 +187,17 @@ export function compareFromEvbus(got, ev, { emptyIsNone = false } = {}) {
 // The JSON format line libevbus decodes (the SDK writes it).
 export function jsonLine(ev) {
   return JSON.stringify(ev.toJSON ? ev.toJSON() : ev);
+}
+
+// A TCP port nobody listens on right now.
+export async function freePort() {
+  const s = createServer();
+  s.listen(0, "127.0.0.1");
+  await once(s, "listening");
+  const { port } = s.address();
+  s.close();
+  await once(s, "close");
+  return port;
 }
 
 // Runs named checks in order, prints each, exits 1 on the first failure.

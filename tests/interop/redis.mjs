@@ -5,10 +5,9 @@
 //
 //   node redis.mjs DRIVER
 import { spawn, spawnSync } from "node:child_process";
-import { createServer } from "node:net";
 import { once } from "node:events";
 import {
-  load, skip, fixtures, startConsumer, runDriver, compareToDriver,
+  load, skip, fixtures, freePort, startConsumer, runDriver, compareToDriver,
   compareFromEvbus, jsonLine, runChecks,
 } from "./lib.mjs";
 
@@ -19,15 +18,6 @@ const [{ CloudEvent }, { default: Redis }] = await load("cloudevents",
 if (spawnSync("redis-server", ["--version"]).status !== 0)
   skip("redis-server is not installed");
 
-async function freePort() {
-  const s = createServer();
-  s.listen(0, "127.0.0.1");
-  await once(s, "listening");
-  const { port } = s.address();
-  s.close();
-  await once(s, "close");
-  return port;
-}
 
 const port = await freePort();
 const server = spawn("redis-server", ["--port", String(port), "--bind",
