@@ -299,7 +299,7 @@ int evbus_url_param_at(const evbus_url_t *u, size_t i, const char **key,
                        const char **value)
 {
     if (i >= u->nparams)
-        return -1;
+        return EVBUS_ENOTFOUND;
     *key = u->params[i].key;
     *value = u->params[i].value;
     return 0;

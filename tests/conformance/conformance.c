@@ -95,6 +95,7 @@ START_TEST(ten_thousand_none_lost)
     ck_assert_int_eq((int)c.ids.len, N);
     ck_assert_int_eq(c.duplicates, 0);
     evbus_metrics_t m;
+    evbus_metrics_init(&m);
     evbus_metrics_get(bus, &m);
     ck_assert_uint_ge(m.published, N);
     ck_assert_uint_eq(m.publish_failed, 0);
@@ -231,9 +232,10 @@ START_TEST(retry_then_dead_letter_after_max_attempts)
     collector_init(&c, COLLECT_RETRY_N);
     c.retry_n = 1000; /* always RETRY */
     evbus_sub_opts_t o;
-    fast_retry_opts(&o, 3);
+    evbus_retry_policy_t retry;
+    fast_retry_opts(&o, &retry, 3);
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c));
+        evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c, NULL, 0));
     evbus_event_t *ev = make_event(7);
     ck_assert_int_eq(evbus_publish(bus, topic, ev), EVBUS_OK);
     evbus_t *buses[] = {bus, NULL};
@@ -267,9 +269,10 @@ START_TEST(retry_redelivers_then_succeeds)
     collector_init(&c, COLLECT_RETRY_N);
     c.retry_n = 2;
     evbus_sub_opts_t o;
-    fast_retry_opts(&o, 5);
+    evbus_retry_policy_t retry;
+    fast_retry_opts(&o, &retry, 5);
     evbus_sub_t *sub =
-        evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c);
+        evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c, NULL, 0);
     ck_assert_ptr_nonnull(sub);
     publish_events(bus, topic, 0, 10, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
@@ -279,6 +282,7 @@ START_TEST(retry_redelivers_then_succeeds)
     ck_assert_int_eq(c.max_attempt, 3);
     ck_assert_int_eq(dlq.calls, 0);
     evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
     evbus_sub_metrics_get(sub, &m);
     ck_assert_uint_eq(m.delivered, 30);
     ck_assert_uint_eq(m.retried, 20);
@@ -300,10 +304,13 @@ START_TEST(retry_does_not_block_other_events)
     c.retry_n = 1; /* every event needs a second attempt */
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 1500; /* long backoff */
-    o.retry.jitter = EVBUS_JITTER_NONE;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 1500; /* long backoff */
+    retry.jitter = EVBUS_JITTER_NONE;
+    o.retry = &retry;
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c));
+        evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c, NULL, 0));
     publish_events(bus, topic, 0, 20, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
     /* All 20 first attempts happen long before the first backoff ends. */
@@ -338,6 +345,7 @@ START_TEST(drop_dead_letters_at_once)
     ck_assert_ptr_nonnull(
         strstr(evbus_event_ext(dlq.last, "dlqreason"), "DROP"));
     evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
     evbus_sub_metrics_get(sub, &m);
     ck_assert_uint_eq(m.dead_lettered, 1);
     evbus_event_free(ev);

@@ -73,7 +73,9 @@ evbus_event_t *make_event(int seq);
 typedef enum { PUBLISH_SYNC, PUBLISH_ASYNC } publish_mode_t;
 void publish_events(evbus_t *bus, const char *topic, int from, int to,
                     publish_mode_t mode);
-/* Subscription options for fast retries in tests. */
-void fast_retry_opts(evbus_sub_opts_t *o, int max_attempts);
+/* Subscription options for fast retries in tests; retry must outlive the
+ * subscribe call that uses o. */
+void fast_retry_opts(evbus_sub_opts_t *o, evbus_retry_policy_t *retry,
+                     int max_attempts);
 
 #endif
