@@ -314,6 +314,12 @@ EVBUS_API int evbus_url_param_int(const evbus_url_t *url, const char *key,
 EVBUS_API int evbus_url_param_at(const evbus_url_t *url, size_t i,
                                  const char **key, const char **value);
 EVBUS_API void evbus_url_mark(const evbus_url_t *url, const char *key);
+/* 1 when key is present and something already read or marked it - the
+ * core reads its own options (max_pending, names, ...) before the
+ * backend's open - else 0. Wrapper backends use it to pass on only the
+ * options meant for their inner backend. */
+EVBUS_API int evbus_url_param_is_marked(const evbus_url_t *url,
+                                        const char *key);
 
 #ifdef __cplusplus
 }

@@ -312,6 +312,12 @@ void evbus_url_mark(const evbus_url_t *u, const char *key)
         atomic_store(&p->used, true);
 }
 
+int evbus_url_param_is_marked(const evbus_url_t *u, const char *key)
+{
+    url_param_t *p = find_param(u, key);
+    return p && atomic_load(&p->used);
+}
+
 const char *evbus__url_unused(const evbus_url_t *u)
 {
     for (size_t i = 0; i < u->nparams; i++)

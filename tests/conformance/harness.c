@@ -231,3 +231,11 @@ void fast_retry_opts(evbus_sub_opts_t *o, evbus_retry_policy_t *retry,
     retry->max_attempts = max_attempts;
     o->retry = retry;
 }
+
+const char *conf_url_with(const char *param)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof buf, "%s%c%s", conf_url,
+             strchr(conf_url, '?') ? '&' : '?', param);
+    return buf;
+}

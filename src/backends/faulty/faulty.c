@@ -90,8 +90,11 @@ static char *inner_url_string(const evbus_url_t *url, const char *inner_scheme)
                                   evbus_url_rest(url));
     char sep = '?';
     for (size_t i = 0; evbus_url_param_at(url, i, &k, &v) == 0; i++) {
+        /* The core's own options (read before open) stay with the outer
+         * bus; fault options are ours. */
+        bool ours = is_fault_key(k) || evbus_url_param_is_marked(url, k);
         evbus_url_mark(url, k);
-        if (is_fault_key(k))
+        if (ours)
             continue;
         len += (size_t)snprintf(s + len, cap - len, "%c%s=", sep, k);
         for (const char *p = v; *p; p++) /* re-escape the decoded value */
