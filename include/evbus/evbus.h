@@ -285,7 +285,10 @@ typedef enum {
 
 /*
  * Handles one event. ev is valid only during the call (copy what you keep).
- * Runs on the thread that calls evbus_poll / evbus_run. A handler may publish
+ * Runs on the thread that calls evbus_poll / evbus_run, or, for a
+ * subscription with concurrency > 1, on one of its worker threads (then
+ * several calls of the same handler run at once: opaque must be safe for
+ * that). A handler may publish
  * on any bus, including this one, and may call evbus_stop, but must not
  * close this bus or unsubscribe its own subscription and wait for it.
  */
@@ -322,11 +325,24 @@ typedef struct evbus_sub_opts {
     /* When a dead-letter write fails for good; default
      * EVBUS_DLQ_FAILURE_RELEASE. */
     evbus_dlq_failure_t dlq_failure;
+    /* Handler calls of this subscription that may run at once (default 1:
+     * handlers run on the polling thread). With N > 1 the bus starts N
+     * worker threads for the subscription; events with the same
+     * partitionkey never run at once and keep the order the backend
+     * delivered them in, events without one run in any order. The polling
+     * thread still fetches, records attempts, settles and dead-letters;
+     * it stops fetching while more than N events wait for a worker, and
+     * max_inflight bounds everything fetched and not settled. See
+     * docs/concepts.md, "Threads and ordering". 1 to 1024. */
+    int concurrency;
 } evbus_sub_opts_t;
 
 /* Fills o with the defaults listed above and sets o->struct_size.
  * Thread-safe. */
 EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
+
+/* The largest evbus_sub_opts_t.concurrency. */
+#define EVBUS_MAX_CONCURRENCY 1024
 
 /*
  * Subscribes fn to topic as a member of consumer group `group` (NULL means

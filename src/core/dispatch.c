@@ -183,7 +183,7 @@ static void dead_letter(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *msg,
 
 /* ------------------------------------------------------------ handlers */
 
-static evbus_result_t run_handler(evbus_sub_t *sub, const evbus_event_t *ev,
+evbus_result_t evbus__run_handler(evbus_sub_t *sub, const evbus_event_t *ev,
                                   int attempt)
 {
     tl_attempt = attempt;
@@ -258,37 +258,152 @@ static void outcome(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *msg,
         evbus__release_msg(bus, sub, msg);
 }
 
-/* Records attempt ctx->attempt with the backend and runs the handler.
+/* Has the backend store the attempts about to start (msgs[i] carry their
+ * context). A backend that keeps no count answers EVBUS_ENOTSUP: then the
+ * core counts in memory, and remembers broker-side retries itself. */
+static int record(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *const *msgs,
+                  int n)
+{
+    if (!bus->record_attempts || n == 0)
+        return EVBUS_OK;
+    int rc = bus->record_attempts(bus->priv, sub->bsub, msgs, n);
+    if (rc == EVBUS_ENOTSUP) {
+        if (!sub->memo && (bus->features & EVBUS_FEAT_DELAYED_RETRY))
+            sub->memo = evbus__memo_new(EVBUS_MEMO_CAPACITY);
+        return EVBUS_OK;
+    }
+    if (rc != EVBUS_OK)
+        evbus__log(EVBUS_LOG_WARN, "core",
+                   "recording %d attempt(s) on %s failed (%s); giving the "
+                   "events back to the broker",
+                   n, sub->topic, evbus_strerror(rc));
+    return rc;
+}
+
+static void set_ctx(evbus_msg_t *msg, evbus_retry_ctx_t *ctx)
+{
+    if (!ctx->first_ms)
+        ctx->first_ms = evbus__wall_ms();
+    msg->attempts = ctx->attempt;
+    msg->first_attempt_ms = ctx->first_ms;
+    msg->prev_delay_ms = ctx->prev_delay_ms;
+}
+
+/* Records attempt ctx->attempt with the backend and runs the handler here.
  * Takes ownership of event. Returns 1 when the handler ran, else 0. */
 static int attempt(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *msg,
                    evbus_event_t *event, evbus_retry_ctx_t *ctx)
 {
-    if (!ctx->first_ms)
-        ctx->first_ms = evbus__wall_ms();
-    if (bus->record_attempts) {
-        msg->attempts = ctx->attempt;
-        msg->first_attempt_ms = ctx->first_ms;
-        msg->prev_delay_ms = ctx->prev_delay_ms;
-        evbus_msg_t *one = msg;
-        int rc = bus->record_attempts(bus->priv, sub->bsub, &one, 1);
-        if (rc == EVBUS_ENOTSUP && !sub->memo &&
-            (bus->features & EVBUS_FEAT_DELAYED_RETRY))
-            sub->memo = evbus__memo_new(EVBUS_MEMO_CAPACITY); /* a wrapper
-                                     whose inner backend keeps no count */
-        if (rc != EVBUS_OK && rc != EVBUS_ENOTSUP) {
-            evbus__log(EVBUS_LOG_WARN, "core",
-                       "recording attempt %d of %s on %s failed (%s); "
-                       "giving it back to the broker",
-                       ctx->attempt, evbus_event_id(event), sub->topic,
-                       evbus_strerror(rc));
-            evbus_event_free(event);
-            evbus__release_msg(bus, sub, msg);
-            return 0;
-        }
+    set_ctx(msg, ctx);
+    evbus_msg_t *one = msg;
+    if (record(bus, sub, &one, 1) != EVBUS_OK) {
+        evbus_event_free(event);
+        evbus__release_msg(bus, sub, msg);
+        return 0;
     }
-    evbus_result_t r = run_handler(sub, event, ctx->attempt);
+    evbus_result_t r = evbus__run_handler(sub, event, ctx->attempt);
     outcome(bus, sub, msg, event, ctx, r);
     return 1;
+}
+
+/* Runs the attempt here (concurrency 1) or queues it for the workers
+ * behind the events of its key. Takes ownership of event. Returns handler
+ * calls made here. */
+static int run_or_queue(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *msg,
+                        evbus_event_t *event, evbus_retry_ctx_t *ctx)
+{
+    if (sub->concurrency <= 1)
+        return attempt(bus, sub, msg, event, ctx);
+    evbus_job_t *job = calloc(1, sizeof *job);
+    if (job) {
+        job->msg = *msg;
+        job->event = event;
+        job->ctx = *ctx;
+        if (evbus__lanes_push(&sub->lanes, job) == EVBUS_OK)
+            return 0;
+    }
+    free(job);
+    evbus_event_free(event);
+    evbus__release_msg(bus, sub, msg);
+    return 0;
+}
+
+/* ------------------------------------------------------------ workers */
+
+/* Acts on the answers sub's workers gave. Returns how many. */
+static int collect(evbus_t *bus, evbus_sub_t *sub)
+{
+    int n = 0;
+    evbus_job_t *job = evbus__pool_take_done(&sub->pool);
+    while (job) {
+        evbus_job_t *next = job->next;
+        sub->started--;
+        evbus__lanes_done(&sub->lanes, job);
+        outcome(bus, sub, &job->msg, job->event, &job->ctx, job->result);
+        free(job);
+        job = next;
+        n++;
+    }
+    return n;
+}
+
+/* Hands jobs whose key is free to idle workers, their attempts recorded
+ * in one call first. */
+static void start_jobs(evbus_t *bus, evbus_sub_t *sub)
+{
+    int n = 0;
+    evbus_job_t *head = NULL, **tail = &head;
+    while (sub->started + n < sub->concurrency) {
+        evbus_job_t *job = evbus__lanes_next(&sub->lanes);
+        if (!job)
+            break;
+        set_ctx(&job->msg, &job->ctx);
+        sub->recbuf[n++] = &job->msg;
+        *tail = job;
+        tail = &job->next;
+    }
+    if (n == 0)
+        return;
+    if (record(bus, sub, sub->recbuf, n) != EVBUS_OK) {
+        while (head) {
+            evbus_job_t *next = head->next;
+            evbus__lanes_done(&sub->lanes, head);
+            evbus_event_free(head->event);
+            evbus__release_msg(bus, sub, &head->msg);
+            free(head);
+            head = next;
+        }
+        return;
+    }
+    sub->started += n;
+    evbus__pool_assign(&sub->pool, head);
+}
+
+int evbus__workers_round(evbus_t *bus, evbus_sub_t *sub)
+{
+    if (sub->concurrency <= 1)
+        return 0;
+    int n = collect(bus, sub);
+    if (!atomic_load(&bus->stop) &&
+        !atomic_load_explicit(&sub->removed, memory_order_relaxed))
+        start_jobs(bus, sub);
+    return n;
+}
+
+void evbus__workers_drain(evbus_t *bus, evbus_sub_t *sub)
+{
+    if (sub->concurrency <= 1)
+        return;
+    while (collect(bus, sub), sub->started > 0)
+        evbus__pool_wait_done(&sub->pool);
+    evbus_job_t *job = evbus__lanes_drain(&sub->lanes);
+    while (job) {
+        evbus_job_t *next = job->next;
+        evbus_event_free(job->event);
+        evbus__release_msg(bus, sub, &job->msg);
+        free(job);
+        job = next;
+    }
 }
 
 /* The retry context a fetched message arrives with. */
@@ -364,7 +479,7 @@ static int process(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *msg)
             return 0;
         }
     }
-    return attempt(bus, sub, msg, event, &ctx);
+    return run_or_queue(bus, sub, msg, event, &ctx);
 }
 
 /* ------------------------------------------------------------ rounds */
@@ -387,7 +502,7 @@ int evbus__run_due(evbus_t *bus)
                 break;
             }
             p->ctx.attempt++;
-            calls += attempt(bus, sub, &p->msg, p->event, &p->ctx);
+            calls += run_or_queue(bus, sub, &p->msg, p->event, &p->ctx);
             break;
         case EVBUS_PENDING_DEADLETTER:
             dead_letter(bus, sub, &p->msg, p->event, p->reason, &p->ctx,
@@ -412,7 +527,10 @@ static int fetch_sub(evbus_t *bus, evbus_sub_t *s)
     /* Room for a batch of the largest element size any version uses. */
     evbus_msg_t batch[EVBUS_FETCH_BATCH];
     int room = s->max_inflight - s->inflight;
-    if (room <= 0)
+    /* With workers: fetch only while few jobs wait for one (the bulkhead:
+     * back-pressure goes to the broker, no queue grows). */
+    if (room <= 0 ||
+        (s->concurrency > 1 && s->lanes.waiting > (size_t)s->concurrency))
         return 0;
     if (room > EVBUS_FETCH_BATCH)
         room = EVBUS_FETCH_BATCH;
@@ -461,8 +579,12 @@ int evbus__fetch_round(evbus_t *bus)
     pthread_mutex_unlock(&bus->mu);
     /* The list only changes at its head (subscribe) or through reaping,
      * which the role holder does, so walking it unlocked is safe. */
-    for (; s && !atomic_load(&bus->stop); s = s->next)
-        if (!atomic_load_explicit(&s->removed, memory_order_relaxed))
-            calls += fetch_sub(bus, s);
+    for (; s && !atomic_load(&bus->stop); s = s->next) {
+        if (atomic_load_explicit(&s->removed, memory_order_relaxed))
+            continue;
+        calls += evbus__workers_round(bus, s);
+        calls += fetch_sub(bus, s);
+        calls += evbus__workers_round(bus, s); /* start what was fetched */
+    }
     return calls;
 }

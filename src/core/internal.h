@@ -37,12 +37,9 @@ const char *evbus__url_unused(const evbus_url_t *url);
 /* ---- registry */
 const evbus_backend_t *evbus__backend_lookup(const char *scheme);
 
-/* ---- the retry context of one delivery */
-typedef struct evbus_retry_ctx {
-    int attempt;        /* the attempt that runs or ran (1 = first) */
-    int prev_delay_ms;  /* the backoff delay before it */
-    int64_t first_ms;   /* wall-clock ms of the first attempt, 0 = none */
-} evbus_retry_ctx_t;
+#include "lanes.h"
+#include "retry_ctx.h"
+#include "workers.h"
 
 /* ---- held messages: retries the core runs itself, dead-letter writes and
  * settles it tries again, parked events (timer heap, poller thread only) */
@@ -125,6 +122,14 @@ struct evbus_sub {
     void *bsub;           /* the backend's handle */
     int inflight;         /* fetched and not settled (poller thread only) */
     evbus_memo_t *memo;   /* NULL unless the backend needs one */
+    /* concurrency > 1: jobs waiting per key, the workers running them, how
+     * many were handed over and not collected, and room for one batch of
+     * record_attempts pointers (poller side, no lock) */
+    int concurrency;
+    evbus_lanes_t lanes;
+    evbus_pool_t pool;
+    int started;
+    evbus_msg_t **recbuf;
     evbus__lograte_t fetch_log; /* fetch failures (poller thread only) */
     atomic_bool removed;  /* evbus_unsubscribe asked for it to go */
     atomic_bool detached; /* the poller has let go of it (under bus->mu) */
@@ -212,6 +217,17 @@ void evbus__role_take_control(evbus_t *bus);
 void evbus__role_release(evbus_t *bus);
 
 /* ---- delivery rounds (dispatch.c), by the role holder */
+/* Runs sub's handler for ev as attempt `attempt`, with the thread-local
+ * delivery context set and the metrics counted; any thread. */
+evbus_result_t evbus__run_handler(struct evbus_sub *sub,
+                                  const evbus_event_t *ev, int attempt);
+/* Collects the answers of sub's workers and acts on them, then hands
+ * waiting jobs to idle workers (unless stopping). Returns answers
+ * collected. */
+int evbus__workers_round(evbus_t *bus, struct evbus_sub *sub);
+/* Waits for every job sub's workers run and acts on the answers, then
+ * gives the jobs that did not start back to the broker. */
+void evbus__workers_drain(evbus_t *bus, struct evbus_sub *sub);
 /* Runs what is due in the timer heap; returns handler calls made. */
 int evbus__run_due(evbus_t *bus);
 /* Asks every subscription once for a batch; returns handler calls made. */

@@ -85,6 +85,17 @@ static void idle_wait(evbus_t *bus, uint64_t gen0, int ms)
     (void)r;
 }
 
+/* evbus_stop with workers: the handlers they run finish and are settled;
+ * jobs that had not started go back to the broker. */
+static void drain_workers(evbus_t *bus)
+{
+    pthread_mutex_lock(&bus->mu);
+    evbus_sub_t *s = bus->subs;
+    pthread_mutex_unlock(&bus->mu);
+    for (; s; s = s->next)
+        evbus__workers_drain(bus, s);
+}
+
 /* The body of evbus_poll; the caller holds the poll role. *stopped tells
  * whether evbus_stop ended it (the stop is then consumed). */
 static int poll_once(evbus_t *bus, int timeout_ms, bool *stopped)
@@ -96,6 +107,7 @@ static int poll_once(evbus_t *bus, int timeout_ms, bool *stopped)
         if (atomic_load(&bus->closing))
             return EVBUS_ECLOSED;
         if (atomic_exchange(&bus->stop, false)) {
+            drain_workers(bus);
             *stopped = true;
             return 0;
         }
@@ -106,6 +118,7 @@ static int poll_once(evbus_t *bus, int timeout_ms, bool *stopped)
             calls += evbus__fetch_round(bus);
         int callbacks = evbus__run_completions(bus);
         if (atomic_exchange(&bus->stop, false)) {
+            drain_workers(bus);
             *stopped = true;
             return calls;
         }

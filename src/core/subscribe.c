@@ -12,7 +12,7 @@
 #include "internal.h"
 
 /* The options as of the first release that carried struct_size. */
-#define SUB_OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_sub_opts_t, dlq_failure)
+#define SUB_OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_sub_opts_t, concurrency)
 
 void evbus_sub_opts_init(evbus_sub_opts_t *o)
 {
@@ -22,10 +22,14 @@ void evbus_sub_opts_init(evbus_sub_opts_t *o)
     o->struct_size = sizeof *o;
     o->max_inflight = 1000;
     o->dlq_failure = EVBUS_DLQ_FAILURE_RELEASE;
+    o->concurrency = 1;
 }
 
 void evbus__sub_free(evbus_sub_t *sub)
 {
+    evbus__pool_stop(&sub->pool);
+    evbus__lanes_free(&sub->lanes);
+    free(sub->recbuf);
     evbus__memo_free(sub->memo);
     free(sub->topic);
     free(sub->group);
@@ -60,9 +64,12 @@ static evbus_sub_t *sub_new(evbus_t *bus, const char *topic, const char *group,
         return NULL;
     if (o.max_inflight < 0 ||
         (o.dlq_failure != EVBUS_DLQ_FAILURE_RELEASE &&
-         o.dlq_failure != EVBUS_DLQ_FAILURE_ACK)) {
-        evbus__seterr(errstr, n, "invalid option: max_inflight %d, "
-                      "dlq_failure %d", o.max_inflight, (int)o.dlq_failure);
+         o.dlq_failure != EVBUS_DLQ_FAILURE_ACK) ||
+        o.concurrency < 1 || o.concurrency > EVBUS_MAX_CONCURRENCY) {
+        evbus__seterr(errstr, n, "invalid option: max_inflight %d (>= 0), "
+                      "dlq_failure %d (RELEASE or ACK), concurrency %d (1 to "
+                      "%d)", o.max_inflight, (int)o.dlq_failure,
+                      o.concurrency, EVBUS_MAX_CONCURRENCY);
         return NULL;
     }
     evbus_retry_policy_t retry;
@@ -89,6 +96,8 @@ static evbus_sub_t *sub_new(evbus_t *bus, const char *topic, const char *group,
     sub->retry = retry;
     sub->max_inflight = o.max_inflight ? o.max_inflight : 1000;
     sub->dlq_failure = o.dlq_failure;
+    sub->concurrency = o.concurrency;
+    evbus__lanes_init(&sub->lanes);
     sub->fn = fn;
     sub->opaque = opaque;
     sub->topic = strdup(topic);
@@ -100,9 +109,14 @@ static evbus_sub_t *sub_new(evbus_t *bus, const char *topic, const char *group,
         sub->memo = evbus__memo_new(EVBUS_MEMO_CAPACITY);
     if (!sub->topic || !sub->group || !sub->dlq_topic ||
         ((bus->features & EVBUS_FEAT_DELAYED_RETRY) &&
-         !bus->record_attempts && !sub->memo)) {
+         !bus->record_attempts && !sub->memo) ||
+        (sub->concurrency > 1 &&
+         (!(sub->recbuf = calloc((size_t)sub->concurrency,
+                                 sizeof *sub->recbuf)) ||
+          evbus__pool_start(&sub->pool, sub, sub->concurrency)))) {
         evbus__sub_free(sub);
-        evbus__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory (or no threads) for the "
+                      "subscription");
         return NULL;
     }
     return sub;
@@ -203,6 +217,7 @@ void evbus__reap(evbus_t *bus)
     while (gone) {
         evbus_sub_t *s = gone;
         gone = s->next;
+        evbus__workers_drain(bus, s); /* running handlers finish first */
         evbus__heap_drain_sub(&bus->heap, s, release_pending, bus);
         bus->be->unsubscribe(bus->priv, s->bsub);
         pthread_mutex_lock(&bus->mu);

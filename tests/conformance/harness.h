@@ -24,6 +24,7 @@ typedef struct conf_case {
  * not constants, so the tables are built at run time). */
 size_t conformance_cases(conf_case_t *out, size_t max); /* conformance.c */
 size_t contract_cases(conf_case_t *out, size_t max);    /* contract.c */
+size_t concurrency_cases(conf_case_t *out, size_t max); /* concurrency.c */
 
 /* The URL given on the command line. */
 extern const char *conf_url;

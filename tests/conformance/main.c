@@ -61,6 +61,7 @@ int main(int argc, char **argv)
     conf_case_t cases[64];
     size_t n = conformance_cases(cases, 64);
     n += contract_cases(cases + n, 64 - n);
+    n += concurrency_cases(cases + n, 64 - n);
     add_cases(tc, cases, n, only, &added, &skipped);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
