@@ -72,7 +72,7 @@ static int check_opts(const evbus_relay_opts_t *o, char *errstr, size_t n)
                       : o->busy_timeout_ms < 0 ? "busy_timeout_ms must be >= 0"
                                                : NULL;
     if (bad) {
-        ob__seterr(errstr, n, "relay: %s", bad);
+        evbus__seterr(errstr, n, "relay: %s", bad);
         return EVBUS_EOPTION;
     }
     return EVBUS_OK;
@@ -89,7 +89,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
                                     char *errstr, size_t n)
 {
     if (!db_path || !*db_path || !bus) {
-        ob__seterr(errstr, n, "evbus_relay_new: %s is NULL",
+        evbus__seterr(errstr, n, "evbus_relay_new: %s is NULL",
                    !bus ? "bus" : "db_path");
         return NULL;
     }
@@ -98,7 +98,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
     evbus_retry_policy_t backoff;
     if ((o && evbus__struct_in(&opts, sizeof opts, o, RELAY_OPTS_MIN_SIZE)) ||
         relay_backoff(&backoff, opts.retry) != EVBUS_OK) {
-        ob__seterr(errstr, n, "relay: options or retry policy not "
+        evbus__seterr(errstr, n, "relay: options or retry policy not "
                    "initialised by their _init function");
         return NULL;
     }
@@ -112,7 +112,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
     if (!r || !(r->rows = calloc((size_t)opts.batch_size * RELAY_WINDOW,
                                  sizeof *r->rows))) {
         free(r);
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
     }
     r->bus = bus;
@@ -133,26 +133,26 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
                                  SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
                              NULL);
     if (rc != SQLITE_OK) {
-        ob__seterr(errstr, n, "relay: cannot open %s: %s", db_path,
+        evbus__seterr(errstr, n, "relay: cannot open %s: %s", db_path,
                    r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
         evbus_relay_free(r);
         return NULL;
     }
     sqlite3_busy_timeout(r->db, opts.busy_timeout_ms);
     relay_relax_sync(r->db);
-    if (ob__exec(r->db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
-        ob__exec(r->db, OB_RELAY_DDL, why, sizeof why) != EVBUS_OK ||
-        relay_prepare(r, why, sizeof why) != EVBUS_OK) {
-        ob__seterr(errstr, n, "relay: %s: %s", db_path, why);
+    if (evbus__sql_exec(r->db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
+        evbus__sql_exec(r->db, OB_RELAY_DDL, why, sizeof why) != EVBUS_OK ||
+        evbus__relay_prepare(r, why, sizeof why) != EVBUS_OK) {
+        evbus__seterr(errstr, n, "relay: %s: %s", db_path, why);
         evbus_relay_free(r);
         return NULL;
     }
-    if (relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"), errstr,
+    if (evbus__relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"), errstr,
                         n) != EVBUS_OK) {
         evbus_relay_free(r);
         return NULL;
     }
-    r->next_purge_ms = ob__mono_ms();
+    r->next_purge_ms = (int64_t)evbus__mono_ms();
     return r;
 }
 
@@ -161,7 +161,7 @@ int evbus_relay_run_once(evbus_relay_t *r, int max)
     if (!r)
         return EVBUS_EINVAL;
     pthread_mutex_lock(&r->run_mu);
-    int rc = relay_round(r, max);
+    int rc = evbus__relay_round(r, max);
     pthread_mutex_unlock(&r->run_mu);
     return rc;
 }
@@ -303,10 +303,10 @@ void evbus_relay_free(evbus_relay_t *r)
     if (!r)
         return;
     evbus_relay_stop(r);
-    relay_finalize(r);
-    handoff_close(r->handoff);
+    evbus__relay_finalize(r);
+    evbus__handoff_close(r->handoff);
     sqlite3_close(r->db);
-    relay_lock_close(&r->lock);
+    evbus__relay_lock_close(&r->lock);
     pthread_mutex_destroy(&r->run_mu);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
