@@ -98,7 +98,7 @@ static held_t *phantom_of(const held_t *h, uint64_t due_ms)
 }
 
 int evbus__faulty_subscribe(void *priv, const char *topic, const char *group,
-                     void **bsub, char *errstr, size_t n)
+                            void **bsub, char *errstr, size_t n)
 {
     faulty_t *f = priv;
     fsub_t *s = calloc(1, sizeof *s);
@@ -249,8 +249,8 @@ int evbus__faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     return k;
 }
 
-int evbus__faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-                  int delay_ms)
+int evbus__faulty_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                         evbus_settle_t how, int delay_ms)
 {
     faulty_t *f = priv;
     fsub_t *s = bsub;
@@ -286,8 +286,8 @@ int evbus__faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_
     return EVBUS_OK;
 }
 
-int evbus__faulty_record_attempts(void *priv, void *bsub, evbus_msg_t *const *msgs,
-                           int n)
+int evbus__faulty_record_attempts(void *priv, void *bsub,
+                                  evbus_msg_t *const *msgs, int n)
 {
     faulty_t *f = priv;
     fsub_t *s = bsub;

@@ -79,8 +79,8 @@ static int ring_grow(handoff_t *h)
     return 0;
 }
 
-void evbus__handoff_offer(const char *db_file, int64_t seq, const evbus_event_t *ev,
-                   char *json, size_t len)
+void evbus__handoff_offer(const char *db_file, int64_t seq,
+                          const evbus_event_t *ev, char *json, size_t len)
 {
     pthread_mutex_lock(&mu);
     handoff_t *h = listeners;
@@ -113,7 +113,7 @@ void evbus__handoff_offer(const char *db_file, int64_t seq, const evbus_event_t 
 }
 
 evbus_event_t *evbus__handoff_take(handoff_t *h, int64_t seq, const char *json,
-                            size_t len)
+                                   size_t len)
 {
     if (!h)
         return NULL;

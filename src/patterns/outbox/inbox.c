@@ -49,13 +49,13 @@ evbus_inbox_t *evbus_inbox_open_opts(sqlite3 *db, const char *consumer,
 {
     if (!db || !consumer || !*consumer) {
         evbus__seterr(errstr, n, "evbus_inbox_open: %s",
-                   !db ? "db is NULL" : "consumer name is empty");
+                      !db ? "db is NULL" : "consumer name is empty");
         return NULL;
     }
     if (o && (o->retention_ms < 0 || o->purge_interval_ms < 0)) {
         evbus__seterr(errstr, n,
-                   "evbus_inbox_open: retention_ms and purge_interval_ms "
-                   "must be >= 0");
+                      "evbus_inbox_open: retention_ms and purge_interval_ms "
+                      "must be >= 0");
         return NULL;
     }
     evbus_inbox_t *in = calloc(1, sizeof *in);
@@ -71,17 +71,18 @@ evbus_inbox_t *evbus_inbox_open_opts(sqlite3 *db, const char *consumer,
         evbus_inbox_opts_init(&in->o);
     char why[200] = "";
     if (evbus__sql_exec(db, INBOX_DDL, why, sizeof why) != EVBUS_OK ||
+        evbus__sql_prepare(
+            db,
+            "INSERT INTO evbus_inbox(consumer, source, id, claimed_at)"
+            " VALUES(?1, ?2, ?3, ?4)"
+            " ON CONFLICT(consumer, source, id) DO UPDATE"
+            " SET claimed_at = excluded.claimed_at"
+            " WHERE evbus_inbox.claimed_at < ?5",
+            &in->claim, why, sizeof why) != EVBUS_OK ||
         evbus__sql_prepare(db,
-                    "INSERT INTO evbus_inbox(consumer, source, id, claimed_at)"
-                    " VALUES(?1, ?2, ?3, ?4)"
-                    " ON CONFLICT(consumer, source, id) DO UPDATE"
-                    " SET claimed_at = excluded.claimed_at"
-                    " WHERE evbus_inbox.claimed_at < ?5",
-                    &in->claim, why, sizeof why) != EVBUS_OK ||
-        evbus__sql_prepare(db,
-                    "DELETE FROM evbus_inbox"
-                    " WHERE consumer = ?1 AND claimed_at < ?2",
-                    &in->purge, why, sizeof why) != EVBUS_OK) {
+                           "DELETE FROM evbus_inbox"
+                           " WHERE consumer = ?1 AND claimed_at < ?2",
+                           &in->purge, why, sizeof why) != EVBUS_OK) {
         evbus__seterr(errstr, n, "inbox: cannot create evbus_inbox: %s", why);
         evbus_inbox_close(in);
         return NULL;
@@ -126,7 +127,7 @@ int evbus_inbox_claim(evbus_inbox_t *in, const evbus_event_t *ev)
             int purged = evbus_inbox_purge(in);
             if (purged < 0) /* not fatal: the claim itself still works */
                 evbus__outbox_log(EVBUS_LOG_WARN, "inbox %s: purge failed: %s",
-                        in->consumer, sqlite3_errmsg(in->db));
+                                  in->consumer, sqlite3_errmsg(in->db));
         }
     }
     int64_t now = evbus__wall_ms();
@@ -136,8 +137,8 @@ int evbus_inbox_claim(evbus_inbox_t *in, const evbus_event_t *ev)
     sqlite3_bind_int64(in->claim, 5, cutoff_ms(in, now));
     int rc = evbus__sql_step_done(in->claim);
     if (rc != EVBUS_OK) {
-        evbus__outbox_log(EVBUS_LOG_WARN, "inbox %s: claim failed: %s", in->consumer,
-                sqlite3_errmsg(in->db));
+        evbus__outbox_log(EVBUS_LOG_WARN, "inbox %s: claim failed: %s",
+                          in->consumer, sqlite3_errmsg(in->db));
         return rc;
     }
     return sqlite3_changes(in->db) > 0 ? 1 : 0;

@@ -20,9 +20,10 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
     if (!db || !ev)
         return EVBUS_RETRY;
     if (ob && evbus_outbox_db(ob) != db) {
-        evbus__outbox_log(EVBUS_LOG_ERROR,
-                "inbox_handle: the outbox uses another connection than the "
-                "inbox; they cannot share a transaction");
+        evbus__outbox_log(
+            EVBUS_LOG_ERROR,
+            "inbox_handle: the outbox uses another connection than the "
+            "inbox; they cannot share a transaction");
         return EVBUS_RETRY;
     }
     /* IMMEDIATE takes the write lock up front: a deferred transaction that
@@ -37,7 +38,7 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
     int rc = run(db, begin);
     if (rc != EVBUS_OK) {
         evbus__outbox_log(EVBUS_LOG_WARN, "inbox_handle: %s failed: %s", begin,
-                sqlite3_errmsg(db));
+                          sqlite3_errmsg(db));
         return EVBUS_RETRY;
     }
     int claimed = evbus_inbox_claim(in, ev);
@@ -59,7 +60,7 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
         if (rc == EVBUS_OK)
             return EVBUS_ACK;
         evbus__outbox_log(EVBUS_LOG_WARN, "inbox_handle: commit failed: %s",
-                sqlite3_errmsg(db));
+                          sqlite3_errmsg(db));
         result = EVBUS_RETRY;
     }
     /* A failed COMMIT may already have rolled back; then this fails

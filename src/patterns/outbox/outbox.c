@@ -31,9 +31,9 @@ evbus_outbox_t *evbus_outbox_open(sqlite3 *db, char *errstr, size_t n)
     char why[200] = "";
     if (evbus__sql_exec(db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
         evbus__sql_prepare(db,
-                    "INSERT INTO evbus_outbox(topic, event, created_at)"
-                    " VALUES(?1, ?2, ?3)",
-                    &ob->insert, why, sizeof why) != EVBUS_OK) {
+                           "INSERT INTO evbus_outbox(topic, event, created_at)"
+                           " VALUES(?1, ?2, ?3)",
+                           &ob->insert, why, sizeof why) != EVBUS_OK) {
         evbus__seterr(errstr, n, "outbox: cannot create evbus_outbox: %s", why);
         evbus_outbox_close(ob);
         return NULL;
@@ -72,13 +72,13 @@ int evbus_outbox_add(evbus_outbox_t *ob, const char *topic,
     int rc = evbus__sql_step_done(ob->insert);
     sqlite3_clear_bindings(ob->insert);
     if (rc == EVBUS_OK && ob->file && *ob->file)
-        evbus__handoff_offer(ob->file, sqlite3_last_insert_rowid(ob->db), ev, json,
-                      len); /* takes json */
+        evbus__handoff_offer(ob->file, sqlite3_last_insert_rowid(ob->db), ev,
+                             json, len); /* takes json */
     else
         free(json);
     if (rc != EVBUS_OK)
         evbus__outbox_log(EVBUS_LOG_WARN, "outbox_add to %s failed: %s", topic,
-                sqlite3_errmsg(ob->db));
+                          sqlite3_errmsg(ob->db));
     return rc;
 }
 

@@ -90,7 +90,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
 {
     if (!db_path || !*db_path || !bus) {
         evbus__seterr(errstr, n, "evbus_relay_new: %s is NULL",
-                   !bus ? "bus" : "db_path");
+                      !bus ? "bus" : "db_path");
         return NULL;
     }
     evbus_relay_opts_t opts;
@@ -98,8 +98,9 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
     evbus_retry_policy_t backoff;
     if ((o && evbus__struct_in(&opts, sizeof opts, o, RELAY_OPTS_MIN_SIZE)) ||
         relay_backoff(&backoff, opts.retry) != EVBUS_OK) {
-        evbus__seterr(errstr, n, "relay: options or retry policy not "
-                   "initialised by their _init function");
+        evbus__seterr(errstr, n,
+                      "relay: options or retry policy not "
+                      "initialised by their _init function");
         return NULL;
     }
     /* The policy lives in the relay; the caller's pointer is not kept. */
@@ -134,7 +135,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
                              NULL);
     if (rc != SQLITE_OK) {
         evbus__seterr(errstr, n, "relay: cannot open %s: %s", db_path,
-                   r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+                      r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
         evbus_relay_free(r);
         return NULL;
     }
@@ -147,8 +148,8 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
         evbus_relay_free(r);
         return NULL;
     }
-    if (evbus__relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"), errstr,
-                        n) != EVBUS_OK) {
+    if (evbus__relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"),
+                               errstr, n) != EVBUS_OK) {
         evbus_relay_free(r);
         return NULL;
     }

@@ -11,14 +11,14 @@
 #include "sql_util.h"
 
 int evbus__relay_lock_open(relay_lock_t *l, const char *db_file, char *errstr,
-                    size_t n)
+                           size_t n)
 {
     l->fd = -1;
     l->path = NULL;
     if (!db_file || !*db_file) {
         evbus__seterr(errstr, n,
-                   "relay: the database has no file name (in-memory or "
-                   "temporary databases cannot be shared with a relay)");
+                      "relay: the database has no file name (in-memory or "
+                      "temporary databases cannot be shared with a relay)");
         return EVBUS_EINVAL;
     }
     size_t len = strlen(db_file) + sizeof "-evbus-relay.lock";
@@ -30,7 +30,7 @@ int evbus__relay_lock_open(relay_lock_t *l, const char *db_file, char *errstr,
     l->fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (l->fd < 0) {
         evbus__seterr(errstr, n, "relay: cannot open lock file %s: %s", l->path,
-                   strerror(errno));
+                      strerror(errno));
         free(l->path);
         l->path = NULL;
         return EVBUS_EIO;
@@ -47,10 +47,7 @@ int evbus__relay_lock_try(relay_lock_t *l)
     return EVBUS_EIO;
 }
 
-void evbus__relay_lock_release(relay_lock_t *l)
-{
-    flock(l->fd, LOCK_UN);
-}
+void evbus__relay_lock_release(relay_lock_t *l) { flock(l->fd, LOCK_UN); }
 
 void evbus__relay_lock_close(relay_lock_t *l)
 {

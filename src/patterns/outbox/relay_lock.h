@@ -18,7 +18,7 @@ typedef struct relay_lock {
 
 /* Opens (creates) the lock file beside db_file. EVBUS_OK or an error. */
 int evbus__relay_lock_open(relay_lock_t *l, const char *db_file, char *errstr,
-                    size_t n);
+                           size_t n);
 /* 1 when the lock is now held, 0 when another holds it, negative on error.
  * Never blocks. */
 int evbus__relay_lock_try(relay_lock_t *l);

@@ -151,8 +151,8 @@ static void send_batch(evbus_relay_t *r, batch_t *b, int64_t after, int want,
         const char *json = (const char *)sqlite3_column_text(r->fetch, 2);
         size_t len = (size_t)sqlite3_column_bytes(r->fetch, 2);
         char why[128] = "NULL";
-        evbus_event_t *ev = json ? evbus__handoff_take(r->handoff, row->seq, json, len)
-                                 : NULL;
+        evbus_event_t *ev =
+            json ? evbus__handoff_take(r->handoff, row->seq, json, len) : NULL;
         if (ev)
             atomic_fetch_add(&r->handed_off, 1);
         else if (json && !bytes_only)
@@ -215,7 +215,7 @@ static int settle(evbus_relay_t *r, const row_t *rows, int n, int64_t upto)
         rc = evbus__sql_step_done(r->commit);
     if (rc != EVBUS_OK) {
         evbus__outbox_log(EVBUS_LOG_WARN, "relay: recording a batch failed: %s",
-                sqlite3_errmsg(r->db));
+                          sqlite3_errmsg(r->db));
         if (!sqlite3_get_autocommit(r->db))
             evbus__sql_step_done(r->rollback);
     }
@@ -292,17 +292,19 @@ static int settle_batch(evbus_relay_t *r, batch_t *b, bool *broken,
     if (rc == EVBUS_OK) {
         for (int i = 0; i < b->n; i++)
             if (b->rows[i].state == ROW_PARK)
-                evbus__outbox_log(EVBUS_LOG_ERROR, "relay: outbox row %lld parked: %s",
-                        (long long)b->rows[i].seq,
-                        b->rows[i].park_why ? b->rows[i].park_why : "unknown");
+                evbus__outbox_log(
+                    EVBUS_LOG_ERROR, "relay: outbox row %lld parked: %s",
+                    (long long)b->rows[i].seq,
+                    b->rows[i].park_why ? b->rows[i].park_why : "unknown");
         r->mark = upto;
         atomic_fetch_add(&r->published, (uint64_t)ok);
         atomic_fetch_add(&r->parked, parked);
         atomic_fetch_add(&r->failed, failed);
         *published = ok;
         if (err != EVBUS_OK)
-            evbus__outbox_log(EVBUS_LOG_WARN, "relay: %llu event(s) not accepted: %s",
-                    (unsigned long long)failed, evbus_strerror(err));
+            evbus__outbox_log(EVBUS_LOG_WARN,
+                              "relay: %llu event(s) not accepted: %s",
+                              (unsigned long long)failed, evbus_strerror(err));
     } else {
         *broken = true; /* nothing recorded: all published again */
         err = rc;
@@ -342,7 +344,7 @@ static void purge(evbus_relay_t *r)
             sqlite3_bind_int64(r->purge_del, 2, last);
             if (evbus__sql_step_done(r->purge_del) != EVBUS_OK) {
                 evbus__outbox_log(EVBUS_LOG_WARN, "relay: purge failed: %s",
-                        sqlite3_errmsg(r->db));
+                                  sqlite3_errmsg(r->db));
                 return;
             }
             atomic_fetch_add(&r->purged, (uint64_t)sqlite3_changes(r->db));
@@ -376,8 +378,9 @@ int evbus__relay_round(evbus_relay_t *r, int max)
         /* same-process producers may now hand their events over */
         r->handoff = evbus__handoff_open(sqlite3_db_filename(r->db, "main"));
         atomic_store(&r->active, true);
-        evbus__outbox_log(EVBUS_LOG_INFO, "relay: lock taken, publishing after seq %lld",
-                (long long)r->mark);
+        evbus__outbox_log(EVBUS_LOG_INFO,
+                          "relay: lock taken, publishing after seq %lld",
+                          (long long)r->mark);
     }
     if (max <= 0)
         max = INT_MAX; /* everything pending */
@@ -443,7 +446,8 @@ int evbus__relay_round(evbus_relay_t *r, int max)
     else if (r->cur_batch < r->o.batch_size)
         r->cur_batch = r->cur_batch * 2 < r->o.batch_size ? r->cur_batch * 2
                                                           : r->o.batch_size;
-    if (r->o.retention_ms > 0 && (int64_t)evbus__mono_ms() >= r->next_purge_ms) {
+    if (r->o.retention_ms > 0 &&
+        (int64_t)evbus__mono_ms() >= r->next_purge_ms) {
         r->next_purge_ms = (int64_t)evbus__mono_ms() + r->o.purge_interval_ms;
         purge(r);
     }

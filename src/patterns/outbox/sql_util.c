@@ -8,8 +8,6 @@
 #include "evbus/evbus.h"
 #include "sql_util.h"
 
-
-
 void evbus__outbox_log(int level, const char *fmt, ...)
 {
     va_list ap;
@@ -29,7 +27,7 @@ int evbus__sql_exec(sqlite3 *db, const char *sql, char *errstr, size_t n)
 }
 
 int evbus__sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
-                char *errstr, size_t n)
+                       char *errstr, size_t n)
 {
     int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
                                 NULL);
@@ -61,6 +59,3 @@ void evbus__sql_default_busy_timeout(sqlite3 *db, int ms)
     if (current == 0)
         sqlite3_busy_timeout(db, ms);
 }
-
-
-

@@ -43,7 +43,7 @@ int evbus__sql_exec(sqlite3 *db, const char *sql, char *errstr, size_t n);
 
 /* Prepares a long-lived statement. EVBUS_OK or a mapped error. */
 int evbus__sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
-                char *errstr, size_t n);
+                       char *errstr, size_t n);
 
 /* Runs a prepared statement that returns no rows, then resets it. */
 int evbus__sql_step_done(sqlite3_stmt *st);
