@@ -14,7 +14,7 @@
 
 START_TEST(error_table_is_complete)
 {
-    for (int e = 0; e > EVBUS_ERR_LAST_; e--) {
+    for (int e = 0; e >= EVBUS_EINTERNAL; e--) {
         ck_assert_str_ne(evbus_strerror(e), "unknown error");
         ck_assert_ptr_nonnull(strstr(evbus_err_name(e), "EVBUS_"));
     }
@@ -102,11 +102,16 @@ START_TEST(publish_checks_its_arguments)
     ck_assert_int_eq(evbus_publish_raw(bus, "t", big, sizeof big),
                      EVBUS_ETOOBIG);
     int n = 0;
-    ck_assert_ptr_null(evbus_subscribe(bus, NULL, "g", ack, &n));
-    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EINVAL);
+    char why[256];
+    ck_assert_ptr_null(
+        evbus_subscribe_opts(bus, NULL, "g", NULL, ack, &n, why, sizeof why));
+    ck_assert_msg(strncmp(why, "EVBUS_EINVAL: topic name is empty", 33) == 0,
+                  "%s", why);
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "", ack, &n));
-    ck_assert_ptr_null(evbus_subscribe(bus, "a\tb", "g", ack, &n));
-    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EINVAL);
+    ck_assert_ptr_null(
+        evbus_subscribe_opts(bus, "a\tb", "g", NULL, ack, &n, why, sizeof why));
+    ck_assert_msg(strstr(why, "EVBUS_EINVAL: topic name has byte 0x09 at "
+                              "offset 1"), "%s", why);
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "my group", ack, &n));
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "g", NULL, &n));
     ck_assert_int_eq(evbus_poll(NULL, 0), EVBUS_EINVAL);
@@ -213,6 +218,7 @@ START_TEST(metrics_render_as_prometheus_text)
     while (n < 3)
         ck_assert_int_ge(evbus_poll(bus, 1000), 0);
     evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
     evbus_sub_metrics_get(sub, &m);
     ck_assert_uint_eq(m.delivered, 3);
     ck_assert_uint_eq(m.acked, 3);
@@ -295,6 +301,7 @@ START_TEST(user_backends_register_by_scheme)
     evbus_event_t *ev = evbus_event_new("a.b.c", "/src");
     ck_assert_int_eq(evbus_publish(bus, "t", ev), EVBUS_EREJECTED);
     evbus_metrics_t m;
+    evbus_metrics_init(&m);
     evbus_metrics_get(bus, &m);
     ck_assert_uint_eq(m.publish_failed, 1);
     /* an async failure surfaces at flush */
@@ -303,6 +310,55 @@ START_TEST(user_backends_register_by_scheme)
     ck_assert_int_eq(evbus_flush(bus, 1000), EVBUS_OK);
     evbus_event_free(ev);
     evbus_close(bus);
+}
+END_TEST
+
+/* One portable name rule on every backend, the backend's own with
+ * names=native, and messages that name the rule and the byte. */
+START_TEST(names_follow_one_portable_rule)
+{
+    char why[256];
+    const char *bad[] = {"a/b", "a:b", "a$b", ".", "..", "", "a b", "t\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(evbus_name_check(NULL, bad[i], why, sizeof why),
+                         EVBUS_EINVAL);
+        ck_assert_msg(strstr(why, "portable names are 1-249 bytes"),
+                      "'%s': %s", bad[i], why);
+    }
+    ck_assert_int_eq(evbus_name_check(NULL, "a/b", why, sizeof why),
+                     EVBUS_EINVAL);
+    ck_assert_msg(strstr(why, "'/' at byte 1"), "%s", why);
+    char longname[251];
+    memset(longname, 'a', 250);
+    longname[250] = '\0';
+    ck_assert_int_eq(evbus_name_check(NULL, longname, why, sizeof why),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_name_check(NULL, longname + 1, NULL, 0), EVBUS_OK);
+    ck_assert_int_eq(evbus_name_check(NULL, "Todos.task-created_v2", NULL, 0),
+                     EVBUS_OK);
+
+    char err[256];
+    evbus_t *portable = evbus_open("memory://names", err, sizeof err);
+    evbus_t *native = evbus_open("memory://names?names=native", err,
+                                 sizeof err);
+    ck_assert_ptr_nonnull(portable);
+    ck_assert_ptr_nonnull(native);
+    ck_assert_ptr_null(evbus_open("memory://x?names=loose", err, sizeof err));
+    ck_assert_msg(strstr(err, "names=loose"), "%s", err);
+    evbus_event_t *ev = evbus_event_new("a.b.c", "/src");
+    ck_assert_int_eq(evbus_publish(portable, "a/b", ev), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_publish(native, "a/b", ev), EVBUS_OK);
+    ck_assert_int_eq(evbus_publish(native, "a b", ev), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_publish(native, "a\xff", ev), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_name_check(native, "a/b", NULL, 0), EVBUS_OK);
+    int n = 0;
+    ck_assert_ptr_null(evbus_subscribe_opts(portable, "t", "g:1", NULL, ack,
+                                            &n, why, sizeof why));
+    ck_assert_msg(strstr(why, "group name has ':' at byte 1"), "%s", why);
+    ck_assert_ptr_nonnull(evbus_subscribe(native, "t", "g:1", ack, &n));
+    evbus_event_free(ev);
+    evbus_close(portable);
+    evbus_close(native);
 }
 END_TEST
 
@@ -322,6 +378,7 @@ int main(void)
     tcase_add_test(tc, log_callback_receives_messages);
     tcase_add_test(tc, metrics_render_as_prometheus_text);
     tcase_add_test(tc, user_backends_register_by_scheme);
+    tcase_add_test(tc, names_follow_one_portable_rule);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

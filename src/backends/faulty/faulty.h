@@ -19,6 +19,8 @@ typedef struct {
     double fail_publish; /* publish fails (retriable) and publishes nothing */
     double lost_reply;   /* publish succeeds but reports a timeout */
     double poison;       /* a delivery's bytes are corrupted */
+    double reject_dlq;   /* a dead-letter publish is refused for good
+                            (EVBUS_EREJECTED) */
     int delay_ms;        /* hold deliveries up to this long (0 = off) */
     int redeliver_ms;    /* when a lost-ACK event comes back */
     uint64_t seed;
@@ -53,11 +55,15 @@ static inline bool faulty_roll(uint64_t *state, double p)
 }
 
 /* faulty_delivery.c */
-int faulty_subscribe(void *priv, const char *topic, const char *group,
-                     void **bsub, char *errstr, size_t n);
-void faulty_unsubscribe(void *priv, void *bsub);
-int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
-int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-                  int delay_ms);
+int evbus__faulty_subscribe(void *priv, const char *topic, const char *group,
+                            void **bsub, char *errstr, size_t n);
+void evbus__faulty_unsubscribe(void *priv, void *bsub);
+int evbus__faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int evbus__faulty_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                         evbus_settle_t how, int delay_ms);
+/* Keeps the context for the core and passes real deliveries' attempts on
+ * to the inner backend; EVBUS_ENOTSUP when the inner one keeps none. */
+int evbus__faulty_record_attempts(void *priv, void *bsub,
+                                  evbus_msg_t *const *msgs, int n);
 
 #endif

@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/patterns.h"
 #include "relay_internal.h"
+#include "support/structs.h"
 #include "sql_util.h"
 
 /* The relay only writes its progress mark (and parks). Losing the last
@@ -34,16 +36,28 @@ void evbus_relay_opts_init(evbus_relay_opts_t *o)
     if (!o)
         return;
     memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
     o->batch_size = 512;
     o->poll_interval_ms = 100;
     o->retention_ms = 3600000;
     o->purge_interval_ms = 10000;
     o->flush_timeout_ms = 10000;
     o->busy_timeout_ms = 5000;
-    evbus_retry_policy_init(&o->retry);
-    o->retry.initial_ms = 100;
-    o->retry.max_ms = 5000;
-    o->retry.max_attempts = 0;
+}
+
+/* The options as of the first release that carried struct_size. */
+#define RELAY_OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_relay_opts_t, retry)
+
+/* The backoff the relay uses: the caller's, or its own default. */
+static int relay_backoff(evbus_retry_policy_t *p,
+                         const evbus_retry_policy_t *user)
+{
+    if (user)
+        return evbus__retry_policy_copy(p, user);
+    evbus_retry_policy_init(p);
+    p->initial_ms = 100;
+    p->max_ms = 5000;
+    return EVBUS_OK;
 }
 
 static int check_opts(const evbus_relay_opts_t *o, char *errstr, size_t n)
@@ -58,7 +72,7 @@ static int check_opts(const evbus_relay_opts_t *o, char *errstr, size_t n)
                       : o->busy_timeout_ms < 0 ? "busy_timeout_ms must be >= 0"
                                                : NULL;
     if (bad) {
-        ob__seterr(errstr, n, "relay: %s", bad);
+        evbus__seterr(errstr, n, "relay: %s", bad);
         return EVBUS_EOPTION;
     }
     return EVBUS_OK;
@@ -75,26 +89,36 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
                                     char *errstr, size_t n)
 {
     if (!db_path || !*db_path || !bus) {
-        ob__seterr(errstr, n, "evbus_relay_new: %s is NULL",
-                   !bus ? "bus" : "db_path");
+        evbus__seterr(errstr, n, "evbus_relay_new: %s is NULL",
+                      !bus ? "bus" : "db_path");
         return NULL;
     }
     evbus_relay_opts_t opts;
-    if (o)
-        opts = *o;
-    else
-        evbus_relay_opts_init(&opts);
+    evbus_relay_opts_init(&opts);
+    evbus_retry_policy_t backoff;
+    if ((o && evbus__struct_in(&opts, sizeof opts, o, RELAY_OPTS_MIN_SIZE)) ||
+        relay_backoff(&backoff, opts.retry) != EVBUS_OK) {
+        evbus__seterr(errstr, n,
+                      "relay: options or retry policy not "
+                      "initialised by their _init function");
+        return NULL;
+    }
+    /* The policy lives in the relay; the caller's pointer is not kept. */
+    backoff.max_attempts = 0;
+    backoff.max_elapsed_ms = 0;
+    opts.retry = NULL;
     if (check_opts(&opts, errstr, n) != EVBUS_OK)
         return NULL;
     evbus_relay_t *r = calloc(1, sizeof *r);
     if (!r || !(r->rows = calloc((size_t)opts.batch_size * RELAY_WINDOW,
                                  sizeof *r->rows))) {
         free(r);
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
     }
     r->bus = bus;
     r->o = opts;
+    r->backoff = backoff;
     r->lock.fd = -1;
     pthread_mutex_init(&r->run_mu, NULL);
     pthread_mutex_init(&r->mu, NULL);
@@ -110,26 +134,26 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
                                  SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
                              NULL);
     if (rc != SQLITE_OK) {
-        ob__seterr(errstr, n, "relay: cannot open %s: %s", db_path,
-                   r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+        evbus__seterr(errstr, n, "relay: cannot open %s: %s", db_path,
+                      r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
         evbus_relay_free(r);
         return NULL;
     }
     sqlite3_busy_timeout(r->db, opts.busy_timeout_ms);
     relay_relax_sync(r->db);
-    if (ob__exec(r->db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
-        ob__exec(r->db, OB_RELAY_DDL, why, sizeof why) != EVBUS_OK ||
-        relay_prepare(r, why, sizeof why) != EVBUS_OK) {
-        ob__seterr(errstr, n, "relay: %s: %s", db_path, why);
+    if (evbus__sql_exec(r->db, OB_OUTBOX_DDL, why, sizeof why) != EVBUS_OK ||
+        evbus__sql_exec(r->db, OB_RELAY_DDL, why, sizeof why) != EVBUS_OK ||
+        evbus__relay_prepare(r, why, sizeof why) != EVBUS_OK) {
+        evbus__seterr(errstr, n, "relay: %s: %s", db_path, why);
         evbus_relay_free(r);
         return NULL;
     }
-    if (relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"), errstr,
-                        n) != EVBUS_OK) {
+    if (evbus__relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"),
+                               errstr, n) != EVBUS_OK) {
         evbus_relay_free(r);
         return NULL;
     }
-    r->next_purge_ms = ob__mono_ms();
+    r->next_purge_ms = (int64_t)evbus__mono_ms();
     return r;
 }
 
@@ -138,7 +162,7 @@ int evbus_relay_run_once(evbus_relay_t *r, int max)
     if (!r)
         return EVBUS_EINVAL;
     pthread_mutex_lock(&r->run_mu);
-    int rc = relay_round(r, max);
+    int rc = evbus__relay_round(r, max);
     pthread_mutex_unlock(&r->run_mu);
     return rc;
 }
@@ -185,7 +209,7 @@ static void *relay_main(void *arg)
         int delay;
         if (got < 0) {
             failures += failures < 30;
-            delay = evbus_retry_delay_ms(&r->o.retry, failures, prev_delay);
+            delay = evbus_retry_delay_ms(&r->backoff, failures, prev_delay);
             prev_delay = delay;
             idle_ms = 0;
         } else {
@@ -280,10 +304,10 @@ void evbus_relay_free(evbus_relay_t *r)
     if (!r)
         return;
     evbus_relay_stop(r);
-    relay_finalize(r);
-    handoff_close(r->handoff);
+    evbus__relay_finalize(r);
+    evbus__handoff_close(r->handoff);
     sqlite3_close(r->db);
-    relay_lock_close(&r->lock);
+    evbus__relay_lock_close(&r->lock);
     pthread_mutex_destroy(&r->run_mu);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
