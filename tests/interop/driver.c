@@ -138,9 +138,9 @@ static int consume(const char *url, const char *topic, const char *group,
         return 1;
     }
     wanted = count;
-    if (!evbus_subscribe(bus, topic, group, print_event, bus)) {
-        fprintf(stderr, "evbus_subscribe(%s): %s\n", topic,
-                evbus_strerror(evbus_last_error(bus)));
+    if (!evbus_subscribe_opts(bus, topic, group, NULL, print_event, bus, err,
+                              sizeof err)) {
+        fprintf(stderr, "evbus_subscribe(%s): %s\n", topic, err);
         evbus_close(bus);
         return 1;
     }
