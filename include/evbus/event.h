@@ -109,12 +109,14 @@ EVBUS_API int evbus_event_set_data(evbus_event_t *ev, const void *data,
                                    size_t len, const char *content_type);
 
 /*
- * Sets data to len bytes (copied) exactly as given, with content_type as
+ * Sets data to len bytes (copied) as given, with content_type as
  * datacontenttype - or none at all when content_type is NULL. This is what
  * the binary modes of the HTTP and Kafka bindings need: the body or record
  * value is the data, and a missing Content-Type / content-type header is a
  * missing datacontenttype, not application/octet-stream. A JSON content type
- * still requires strict JSON text (EVBUS_EINVAL otherwise); untyped bytes
+ * still requires strict JSON text (EVBUS_EINVAL otherwise) and, as with
+ * evbus_event_set_data, whitespace around it is dropped (the JSON format
+ * cannot carry it); untyped bytes
  * that are exactly one JSON value are written as `data` in the JSON format,
  * other bytes as `data_base64`. data NULL with len 0 removes the data and
  * sets datacontenttype to content_type.

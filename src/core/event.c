@@ -511,7 +511,7 @@ int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
 }
 
 /* evbus_event_set_data (exact = false) and evbus_event_set_data_bytes
- * (exact = true: no default content type, bytes never trimmed). */
+ * (exact = true: no default content type, untyped bytes never trimmed). */
 static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
                            const char *content_type, bool exact)
 {
@@ -554,10 +554,10 @@ static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
     } else if (evbus__media_type_is_json(content_type)) {
         if (!json_value_span(data, len, &vs, &ve, true))
             return EVBUS_EINVAL;
-        if (!exact) {
-            p = vs;
-            n = (size_t)(ve - vs);
-        }
+        /* whitespace around JSON data has no place in the JSON format and
+         * would not survive it: dropped, also in exact mode */
+        p = vs;
+        n = (size_t)(ve - vs);
         kind = EVBUS__DATA_JSON;
     } else if (evbus__media_type_is_text(content_type) &&
                evbus__utf8_ok(data, len)) {

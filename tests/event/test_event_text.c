@@ -207,15 +207,21 @@ START_TEST(set_data_bytes_keeps_bytes_and_invents_no_content_type)
         evbus_event_free(back);
         free(json);
     }
+    /* a JSON type drops the whitespace around the value: the JSON format
+     * cannot carry it (found by fuzzing the Kafka decoder) */
+    ck_assert_int_eq(evbus_event_set_data_bytes(ev, "\n{\"a\":1} ", 9,
+                                                "application/json"),
+                     EVBUS_OK);
+    ck_assert_str_eq(evbus_event_data(ev), "{\"a\":1}");
     /* no data: the content type is still checked (found by fuzzing) */
     ck_assert_int_eq(evbus_event_set_data_bytes(ev, NULL, 0, "textce-x1.1"),
                      EVBUS_EINVAL);
-    ck_assert_ptr_null(evbus_event_datacontenttype(ev));
+    ck_assert_str_eq(evbus_event_datacontenttype(ev), "application/json");
     /* a JSON type still needs JSON; a refusal keeps the old data */
     ck_assert_int_eq(evbus_event_set_data_bytes(ev, "{x", 2,
                                                 "application/json"),
                      EVBUS_EINVAL);
-    ck_assert_int_eq((int)evbus_event_data_len(ev), 2);
+    ck_assert_int_eq((int)evbus_event_data_len(ev), 7);
     evbus_event_free(ev);
 }
 END_TEST
