@@ -208,7 +208,6 @@ int evbus__saga_apply_reply(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
              : m->attempt == in->attempt &&
                    in->waiting == SAGA_WAIT_REPLY))
         return comp_reply(o, d, in, m, now);
-    o->pend.replies_ignored++;
     evbus__saga_log(EVBUS_LOG_INFO,
                     "saga %s %s: ignored a late or unexpected reply (%s of "
                     "step %d, attempt %d, %s) while %s at step %d",

@@ -116,8 +116,7 @@ struct evbus_saga_orch {
     /* Counted by the transaction in progress; added to the totals above
      * only when it commits (under mu). */
     struct {
-        uint64_t commands_sent, replies_ignored, timeouts, comp_retried,
-            parked;
+        uint64_t commands_sent, timeouts, comp_retried, parked;
     } pend;
 };
 

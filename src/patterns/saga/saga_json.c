@@ -19,7 +19,7 @@ bool evbus__saga_is_object(const char *json, size_t max)
     size_t len = strlen(json);
     if (max && len > max)
         return false;
-    cJSON *j = cJSON_ParseWithLengthOpts(json, len, NULL, 1);
+    cJSON *j = cJSON_ParseWithOpts(json, NULL, 1);
     bool ok = cJSON_IsObject(j);
     cJSON_Delete(j);
     return ok;
@@ -100,6 +100,22 @@ static const cJSON *lookup(const cJSON *data, const char *path)
     return cur;
 }
 
+/* Gives item the member name key (NULL in arrays) instead of the name it
+ * had where it was copied from. 0 when out of memory. */
+static int take_key(cJSON *item, const char *key)
+{
+    if (item->string && !(item->type & cJSON_StringIsConst))
+        cJSON_free(item->string);
+    item->type &= ~cJSON_StringIsConst;
+    item->string = NULL;
+    if (!key)
+        return 1;
+    if (!(item->string = cJSON_malloc(strlen(key) + 1)))
+        return 0;
+    strcpy(item->string, key);
+    return 1;
+}
+
 /* Replaces placeholders below node in place. */
 static int render_node(cJSON *node, const cJSON *data, char *why, size_t n)
 {
@@ -117,6 +133,10 @@ static int render_node(cJSON *node, const cJSON *data, char *why, size_t n)
                 return EVBUS_EINVAL;
             }
             cJSON *copy = cJSON_Duplicate(v, 1);
+            if (copy && !take_key(copy, c->string)) {
+                cJSON_Delete(copy);
+                copy = NULL;
+            }
             if (!copy || !cJSON_ReplaceItemViaPointer(node, c, copy)) {
                 cJSON_Delete(copy);
                 return EVBUS_ENOMEM;

@@ -35,7 +35,6 @@ int64_t evbus__saga_now(const evbus_saga_orch_t *o)
 void evbus__saga_pend_commit(evbus_saga_orch_t *o)
 {
     atomic_fetch_add(&o->commands_sent, o->pend.commands_sent);
-    atomic_fetch_add(&o->replies_ignored, o->pend.replies_ignored);
     atomic_fetch_add(&o->timeouts, o->pend.timeouts);
     atomic_fetch_add(&o->comp_retried, o->pend.comp_retried);
     atomic_fetch_add(&o->parked, o->pend.parked);

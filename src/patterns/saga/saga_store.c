@@ -42,10 +42,10 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
          " ON CONFLICT(id) DO NOTHING"},
         {&st->load, "SELECT " INST_COLS " FROM evbus_saga WHERE id = ?1"},
         {&st->update,
-         "UPDATE evbus_saga SET state = ?2, step = ?3, attempt = ?4,"
-         " waiting = ?5, data = ?6, reason = ?7, due_at = ?8,"
-         " prev_delay_ms = ?9, comp_started_at = ?10, updated_at = ?11,"
-         " ended_at = ?12 WHERE id = ?1"},
+         "UPDATE evbus_saga SET state = ?3, step = ?4, attempt = ?5,"
+         " waiting = ?6, data = ?7, reason = ?8, due_at = ?9,"
+         " prev_delay_ms = ?10, comp_started_at = ?11, updated_at = ?12,"
+         " ended_at = ?13 WHERE id = ?1 AND saga = ?2"},
         {&st->step_set,
          "INSERT INTO evbus_saga_step(saga_id, step, name, status, attempts,"
          " started_at, ended_at, deadline_at, result)"
@@ -189,8 +189,8 @@ int evbus__saga_store_update(saga_store_t *st, const saga_inst_t *in,
                              int64_t now)
 {
     bind_inst(st->update, in);
-    sqlite3_bind_int64(st->update, 11, now);
-    bind_opt_i64(st->update, 12,
+    sqlite3_bind_int64(st->update, 12, now);
+    bind_opt_i64(st->update, 13,
                  in->state >= EVBUS_SAGA_COMPLETED ? now : -1);
     int rc = ob__step_done(st->update);
     sqlite3_clear_bindings(st->update);
