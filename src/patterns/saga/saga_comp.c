@@ -13,7 +13,7 @@
 
 #include "saga_engine.h"
 
-int evbus__saga_note(evbus_saga_orch_t *o, const saga_inst_t *in, int64_t now,
+int evbus__saga_note(evbus_saga_orch_t *o, saga_inst_t *in, int64_t now,
                      int step, const char *event, int from, int to,
                      const char *fmt, ...)
 {
@@ -24,7 +24,7 @@ int evbus__saga_note(evbus_saga_orch_t *o, const saga_inst_t *in, int64_t now,
         vsnprintf(detail, sizeof detail, fmt, ap);
         va_end(ap);
     }
-    return evbus__saga_history(&o->st, in->id, now, step, event, from, to,
+    return evbus__saga_history(&o->st, in, now, step, event, from, to,
                                fmt ? detail : NULL);
 }
 
@@ -73,7 +73,7 @@ static int park(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     o->pend.parked++;
     evbus__saga_log(EVBUS_LOG_ERROR, "saga %s %s parked FAILED: %s", d->name,
                     in->id, in->reason);
-    rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+    rc = evbus__saga_step_set(in, in->step, s->name,
                               "comp_failed", in->attempt, -1, -1, -1, why);
     return rc != EVBUS_OK ? rc
                           : evbus__saga_note(o, in, now, in->step, "failed",
@@ -95,7 +95,7 @@ int evbus__saga_comp_failed(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     in->waiting = SAGA_WAIT_RETRY;
     in->due_at = now + delay;
     in->prev_delay_ms = delay;
-    int rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+    int rc = evbus__saga_step_set(in, in->step, s->name,
                                   "compensating", in->attempt, -1, -1, -1,
                                   why);
     return rc != EVBUS_OK
@@ -121,7 +121,7 @@ int evbus__saga_comp_attempt(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         }
         if (r == EVBUS_SAGA_SUCCESS) {
             evbus__saga_answer_reset(&ans);
-            rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+            rc = evbus__saga_step_set(in, in->step, s->name,
                                       "compensated", in->attempt, -1, -1, -1,
                                       NULL);
             if (rc == EVBUS_OK)
@@ -143,7 +143,7 @@ int evbus__saga_comp_attempt(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         return park(o, d, in, now, why);
     in->waiting = SAGA_WAIT_REPLY;
     in->due_at = now + s->comp_timeout_ms;
-    rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+    rc = evbus__saga_step_set(in, in->step, s->name,
                               "compensating", in->attempt, -1, -1, -1, NULL);
     return rc != EVBUS_OK ? rc
                           : evbus__saga_note(o, in, now, in->step,
@@ -156,13 +156,10 @@ int evbus__saga_comp_attempt(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
 int evbus__saga_comp_next(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                           saga_inst_t *in, int64_t now, int k)
 {
-    char status[SAGA_MAX_STEPS][16];
-    int rc = evbus__saga_step_statuses(&o->st, in->id, status, d->n);
-    if (rc != EVBUS_OK)
-        return rc;
+    int rc;
     for (; k >= 0; k--) {
-        if (strcmp(status[k], "done") != 0 &&
-            strcmp(status[k], "timed_out") != 0)
+        const char *status = evbus__saga_step_status(in, k);
+        if (strcmp(status, "done") != 0 && strcmp(status, "timed_out") != 0)
             continue; /* never ran, or answered failure: nothing to undo */
         if (!saga_step_has_comp(&d->steps[k]))
             continue;

@@ -65,7 +65,7 @@ static int step_failed(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                        saga_inst_t *in, int64_t now, const char *why)
 {
     const saga_step_t *s = &d->steps[in->step];
-    int rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name, "failed",
+    int rc = evbus__saga_step_set(in, in->step, s->name, "failed",
                                   -1, now, now, -1, why);
     if (rc == EVBUS_OK)
         rc = evbus__saga_note(o, in, now, in->step, "step failed", -1, -1,
@@ -92,7 +92,7 @@ int evbus__saga_advance(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
             else if (r == EVBUS_SAGA_FAILURE)
                 snprintf(why, sizeof why, "%s", ans.reason);
             if (r == EVBUS_OK)
-                r = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+                r = evbus__saga_step_set(in, in->step, s->name,
                                          "done", -1, now, now, -1, ans.data);
             if (r == EVBUS_OK)
                 r = evbus__saga_note(o, in, now, in->step, "step done", -1,
@@ -115,7 +115,7 @@ int evbus__saga_advance(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         in->attempt = 1;
         in->waiting = SAGA_WAIT_REPLY;
         in->due_at = deadline;
-        rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+        rc = evbus__saga_step_set(in, in->step, s->name,
                                   "running", -1, now, -1, deadline, NULL);
         return rc != EVBUS_OK ? rc
                               : evbus__saga_note(o, in, now, in->step,
@@ -147,7 +147,7 @@ static int action_reply(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         return rc;
     if (rc == 1)
         return step_failed(o, d, in, now, why);
-    rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name, "done", -1,
+    rc = evbus__saga_step_set(in, in->step, s->name, "done", -1,
                               -1, now, -1,
                               patch && evbus__saga_is_object(patch, 0)
                                   ? patch
@@ -178,7 +178,7 @@ static int comp_reply(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                         "was parked; compensating on",
                         d->name, in->id, s->name);
     }
-    int rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+    int rc = evbus__saga_step_set(in, in->step, s->name,
                                   "compensated", m->attempt, -1, -1, -1,
                                   NULL);
     if (rc == EVBUS_OK)
@@ -247,7 +247,7 @@ int evbus__saga_apply_timer(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         snprintf(why, sizeof why, "no reply within %lld ms",
                  (long long)s->deadline_ms);
         o->pend.timeouts++;
-        int rc = evbus__saga_step_set(&o->st, in->id, in->step, s->name,
+        int rc = evbus__saga_step_set(in, in->step, s->name,
                                       "timed_out", -1, -1, now, -1, why);
         if (rc == EVBUS_OK)
             rc = evbus__saga_note(o, in, now, in->step, "step timed out", -1,

@@ -26,7 +26,7 @@ int evbus__saga_run_local(evbus_saga_orch_t *o, evbus_saga_local_fn fn,
                           evbus_saga_answer_t *ans);
 
 /* Writes one history row of the instance; from/to -1 = no state change. */
-int evbus__saga_note(evbus_saga_orch_t *o, const saga_inst_t *in, int64_t now,
+int evbus__saga_note(evbus_saga_orch_t *o, saga_inst_t *in, int64_t now,
                      int step, const char *event, int from, int to,
                      const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));

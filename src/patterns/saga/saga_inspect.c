@@ -12,11 +12,10 @@
 #include "saga_internal.h"
 
 #define LIST_COLS                                                              \
-    "s.id, s.saga, s.state, s.step, st.name, s.attempt, s.reason,"           \
-    " s.created_at, s.updated_at, s.ended_at, s.due_at, s.waiting"
-#define LIST_FROM                                                              \
-    " FROM evbus_saga s LEFT JOIN evbus_saga_step st"                          \
-    " ON st.saga_id = s.id AND st.step = s.step"
+    "s.id, s.saga, s.state, s.step,"                                           \
+    " json_extract(s.steps, printf('$[%d].name', s.step)), s.attempt,"        \
+    " s.reason, s.created_at, s.updated_at, s.ended_at, s.due_at, s.waiting"
+#define LIST_FROM " FROM evbus_saga s"
 
 static int no_tables(sqlite3 *db, char *errstr, size_t n)
 {
@@ -168,19 +167,6 @@ int evbus_saga_list_json(sqlite3 *db, const char *state, int limit,
     return finish(root, rc, out, db, errstr, n);
 }
 
-static cJSON *step_entry(sqlite3_stmt *s)
-{
-    static const char *keys[] = {"index",     "name",    "status",
-                                 "attempts",  "startedAt", "endedAt",
-                                 "deadlineAt"};
-    cJSON *e = cJSON_CreateObject();
-    for (int i = 0; e && i < 7; i++)
-        add_col(e, keys[i], s, i);
-    if (e)
-        add_json_col(e, "result", s, 7);
-    return e;
-}
-
 static cJSON *history_entry(sqlite3_stmt *s)
 {
     static const char *keys[] = {"at", "step", "event", "from", "to",
@@ -194,8 +180,10 @@ static cJSON *history_entry(sqlite3_stmt *s)
 static cJSON *show_entry(sqlite3_stmt *s)
 {
     cJSON *e = list_entry(s);
-    if (e)
+    if (e) {
         add_json_col(e, "data", s, 12);
+        add_json_col(e, "steps", s, 13);
+    }
     return e;
 }
 
@@ -212,7 +200,8 @@ int evbus_saga_show_json(sqlite3 *db, const char *id, char **out,
     if (!found)
         return EVBUS_ENOMEM;
     rc = rows(db,
-              "SELECT " LIST_COLS ", s.data" LIST_FROM " WHERE s.id = ?1",
+              "SELECT " LIST_COLS ", s.data, s.steps" LIST_FROM
+              " WHERE s.id = ?1",
               id, 0, found, show_entry);
     cJSON *root = found->child ? cJSON_DetachItemFromArray(found, 0) : NULL;
     cJSON_Delete(found);
@@ -220,16 +209,9 @@ int evbus_saga_show_json(sqlite3 *db, const char *id, char **out,
         ob__seterr(errstr, n, "no saga instance '%s'", id);
         return EVBUS_ENOTFOUND;
     }
-    cJSON *steps = cJSON_AddArrayToObject(root, "steps");
     cJSON *hist = cJSON_AddArrayToObject(root, "history");
-    if (rc == EVBUS_OK && (!steps || !hist))
+    if (rc == EVBUS_OK && !hist)
         rc = EVBUS_ENOMEM;
-    if (rc == EVBUS_OK)
-        rc = rows(db,
-                  "SELECT step, name, status, attempts, started_at, ended_at,"
-                  " deadline_at, result FROM evbus_saga_step"
-                  " WHERE saga_id = ?1 ORDER BY step",
-                  id, 0, steps, step_entry);
     if (rc == EVBUS_OK)
         rc = rows(db,
                   "SELECT at, step, event, from_state, to_state, detail"
@@ -288,13 +270,14 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
                          "UPDATE evbus_saga SET state = 'COMPENSATING',"
                          " waiting = 'retry', due_at = ?2, attempt = 0,"
                          " prev_delay_ms = 0, comp_started_at = ?2,"
-                         " updated_at = ?2, ended_at = NULL WHERE id = ?1",
+                         " updated_at = ?2, ended_at = NULL,"
+                         " hseq = hseq + 1 WHERE id = ?1",
                          &up, errstr, n);
         if (rc == EVBUS_OK)
             rc = ob__prepare(db,
-                             "INSERT INTO evbus_saga_history(saga_id, at,"
-                             " step, event, from_state, to_state, detail)"
-                             " SELECT id, ?2, step, 'resumed', 'FAILED',"
+                             "INSERT INTO evbus_saga_history(saga_id, seq,"
+                             " at, step, event, from_state, to_state, detail)"
+                             " SELECT id, hseq, ?2, step, 'resumed', 'FAILED',"
                              " 'COMPENSATING', 'by evbus_saga_resume'"
                              " FROM evbus_saga WHERE id = ?1",
                              &hist, errstr, n);

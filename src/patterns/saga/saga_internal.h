@@ -81,6 +81,8 @@ typedef struct saga_msg {
     const char *reason;  /* replies: sagareason or NULL */
 } saga_msg_t;
 
+struct cJSON;
+
 /* An instance row (strings malloc'd). */
 typedef struct saga_inst {
     char *id, *saga, *data, *reason;
@@ -89,12 +91,14 @@ typedef struct saga_inst {
     int64_t due_at; /* -1 = none */
     int prev_delay_ms;
     int64_t comp_started_at;
+    struct cJSON *steps; /* the per-step results (saga_steps.c) */
+    int64_t hseq;        /* history rows written so far */
 } saga_inst_t;
 
 /* Prepared statements on the orchestrator's connection. */
 typedef struct saga_store {
     sqlite3 *db;
-    sqlite3_stmt *insert, *load, *update, *step_set, *step_load, *history;
+    sqlite3_stmt *insert, *load, *update, *history;
     sqlite3_stmt *due, *next_due, *count_states;
 } saga_store_t;
 
@@ -173,16 +177,8 @@ int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out);
 int evbus__saga_store_update(saga_store_t *st, const saga_inst_t *in,
                              int64_t now);
 void evbus__saga_inst_free(saga_inst_t *in);
-/* Upserts a step row; NULL strings and negative times leave the column as
- * it was. attempts < 0 leaves it; */
-int evbus__saga_step_set(saga_store_t *st, const char *id, int step,
-                         const char *name, const char *status, int attempts,
-                         int64_t started_at, int64_t ended_at,
-                         int64_t deadline_at, const char *result);
-/* Fills status[i] (SAGA_MAX_STEPS entries, "" when no row) of instance id. */
-int evbus__saga_step_statuses(saga_store_t *st, const char *id,
-                              char status[][16], int nsteps);
-int evbus__saga_history(saga_store_t *st, const char *id, int64_t at,
+/* Appends a history row (its number is ++in->hseq). */
+int evbus__saga_history(saga_store_t *st, saga_inst_t *in, int64_t at,
                         int step, const char *event, int from, int to,
                         const char *detail);
 /* Ids of instances of `saga` due at now (at most max), malloc'd array of
@@ -191,6 +187,21 @@ int evbus__saga_store_due(saga_store_t *st, const char *saga, int64_t now,
                           int max, char ***ids);
 /* Earliest due_at of `saga`, or -1. */
 int64_t evbus__saga_store_next_due(saga_store_t *st, const char *saga);
+
+/* ---- saga_steps.c: the per-step results of an instance (in memory) */
+/* Parses the steps column (NULL: an empty list). */
+int evbus__saga_steps_parse(saga_inst_t *in, const char *text);
+/* The steps as JSON text, malloc'd; NULL when out of memory. */
+char *evbus__saga_steps_print(const saga_inst_t *in);
+/* Sets step `step`'s name and status; attempts < 0 and times < 0 leave
+ * those as they were, result NULL too (a JSON object text is kept as an
+ * object, anything else as a string). EVBUS_OK or EVBUS_ENOMEM. */
+int evbus__saga_step_set(saga_inst_t *in, int step, const char *name,
+                         const char *status, int attempts, int64_t started_at,
+                         int64_t ended_at, int64_t deadline_at,
+                         const char *result);
+/* The step's status ("done", "timed_out", ...), "" when it never ran. */
+const char *evbus__saga_step_status(const saga_inst_t *in, int step);
 
 /* ---- saga_engine.c: transitions, inside an open transaction. They return
  * EVBUS_OK or a negative error (the caller rolls back). */

@@ -382,9 +382,9 @@ static int reply_work(sqlite3 *db, const evbus_event_t *ev,
     }
     int64_t now = evbus__saga_now(o);
     rc = evbus__saga_apply_reply(o, d, &in, &m, ev, now);
-    if (rc == 1)
+    if (rc == 1) /* ignored: only its history row (and hseq) changed */
         c->ignored = 1;
-    else if (rc == EVBUS_OK)
+    if (rc >= 0)
         rc = evbus__saga_store_update(&o->st, &in, now);
     evbus__saga_inst_free(&in);
     return rc < 0 ? rc : EVBUS_ACK;

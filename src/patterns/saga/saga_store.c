@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 #define INST_COLS                                                              \
     "id, saga, state, step, attempt, waiting, data, reason, due_at,"           \
-    " prev_delay_ms, comp_started_at"
+    " prev_delay_ms, comp_started_at, steps, hseq"
 
 static const char *wait_name(saga_wait_t w)
 {
@@ -38,29 +40,19 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
     } q[] = {
         {&st->insert,
          "INSERT INTO evbus_saga(" INST_COLS ", created_at, updated_at)"
-         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
-         " ON CONFLICT(id) DO NOTHING"},
+         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+         " ?14, ?14) ON CONFLICT(id) DO NOTHING"},
         {&st->load, "SELECT " INST_COLS " FROM evbus_saga WHERE id = ?1"},
         {&st->update,
          "UPDATE evbus_saga SET state = ?3, step = ?4, attempt = ?5,"
          " waiting = ?6, data = ?7, reason = ?8, due_at = ?9,"
-         " prev_delay_ms = ?10, comp_started_at = ?11, updated_at = ?12,"
-         " ended_at = ?13 WHERE id = ?1 AND saga = ?2"},
-        {&st->step_set,
-         "INSERT INTO evbus_saga_step(saga_id, step, name, status, attempts,"
-         " started_at, ended_at, deadline_at, result)"
-         " VALUES(?1, ?2, ?3, ?4, coalesce(?5, 0), ?6, ?7, ?8, ?9)"
-         " ON CONFLICT(saga_id, step) DO UPDATE SET status = excluded.status,"
-         " attempts = coalesce(?5, attempts),"
-         " started_at = coalesce(?6, started_at),"
-         " ended_at = coalesce(?7, ended_at),"
-         " deadline_at = coalesce(?8, deadline_at),"
-         " result = coalesce(?9, result)"},
-        {&st->step_load,
-         "SELECT step, status FROM evbus_saga_step WHERE saga_id = ?1"},
+         " prev_delay_ms = ?10, comp_started_at = ?11, steps = ?12,"
+         " hseq = ?13, updated_at = ?14, ended_at = ?15"
+         " WHERE id = ?1 AND saga = ?2"},
         {&st->history,
-         "INSERT INTO evbus_saga_history(saga_id, at, step, event,"
-         " from_state, to_state, detail) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+         "INSERT INTO evbus_saga_history(saga_id, seq, at, step, event,"
+         " from_state, to_state, detail)"
+         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
         {&st->due,
          "SELECT id FROM evbus_saga WHERE saga = ?1 AND due_at <= ?2"
          " ORDER BY due_at LIMIT ?3"},
@@ -82,9 +74,9 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
 
 void evbus__saga_store_close(saga_store_t *st)
 {
-    sqlite3_stmt *all[] = {st->insert,  st->load,      st->update,
-                           st->step_set, st->step_load, st->history,
-                           st->due,     st->next_due,  st->count_states};
+    sqlite3_stmt *all[] = {st->insert,  st->load,     st->update,
+                           st->history, st->due,      st->next_due,
+                           st->count_states};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
     memset(st, 0, sizeof *st);
@@ -106,8 +98,9 @@ static void bind_opt_i64(sqlite3_stmt *s, int i, int64_t v)
         sqlite3_bind_null(s, i);
 }
 
-/* Binds columns 1..11 (INST_COLS order). */
-static void bind_inst(sqlite3_stmt *s, const saga_inst_t *in)
+/* Binds columns 1..13 (INST_COLS order); steps is the printed list. */
+static void bind_inst(sqlite3_stmt *s, const saga_inst_t *in,
+                      const char *steps)
 {
     sqlite3_bind_text(s, 1, in->id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, in->saga, -1, SQLITE_STATIC);
@@ -121,15 +114,32 @@ static void bind_inst(sqlite3_stmt *s, const saga_inst_t *in)
     bind_opt_i64(s, 9, in->due_at);
     sqlite3_bind_int(s, 10, in->prev_delay_ms);
     sqlite3_bind_int64(s, 11, in->comp_started_at);
+    sqlite3_bind_text(s, 12, steps, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 13, in->hseq);
+}
+
+/* Binds the instance, runs st with now at ?14 (and, for updates, the end
+ * time at ?15). */
+static int write_inst(sqlite3_stmt *st, const saga_inst_t *in, int64_t now,
+                      bool update)
+{
+    char *steps = evbus__saga_steps_print(in);
+    if (!steps)
+        return EVBUS_ENOMEM;
+    bind_inst(st, in, steps);
+    sqlite3_bind_int64(st, 14, now);
+    if (update)
+        bind_opt_i64(st, 15, in->state >= EVBUS_SAGA_COMPLETED ? now : -1);
+    int rc = ob__step_done(st);
+    sqlite3_clear_bindings(st);
+    free(steps);
+    return rc;
 }
 
 int evbus__saga_store_insert(saga_store_t *st, const saga_inst_t *in,
                              int64_t now)
 {
-    bind_inst(st->insert, in);
-    sqlite3_bind_int64(st->insert, 12, now);
-    int rc = ob__step_done(st->insert);
-    sqlite3_clear_bindings(st->insert);
+    int rc = write_inst(st->insert, in, now, false);
     if (rc != EVBUS_OK)
         return rc;
     return sqlite3_changes(st->db) > 0 ? 1 : 0;
@@ -173,8 +183,11 @@ int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out)
                       : sqlite3_column_int64(s, 8);
     out->prev_delay_ms = sqlite3_column_int(s, 9);
     out->comp_started_at = sqlite3_column_int64(s, 10);
+    int steps_rc = evbus__saga_steps_parse(
+        out, (const char *)sqlite3_column_text(s, 11));
+    out->hseq = sqlite3_column_int64(s, 12);
     sqlite3_reset(s);
-    if (oom || !out->id || !out->saga || !out->data) {
+    if (steps_rc != EVBUS_OK || oom || !out->id || !out->saga || !out->data) {
         evbus__saga_inst_free(out);
         return oom ? EVBUS_ENOMEM : EVBUS_EIO;
     }
@@ -188,13 +201,7 @@ int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out)
 int evbus__saga_store_update(saga_store_t *st, const saga_inst_t *in,
                              int64_t now)
 {
-    bind_inst(st->update, in);
-    sqlite3_bind_int64(st->update, 12, now);
-    bind_opt_i64(st->update, 13,
-                 in->state >= EVBUS_SAGA_COMPLETED ? now : -1);
-    int rc = ob__step_done(st->update);
-    sqlite3_clear_bindings(st->update);
-    return rc;
+    return write_inst(st->update, in, now, true);
 }
 
 void evbus__saga_inst_free(saga_inst_t *in)
@@ -203,59 +210,23 @@ void evbus__saga_inst_free(saga_inst_t *in)
     free(in->saga);
     free(in->data);
     free(in->reason);
+    cJSON_Delete(in->steps);
     memset(in, 0, sizeof *in);
 }
 
-int evbus__saga_step_set(saga_store_t *st, const char *id, int step,
-                         const char *name, const char *status, int attempts,
-                         int64_t started_at, int64_t ended_at,
-                         int64_t deadline_at, const char *result)
-{
-    sqlite3_stmt *s = st->step_set;
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 2, step);
-    sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, status, -1, SQLITE_STATIC);
-    bind_opt_i64(s, 5, attempts);
-    bind_opt_i64(s, 6, started_at);
-    bind_opt_i64(s, 7, ended_at);
-    bind_opt_i64(s, 8, deadline_at);
-    bind_opt_text(s, 9, result);
-    int rc = ob__step_done(s);
-    sqlite3_clear_bindings(s);
-    return rc;
-}
-
-int evbus__saga_step_statuses(saga_store_t *st, const char *id,
-                              char status[][16], int nsteps)
-{
-    for (int i = 0; i < nsteps; i++)
-        status[i][0] = 0;
-    sqlite3_stmt *s = st->step_load;
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int i = sqlite3_column_int(s, 0);
-        const char *v = (const char *)sqlite3_column_text(s, 1);
-        if (i >= 0 && i < nsteps && v)
-            snprintf(status[i], 16, "%s", v);
-    }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? EVBUS_OK : ob__sqlite_err(rc);
-}
-
-int evbus__saga_history(saga_store_t *st, const char *id, int64_t at, int step,
-                        const char *event, int from, int to,
+int evbus__saga_history(saga_store_t *st, saga_inst_t *in, int64_t at,
+                        int step, const char *event, int from, int to,
                         const char *detail)
 {
     sqlite3_stmt *s = st->history;
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, at);
-    bind_opt_i64(s, 3, step);
-    sqlite3_bind_text(s, 4, event, -1, SQLITE_STATIC);
-    bind_opt_text(s, 5, from >= 0 ? evbus_saga_state_name(from) : NULL);
-    bind_opt_text(s, 6, to >= 0 ? evbus_saga_state_name(to) : NULL);
-    bind_opt_text(s, 7, detail);
+    sqlite3_bind_text(s, 1, in->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, ++in->hseq);
+    sqlite3_bind_int64(s, 3, at);
+    bind_opt_i64(s, 4, step);
+    sqlite3_bind_text(s, 5, event, -1, SQLITE_STATIC);
+    bind_opt_text(s, 6, from >= 0 ? evbus_saga_state_name(from) : NULL);
+    bind_opt_text(s, 7, to >= 0 ? evbus_saga_state_name(to) : NULL);
+    bind_opt_text(s, 8, detail);
     int rc = ob__step_done(s);
     sqlite3_clear_bindings(s);
     return rc;
