@@ -40,11 +40,12 @@
  * Tables (created when missing; schema version in evbus_saga_schema):
  *   evbus_saga          one row per instance: definition, state, current
  *                       step, attempt, data, reason, the next timer (due_at)
- *                       and what it waits for, times
- *   evbus_saga_step     per step of an instance: name, status, attempts,
- *                       times, deadline, result (reply data or reason)
+ *                       and what it waits for, times, and `steps`: a JSON
+ *                       array with each step's name, status, attempts,
+ *                       start and end times, deadline and result (the
+ *                       reply's data or the reason it failed)
  *   evbus_saga_history  every transition with its time, from/to state and
- *                       a detail line
+ *                       a detail line, keyed by (instance, number)
  *   evbus_saga_part     (participants) what each participant did per
  *                       (instance, step): done, failed, compensated,
  *                       cancelled
@@ -170,10 +171,12 @@ typedef struct evbus_saga_step {
     const char *name;
 
     /* Command action: the topic the command goes to, its CloudEvents type
-     * (default "<saga>.<step>") and how its data is built: template (JSON
-     * text whose string values "$" and "$.a.b" are replaced by the saga's
-     * data and the value at that path; a path that is missing fails the
-     * step) or build (a callback); neither = the saga's data as it is. */
+     * (default "<saga>.<step>") and how its data is built: template (a
+     * JSON object whose string values "$" and "$.a.b" - "$.items.0" for
+     * an array element - are replaced by the saga's data and the value at
+     * that path; a path that is missing fails the step; "$$x" stands for
+     * the text "$x") or build (a callback); neither = the saga's data as
+     * it is. */
     const char *topic;
     const char *type;
     const char *template_json;
@@ -257,8 +260,11 @@ typedef struct evbus_saga_opts {
     /* CloudEvents source of commands. Default "/<name>". */
     const char *source;
     /* 1 = subscribe to reply_topic on the bus (replies are handled inside
-     * evbus_saga_poll / evbus_poll); 0 = the application feeds replies with
-     * evbus_saga_on_reply. Default 1. */
+     * evbus_saga_poll / evbus_poll; a reply whose transaction fails, e.g.
+     * database busy, is retried up to 20 times before it is
+     * dead-lettered - the step's deadline then still ends the wait);
+     * 0 = the application feeds replies with evbus_saga_on_reply.
+     * Default 1. */
     int subscribe;
     /* 1 = run an outbox relay (its own thread and connection) that
      * publishes this database's outbox to the bus; 0 = the application
