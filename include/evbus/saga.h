@@ -582,6 +582,22 @@ EVBUS_API int evbus_saga_state_of(sqlite3 *db, const char *id);
 EVBUS_API int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr,
                                 size_t errstr_size);
 
+/*
+ * Deletes instances that ended as COMPLETED or COMPENSATED before
+ * ended_before_ms (Unix milliseconds), with their history, in transactions
+ * of at most 500 instances. FAILED instances stay (resume them, or delete
+ * them by hand). Ended instances are kept until this is called.
+ * An id may be started again once its instance is purged - but the
+ * participants keep what they did per (instance id, step) for their
+ * retention_ms, so do not reuse an id within that time.
+ * Returns how many instances it deleted (>= 0), or EVBUS_ENOTFOUND (no
+ * saga tables), EVBUS_EBUSY, EVBUS_EIO with the reason in errstr.
+ * Thread-safety: the thread that uses db (with an orchestrator on this
+ * connection, hold its lock).
+ */
+EVBUS_API int evbus_saga_purge(sqlite3 *db, int64_t ended_before_ms,
+                               char *errstr, size_t errstr_size);
+
 #ifdef __cplusplus
 }
 #endif

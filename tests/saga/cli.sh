@@ -61,5 +61,12 @@ check "resume of an instance that is not FAILED: exit 1" [ "$rc" = 1 ] && has "n
 out=$("$evbus" saga show failed-1 --db "$db")
 check "resume is in the history" has " resumed .*FAILED -> COMPENSATING"
 
+out=$("$evbus" saga purge --days 1 --db "$db"); rc=$?
+check "purge deletes the two that ended long ago" [ "$rc" = 0 ] && has "purged 2 instances"
+out=$("$evbus" saga list --db "$db" -q)
+check "purge kept the running and the resumed one" [ "$(printf '%s\n' "$out" | wc -l)" = 3 ] && line_has run-1 RUNNING && line_has failed-1 COMPENSATING
+"$evbus" saga purge --db "$db" >/dev/null 2>&1; rc=$?
+check "purge without --days: usage error" [ "$rc" = 2 ]
+
 [ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
 echo "all checks passed"

@@ -488,6 +488,58 @@ START_TEST(inspection_json)
 }
 END_TEST
 
+START_TEST(purge_ended_instances)
+{
+    evbus_saga_def_t *d = evbus_saga_def_new("order", NULL, 0);
+    h_cmd_step(d, "pay", "payment.charge", NULL, 0);
+    h_register(&h, d);
+    char id[16];
+    for (int i = 0; i < 3; i++) { /* three that end now */
+        snprintf(id, sizeof id, "old%d", i);
+        ck_assert_int_eq(evbus_saga_start(h.orch, "order", id, NULL), 1);
+        evbus_event_t *c = h_expect_cmd(&h, "payment.charge", 0, "action");
+        ck_assert_int_eq(h_reply(&h, c, i ? SUCCESS : FAILURE, NULL, "no"),
+                         EVBUS_ACK);
+    }
+    int64_t cutoff = (int64_t)fake_now(&h.clock) + 1;
+    h_advance(&h, 1000);
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "new", NULL), 1);
+    evbus_event_t *c = h_expect_cmd(&h, "payment.charge", 0, "action");
+    ck_assert_int_eq(h_reply(&h, c, SUCCESS, NULL, NULL), EVBUS_ACK);
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "busy", NULL), 1);
+    char err[256] = "";
+    ck_assert_int_eq(evbus_saga_purge(h.db, cutoff, err, sizeof err), 3);
+    ck_assert_int_eq(sql_int(h.db, "SELECT count(*) FROM evbus_saga"), 2);
+    ck_assert_int_eq(sql_int(h.db, "SELECT count(*) FROM evbus_saga_history"
+                                   " WHERE saga_id LIKE 'old%'"),
+                     0);
+    ck_assert_int_gt(sql_int(h.db, "SELECT count(*) FROM evbus_saga_history"
+                                   " WHERE saga_id = 'new'"),
+                     0);
+    ck_assert_int_eq(evbus_saga_purge(h.db, cutoff, err, sizeof err), 0);
+    /* a purged id can be started again */
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "old1", NULL), 1);
+}
+END_TEST
+
+START_TEST(data_must_be_valid_utf8)
+{
+    evbus_saga_def_t *d = evbus_saga_def_new("order", NULL, 0);
+    h_cmd_step(d, "pay", "payment.charge", NULL, 0);
+    h_register(&h, d);
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "u1",
+                                      "{\"name\":\"caf\xe9\"}"),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "u1",
+                                      "{\"name\":\"caf\xc3\xa9\"}"),
+                     1);
+    evbus_event_t *c = h_expect_cmd(&h, "payment.charge", 0, "action");
+    ck_assert_ptr_null(evbus_saga_reply_new(c, SUCCESS, "{\"x\":\"\xff\"}",
+                                            NULL, "/p"));
+    evbus_event_free(c);
+}
+END_TEST
+
 Suite *api_suite(void);
 Suite *api_suite(void)
 {
@@ -501,6 +553,8 @@ Suite *api_suite(void)
     tcase_add_test(t, local_steps_run_in_the_transaction);
     tcase_add_test(t, merge_callback_decides_the_data);
     tcase_add_test(t, inspection_json);
+    tcase_add_test(t, purge_ended_instances);
+    tcase_add_test(t, data_must_be_valid_utf8);
     suite_add_tcase(s, t);
     return s;
 }

@@ -228,6 +228,30 @@ START_TEST(compensation_runs_once_over_attempts)
 }
 END_TEST
 
+static int set_rc;
+
+static int bad_data(sqlite3 *d, const evbus_event_t *c, evbus_saga_answer_t *a,
+                    void *opaque)
+{
+    set_rc = evbus_saga_answer_set_data(a, "{\"x\":\"\xc3\"}");
+    return SUCCESS;
+}
+
+START_TEST(answer_data_must_be_utf8)
+{
+    evbus_event_t *c = cmd("c1", "s1", 0, "action", 1, NULL);
+    ck_assert_int_eq(evbus_saga_participant_handle(part, c, bad_data, NULL,
+                                                   NULL),
+                     EVBUS_ACK);
+    evbus_event_free(c);
+    ck_assert_int_eq(set_rc, EVBUS_EINVAL);
+    evbus_event_t *r = reply(1);
+    ck_assert_str_eq(evbus_event_ext(r, "sagaoutcome"), "success");
+    ck_assert_uint_eq(evbus_event_data_len(r), 0);
+    evbus_event_free(r);
+}
+END_TEST
+
 START_TEST(not_saga_commands_are_dropped)
 {
     evbus_event_t *ev = evbus_event_new("order.pay", "/orders");
@@ -382,6 +406,7 @@ Suite *participant_suite(void)
     tcase_add_test(t, errors_roll_back_and_retry);
     tcase_add_test(t, compensation_that_overtakes_its_action);
     tcase_add_test(t, compensation_runs_once_over_attempts);
+    tcase_add_test(t, answer_data_must_be_utf8);
     tcase_add_test(t, not_saga_commands_are_dropped);
     tcase_add_test(t, whole_sagas_over_memory_bus);
     suite_add_tcase(s, t);

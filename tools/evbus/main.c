@@ -23,7 +23,7 @@ static const char main_usage[] =
     "                         republish dead letters to their topic\n"
     "  health URL             check that the broker is reachable\n"
     "  bench URL [OPTIONS]    run the evbus-bench benchmark harness\n"
-    "  saga list|show ID|resume ID --db PATH\n"
+    "  saga list|show ID|resume ID|purge --days N --db PATH\n"
     "                         inspect the sagas of an orchestrator database\n"
     "\n"
     "URLs: memory://NAME, sqlite:///path/bus.db, redis://host:port[/db],\n"

@@ -1,9 +1,9 @@
 /*
- * evbus saga list | show ID | resume ID: looks at the sagas in an
- * orchestrator's SQLite database (--db PATH, or EVBUS_SAGA_DB), without an
- * orchestrator running: the instance list with states and reasons, one
- * instance with its steps and history, and resuming an instance parked as
- * FAILED. Reads through evbus_saga_list_json / evbus_saga_show_json, so
+ * evbus saga list | show ID | resume ID | purge: looks after the sagas in
+ * an orchestrator's SQLite database (--db PATH, or EVBUS_SAGA_DB), without
+ * an orchestrator running: the instance list with states and reasons, one
+ * instance with its steps and history, resuming an instance parked as
+ * FAILED, and deleting old ended instances. Reads through evbus_saga_list_json / evbus_saga_show_json, so
  * the tool shows exactly what the library stores.
  */
 #include <getopt.h>
@@ -22,6 +22,7 @@ static const char saga_usage[] =
     "usage: evbus saga list [--db PATH] [--state STATE] [--limit N] [--json]\n"
     "       evbus saga show ID [--db PATH] [--json]\n"
     "       evbus saga resume ID [--db PATH]\n"
+    "       evbus saga purge --days N [--db PATH]\n"
     "\n"
     "Inspects the sagas of an orchestrator's SQLite database (the file its\n"
     "evbus_saga_orch_open used; --db PATH or the EVBUS_SAGA_DB environment\n"
@@ -38,6 +39,8 @@ static const char saga_usage[] =
     "resume: sends a FAILED instance's failed compensation again (a fresh\n"
     "  series of attempts) once its orchestrator runs; for after a person\n"
     "  fixed the cause.\n"
+    "purge: deletes instances that ended COMPLETED or COMPENSATED more than\n"
+    "  --days N days ago, with their history (FAILED ones stay).\n"
     "\n"
     "      --db PATH            the orchestrator's database\n"
     "      --json               the library's JSON instead of a table\n"
@@ -180,13 +183,14 @@ int cmd_saga(int argc, char **argv)
         {"db", required_argument, NULL, 'd'},
         {"state", required_argument, NULL, 's'},
         {"limit", required_argument, NULL, 'n'},
+        {"days", required_argument, NULL, 'D'},
         {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *db_path = getenv("EVBUS_SAGA_DB"), *state = NULL;
-    long limit = 100;
+    long limit = 100, days = -1;
     int json = 0, c;
     optind = 0;
     while ((c = getopt_long(argc, argv, "qvh", longs, NULL)) != -1) {
@@ -196,6 +200,10 @@ int cmd_saga(int argc, char **argv)
         case 'n':
             if (cli_parse_long("saga", "--limit", optarg, 1, 1000000,
                                &limit) < 0)
+                return CLI_USAGE;
+            break;
+        case 'D':
+            if (cli_parse_long("saga", "--days", optarg, 0, 100000, &days) < 0)
                 return CLI_USAGE;
             break;
         case 'j': json = 1; break;
@@ -210,27 +218,39 @@ int cmd_saga(int argc, char **argv)
     int nargs = argc - optind;
     const char *what = nargs > 0 ? argv[optind] : "";
     int list = strcmp(what, "list") == 0, show = strcmp(what, "show") == 0,
-        resume = strcmp(what, "resume") == 0;
-    if (!list && !show && !resume)
+        resume = strcmp(what, "resume") == 0, purge = strcmp(what, "purge") == 0;
+    if (!list && !show && !resume && !purge)
         return nargs ? cli_usage_error("saga", "unknown subcommand '%s'", what)
-                     : cli_usage_error("saga", "expected list, show or "
-                                               "resume");
-    if (nargs != (list ? 1 : 2))
-        return cli_usage_error("saga", list ? "list takes no arguments"
-                                            : "%s takes one instance id",
+                     : cli_usage_error("saga", "expected list, show, resume "
+                                               "or purge");
+    if (nargs != (list || purge ? 1 : 2))
+        return cli_usage_error("saga", list || purge
+                                           ? "%s takes no arguments"
+                                           : "%s takes one instance id",
                                what);
+    if (purge != (days >= 0))
+        return cli_usage_error("saga", purge ? "purge needs --days N"
+                                             : "--days is for purge only");
     if (!db_path || !*db_path)
         return cli_usage_error("saga", "which database? give --db PATH (or "
                                        "set EVBUS_SAGA_DB)");
     if (state && !list)
         return cli_usage_error("saga", "--state is for list only");
     cli_setup_log();
-    sqlite3 *db = open_db(db_path, resume);
+    sqlite3 *db = open_db(db_path, resume || purge);
     if (!db)
         return CLI_FAIL;
     char *out = NULL, err[512] = "";
     int rc;
-    if (resume)
+    if (purge) {
+        rc = evbus_saga_purge(db, (int64_t)time(NULL) * 1000 -
+                                      (int64_t)days * 86400000,
+                              err, sizeof err);
+        if (rc >= 0 && !cli_quiet)
+            printf("purged %d instance%s that ended more than %ld day%s ago\n",
+                   rc, rc == 1 ? "" : "s", days, days == 1 ? "" : "s");
+        rc = rc > 0 ? EVBUS_OK : rc;
+    } else if (resume)
         rc = evbus_saga_resume(db, argv[optind + 1], err, sizeof err);
     else if (list)
         rc = evbus_saga_list_json(db, state, (int)limit, &out, err,
@@ -248,7 +268,9 @@ int cmd_saga(int argc, char **argv)
         free(out);
         return CLI_FAIL;
     }
-    if (resume) {
+    if (purge) {
+        /* printed above */
+    } else if (resume) {
         if (!cli_quiet)
             printf("resumed %s: its compensation is sent again when its "
                    "orchestrator runs\n", argv[optind + 1]);

@@ -1,7 +1,8 @@
 /*
- * Looking at sagas with nothing but the database: the instance list, one
- * instance with its steps and history (JSON for the CLI and status pages),
- * an instance's state, and resuming an instance parked as FAILED.
+ * Looking after sagas with nothing but the database: the instance list,
+ * one instance with its steps and history (JSON for the CLI and status
+ * pages), an instance's state, resuming an instance parked as FAILED, and
+ * purging ended instances.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -305,4 +306,53 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
         ob__seterr(errstr, n, "%s", sqlite3_errmsg(db));
     evbus__saga_tx_rollback(db, nested, "evbus_saga_resume");
     return rc;
+}
+
+#define PURGE_BATCH 500
+
+int evbus_saga_purge(sqlite3 *db, int64_t ended_before_ms, char *errstr,
+                     size_t n)
+{
+    if (!db)
+        return EVBUS_EINVAL;
+    int rc = no_tables(db, errstr, n);
+    if (rc != EVBUS_OK)
+        return rc;
+    /* the instances of one batch: ended, not FAILED, old enough */
+#define ENDED_BATCH                                                            \
+    "SELECT id FROM evbus_saga WHERE state IN ('COMPLETED', 'COMPENSATED')"   \
+    " AND ended_at < ?1 ORDER BY seq LIMIT 500"
+    sqlite3_stmt *hist = NULL, *inst = NULL;
+    rc = ob__prepare(db,
+                     "DELETE FROM evbus_saga_history WHERE saga_id IN"
+                     " (" ENDED_BATCH ")",
+                     &hist, errstr, n);
+    if (rc == EVBUS_OK)
+        rc = ob__prepare(db,
+                         "DELETE FROM evbus_saga WHERE id IN (" ENDED_BATCH ")",
+                         &inst, errstr, n);
+#undef ENDED_BATCH
+    int total = 0, deleted = PURGE_BATCH;
+    while (rc == EVBUS_OK && deleted == PURGE_BATCH) {
+        int nested;
+        if ((rc = evbus__saga_tx_begin(db, &nested, "evbus_saga_purge")) !=
+            EVBUS_OK)
+            break;
+        sqlite3_bind_int64(hist, 1, ended_before_ms);
+        sqlite3_bind_int64(inst, 1, ended_before_ms);
+        rc = ob__step_done(hist); /* history first: it finds them by id */
+        if (rc == EVBUS_OK && (rc = ob__step_done(inst)) == EVBUS_OK) {
+            deleted = sqlite3_changes(db);
+            rc = evbus__saga_tx_commit(db, nested, "evbus_saga_purge");
+        }
+        if (rc != EVBUS_OK) {
+            ob__seterr(errstr, n, "%s", sqlite3_errmsg(db));
+            evbus__saga_tx_rollback(db, nested, "evbus_saga_purge");
+        } else {
+            total += deleted;
+        }
+    }
+    sqlite3_finalize(hist);
+    sqlite3_finalize(inst);
+    return rc == EVBUS_OK ? total : rc;
 }

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/event_internal.h" /* evbus__utf8_ok */
 #include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
@@ -17,8 +18,8 @@ bool evbus__saga_is_object(const char *json, size_t max)
     if (!json)
         return false;
     size_t len = strlen(json);
-    if (max && len > max)
-        return false;
+    if ((max && len > max) || !evbus__utf8_ok((const unsigned char *)json, len))
+        return false; /* cJSON does not check the strings' UTF-8 */
     cJSON *j = cJSON_ParseWithOpts(json, NULL, 1);
     bool ok = cJSON_IsObject(j);
     cJSON_Delete(j);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/event_internal.h" /* evbus__utf8_ok, evbus__has_ctl */
 #include "core/internal.h" /* evbus__vlog: the library's log channel */
 #include "patterns/outbox/sql_util.h"
 #include "saga_engine.h"
@@ -277,12 +278,10 @@ int evbus_saga_orch_register(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
 /* An instance id: 1-200 bytes of valid UTF-8 without control characters. */
 static bool id_ok(const char *id)
 {
-    if (!id || !*id || strlen(id) > SAGA_ID_MAX)
-        return false;
-    char *clean = evbus__saga_clean_text(id, SAGA_ID_MAX);
-    bool same = clean && strcmp(clean, id) == 0;
-    free(clean);
-    return same;
+    size_t len = id ? strlen(id) : 0;
+    return len > 0 && len <= SAGA_ID_MAX &&
+           evbus__utf8_ok((const unsigned char *)id, len) &&
+           !evbus__has_ctl(id);
 }
 
 int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,
