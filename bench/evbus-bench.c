@@ -115,6 +115,12 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
+static void die_msg(const char *what, const char *why)
+{
+    fprintf(stderr, "evbus-bench: %s: %s\n", what, why);
+    exit(1);
+}
+
 static void progress(long done)
 {
     if (opt.progress && (done % 10000 == 0 || done == opt.events)) {
@@ -304,9 +310,10 @@ int main(int argc, char **argv)
         evbus_sub_opts_t so;
         evbus_sub_opts_init(&so);
         so.max_inflight = 10000;
+        char why[512];
         if (!persistent && !evbus_subscribe_opts(bus, topic, group, &so,
-                                                 on_event, &cons))
-            die("subscribe", evbus_last_error(bus));
+                                                 on_event, &cons, why, sizeof why))
+            die_msg("subscribe", why);
         int saved = opt.progress;
         opt.progress = 0;
         publish_n(bus, topic, opt.events, 0, NULL, NULL);
@@ -316,8 +323,8 @@ int main(int argc, char **argv)
             die("flush", rc);
         t0 = now_us();
         if (persistent && !evbus_subscribe_opts(bus, topic, group, &so,
-                                                on_event, &cons))
-            die("subscribe", evbus_last_error(bus));
+                                                on_event, &cons, why, sizeof why))
+            die_msg("subscribe", why);
         consume_all(bus, &cons, opt.events);
         t1 = now_us();
     } else if (strcmp(opt.mode, "roundtrip") == 0) {
@@ -327,8 +334,10 @@ int main(int argc, char **argv)
         evbus_sub_opts_t so;
         evbus_sub_opts_init(&so);
         so.max_inflight = 10000;
-        if (!evbus_subscribe_opts(bus, topic, group, &so, on_event, &cons))
-            die("subscribe", evbus_last_error(bus));
+        char why[512];
+        if (!evbus_subscribe_opts(bus, topic, group, &so, on_event, &cons, why,
+                                  sizeof why))
+            die_msg("subscribe", why);
         /* let a broker-side group settle before the clock starts */
         evbus_poll(bus, 200);
         evbus_t *pub = open_or_die();

@@ -152,6 +152,7 @@ int main(int argc, char **argv)
     int rc = evbus_flush(bus, 120000);
     double lib_async = now_s() - t0;
     evbus_metrics_t m;
+    evbus_metrics_init(&m);
     evbus_metrics_get(bus, &m);
     if (rc != EVBUS_OK || m.publish_failed) {
         fprintf(stderr, "async: flush %s, %llu failed\n", evbus_strerror(rc),

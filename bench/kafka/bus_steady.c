@@ -88,7 +88,7 @@ int main(int argc, char **argv)
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
     so.max_inflight = 10000;
-    if (!evbus_subscribe_opts(bus, topic, group, &so, on_event, NULL)) {
+    if (!evbus_subscribe_opts(bus, topic, group, &so, on_event, NULL, NULL, 0)) {
         fprintf(stderr, "kafka-bus-steady: subscribe failed\n");
         return 1;
     }

@@ -47,11 +47,12 @@ int main(int argc, char **argv)
         return 1;
     }
     counts_t c = {0, 0};
-    if (!evbus_subscribe(bus, "todos.task.created", "notify", notify, &c) ||
-        !evbus_subscribe(bus, "todos.task.created.dlq", "ops", dead_letters,
-                         &c)) {
-        fprintf(stderr, "quickstart: subscribe: %s\n",
-                evbus_strerror(evbus_last_error(bus)));
+    char why[512];
+    if (!evbus_subscribe_opts(bus, "todos.task.created", "notify", NULL,
+                              notify, &c, why, sizeof why) ||
+        !evbus_subscribe_opts(bus, "todos.task.created.dlq", "ops", NULL,
+                              dead_letters, &c, why, sizeof why)) {
+        fprintf(stderr, "quickstart: subscribe: %s\n", why);
         return 1;
     }
     const char *titles[] = {"Buy groceries", "Walk the dog", ""};

@@ -15,10 +15,25 @@
  *     so. It never calls user code.
  *
  * Threading: the core calls publish/publish_async/flush from any thread the
- * application publishes on, and subscribe/fetch/settle/unsubscribe from the
- * polling thread (one at a time per bus). A backend may run threads of its
- * own; when data may have become available it calls evbus_host_notify(),
- * which wakes a waiting evbus_poll.
+ * application publishes on, and subscribe/fetch/record_attempts/settle/
+ * unsubscribe from the polling thread (one at a time per bus; subscribe
+ * also from the subscribing thread). A backend may run threads of its own;
+ * when data may have become available it calls evbus_host_notify(), which
+ * wakes a waiting evbus_poll.
+ *
+ * Back-pressure is the core's: it bounds the publishes a bus has not yet
+ * seen confirmed (the max_pending and max_pending_bytes options) and
+ * answers EVBUS_EAGAIN beyond that, the same on every backend. A backend's
+ * publish_async therefore never blocks; if its own queue is full anyway it
+ * returns EVBUS_EAGAIN at once.
+ *
+ * Attempts: an attempt is a handler call, never a hand-out. Before it runs
+ * handlers the core calls record_attempts, and a backend that keeps state
+ * stores the attempt number and retry context there (durably: a crash
+ * right after must not lose it), so that a poison event that kills its
+ * consumer reaches the dead-letter topic after max_attempts crashes, and
+ * events that were fetched but never reached a handler are not counted.
+ * fetch reports what was stored (evbus_msg_t.attempts ...).
  */
 #ifndef EVBUS_BACKEND_H
 #define EVBUS_BACKEND_H
@@ -35,7 +50,7 @@ extern "C" {
 
 /* Version of struct evbus_backend this header describes. Members are only
  * ever appended; a table with a lower version simply lacks the later ones. */
-#define EVBUS_BACKEND_VERSION 1
+#define EVBUS_BACKEND_VERSION 2
 
 /* The core's side of one open bus, passed to the backend. Opaque. */
 typedef struct evbus_host evbus_host_t;
@@ -48,8 +63,14 @@ typedef struct evbus_url evbus_url_t;
  * The backend fills it; the core owns the array, never the pointed-to data.
  * Everything the message points to must stay valid until the core settles it
  * (the core may keep a message for a long time while it waits to retry).
+ *
+ * Members are only appended. The array fetch() fills has elements of the
+ * size this struct had in the version of this header the backend table
+ * declares (`version`), so a backend built against an older header indexes
+ * it correctly; members a table's version lacks read as zero.
  */
 typedef struct evbus_msg {
+    /* ---- version 1 ---- */
     const char *topic;        /* the topic it was read from */
     const void *payload;      /* wire bytes (normally CloudEvent JSON) */
     size_t len;
@@ -60,13 +81,25 @@ typedef struct evbus_msg {
     /* When the backend knows the bytes are not an event, why; the core then
      * dead-letters them as undecodable. Static or backend-owned string. */
     const char *decode_error;
-    /* How often the broker has delivered this message, 1 the first time;
-     * 0 when the broker does not count. The core takes the larger of this
-     * and its own count, so a crash does not reset a poison event's count. */
+    /* Version 1 tables only: how often the broker has delivered this
+     * message, 1 the first time, 0 when it does not count. Tables of
+     * version 2 and later report `attempts` instead and leave this 0. */
     int delivery_count;
     /* The backend's own reference to the delivery (entry id, offset, row). */
     void *cookie;
     uint64_t cookie_u64;
+
+    /* ---- version 2: the retry context, as record_attempts and
+     * settle(EVBUS_SETTLE_RETRY) stored it; all 0 for a first delivery ---- */
+    /* Handler calls already made on this event (recorded attempts). In
+     * record_attempts: the number of the attempt about to start. */
+    int attempts;
+    /* The backoff delay that preceded this delivery (the delay_ms of the
+     * last EVBUS_SETTLE_RETRY), for decorrelated jitter; 0 when none. */
+    int prev_delay_ms;
+    /* When the first handler call started, milliseconds since the Unix
+     * epoch; 0 when none was recorded. Limits max_elapsed_ms. */
+    int64_t first_attempt_ms;
 } evbus_msg_t;
 
 /* How the core settles a delivery. */
@@ -74,14 +107,15 @@ typedef enum {
     /* Done with it: handled (ACK) or written to the dead-letter topic.
      * Remove it from the group's backlog. */
     EVBUS_SETTLE_ACK = 0,
-    /* Deliver it again after delay_ms, to any member of the group, with the
-     * delivery count increased. Only used when the backend declares
+    /* Deliver it again after delay_ms, to any member of the group, keeping
+     * its recorded attempts and first_attempt_ms and storing delay_ms as
+     * its prev_delay_ms. Only used when the backend declares
      * EVBUS_FEAT_DELAYED_RETRY; otherwise the core keeps the message and
      * redelivers it itself. */
     EVBUS_SETTLE_RETRY = 1,
-    /* Give it back unprocessed (subscription or bus closing): it must be
-     * delivered again to some member later, without counting an attempt
-     * where the broker allows that. */
+    /* Give it back (the subscription stops, evbus_stop, or a dead-letter
+     * write that keeps failing): it must be delivered again to some member
+     * later, with its recorded attempts unchanged. */
     EVBUS_SETTLE_RELEASE = 2
 } evbus_settle_t;
 
@@ -171,8 +205,25 @@ struct evbus_backend {
     int (*health)(void *priv, char *errstr, size_t errstr_size);
 
     /* Optional. Features of this open bus when they differ from `features`
-     * (a wrapper backend reports its inner backend's). */
+     * (a wrapper backend reports its inner backend's). Called once, right
+     * after open; the core uses that word for the bus's whole life. */
     unsigned (*features_of)(void *priv);
+
+    /* ---- version 2 ---- */
+
+    /*
+     * Optional. Records that the handler is about to be called for each of
+     * msgs[0..n-1] (all of one subscription): msgs[i]->attempts is the
+     * number of the attempt about to start (1 the first time),
+     * first_attempt_ms and prev_delay_ms its context. Returns EVBUS_OK when
+     * all are recorded durably enough to survive a crash of this process
+     * right after, or an error (then the core runs none of those handlers
+     * and releases the messages). A later fetch of the same event reports
+     * what was stored. Backends without state of their own (memory://)
+     * leave it NULL: the core then counts attempts in memory.
+     */
+    int (*record_attempts)(void *priv, void *bsub, evbus_msg_t *const *msgs,
+                           int n);
 };
 
 /*
@@ -188,6 +239,11 @@ EVBUS_API int evbus_backend_register(const evbus_backend_t *backend);
 /* The registered backend for scheme, or NULL. Thread-safe. */
 EVBUS_API const evbus_backend_t *evbus_backend_find(const char *scheme);
 
+/* The size of one element of the evbus_msg_t array that be's fetch fills
+ * (it depends on be->version), for wrapper backends that call another
+ * backend's fetch. Thread-safe. */
+EVBUS_API size_t evbus_backend_msg_size(const evbus_backend_t *be);
+
 /* ---- what the core offers backends */
 
 /* Wakes the bus's poller because fetch may now return something. Cheap;
@@ -199,8 +255,14 @@ EVBUS_API void evbus_host_notify(evbus_host_t *host);
 EVBUS_API void evbus_host_log(evbus_host_t *host, int level, const char *fmt,
                               ...) __attribute__((format(printf, 3, 4)));
 
-/* The most bytes one encoded event may have on this bus (max_event_bytes). */
+/* The most bytes one encoded event may have on this bus (max_event_bytes).
+ * Any thread. */
 EVBUS_API size_t evbus_host_max_event_bytes(const evbus_host_t *host);
+
+/* The most unconfirmed publishes the core lets reach this backend at once
+ * (max_pending): a backend sizes its own queues at least this large so
+ * that they never fill before the core's bound. Any thread. */
+EVBUS_API size_t evbus_host_max_pending(const evbus_host_t *host);
 
 /* Counts one injected fault in the bus metrics (faults_injected); for
  * fault-injecting wrappers. Any thread. */
@@ -246,11 +308,18 @@ EVBUS_API int evbus_url_param_int(const evbus_url_t *url, const char *key,
                                   size_t errstr_size);
 
 /* Iterates all parameters (for prefixed pass-through such as kafka.*):
- * returns 0 and fills key/value for index i, or -1 past the end. Does not
- * mark anything; call evbus_url_mark() for each one consumed. */
+ * returns EVBUS_OK and fills key/value for index i, or EVBUS_ENOTFOUND past
+ * the end. Does not mark anything; call evbus_url_mark() for each one
+ * consumed. */
 EVBUS_API int evbus_url_param_at(const evbus_url_t *url, size_t i,
                                  const char **key, const char **value);
 EVBUS_API void evbus_url_mark(const evbus_url_t *url, const char *key);
+/* 1 when key is present and something already read or marked it - the
+ * core reads its own options (max_pending, names, ...) before the
+ * backend's open - else 0. Wrapper backends use it to pass on only the
+ * options meant for their inner backend. */
+EVBUS_API int evbus_url_param_is_marked(const evbus_url_t *url,
+                                        const char *key);
 
 #ifdef __cplusplus
 }

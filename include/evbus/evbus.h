@@ -60,7 +60,6 @@ typedef enum {
 #define EVBUS_ERR_ENUM_(name, val, retr, msg) EVBUS_##name = (val),
     EVBUS_ERRNO_MAP(EVBUS_ERR_ENUM_)
 #undef EVBUS_ERR_ENUM_
-    EVBUS_ERR_LAST_ = -21
 } evbus_err_t;
 
 /* Human-readable message for an error code; never NULL ("unknown error" for
@@ -129,10 +128,24 @@ typedef struct evbus_sub evbus_sub_t;
  * backend:
  *   close_timeout_ms=N   how long evbus_close waits for pending publishes
  *                        (default 10000)
- *   max_event_bytes=N    largest encoded event accepted (default 1048576)
- * Backend options are documented per backend (docs/backends.md); native
- * client options pass through with a prefix (kafka.linger.ms=5). An option
- * nobody understands is an error, so typos do not go unnoticed.
+ *   max_event_bytes=N    largest encoded event accepted, published or
+ *                        consumed (default 1048576)
+ *   max_pending=N        most asynchronous publishes not yet confirmed
+ *                        (delivery callbacks not yet run included) before
+ *                        evbus_publish_async answers EVBUS_EAGAIN
+ *                        (default 100000)
+ *   max_pending_bytes=N  ... and most bytes of them (default 268435456)
+ *   publish_wait_ms=N    how long evbus_publish_async waits for room before
+ *                        it answers EVBUS_EAGAIN (default 0: at once)
+ *   names=portable|native  topic and group names: portable (default) is
+ *                        Kafka's rule, 1-249 bytes of [A-Za-z0-9._-] and not
+ *                        "." or "..", so code runs on every backend; native
+ *                        accepts what this backend accepts (any UTF-8
+ *                        without spaces or control characters), for
+ *                        existing streams
+ * Backend options are documented per backend (docs/backends/<scheme>.md);
+ * native client options pass through with a prefix (kafka.linger.ms=5). An
+ * option nobody understands is an error, so typos do not go unnoticed.
  * When url is NULL, the EVBUS_URL environment variable is used.
  *
  * Returns NULL on failure with a one-line reason in errstr (which may be NULL
@@ -183,7 +196,8 @@ EVBUS_API const char *evbus_scheme(const evbus_t *bus);
                                               need not decode it) */
 
 /* The backend's EVBUS_FEAT_* flags for an open bus: whether it is
- * persistent, ordered, shared across processes. Any thread. */
+ * persistent, ordered, shared across processes. Fixed when the bus opens.
+ * Any thread. */
 EVBUS_API unsigned evbus_features(const evbus_t *bus);
 
 /*
@@ -200,8 +214,9 @@ EVBUS_API int evbus_health(evbus_t *bus, char *errstr, size_t errstr_size);
  * Publishes ev to topic and returns once the broker has durably accepted it
  * (committed to the WAL for sqlite - fsync'd too with ?synchronous=full -,
  * the server's reply for redis, acks=all for kafka, 204 from the sidecar).
- * The event is validated and encoded first; an invalid event fails with
- * EVBUS_EINVAL / EVBUS_ETOOBIG and nothing is sent.
+ * The event is validated and encoded first; an invalid event or topic name
+ * fails with EVBUS_EINVAL / EVBUS_ETOOBIG (the reason is logged) and
+ * nothing is sent.
  * Returns EVBUS_OK or a negative error; evbus_err_retriable() tells whether
  * trying again may help. A publish that got no answer is reported as failed,
  * never as success.
@@ -226,6 +241,11 @@ typedef void (*evbus_delivery_cb)(const evbus_event_t *ev, int err,
  * cb (may be NULL) reports the outcome later; see evbus_delivery_cb.
  * Returns EVBUS_OK when queued, or an error when the event could not even be
  * queued (invalid event, bus closed); then cb is not called.
+ * Back-pressure, the same on every backend: when max_pending publishes (or
+ * max_pending_bytes) are unconfirmed - a publish counts until the broker
+ * answered and, with a callback, until that callback ran - it waits up to
+ * publish_wait_ms for room and then answers EVBUS_EAGAIN (retriable): run
+ * evbus_poll or evbus_flush and try again. Memory stays bounded.
  * Failures without a callback are counted in the bus metrics
  * (publish_failed) and logged.
  * Ownership: the event is copied; the caller may free it at once.
@@ -265,29 +285,64 @@ typedef enum {
 
 /*
  * Handles one event. ev is valid only during the call (copy what you keep).
- * Runs on the thread that calls evbus_poll / evbus_run. A handler may publish
- * on any bus, including this one, but must not close this bus.
+ * Runs on the thread that calls evbus_poll / evbus_run, or, for a
+ * subscription with concurrency > 1, on one of its worker threads (then
+ * several calls of the same handler run at once: opaque must be safe for
+ * that). A handler may publish
+ * on any bus, including this one, and may call evbus_stop, but must not
+ * close this bus or unsubscribe its own subscription and wait for it.
  */
 typedef evbus_result_t (*evbus_handler_fn)(const evbus_event_t *ev,
                                            void *opaque);
 
+/* What happens to an event whose dead-letter write failed for good (the
+ * broker refused it, or a retriable error outlasted the retry policy). */
+typedef enum {
+    /* Keep it: after the retry policy's max_ms it goes back to the broker
+     * and is delivered (and dead-lettered) again later. Nothing is lost;
+     * each such failure is logged at ERROR and counted (dlq_failed). */
+    EVBUS_DLQ_FAILURE_RELEASE = 0,
+    /* Drop it: acknowledge it after logging its id at ERROR and counting
+     * it (dlq_failed). The event is lost; the partition, lease or pending
+     * entry it held is freed. */
+    EVBUS_DLQ_FAILURE_ACK = 1
+} evbus_dlq_failure_t;
+
 /* Per-subscription options. Initialise with evbus_sub_opts_init and change
- * what you need; unknown future fields keep their defaults. */
+ * what you need; fields added in later releases keep their defaults for
+ * programs built against this header. */
 typedef struct evbus_sub_opts {
+    size_t struct_size; /* set by evbus_sub_opts_init; do not change */
     /* Backoff between RETRY answers and how many attempts before the event
-     * is dead-lettered (retry.max_attempts, default 5). */
-    evbus_retry_policy_t retry;
+     * is dead-lettered (see retry.h). NULL = the defaults: 5 attempts, 100
+     * ms doubling up to 30 s with full jitter. Copied by subscribe. */
+    const evbus_retry_policy_t *retry;
     /* Dead-letter topic; NULL = "<topic>.dlq". Copied. */
     const char *dlq_topic;
     /* Most events fetched from the broker and not yet settled (handled or
      * waiting for a retry) per subscription; default 1000. */
     int max_inflight;
+    /* When a dead-letter write fails for good; default
+     * EVBUS_DLQ_FAILURE_RELEASE. */
+    evbus_dlq_failure_t dlq_failure;
+    /* Handler calls of this subscription that may run at once (default 1:
+     * handlers run on the polling thread). With N > 1 the bus starts N
+     * worker threads for the subscription; events with the same
+     * partitionkey never run at once and keep the order the backend
+     * delivered them in, events without one run in any order. The polling
+     * thread still fetches, records attempts, settles and dead-letters;
+     * it stops fetching while more than N events wait for a worker, and
+     * max_inflight bounds everything fetched and not settled. See
+     * docs/concepts.md, "Threads and ordering". 1 to 1024. */
+    int concurrency;
 } evbus_sub_opts_t;
 
-/* Fills o with the defaults: max 5 attempts, backoff 100 ms doubling up to
- * 30 s with full jitter, dead-letter topic "<topic>.dlq", 1000 in flight.
+/* Fills o with the defaults listed above and sets o->struct_size.
  * Thread-safe. */
 EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
+
+/* The largest evbus_sub_opts_t.concurrency. */
+#define EVBUS_MAX_CONCURRENCY 1024
 
 /*
  * Subscribes fn to topic as a member of consumer group `group` (NULL means
@@ -297,12 +352,12 @@ EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
  * are delivered on persistent backends (sqlite, redis, kafka: from the start
  * of the retained log) and not on memory:// or dapr://.
  * Handlers run only inside evbus_poll / evbus_run.
- * Topic and group names are 1 to 249 bytes without spaces or control
- * characters (what every broker accepts); publish checks topics the same way.
- * Returns NULL with the reason logged and the error code available through
- * evbus_last_error(bus) on failure (invalid name, backend refused; kafka://
- * refuses a second subscription of one bus to the same topic and group with
- * EVBUS_EBUSY: open another bus for a second member).
+ * Topic and group names follow the bus's name rule (portable by default,
+ * see evbus_open); publish checks topics the same way.
+ * Returns NULL on failure (invalid name or option, backend refused;
+ * kafka:// refuses a second subscription of one bus to the same topic and
+ * group: open another bus for a second member); the reason is logged.
+ * Use evbus_subscribe_opts to receive it.
  * Ownership: topic and group are copied; the subscription belongs to the bus
  * and is freed by evbus_unsubscribe or evbus_close.
  * Thread-safe.
@@ -311,25 +366,25 @@ EVBUS_API evbus_sub_t *evbus_subscribe(evbus_t *bus, const char *topic,
                                        const char *group, evbus_handler_fn fn,
                                        void *opaque);
 
-/* evbus_subscribe with options (o NULL = defaults). Ownership and
- * thread-safety as evbus_subscribe; o is copied. */
+/* evbus_subscribe with options (o NULL = defaults) and the reason for a
+ * failure: NULL with a one-line reason in errstr (may be NULL when
+ * errstr_size is 0). Ownership and thread-safety as evbus_subscribe; o and
+ * what it points to are copied. */
 EVBUS_API evbus_sub_t *evbus_subscribe_opts(evbus_t *bus, const char *topic,
                                             const char *group,
                                             const evbus_sub_opts_t *o,
-                                            evbus_handler_fn fn, void *opaque);
+                                            evbus_handler_fn fn, void *opaque,
+                                            char *errstr, size_t errstr_size);
 
 /*
  * Ends a subscription: no handler of it runs after this returns (when called
  * from another thread than the poller it waits for a running handler).
  * Events it fetched but did not settle go back to the broker for the group.
- * Returns EVBUS_OK or EVBUS_EINVAL. Must not be called from inside that
- * subscription's own handler. Thread-safe.
+ * Returns EVBUS_OK or EVBUS_EINVAL. From inside a handler of this bus it
+ * returns at once and the subscription ends after that handler. Thread-safe; a thread polling the bus meanwhile carries
+ * on undisturbed (it never sees EVBUS_EBUSY because of it).
  */
 EVBUS_API int evbus_unsubscribe(evbus_sub_t *sub);
-
-/* The error code of the last failed evbus_subscribe* on this bus from the
- * calling thread (EVBUS_OK if none). Thread-safe (thread-local). */
-EVBUS_API int evbus_last_error(const evbus_t *bus);
 
 /*
  * Fetches ready events from the broker and runs their handlers, waiting up to
@@ -337,8 +392,11 @@ EVBUS_API int evbus_last_error(const evbus_t *bus);
  * when nothing is ready. Also runs due retries and pending delivery
  * callbacks. Returns how many handler calls it made (>= 0), or a negative
  * error (EVBUS_ECLOSED once the bus is closing).
- * One thread at a time per bus: a concurrent call returns EVBUS_EBUSY. To
- * consume in parallel, open one bus per thread with the same group.
+ * After evbus_stop it returns once the running handler has returned; events
+ * it fetched and had not handed to a handler go back to the broker.
+ * One thread at a time per bus: a call while another thread polls returns
+ * EVBUS_EBUSY. To consume in parallel, open one bus per thread with the
+ * same group.
  */
 EVBUS_API int evbus_poll(evbus_t *bus, int timeout_ms);
 
@@ -347,7 +405,11 @@ EVBUS_API int evbus_poll(evbus_t *bus, int timeout_ms);
 EVBUS_API int evbus_run(evbus_t *bus);
 
 /*
- * Makes evbus_run return (and a waiting evbus_poll return early).
+ * Makes evbus_run return after the handler that is running now (a waiting
+ * evbus_poll returns at once). Events fetched and not yet handed to a
+ * handler go back to the broker; events waiting for a retry stay with the
+ * bus until it closes. A stop asked for while nobody polls ends the next
+ * evbus_run or evbus_poll at once.
  * Async-signal-safe: may be called from a signal handler. Any thread.
  */
 EVBUS_API void evbus_stop(evbus_t *bus);
@@ -359,28 +421,45 @@ EVBUS_API void evbus_stop(evbus_t *bus);
 #define EVBUS_HIST_BUCKETS 12
 EVBUS_API extern const uint64_t evbus_hist_bounds_us[EVBUS_HIST_BUCKETS - 1];
 
+/* A subscription's counters. Initialise with evbus_sub_metrics_init (it
+ * sets struct_size) before evbus_sub_metrics_get. */
 typedef struct evbus_sub_metrics {
+    size_t struct_size;
     uint64_t delivered;     /* handler invocations */
     uint64_t acked;
     uint64_t retried;       /* RETRY answers that were scheduled again */
     uint64_t dead_lettered; /* events written to the dead-letter topic */
     uint64_t undecodable;   /* of those, payloads that were not CloudEvents */
+    uint64_t dlq_failed;    /* dead-letter writes that failed for good (the
+                               event was parked: see evbus_dlq_failure_t) */
     uint64_t handler_us_sum;
     uint64_t handler_us_hist[EVBUS_HIST_BUCKETS];
 } evbus_sub_metrics_t;
 
+/* The bus's counters. Initialise with evbus_metrics_init before
+ * evbus_metrics_get. */
 typedef struct evbus_metrics {
+    size_t struct_size;
     uint64_t published;      /* publishes the broker accepted */
     uint64_t publish_failed; /* publishes that failed (sync or async) */
     uint64_t faults_injected; /* faulty+ wrapper only */
+    uint64_t publish_eagain; /* evbus_publish_async answers of EVBUS_EAGAIN
+                                (back-pressure: max_pending reached) */
 } evbus_metrics_t;
 
-/* Copies the bus counters into out. Any thread. */
-EVBUS_API void evbus_metrics_get(evbus_t *bus, evbus_metrics_t *out);
+/* Zeroes out and sets its struct_size. Thread-safe. */
+EVBUS_API void evbus_metrics_init(evbus_metrics_t *out);
+EVBUS_API void evbus_sub_metrics_init(evbus_sub_metrics_t *out);
 
-/* Copies a subscription's counters into out. Any thread. */
-EVBUS_API void evbus_sub_metrics_get(evbus_sub_t *sub,
-                                     evbus_sub_metrics_t *out);
+/* Copies the bus counters into out (initialised by evbus_metrics_init).
+ * EVBUS_OK, or EVBUS_EINVAL for a NULL or uninitialised argument. Any
+ * thread. */
+EVBUS_API int evbus_metrics_get(evbus_t *bus, evbus_metrics_t *out);
+
+/* Copies a subscription's counters into out (initialised by
+ * evbus_sub_metrics_init). EVBUS_OK or EVBUS_EINVAL. Any thread. */
+EVBUS_API int evbus_sub_metrics_get(evbus_sub_t *sub,
+                                    evbus_sub_metrics_t *out);
 
 /*
  * All counters of the bus and its subscriptions in Prometheus text

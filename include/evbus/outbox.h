@@ -107,7 +107,10 @@ EVBUS_API void evbus_outbox_close(evbus_outbox_t *ob);
 
 typedef struct evbus_relay evbus_relay_t;
 
+/* Initialise with evbus_relay_opts_init (it sets struct_size) and change
+ * what you need; fields added in later releases keep their defaults. */
 typedef struct evbus_relay_opts {
+    size_t struct_size; /* set by evbus_relay_opts_init */
     /* Rows published per batch: published with evbus_publish_async, then one
      * evbus_flush, then recorded as delivered in one transaction. After a
      * failed publish the relay continues with batches of an eighth of the
@@ -132,13 +135,12 @@ typedef struct evbus_relay_opts {
     /* SQLite busy timeout of the relay's own connection. Default 5000. */
     int busy_timeout_ms;
     /* Backoff of the background thread while publishing fails (broker down).
-     * Default: 100 ms doubling up to 5000 ms, full jitter, no attempt limit
-     * (the relay never gives up; max_attempts and max_elapsed_ms are
-     * ignored). */
-    evbus_retry_policy_t retry;
+     * NULL = 100 ms doubling up to 5000 ms, full jitter. The relay never
+     * gives up: max_attempts and max_elapsed_ms are ignored. Copied. */
+    const evbus_retry_policy_t *retry;
 } evbus_relay_opts_t;
 
-/* Fills o with the defaults above. Thread-safe. */
+/* Fills o with the defaults above and sets o->struct_size. Thread-safe. */
 EVBUS_API void evbus_relay_opts_init(evbus_relay_opts_t *o);
 
 /*
@@ -160,7 +162,9 @@ EVBUS_API void evbus_relay_opts_init(evbus_relay_opts_t *o);
 EVBUS_API evbus_relay_t *evbus_relay_new(const char *db_path, evbus_t *bus,
                                          char *errstr, size_t errstr_size);
 
-/* evbus_relay_new with options (o NULL = defaults). o is copied. */
+/* evbus_relay_new with options (o NULL = defaults). o and the policy it
+ * points to are copied; an o not initialised by evbus_relay_opts_init is
+ * refused (NULL, with the reason). */
 EVBUS_API evbus_relay_t *evbus_relay_new_opts(const char *db_path,
                                               evbus_t *bus,
                                               const evbus_relay_opts_t *o,

@@ -9,6 +9,7 @@
 #ifndef EVBUS_RETRY_H
 #define EVBUS_RETRY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "evbus/export.h"
@@ -24,7 +25,10 @@ typedef enum {
     EVBUS_JITTER_DECORRELATED = 3 /* min(max, uniform in [initial, prev*3]) */
 } evbus_jitter_t;
 
+/* Initialise with evbus_retry_policy_init (it sets struct_size) and change
+ * what you need; fields added in later releases keep their defaults. */
 typedef struct evbus_retry_policy {
+    size_t struct_size;   /* set by evbus_retry_policy_init */
     int initial_ms;       /* first delay; default 100 */
     int max_ms;           /* cap on one delay; default 30000 */
     double multiplier;    /* growth per attempt; default 2.0 */
@@ -44,7 +48,10 @@ typedef struct evbus_retry_policy {
     void *clock_opaque;
 } evbus_retry_policy_t;
 
-/* Fills p with the defaults listed above. Thread-safe. */
+/* Fills p with the defaults listed above and sets p->struct_size.
+ * Thread-safe. Every function below refuses (EVBUS_EINVAL, or 0 / a zero
+ * delay where it returns no error) a policy whose struct_size was not set
+ * by this function. */
 EVBUS_API void evbus_retry_policy_init(evbus_retry_policy_t *p);
 
 /*

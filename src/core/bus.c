@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,27 @@ static int read_core_options(evbus_t *bus, char *errstr, size_t n)
     if (rc)
         return rc;
     bus->max_event_bytes = (size_t)v;
+    if ((rc = evbus_url_param_int(bus->url, "max_pending", 100000, 1,
+                                  INT32_MAX, &v, errstr, n)))
+        return rc;
+    bus->max_pending = (long)v;
+    if ((rc = evbus_url_param_int(bus->url, "max_pending_bytes",
+                                  (long long)256 << 20, 4096,
+                                  (long long)1 << 40, &v, errstr, n)))
+        return rc;
+    bus->max_pending_bytes = (size_t)v;
+    if ((rc = evbus_url_param_int(bus->url, "publish_wait_ms", 0, 0,
+                                  INT32_MAX, &v, errstr, n)))
+        return rc;
+    bus->publish_wait_ms = (int)v;
+    const char *names = evbus_url_param(bus->url, "names");
+    if (names && strcmp(names, "native") != 0 &&
+        strcmp(names, "portable") != 0) {
+        evbus__seterr(errstr, n, "option names=%s: expected portable or "
+                      "native", names);
+        return EVBUS_EOPTION;
+    }
+    bus->native_names = names && strcmp(names, "native") == 0;
     return EVBUS_OK;
 }
 
@@ -86,7 +108,8 @@ evbus_t *evbus_open(const char *url, char *errstr, size_t n)
     bus->url = u;
     snprintf(bus->scheme, sizeof bus->scheme, "%s", evbus_url_scheme(u));
     pthread_mutex_init(&bus->mu, NULL);
-    pthread_cond_init(&bus->cv, NULL);
+    evbus__cond_init(&bus->cv);
+    pthread_cond_init(&bus->role_cv, NULL);
     bus->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (bus->wake_fd < 0) {
         evbus__seterr(errstr, n, "eventfd: %s", strerror(errno));
@@ -101,6 +124,12 @@ evbus_t *evbus_open(const char *url, char *errstr, size_t n)
     }
     if (be->open(bus->priv, &bus->host, u, errstr, n) != EVBUS_OK)
         goto fail;
+    /* One feature word and the version-dependent parts, fixed for the
+     * bus's life. */
+    bus->features = be->features_of ? be->features_of(bus->priv)
+                                     : be->features;
+    bus->msg_stride = evbus_backend_msg_size(be);
+    bus->record_attempts = be->version >= 2 ? be->record_attempts : NULL;
     const char *unused = evbus__url_unused(u);
     if (unused) {
         evbus__seterr(errstr, n, "unknown option '%s' for %s:// URLs",
@@ -115,6 +144,7 @@ fail:
         close(bus->wake_fd);
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cv);
+    pthread_cond_destroy(&bus->role_cv);
     free(bus->priv);
     evbus__url_free(u);
     free(bus);
@@ -150,26 +180,44 @@ void evbus_close(evbus_t *bus)
 {
     if (!bus)
         return;
+    if (evbus__polling_bus == bus) {
+        evbus__log(EVBUS_LOG_ERROR, "core",
+                   "evbus_close called from inside a handler or callback of "
+                   "the same bus; ignored (close it after evbus_run returns)");
+        return;
+    }
     atomic_store(&bus->closing, true);
     evbus_stop(bus);
-    /* Wait for a poller in another thread to leave. */
-    while (atomic_load(&bus->polling) && evbus__polling_bus != bus) {
-        wake_poller(bus);
-        poll(NULL, 0, 1);
-    }
+    /* A poller sees `closing` after its running handler and leaves; threads
+     * waiting to poll give up. Then we hold the role for good. */
+    pthread_mutex_lock(&bus->mu);
+    pthread_cond_broadcast(&bus->role_cv);
+    pthread_mutex_unlock(&bus->mu);
+    evbus__role_take_control(bus);
     evbus__release_all(bus);
     int rc = evbus_flush(bus, bus->close_timeout_ms);
     if (rc == EVBUS_ETIMEDOUT)
         evbus__log(EVBUS_LOG_WARN, "core",
                    "close: %ld publishes still pending after %d ms",
-                   atomic_load(&bus->pending_pub), bus->close_timeout_ms);
+                   atomic_load(&bus->unconfirmed), bus->close_timeout_ms);
     /* The backend completes whatever is still outstanding with an error. */
     bus->be->close(bus->priv);
     evbus__run_completions(bus);
+    /* Threads that were waiting to poll must have left before the mutex
+     * goes (they return EVBUS_ECLOSED). */
+    pthread_mutex_lock(&bus->mu);
+    while (bus->role_waiters > 0) {
+        pthread_cond_broadcast(&bus->role_cv);
+        pthread_mutex_unlock(&bus->mu);
+        sched_yield();
+        pthread_mutex_lock(&bus->mu);
+    }
+    pthread_mutex_unlock(&bus->mu);
     evbus__heap_free(&bus->heap);
     close(bus->wake_fd);
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cv);
+    pthread_cond_destroy(&bus->role_cv);
     evbus__url_free(bus->url);
     free(bus->priv);
     free(bus);
@@ -182,10 +230,7 @@ const char *evbus_scheme(const evbus_t *bus)
 
 unsigned evbus_features(const evbus_t *bus)
 {
-    if (!bus)
-        return 0;
-    return bus->be->features_of ? bus->be->features_of(bus->priv)
-                                : bus->be->features;
+    return bus ? bus->features : 0;
 }
 
 int evbus_health(evbus_t *bus, char *errstr, size_t n)
@@ -225,4 +270,9 @@ void evbus_host_count_fault(evbus_host_t *host)
 size_t evbus_host_max_event_bytes(const evbus_host_t *host)
 {
     return host->bus->max_event_bytes;
+}
+
+size_t evbus_host_max_pending(const evbus_host_t *host)
+{
+    return (size_t)host->bus->max_pending;
 }

@@ -3,6 +3,13 @@
  * gain dlqreason, dlqattempts and dlqtopic. Bytes that were not an event at
  * all are wrapped in an evbus.deadletter.undecodable event whose data are
  * the raw bytes (data_base64 on the wire), so nothing is silently skipped.
+ *
+ * A dead letter always fits the bus's max_event_bytes: when it would not
+ * (an oversized payload, base64 making raw bytes a third larger), its data
+ * is cut to the head that fits and kept as application/octet-stream, with
+ * dlqtruncated = the original data length and dlqdatacontenttype = the
+ * original content type. A dead letter that cannot be written is the one
+ * failure a consumer cannot route around, so it must never be too big.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +46,77 @@ static evbus_event_t *wrap_undecodable(const evbus_sub_t *sub,
     return ev;
 }
 
+/* Replaces dl's data by its first keep bytes as octet-stream and marks the
+ * cut. orig/orig_len/orig_type: the full data as the event had it. */
+static int cut_data(evbus_event_t *dl, const void *orig, size_t orig_len,
+                    const char *orig_type, size_t keep)
+{
+    char n[24];
+    snprintf(n, sizeof n, "%zu", orig_len);
+    int rc = evbus_event_set_data(dl, keep ? orig : NULL, keep,
+                                  keep ? "application/octet-stream" : NULL);
+    if (rc == EVBUS_OK)
+        rc = evbus_event_set_ext(dl, "dlqtruncated", n);
+    if (rc == EVBUS_OK && orig_type && *orig_type)
+        rc = evbus_event_set_ext(dl, "dlqdatacontenttype", orig_type);
+    return rc;
+}
+
+/* Encodes dl, cutting its data until it fits limit bytes. Returns the JSON
+ * (caller frees) or NULL with *rc set. */
+static char *encode_fitting(evbus_event_t *dl, size_t limit, size_t *len,
+                            int *rc)
+{
+    char *json = evbus_event_to_json(dl, len);
+    if (!json) {
+        *rc = EVBUS_ENOMEM;
+        return NULL;
+    }
+    if (*len <= limit)
+        return json;
+    free(json);
+    /* Keep a private copy of the data: cutting replaces the event's. */
+    size_t orig_len = evbus_event_data_len(dl);
+    const char *type = evbus_event_datacontenttype(dl);
+    char *orig = orig_len ? malloc(orig_len) : NULL;
+    char *orig_type = type ? strdup(type) : NULL;
+    if ((orig_len && !orig) || (type && !orig_type)) {
+        free(orig);
+        free(orig_type);
+        *rc = EVBUS_ENOMEM;
+        return NULL;
+    }
+    if (orig_len)
+        memcpy(orig, evbus_event_data(dl), orig_len);
+    /* base64 makes 3 bytes 4; start from what the rest of the event leaves
+     * and shrink by the overshoot until it fits (two rounds, normally). */
+    size_t keep = orig_len;
+    json = NULL;
+    for (int round = 0; round < 8; round++) {
+        size_t over = *len > limit ? *len - limit : 0;
+        size_t cut = over / 4 * 3 + 64;
+        keep = keep > cut ? keep - cut : 0;
+        if ((*rc = cut_data(dl, orig, orig_len, orig_type, keep)) != EVBUS_OK)
+            break;
+        if (!(json = evbus_event_to_json(dl, len))) {
+            *rc = EVBUS_ENOMEM;
+            break;
+        }
+        if (*len <= limit || keep == 0)
+            break;
+        free(json);
+        json = NULL;
+    }
+    free(orig);
+    free(orig_type);
+    if (json && *len > limit) { /* attributes alone are over the limit */
+        free(json);
+        json = NULL;
+        *rc = EVBUS_ETOOBIG;
+    }
+    return json;
+}
+
 int evbus__deadletter(evbus_sub_t *sub, const evbus_event_t *ev,
                       const evbus_msg_t *msg, const char *reason,
                       int attempts)
@@ -55,14 +133,12 @@ int evbus__deadletter(evbus_sub_t *sub, const evbus_event_t *ev,
     if (rc == EVBUS_OK)
         rc = evbus_event_set_ext(dl, "dlqtopic", sub->topic);
     size_t len = 0;
-    char *json = rc == EVBUS_OK ? evbus_event_to_json(dl, &len) : NULL;
+    char *json = rc == EVBUS_OK
+                     ? encode_fitting(dl, sub->bus->max_event_bytes, &len, &rc)
+                     : NULL;
     if (json) {
-        /* No max_event_bytes check: a dead letter of an oversized payload
-         * must still be kept; the broker is the judge of what fits. */
         rc = evbus__publish_encoded(sub->bus, sub->dlq_topic, dl, json, len);
         free(json);
-    } else if (rc == EVBUS_OK) {
-        rc = EVBUS_ENOMEM;
     }
     evbus_event_free(dl);
     return rc;

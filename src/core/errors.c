@@ -44,12 +44,3 @@ int evbus_err_retriable(int err)
     return e ? e->retriable : 0;
 }
 
-void evbus__seterr(char *errstr, size_t n, const char *fmt, ...)
-{
-    if (!errstr || n == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, n, fmt, ap);
-    va_end(ap);
-}

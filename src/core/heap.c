@@ -67,15 +67,23 @@ evbus_pending_t *evbus__heap_pop(evbus_heap_t *h)
     return top;
 }
 
-size_t evbus__heap_take_sub(evbus_heap_t *h, const struct evbus_sub *sub,
-                            evbus_pending_t **out)
+size_t evbus__heap_drain_sub(evbus_heap_t *h, const struct evbus_sub *sub,
+                             void (*fn)(evbus_pending_t *p, void *arg),
+                             void *arg)
 {
+    /* Compacts the kept entries in place (no allocation: this runs when a
+     * subscription ends, where failing is not an option), then restores
+     * the heap order bottom-up. */
     size_t kept = 0, taken = 0;
     for (size_t i = 0; i < h->len; i++) {
-        if (!sub || h->items[i]->sub == sub)
-            out[taken++] = h->items[i];
-        else
-            h->items[kept++] = h->items[i];
+        evbus_pending_t *p = h->items[i];
+        if (!sub || p->sub == sub) {
+            h->items[i] = NULL;
+            fn(p, arg);
+            taken++;
+        } else {
+            h->items[kept++] = p;
+        }
     }
     h->len = kept;
     for (size_t i = kept / 2 + 1; i-- > 0;)

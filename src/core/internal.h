@@ -14,26 +14,19 @@
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
+#include "support/clock.h"
+#include "support/cond.h"
+#include "support/errstr.h"
+#include "support/lograte.h"
+#include "support/names.h"
+#include "support/structs.h"
 
 #define EVBUS_FETCH_BATCH 64
 /* How long an idle poller sleeps before it asks backends again even without
  * a notification (a safety net; backends are expected to notify). */
 #define EVBUS_IDLE_RECHECK_MS 250
 
-/* ---- time */
-uint64_t evbus__now_ms(void);
-uint64_t evbus__now_us(void);
-
-/* ---- errors: copies a printf-formatted message into errstr (may be NULL) */
-void evbus__seterr(char *errstr, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* ---- logging */
-void evbus__log(int level, const char *component, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void evbus__vlog(int level, const char *component, const char *fmt,
-                 va_list ap);
-bool evbus__log_enabled(int level);
+#include "core/patterns.h" /* logging, the encoded publish path */
 
 /* ---- URL */
 evbus_url_t *evbus__url_parse(const char *url, char *errstr, size_t n);
@@ -44,22 +37,30 @@ const char *evbus__url_unused(const evbus_url_t *url);
 /* ---- registry */
 const evbus_backend_t *evbus__backend_lookup(const char *scheme);
 
-/* ---- retry heap: messages the core redelivers itself */
+#include "lanes.h"
+#include "retry_ctx.h"
+#include "workers.h"
+
+/* ---- held messages: retries the core runs itself, dead-letter writes and
+ * settles it tries again, parked events (timer heap, poller thread only) */
 typedef enum {
-    EVBUS_PENDING_REDELIVER, /* run the handler again */
+    EVBUS_PENDING_REDELIVER,  /* run the handler again */
     EVBUS_PENDING_DEADLETTER, /* the dead-letter write failed; try again */
-    EVBUS_PENDING_ACK         /* the ack failed; try again */
+    EVBUS_PENDING_SETTLE,     /* an ACK or RETRY settle failed; try again */
+    EVBUS_PENDING_PARKED      /* dead-lettering failed for good: release */
 } evbus_pending_kind_t;
 
 typedef struct evbus_pending {
-    uint64_t due_ms;
+    uint64_t due_ms;      /* monotonic */
     evbus_pending_kind_t kind;
     struct evbus_sub *sub;
     evbus_msg_t msg;
     evbus_event_t *event; /* decoded event, owned; NULL if undecodable */
-    int attempt;          /* attempts made so far */
-    int prev_delay_ms;
-    uint64_t first_ms;    /* when the first attempt ran */
+    evbus_retry_ctx_t ctx;
+    int tries;            /* dead-letter writes or settles tried so far */
+    uint64_t tries_since_ms; /* monotonic time of the first of them */
+    evbus_settle_t how;   /* SETTLE kind: the settle to try again */
+    int delay_ms;         /* ... and its delay */
     char *reason;         /* dead-letter reason (DEADLETTER kind) */
 } evbus_pending_t;
 
@@ -71,11 +72,26 @@ typedef struct evbus_heap {
 int evbus__heap_push(evbus_heap_t *h, evbus_pending_t *p);
 evbus_pending_t *evbus__heap_peek(const evbus_heap_t *h);
 evbus_pending_t *evbus__heap_pop(evbus_heap_t *h);
-/* Moves every entry of sub (all when sub is NULL) into out, which must have
- * room for h->len entries; returns how many. */
-size_t evbus__heap_take_sub(evbus_heap_t *h, const struct evbus_sub *sub,
-                            evbus_pending_t **out);
+/* Takes every entry of sub (all when sub is NULL) out of the heap and
+ * hands each to fn, which owns it then; returns how many. Allocates
+ * nothing. fn must not touch the heap. */
+size_t evbus__heap_drain_sub(evbus_heap_t *h, const struct evbus_sub *sub,
+                             void (*fn)(evbus_pending_t *p, void *arg),
+                             void *arg);
 void evbus__heap_free(evbus_heap_t *h);
+
+/* ---- retry contexts remembered in memory, for backends that redeliver a
+ * RETRY themselves but keep no attempt count (retry_memo.c). Keyed by the
+ * event's source and id; bounded (the oldest is forgotten first). */
+#define EVBUS_MEMO_CAPACITY 4096 /* per subscription */
+typedef struct evbus_memo evbus_memo_t;
+evbus_memo_t *evbus__memo_new(size_t capacity);
+void evbus__memo_free(evbus_memo_t *m);
+void evbus__memo_put(evbus_memo_t *m, const evbus_event_t *ev,
+                     const evbus_retry_ctx_t *ctx);
+/* Fills ctx and forgets the entry; false when there is none. */
+bool evbus__memo_take(evbus_memo_t *m, const evbus_event_t *ev,
+                      evbus_retry_ctx_t *ctx);
 
 /* ---- publish completions waiting for the application thread */
 typedef struct evbus_completion {
@@ -84,12 +100,13 @@ typedef struct evbus_completion {
     evbus_delivery_cb cb;
     void *opaque;
     int err;
-    struct evbus *bus;
+    size_t len;          /* bytes it holds of the back-pressure bound */
 } evbus_completion_t;
 
 /* ---- subscription */
 typedef struct evbus_sub_counters {
     _Atomic uint64_t delivered, acked, retried, dead_lettered, undecodable;
+    _Atomic uint64_t dlq_failed;
     _Atomic uint64_t handler_us_sum;
     _Atomic uint64_t handler_us_hist[EVBUS_HIST_BUCKETS];
 } evbus_sub_counters_t;
@@ -99,12 +116,23 @@ struct evbus_sub {
     char *topic, *group, *dlq_topic;
     evbus_retry_policy_t retry;
     int max_inflight;
+    evbus_dlq_failure_t dlq_failure;
     evbus_handler_fn fn;
     void *opaque;
-    void *bsub;         /* the backend's handle */
-    int inflight;       /* fetched and not settled (poller thread only) */
+    void *bsub;           /* the backend's handle */
+    int inflight;         /* fetched and not settled (poller thread only) */
+    evbus_memo_t *memo;   /* NULL unless the backend needs one */
+    /* concurrency > 1: jobs waiting per key, the workers running them, how
+     * many were handed over and not collected, and room for one batch of
+     * record_attempts pointers (poller side, no lock) */
+    int concurrency;
+    evbus_lanes_t lanes;
+    evbus_pool_t pool;
+    int started;
+    evbus_msg_t **recbuf;
+    evbus__lograte_t fetch_log; /* fetch failures (poller thread only) */
     atomic_bool removed;  /* evbus_unsubscribe asked for it to go */
-    atomic_bool detached; /* the poller has let go of it */
+    atomic_bool detached; /* the poller has let go of it (under bus->mu) */
     bool free_on_reap;    /* nobody waits for it: the reaper frees it */
     evbus_sub_counters_t c;
     struct evbus_sub *next;
@@ -116,6 +144,14 @@ struct evbus_host {
     struct evbus *bus;
 };
 
+/* Who holds the right to fetch, run handlers and settle (bus->role). */
+typedef enum {
+    EVBUS_ROLE_FREE,    /* nobody */
+    EVBUS_ROLE_POLLER,  /* a thread inside evbus_poll / evbus_run */
+    EVBUS_ROLE_CONTROL  /* a short control step: reaping for an
+                           unsubscribe from another thread, closing */
+} evbus_role_t;
+
 struct evbus {
     struct evbus_host host;
     const evbus_backend_t *be;
@@ -123,77 +159,94 @@ struct evbus {
     evbus_url_t *url;
     char scheme[32];
 
+    /* Fixed at open. */
+    unsigned features;       /* the feature word (features_of or features) */
+    size_t msg_stride;       /* sizeof(evbus_msg_t) as the backend knows it */
+    int (*record_attempts)(void *, void *, evbus_msg_t *const *, int);
+    bool native_names;       /* names=native */
     int close_timeout_ms;
     size_t max_event_bytes;
+    long max_pending;
+    size_t max_pending_bytes;
+    int publish_wait_ms;
 
-    pthread_mutex_t mu;      /* subs list, completions, state below */
-    pthread_cond_t cv;       /* flush waiters and unsubscribe waiters */
+    pthread_mutex_t mu;      /* subs list, completions, role, waiters */
+    pthread_cond_t cv;       /* flush waiters; room for a publish */
+    pthread_cond_t role_cv;  /* the role changed or a subscription was
+                                detached */
+    evbus_role_t role;
+    int role_waiters;        /* threads waiting in role_cv for the role */
     struct evbus_sub *subs;
     evbus_completion_t *done_head, *done_tail;
+    int room_waiters;        /* publishers waiting for back-pressure room */
 
     atomic_bool closing;
     atomic_bool stop;
-    atomic_bool polling;     /* a thread is inside evbus_poll */
     atomic_bool sleeping;    /* the poller waits on wake_fd */
     _Atomic uint64_t gen;    /* bumped by evbus_host_notify */
     int wake_fd;             /* eventfd the poller sleeps on */
 
-    _Atomic long pending_pub; /* publish_async calls not completed */
+    /* Back-pressure: publishes counted against max_pending - unconfirmed,
+     * or confirmed with their callback not yet run - and their bytes. */
+    _Atomic long pending_pub;
+    _Atomic size_t pending_bytes;
+    _Atomic long unconfirmed;  /* not yet answered by the backend (flush) */
     _Atomic int first_async_err;
 
-    evbus_heap_t heap;       /* poller thread only */
+    evbus_heap_t heap;       /* poll-role holder only */
 
     _Atomic uint64_t published, publish_failed, faults_injected;
+    _Atomic uint64_t publish_eagain;
 };
 
 /* ---- publishing (publish.c) */
-/* EVBUS_OK for a usable topic name: 1..249 bytes, no spaces or control
- * characters (every broker accepts those). */
-int evbus__check_topic(const char *topic);
 int evbus__publish_encoded(evbus_t *bus, const char *topic,
                            const evbus_event_t *ev, const void *payload,
                            size_t len);
 /* Runs queued delivery callbacks on the calling thread; returns how many. */
 int evbus__run_completions(evbus_t *bus);
 
-/* A publish started by the library itself (the outbox relay) that wants
- * its outcome at once and per event, without evbus_publish_async's event
- * copy and callback queue. The caller owns the ticket and keeps it alive
- * until done runs; the core fills in bus. */
-typedef struct evbus__ticket {
-    evbus_t *bus;
-    /* Called exactly once, on any thread (a broker client's included),
-     * with EVBUS_OK or the error. Must be short and must not call back
-     * into the bus. */
-    void (*done)(struct evbus__ticket *t, int err);
-} evbus__ticket_t;
-
-/* Publishes json, which must be ev's encoding as evbus_event_to_json made
- * it (so already validated): no validation, no re-encoding. ev is what
- * backends read attributes from (partition key, binary modes); it may be
- * NULL on a bus with EVBUS_FEAT_BYTES_ONLY. Returns
- * EVBUS_OK when started (t->done will run), or an error and it will not.
- * Any thread, like evbus_publish_async. */
-int evbus__publish_encoded_async(evbus_t *bus, const char *topic,
-                                 const evbus_event_t *ev, const void *json,
-                                 size_t len, evbus__ticket_t *t);
-
-/* Asks the backend to send whatever its client holds back (linger) without
- * waiting for any outcome. Any thread. */
-void evbus__nudge(evbus_t *bus);
-
-/* ---- dispatch (dispatch.c) */
+/* ---- the poll role (dispatch.c) */
 /* The bus whose poll role the calling thread holds, or NULL. Thread-local,
  * so asking "am I the poller?" races with nobody. */
 extern _Thread_local struct evbus *evbus__polling_bus;
+/* Takes the role for a control step, waiting while a poller or another
+ * control step holds it (the poller is woken and asked to let go only by
+ * the caller's own means: closing, stop). */
+void evbus__role_take_control(evbus_t *bus);
+void evbus__role_release(evbus_t *bus);
+
+/* ---- delivery rounds (dispatch.c), by the role holder */
+/* Runs sub's handler for ev as attempt `attempt`, with the thread-local
+ * delivery context set and the metrics counted; any thread. */
+evbus_result_t evbus__run_handler(struct evbus_sub *sub,
+                                  const evbus_event_t *ev, int attempt);
+/* Collects the answers of sub's workers and acts on them, then hands
+ * waiting jobs to idle workers (unless stopping). Returns answers
+ * collected. */
+int evbus__workers_round(evbus_t *bus, struct evbus_sub *sub);
+/* Waits for every job sub's workers run and acts on the answers, then
+ * gives the jobs that did not start back to the broker. */
+void evbus__workers_drain(evbus_t *bus, struct evbus_sub *sub);
+/* Runs what is due in the timer heap; returns handler calls made. */
+int evbus__run_due(evbus_t *bus);
+/* Asks every subscription once for a batch; returns handler calls made. */
+int evbus__fetch_round(evbus_t *bus);
+
+/* ---- subscriptions (subscribe.c) */
 void evbus__release_all(evbus_t *bus);
 void evbus__reap(evbus_t *bus);
 void evbus__sub_free(struct evbus_sub *sub);
+/* Gives a held message back to the broker, logging a failure. */
+void evbus__release_msg(evbus_t *bus, struct evbus_sub *sub, evbus_msg_t *msg);
 
 /* ---- dead letters (deadletter.c) */
 /* Writes ev (or, when ev is NULL, the raw payload wrapped in an
  * evbus.deadletter.undecodable event) to sub's dead-letter topic with the
- * reason and attempt count. Returns EVBUS_OK or the publish error. */
+ * reason and attempt count. A dead letter that would exceed the bus's
+ * max_event_bytes keeps the head of its data and says how much was cut
+ * (dlqtruncated), so it always fits. Returns EVBUS_OK or the publish
+ * error. */
 int evbus__deadletter(struct evbus_sub *sub, const evbus_event_t *ev,
                       const evbus_msg_t *msg, const char *reason,
                       int attempts);

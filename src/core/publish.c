@@ -3,6 +3,12 @@
  * Asynchronous outcomes are queued and reported on the application's thread
  * (evbus_poll / evbus_flush / evbus_close), like librdkafka's delivery
  * reports, so callbacks never run on a broker thread.
+ *
+ * Back-pressure is one rule for every backend: a publish_async counts
+ * against the bus's max_pending / max_pending_bytes from the moment it is
+ * accepted until the backend answered and, with a callback, until that
+ * callback ran. Past the bound publish_async waits up to publish_wait_ms
+ * and then answers EVBUS_EAGAIN; no queue grows without limit.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +20,18 @@ typedef struct pub_token {
     evbus_t *bus;
     evbus_delivery_cb cb;
     void *opaque;
-    evbus_event_t *event; /* copy for the callback; NULL without one */
+    evbus_event_t *event; /* copy for the callback */
+    size_t len;
 } pub_token_t;
 
-int evbus__check_topic(const char *topic)
+static int check_topic(const evbus_t *bus, const char *topic)
 {
-    if (!topic || !*topic || strlen(topic) > 249)
-        return EVBUS_EINVAL;
-    for (const char *p = topic; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            return EVBUS_EINVAL;
-    return EVBUS_OK;
+    char why[256];
+    if (evbus__check_name(topic, "topic", bus->native_names, why,
+                          sizeof why) == EVBUS_OK)
+        return EVBUS_OK;
+    evbus__log(EVBUS_LOG_WARN, "core", "publish refused: %s", why);
+    return EVBUS_EINVAL;
 }
 
 static void count_outcome(evbus_t *bus, int err)
@@ -44,6 +51,71 @@ int evbus__publish_encoded(evbus_t *bus, const char *topic,
     count_outcome(bus, rc);
     return rc;
 }
+
+/* ------------------------------------------------------------ the bound */
+
+static bool room_for(evbus_t *bus, size_t len)
+{
+    long n = atomic_fetch_add(&bus->pending_pub, 1);
+    size_t b = atomic_fetch_add(&bus->pending_bytes, len);
+    /* An event larger than the byte bound alone still goes when nothing
+     * else is pending; max_event_bytes limits it. */
+    if (n < bus->max_pending && (b + len <= bus->max_pending_bytes || n == 0))
+        return true;
+    atomic_fetch_sub(&bus->pending_pub, 1);
+    atomic_fetch_sub(&bus->pending_bytes, len);
+    return false;
+}
+
+/* Takes a place under the bound for one publish of len bytes, waiting up
+ * to publish_wait_ms. EVBUS_OK or EVBUS_EAGAIN. */
+static int reserve(evbus_t *bus, size_t len)
+{
+    if (room_for(bus, len))
+        return EVBUS_OK;
+    if (bus->publish_wait_ms > 0) {
+        struct timespec until = evbus__deadline_in(bus->publish_wait_ms);
+        pthread_mutex_lock(&bus->mu);
+        bus->room_waiters++;
+        bool ok;
+        while (!(ok = room_for(bus, len)) && !atomic_load(&bus->closing) &&
+               evbus__cond_wait_until(&bus->cv, &bus->mu, &until) == 0)
+            ;
+        bus->room_waiters--;
+        pthread_mutex_unlock(&bus->mu);
+        if (ok)
+            return EVBUS_OK;
+    }
+    atomic_fetch_add_explicit(&bus->publish_eagain, 1, memory_order_relaxed);
+    return EVBUS_EAGAIN;
+}
+
+/* Gives back a place under the bound; wakes waiting publishers and, on
+ * the last one, flush. */
+static void unreserve(evbus_t *bus, size_t len)
+{
+    atomic_fetch_sub(&bus->pending_bytes, len);
+    atomic_fetch_sub(&bus->pending_pub, 1);
+    pthread_mutex_lock(&bus->mu);
+    if (bus->room_waiters > 0)
+        pthread_cond_broadcast(&bus->cv);
+    pthread_mutex_unlock(&bus->mu);
+}
+
+/* One fewer publish unanswered by the backend. Flush waits under bus->mu
+ * for the count to reach zero, so only that last decrement needs the lock
+ * (to wake it); the waiter re-checks under the same lock, so no wakeup is
+ * lost. */
+static void unconfirmed_done(evbus_t *bus)
+{
+    if (atomic_fetch_sub(&bus->unconfirmed, 1) == 1) {
+        pthread_mutex_lock(&bus->mu);
+        pthread_cond_broadcast(&bus->cv);
+        pthread_mutex_unlock(&bus->mu);
+    }
+}
+
+/* ------------------------------------------------------------ encoding */
 
 /* Each publishing thread encodes into a buffer of its own that is kept
  * between publishes: no allocation per event once it has grown. The key's
@@ -85,10 +157,12 @@ static encode_buf_t *thread_encode_buf(void)
 static int encode(evbus_t *bus, const char *topic, const evbus_event_t *ev,
                   char **json, size_t *len)
 {
-    if (!bus || !ev || evbus__check_topic(topic) != EVBUS_OK)
+    if (!bus || !ev)
         return EVBUS_EINVAL;
     if (atomic_load_explicit(&bus->closing, memory_order_relaxed))
         return EVBUS_ECLOSED;
+    if (check_topic(bus, topic) != EVBUS_OK)
+        return EVBUS_EINVAL;
     char why[256];
     if (evbus_event_validate(ev, why, sizeof why) != EVBUS_OK) {
         evbus__log(EVBUS_LOG_WARN, "core", "publish to %s refused: %s", topic,
@@ -101,12 +175,15 @@ static int encode(evbus_t *bus, const char *topic, const evbus_event_t *ev,
         return EVBUS_ENOMEM;
     if (*len > bus->max_event_bytes) {
         evbus__log(EVBUS_LOG_WARN, "core",
-                   "publish to %s refused: %zu bytes > max_event_bytes %zu",
+                   "publish to %s refused: event of %zu bytes is over "
+                   "max_event_bytes %zu",
                    topic, *len, bus->max_event_bytes);
         return EVBUS_ETOOBIG;
     }
     return EVBUS_OK;
 }
+
+/* ------------------------------------------------------------ sync */
 
 int evbus_publish(evbus_t *bus, const char *topic, const evbus_event_t *ev)
 {
@@ -121,25 +198,38 @@ int evbus_publish(evbus_t *bus, const char *topic, const evbus_event_t *ev)
 int evbus_publish_raw(evbus_t *bus, const char *topic, const void *bytes,
                       size_t len)
 {
-    if (!bus || (!bytes && len) || evbus__check_topic(topic) != EVBUS_OK)
+    if (!bus || (!bytes && len))
         return EVBUS_EINVAL;
     if (atomic_load(&bus->closing))
         return EVBUS_ECLOSED;
-    if (bus->be->features & EVBUS_FEAT_NO_RAW)
+    if (check_topic(bus, topic) != EVBUS_OK)
+        return EVBUS_EINVAL;
+    if (bus->features & EVBUS_FEAT_NO_RAW)
         return EVBUS_ENOTSUP;
-    if (len > bus->max_event_bytes)
+    if (len > bus->max_event_bytes) {
+        evbus__log(EVBUS_LOG_WARN, "core",
+                   "raw publish to %s refused: %zu bytes is over "
+                   "max_event_bytes %zu",
+                   topic, len, bus->max_event_bytes);
         return EVBUS_ETOOBIG;
+    }
     return evbus__publish_encoded(bus, topic, NULL, bytes ? bytes : "", len);
 }
+
+/* ------------------------------------------------------------ async */
 
 static void enqueue_completion(evbus_t *bus, pub_token_t *t, int err)
 {
     evbus_completion_t *c = malloc(sizeof *c);
-    if (!c) { /* cannot report: count and drop the callback */
+    if (!c) { /* cannot report: drop the callback, free its place */
+        evbus__log(EVBUS_LOG_ERROR, "core",
+                   "out of memory: a delivery callback (outcome %s) is lost",
+                   evbus_strerror(err));
         evbus_event_free(t->event);
+        unreserve(bus, t->len);
         return;
     }
-    *c = (evbus_completion_t){NULL, t->event, t->cb, t->opaque, err, bus};
+    *c = (evbus_completion_t){NULL, t->event, t->cb, t->opaque, err, t->len};
     pthread_mutex_lock(&bus->mu);
     if (bus->done_tail)
         bus->done_tail->next = c;
@@ -147,18 +237,6 @@ static void enqueue_completion(evbus_t *bus, pub_token_t *t, int err)
         bus->done_head = c;
     bus->done_tail = c;
     pthread_mutex_unlock(&bus->mu);
-}
-
-/* One fewer publish in flight. Flush waits under bus->mu for the count to
- * reach zero, so only that last decrement needs the lock (to wake it);
- * the waiter re-checks under the same lock, so no wakeup is lost. */
-static void pending_done(evbus_t *bus)
-{
-    if (atomic_fetch_sub(&bus->pending_pub, 1) == 1) {
-        pthread_mutex_lock(&bus->mu);
-        pthread_cond_broadcast(&bus->cv);
-        pthread_mutex_unlock(&bus->mu);
-    }
 }
 
 static void note_async_failure(evbus_t *bus, int err)
@@ -169,19 +247,29 @@ static void note_async_failure(evbus_t *bus, int err)
                evbus_strerror(err));
 }
 
-/* Completion of a publish without a delivery callback: the token is the
- * bus itself, so the common case allocates nothing per event. */
+/* The token of a publish without a delivery callback: what its completion
+ * needs to give its place under the bound back. */
+typedef struct nocb_token {
+    evbus_t *bus;
+    size_t len;
+} nocb_token_t;
+
 static void publish_done_nocb(void *token, int err)
 {
-    evbus_t *bus = token;
+    nocb_token_t *t = token;
+    evbus_t *bus = t->bus;
+    size_t len = t->len;
+    free(t);
     count_outcome(bus, err);
     if (err != EVBUS_OK)
         note_async_failure(bus, err);
-    pending_done(bus);
+    unreserve(bus, len);
+    unconfirmed_done(bus);
 }
 
 /* Completion of a publish with a delivery callback (any thread): queue the
- * outcome for the application's thread. */
+ * outcome for the application's thread; its place under the bound is
+ * given back when the callback has run. */
 static void publish_done(void *token, int err)
 {
     pub_token_t *t = token;
@@ -190,7 +278,29 @@ static void publish_done(void *token, int err)
     enqueue_completion(bus, t, err);
     evbus_host_notify(&bus->host);
     free(t);
-    pending_done(bus);
+    unconfirmed_done(bus);
+}
+
+/* Hands an encoded, reserved publish to the backend. done(token) runs
+ * exactly once when this returns EVBUS_OK; on an error it has not run and
+ * the caller gives the reservation back. */
+static int start_async(evbus_t *bus, const char *topic, const evbus_event_t *ev,
+                       const void *json, size_t len,
+                       evbus_publish_done_fn done, void *token)
+{
+    atomic_fetch_add(&bus->unconfirmed, 1);
+    if (!bus->be->publish_async) {
+        /* No asynchronous path: publish now, report as usual. */
+        done(token, bus->be->publish(bus->priv, topic, ev, json, len));
+        return EVBUS_OK;
+    }
+    int rc = bus->be->publish_async(bus->priv, topic, ev, json, len, done,
+                                    token);
+    if (rc != EVBUS_OK) {
+        count_outcome(bus, rc);
+        unconfirmed_done(bus);
+    }
+    return rc;
 }
 
 int evbus_publish_async(evbus_t *bus, const char *topic,
@@ -202,35 +312,36 @@ int evbus_publish_async(evbus_t *bus, const char *topic,
     int rc = encode(bus, topic, ev, &json, &len);
     if (rc != EVBUS_OK)
         return rc;
-    evbus_publish_done_fn done = publish_done_nocb;
-    void *token = bus;
+    if ((rc = reserve(bus, len)) != EVBUS_OK)
+        return rc;
+    evbus_publish_done_fn done;
+    void *token;
     if (cb) {
         pub_token_t *t = malloc(sizeof *t);
         if (!t || !(t->event = evbus_event_clone(ev))) {
             free(t);
+            unreserve(bus, len);
             return EVBUS_ENOMEM;
         }
-        t->bus = bus;
-        t->cb = cb;
-        t->opaque = opaque;
+        *t = (pub_token_t){bus, cb, opaque, t->event, len};
         done = publish_done;
         token = t;
-    }
-    atomic_fetch_add(&bus->pending_pub, 1);
-    if (bus->be->publish_async) {
-        rc = bus->be->publish_async(bus->priv, topic, ev, json, len, done,
-                                    token);
-        if (rc != EVBUS_OK) { /* not started: done will not be called */
-            if (cb) {
-                evbus_event_free(((pub_token_t *)token)->event);
-                free(token);
-            }
-            count_outcome(bus, rc);
-            pending_done(bus);
-        }
     } else {
-        /* No asynchronous path: publish now, report later as usual. */
-        done(token, bus->be->publish(bus->priv, topic, ev, json, len));
+        nocb_token_t *t = malloc(sizeof *t);
+        if (!t) {
+            unreserve(bus, len);
+            return EVBUS_ENOMEM;
+        }
+        *t = (nocb_token_t){bus, len};
+        done = publish_done_nocb;
+        token = t;
+    }
+    rc = start_async(bus, topic, ev, json, len, done, token);
+    if (rc != EVBUS_OK) { /* not started: done will not be called */
+        if (cb)
+            evbus_event_free(((pub_token_t *)token)->event);
+        free(token);
+        unreserve(bus, len);
     }
     return rc;
 }
@@ -239,34 +350,34 @@ static void ticket_done(void *token, int err)
 {
     evbus__ticket_t *t = token;
     evbus_t *bus = t->bus; /* t may be gone once done returns */
+    size_t len = t->len;
     count_outcome(bus, err);
     t->done(t, err);
-    pending_done(bus);
+    unreserve(bus, len);
+    unconfirmed_done(bus);
 }
 
 int evbus__publish_encoded_async(evbus_t *bus, const char *topic,
                                  const evbus_event_t *ev, const void *json,
                                  size_t len, evbus__ticket_t *t)
 {
-    if (!bus || !json || !t || evbus__check_topic(topic) != EVBUS_OK ||
-        (!ev && !(evbus_features(bus) & EVBUS_FEAT_BYTES_ONLY)))
+    if (!bus || !json || !t ||
+        (!ev && !(bus->features & EVBUS_FEAT_BYTES_ONLY)))
         return EVBUS_EINVAL;
     if (atomic_load_explicit(&bus->closing, memory_order_relaxed))
         return EVBUS_ECLOSED;
+    if (check_topic(bus, topic) != EVBUS_OK)
+        return EVBUS_EINVAL;
     if (len > bus->max_event_bytes)
         return EVBUS_ETOOBIG;
+    int rc = reserve(bus, len);
+    if (rc != EVBUS_OK)
+        return rc;
     t->bus = bus;
-    atomic_fetch_add(&bus->pending_pub, 1);
-    if (!bus->be->publish_async) {
-        ticket_done(t, bus->be->publish(bus->priv, topic, ev, json, len));
-        return EVBUS_OK;
-    }
-    int rc = bus->be->publish_async(bus->priv, topic, ev, json, len,
-                                    ticket_done, t);
-    if (rc != EVBUS_OK) { /* not started: done will not be called */
-        count_outcome(bus, rc);
-        pending_done(bus);
-    }
+    t->len = len;
+    rc = start_async(bus, topic, ev, json, len, ticket_done, t);
+    if (rc != EVBUS_OK)
+        unreserve(bus, len);
     return rc;
 }
 
@@ -275,6 +386,8 @@ void evbus__nudge(evbus_t *bus)
     if (bus && bus->be->flush)
         bus->be->flush(bus->priv, 0);
 }
+
+/* ------------------------------------------------------------ reporting */
 
 int evbus__run_completions(evbus_t *bus)
 {
@@ -287,6 +400,7 @@ int evbus__run_completions(evbus_t *bus)
         evbus_completion_t *next = c->next;
         c->cb(c->event, c->err, c->opaque);
         evbus_event_free(c->event);
+        unreserve(bus, c->len);
         free(c);
         c = next;
         n++;
@@ -298,25 +412,22 @@ int evbus_flush(evbus_t *bus, int timeout_ms)
 {
     if (!bus)
         return EVBUS_EINVAL;
-    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-                                       : evbus__now_ms() + (uint64_t)timeout_ms;
+    struct timespec until = evbus__deadline_in(timeout_ms);
     if (bus->be->flush)
         bus->be->flush(bus->priv, timeout_ms);
     pthread_mutex_lock(&bus->mu);
-    while (atomic_load(&bus->pending_pub) > 0) {
-        uint64_t now = evbus__now_ms();
-        if (now >= deadline)
+    /* Wake at least every 100 ms: completions may also be waiting. */
+    while (atomic_load(&bus->unconfirmed) > 0) {
+        struct timespec step = evbus__deadline_in(100);
+        const struct timespec *d =
+            (step.tv_sec < until.tv_sec ||
+             (step.tv_sec == until.tv_sec && step.tv_nsec < until.tv_nsec))
+                ? &step
+                : &until;
+        if (evbus__cond_wait_until(&bus->cv, &bus->mu, d) != 0 && d == &until)
             break;
-        /* Wake at least every 100 ms: completions may also be waiting. */
-        uint64_t wait = deadline - now < 100 ? deadline - now : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-        ts.tv_sec += (time_t)(wait / 1000) + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&bus->cv, &bus->mu, &ts);
     }
-    long left = atomic_load(&bus->pending_pub);
+    long left = atomic_load(&bus->unconfirmed);
     pthread_mutex_unlock(&bus->mu);
     evbus__run_completions(bus);
     if (left > 0)

@@ -4,6 +4,7 @@
  * '+' ("faulty+redis") is looked up whole first, then by its prefix, so a
  * wrapper backend can claim every "<wrapper>+..." URL.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "builtin_backends.h"
@@ -25,18 +26,24 @@ static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static const evbus_backend_t *user[MAX_USER_BACKENDS];
 static size_t nuser;
 
-static const evbus_backend_t *find_exact(const char *scheme)
+/* Caller holds reg_mu for the user list. */
+static const evbus_backend_t *find_locked(const char *scheme)
 {
     for (size_t i = 0; builtin[i]; i++)
         if (strcmp(builtin[i]->scheme, scheme) == 0)
             return builtin[i];
-    const evbus_backend_t *found = NULL;
-    pthread_mutex_lock(&reg_mu);
-    for (size_t i = 0; i < nuser && !found; i++)
+    for (size_t i = 0; i < nuser; i++)
         if (strcmp(user[i]->scheme, scheme) == 0)
-            found = user[i];
+            return user[i];
+    return NULL;
+}
+
+static const evbus_backend_t *find_exact(const char *scheme)
+{
+    pthread_mutex_lock(&reg_mu);
+    const evbus_backend_t *be = find_locked(scheme);
     pthread_mutex_unlock(&reg_mu);
-    return found;
+    return be;
 }
 
 const evbus_backend_t *evbus_backend_find(const char *scheme)
@@ -60,6 +67,14 @@ const evbus_backend_t *evbus__backend_lookup(const char *scheme)
     return be;
 }
 
+size_t evbus_backend_msg_size(const evbus_backend_t *be)
+{
+    /* Version 1 messages end before the retry context. */
+    return !be ? 0
+               : be->version < 2 ? offsetof(evbus_msg_t, attempts)
+                                 : sizeof(evbus_msg_t);
+}
+
 int evbus_backend_register(const evbus_backend_t *be)
 {
     if (!be || !be->scheme || !*be->scheme || be->version < 1 ||
@@ -67,11 +82,13 @@ int evbus_backend_register(const evbus_backend_t *be)
         !be->publish || !be->subscribe || !be->unsubscribe || !be->fetch ||
         !be->settle)
         return EVBUS_EINVAL;
+    /* Look up and insert under one lock: two registrations of one scheme
+     * cannot both succeed. */
     int rc = EVBUS_OK;
-    if (find_exact(be->scheme))
-        return EVBUS_EBUSY;
     pthread_mutex_lock(&reg_mu);
-    if (nuser == MAX_USER_BACKENDS)
+    if (find_locked(be->scheme))
+        rc = EVBUS_EBUSY;
+    else if (nuser == MAX_USER_BACKENDS)
         rc = EVBUS_ENOMEM;
     else
         user[nuser++] = be;

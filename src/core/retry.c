@@ -24,6 +24,7 @@ void evbus_retry_policy_init(evbus_retry_policy_t *p)
     if (!p)
         return;
     *p = (evbus_retry_policy_t){
+        .struct_size = sizeof *p,
         .initial_ms = 100,
         .max_ms = 30000,
         .multiplier = 2.0,
@@ -32,6 +33,29 @@ void evbus_retry_policy_init(evbus_retry_policy_t *p)
         .max_elapsed_ms = 0,
     };
 }
+
+/* The policy as of the first release that carried struct_size. */
+#define POLICY_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_retry_policy_t, clock_opaque)
+
+int evbus__retry_policy_copy(evbus_retry_policy_t *dst,
+                             const evbus_retry_policy_t *src)
+{
+    evbus_retry_policy_init(dst);
+    if (!src)
+        return EVBUS_OK;
+    return evbus__struct_in(dst, sizeof *dst, src, POLICY_MIN_SIZE);
+}
+
+/* A policy whose struct_size the library does not trust is treated as
+ * absent by the functions that return no error. */
+#define FULL_POLICY(p, local)                                                  \
+    do {                                                                       \
+        if (!(p) || (p)->struct_size != sizeof(evbus_retry_policy_t)) {       \
+            if (!(p) || evbus__retry_policy_copy(&(local), (p)) != EVBUS_OK)  \
+                return 0;                                                      \
+            (p) = &(local);                                                    \
+        }                                                                      \
+    } while (0)
 
 /* ------------------------------------------------------------- randomness */
 
@@ -128,8 +152,8 @@ static int64_t exp_delay(const evbus_retry_policy_t *p, int attempt)
 int evbus_retry_delay_ms(const evbus_retry_policy_t *p, int attempt,
                          int prev_delay_ms)
 {
-    if (!p)
-        return 0;
+    evbus_retry_policy_t full;
+    FULL_POLICY(p, full);
     int64_t cap = clamp_nonneg(p->max_ms);
     int64_t d;
     switch (p->jitter) {
@@ -168,8 +192,8 @@ int evbus_retry_delay_ms(const evbus_retry_policy_t *p, int attempt,
 int evbus_retry_should_retry(const evbus_retry_policy_t *p, int attempt,
                              uint64_t elapsed_ms, int next_delay_ms)
 {
-    if (!p)
-        return 0;
+    evbus_retry_policy_t full;
+    FULL_POLICY(p, full);
     if (p->max_attempts > 0 && attempt >= p->max_attempts)
         return 0;
     if (p->max_elapsed_ms > 0) {
@@ -184,7 +208,7 @@ int evbus_retry_should_retry(const evbus_retry_policy_t *p, int attempt,
 
 static uint64_t policy_now(const evbus_retry_policy_t *p)
 {
-    return p->now_ms ? p->now_ms(p->clock_opaque) : evbus__now_ms();
+    return p->now_ms ? p->now_ms(p->clock_opaque) : evbus__mono_ms();
 }
 
 static void policy_sleep(const evbus_retry_policy_t *p, int ms)
@@ -202,13 +226,10 @@ static void policy_sleep(const evbus_retry_policy_t *p, int ms)
 int evbus_retry_call(const evbus_retry_policy_t *p, evbus_retry_fn fn,
                      void *opaque)
 {
-    evbus_retry_policy_t defaults;
-    if (!fn)
+    evbus_retry_policy_t full;
+    if (!fn || evbus__retry_policy_copy(&full, p) != EVBUS_OK)
         return EVBUS_EINVAL;
-    if (!p) {
-        evbus_retry_policy_init(&defaults);
-        p = &defaults;
-    }
+    p = &full;
     uint64_t start = policy_now(p);
     int prev_delay = 0;
     for (int attempt = 1;; attempt++) {

@@ -299,7 +299,7 @@ int evbus_url_param_at(const evbus_url_t *u, size_t i, const char **key,
                        const char **value)
 {
     if (i >= u->nparams)
-        return -1;
+        return EVBUS_ENOTFOUND;
     *key = u->params[i].key;
     *value = u->params[i].value;
     return 0;
@@ -310,6 +310,12 @@ void evbus_url_mark(const evbus_url_t *u, const char *key)
     url_param_t *p = find_param(u, key);
     if (p)
         atomic_store(&p->used, true);
+}
+
+int evbus_url_param_is_marked(const evbus_url_t *u, const char *key)
+{
+    url_param_t *p = find_param(u, key);
+    return p && atomic_load(&p->used);
 }
 
 const char *evbus__url_unused(const evbus_url_t *u)

@@ -50,16 +50,19 @@ int main(int argc, char **argv)
     int retry = retry_env ? atoi(retry_env) : 0;
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
+    evbus_retry_policy_t policy;
     if (retry > 0) {
-        so.retry.max_attempts = retry;
-        so.retry.initial_ms = 10;
-        so.retry.max_ms = 10;
+        evbus_retry_policy_init(&policy);
+        policy.max_attempts = retry;
+        policy.initial_ms = 10;
+        policy.max_ms = 10;
+        so.retry = &policy;
     }
+    char why[512];
     evbus_sub_t *sub = evbus_subscribe_opts(bus, argv[2], "dropper", &so,
-                                            drop_it, &retry);
+                                            drop_it, &retry, why, sizeof why);
     if (!sub) {
-        fprintf(stderr, "cli-dropper: subscribe: %s\n",
-                evbus_strerror(evbus_last_error(bus)));
+        fprintf(stderr, "cli-dropper: subscribe: %s\n", why);
         evbus_close(bus);
         return 1;
     }
@@ -67,6 +70,7 @@ int main(int argc, char **argv)
     evbus_sub_metrics_t m = {0};
     while (time(NULL) < end) {
         evbus_poll(bus, 100);
+        evbus_sub_metrics_init(&m);
         evbus_sub_metrics_get(sub, &m);
         if ((long)m.dead_lettered >= want)
             break;

@@ -220,11 +220,22 @@ void publish_events(evbus_t *bus, const char *topic, int from, int to,
     }
 }
 
-void fast_retry_opts(evbus_sub_opts_t *o, int max_attempts)
+void fast_retry_opts(evbus_sub_opts_t *o, evbus_retry_policy_t *retry,
+                     int max_attempts)
 {
     evbus_sub_opts_init(o);
-    o->retry.initial_ms = 10;
-    o->retry.max_ms = 50;
-    o->retry.jitter = EVBUS_JITTER_NONE;
-    o->retry.max_attempts = max_attempts;
+    evbus_retry_policy_init(retry);
+    retry->initial_ms = 10;
+    retry->max_ms = 50;
+    retry->jitter = EVBUS_JITTER_NONE;
+    retry->max_attempts = max_attempts;
+    o->retry = retry;
+}
+
+const char *conf_url_with(const char *param)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof buf, "%s%c%s", conf_url,
+             strchr(conf_url, '?') ? '&' : '?', param);
+    return buf;
 }

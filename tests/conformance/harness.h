@@ -3,11 +3,28 @@
 #ifndef EVBUS_CONFORMANCE_HARNESS_H
 #define EVBUS_CONFORMANCE_HARNESS_H
 
+#include <check.h>
 #include <pthread.h>
 #include <stdbool.h>
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
+
+/* One case and what it needs of the backend under test. */
+typedef struct conf_case {
+    const char *name;
+    const TTest *test;
+    unsigned needs;     /* EVBUS_FEAT_* all required */
+    unsigned needs_any; /* ... at least one of these, when not 0 */
+    const char *why;    /* said when the case is not run */
+    unsigned refused;   /* EVBUS_FEAT_* that rule the case out */
+} conf_case_t;
+
+/* Fill out with up to max cases; return how many (Check's test handles are
+ * not constants, so the tables are built at run time). */
+size_t conformance_cases(conf_case_t *out, size_t max); /* conformance.c */
+size_t contract_cases(conf_case_t *out, size_t max);    /* contract.c */
+size_t concurrency_cases(conf_case_t *out, size_t max); /* concurrency.c */
 
 /* The URL given on the command line. */
 extern const char *conf_url;
@@ -73,7 +90,12 @@ evbus_event_t *make_event(int seq);
 typedef enum { PUBLISH_SYNC, PUBLISH_ASYNC } publish_mode_t;
 void publish_events(evbus_t *bus, const char *topic, int from, int to,
                     publish_mode_t mode);
-/* Subscription options for fast retries in tests. */
-void fast_retry_opts(evbus_sub_opts_t *o, int max_attempts);
+/* conf_url with one more query parameter ("key=value"). Static buffer. */
+const char *conf_url_with(const char *param);
+
+/* Subscription options for fast retries in tests; retry must outlive the
+ * subscribe call that uses o. */
+void fast_retry_opts(evbus_sub_opts_t *o, evbus_retry_policy_t *retry,
+                     int max_attempts);
 
 #endif

@@ -136,12 +136,15 @@ static outcome_t run_world(const char *url, const char *topic)
     ck_assert_msg(bus != NULL, "%s: %s", url, err);
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 5;
-    o.retry.max_ms = 20;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 5;
+    retry.max_ms = 20;
+    o.retry = &retry;
     char dlq_topic[160];
     snprintf(dlq_topic, sizeof dlq_topic, "%s.dlq", topic);
     ck_assert_ptr_nonnull(evbus_subscribe(watch, dlq_topic, "ops", dlq_handler, w));
-    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "notify", &o, handler, w));
+    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "notify", &o, handler, w, NULL, 0));
 
     outcome_t out = {0, 0, 0, 0, 0};
     for (int i = 0; i < N; i++) {
@@ -194,6 +197,7 @@ static outcome_t run_world(const char *url, const char *topic)
     ck_assert_int_gt(out.publish_attempts, N);
 
     evbus_metrics_t m;
+    evbus_metrics_init(&m);
     evbus_metrics_get(bus, &m);
     out.faults = m.faults_injected;
     ck_assert_uint_gt(m.faults_injected, 0);

@@ -361,11 +361,14 @@ START_TEST(offsets_never_pass_a_retrying_event)
     c.retry_seq = 2;
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.max_attempts = 1000;
-    o.retry.initial_ms = 50;
-    o.retry.max_ms = 100;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_attempts = 1000;
+    retry.initial_ms = 50;
+    retry.max_ms = 100;
+    o.retry = &retry;
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, topic, "wm", &o, kt_handler, &c));
+        evbus_subscribe_opts(bus, topic, "wm", &o, kt_handler, &c, NULL, 0));
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(kt_poll_until(buses, &c, kt_acked, 4, 30000), 4);
     /* let auto-commit (5 s) run at least once while 2 keeps retrying */
@@ -442,6 +445,7 @@ START_TEST(delivery_report_error_fails_the_publish)
     ck_assert_msg(rc != EVBUS_OK, "publish succeeded despite the error");
     ck_assert_int_eq(rc, EVBUS_EAUTH);
     evbus_metrics_t mt;
+    evbus_metrics_init(&mt);
     evbus_metrics_get(bus, &mt);
     ck_assert_uint_ge(mt.publish_failed, 2);
     evbus_event_free(ev);

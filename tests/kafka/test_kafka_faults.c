@@ -211,10 +211,13 @@ START_TEST(consumer_closed_mid_stream_new_member_takes_over)
     ca.stop_after = FIRST;
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 500;
-    o.retry.max_attempts = 1000;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 500;
+    retry.max_attempts = 1000;
+    o.retry = &retry;
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(a, topic, "takeover", &o, kt_handler, &ca));
+        evbus_subscribe_opts(a, topic, "takeover", &o, kt_handler, &ca, NULL, 0));
     evbus_t *buses[] = {a, NULL};
     ck_assert_int_eq(kt_poll_until(buses, &ca, kt_acked, FIRST, 30000), FIRST);
     kt_poll_until(buses, &ca, kt_acked, FIRST + 1, 300); /* some RETRYs */

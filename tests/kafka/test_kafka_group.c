@@ -207,11 +207,14 @@ START_TEST(unsubscribe_one_of_two_mid_stream)
     cb.stop_after = FIRST;
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 500;
-    o.retry.max_attempts = 1000;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 500;
+    retry.max_attempts = 1000;
+    o.retry = &retry;
     ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "mixed", kt_handler, &ca));
     evbus_sub_t *sb =
-        evbus_subscribe_opts(bus, tb, "mixed", &o, kt_handler, &cb);
+        evbus_subscribe_opts(bus, tb, "mixed", &o, kt_handler, &cb, NULL, 0);
     ck_assert_ptr_nonnull(sb);
     publish_range(pub, ta, 0, N / 2);
     publish_range(pub, tb, 0, N);
@@ -286,11 +289,14 @@ START_TEST(resubscribe_within_grace_gets_the_rest)
     cb.stop_after = FIRST;
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 500;
-    o.retry.max_attempts = 1000;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 500;
+    retry.max_attempts = 1000;
+    o.retry = &retry;
     ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "again", kt_handler, &ca));
     evbus_sub_t *sb =
-        evbus_subscribe_opts(bus, tb, "again", &o, kt_handler, &cb);
+        evbus_subscribe_opts(bus, tb, "again", &o, kt_handler, &cb, NULL, 0);
     ck_assert_ptr_nonnull(sb);
     publish_range(pub, tb, 0, N);
     evbus_t *buses[] = {bus, NULL};
@@ -336,9 +342,11 @@ START_TEST(same_topic_same_group_twice_is_refused)
     kt_collector_init(&c3, KT_ACK);
     ck_assert_ptr_nonnull(evbus_subscribe(bus, t, "g", kt_handler, &c1));
     capture_start();
-    ck_assert_ptr_null(evbus_subscribe(bus, t, "g", kt_handler, &c2));
+    char why[512];
+    ck_assert_ptr_null(evbus_subscribe_opts(bus, t, "g", NULL, kt_handler,
+                                            &c2, why, sizeof why));
     capture_stop();
-    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EBUSY);
+    ck_assert_msg(strncmp(why, "EVBUS_EBUSY:", 12) == 0, "%s", why);
     pthread_mutex_lock(&log_mu);
     ck_assert_msg(strstr(last_warning, "already has a subscription") != NULL,
                   "reason not logged: '%s'", last_warning);
@@ -383,13 +391,16 @@ START_TEST(full_subscription_does_not_stall_the_other)
     kt_collector_init(&cb, KT_ACK);
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 1000;
-    o.retry.max_ms = 1000;
-    o.retry.max_attempts = 1000;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 1000;
+    retry.max_ms = 1000;
+    retry.max_attempts = 1000;
+    o.retry = &retry;
     o.max_inflight = 10;
     capture_start();
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, ta, "slow", &o, kt_handler, &ca));
+        evbus_subscribe_opts(bus, ta, "slow", &o, kt_handler, &ca, NULL, 0));
     ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "slow", kt_handler, &cb));
     evbus_t *buses[] = {bus, NULL};
     long long end = now_ms() + 60000;

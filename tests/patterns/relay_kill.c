@@ -150,8 +150,11 @@ static int run_relays(const char *app_db, const char *url, long k)
     evbus_relay_opts_init(&o);
     o.batch_size = 200;
     o.poll_interval_ms = 5;
-    o.retry.initial_ms = 5;
-    o.retry.max_ms = 100;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 5;
+    retry.max_ms = 100;
+    o.retry = &retry;
     /* two relays on one database: the lock lets only one publish */
     evbus_relay_t *r1 = evbus_relay_new_opts(app_db, bus, &o, err, sizeof err);
     evbus_relay_t *r2 = evbus_relay_new_opts(app_db, bus, &o, err, sizeof err);
@@ -313,10 +316,15 @@ int main(int argc, char **argv)
         die("consumer bus", err);
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
-    so.retry.initial_ms = 10;
-    so.retry.max_attempts = 50;
-    if (!evbus_subscribe_opts(bus, TOPIC, "killtest", &so, on_event, &c))
-        die("subscribe", evbus_strerror(evbus_last_error(bus)));
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 10;
+    retry.max_attempts = 50;
+    so.retry = &retry;
+    char why[512];
+    if (!evbus_subscribe_opts(bus, TOPIC, "killtest", &so, on_event, &c, why,
+                              sizeof why))
+        die("subscribe", why);
 
     char *prod_argv[] = {argv[0], "--produce", app_db, nbuf, NULL};
     char kbuf[32];

@@ -355,10 +355,13 @@ START_TEST(subscription_with_helper_applies_each_event_once)
     svc_t s = {in, {0, 0}, 2};
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
-    so.retry.initial_ms = 1;
-    so.retry.max_ms = 5;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 1;
+    retry.max_ms = 5;
+    so.retry = &retry;
     ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, "todos", "notify", &so,
-                                               on_todo, &s));
+                                               on_todo, &s, NULL, 0));
     evbus_event_t *ev = todo_event(NULL);
     /* the same event three times, as a relay restart could cause */
     for (int i = 0; i < 3; i++)

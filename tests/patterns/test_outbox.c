@@ -86,8 +86,11 @@ static evbus_relay_t *relay_with(int batch, int64_t retention)
     o.batch_size = batch;
     o.retention_ms = retention;
     o.poll_interval_ms = 5;
-    o.retry.initial_ms = 5;
-    o.retry.max_ms = 40;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 5;
+    retry.max_ms = 40;
+    o.retry = &retry;
     char err[256] = "";
     evbus_relay_t *r = evbus_relay_new_opts(db_path, bus, &o, err, sizeof err);
     ck_assert_msg(r != NULL, "%s", err);

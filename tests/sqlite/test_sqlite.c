@@ -284,16 +284,19 @@ START_TEST(delayed_retry_survives_reopen)
 {
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.initial_ms = 800;
-    o.retry.max_ms = 800;
-    o.retry.jitter = EVBUS_JITTER_NONE;
-    o.retry.max_attempts = 5;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 800;
+    retry.max_ms = 800;
+    retry.jitter = EVBUS_JITTER_NONE;
+    retry.max_attempts = 5;
+    o.retry = &retry;
 
     evbus_t *bus = open_q(NULL);
     publish_n(bus, "t.retry", 0, 1);
     rec_t r = {.answer_first = EVBUS_RETRY};
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, "t.retry", "g", &o, rec_handler, &r));
+        evbus_subscribe_opts(bus, "t.retry", "g", &o, rec_handler, &r, NULL, 0));
     poll_until_count(bus, &r, 1, 5000);
     ck_assert_int_eq(r.count, 1);
     ck_assert_int_eq(r.attempt[0], 1);
@@ -303,7 +306,7 @@ START_TEST(delayed_retry_survives_reopen)
     rec_t r2 = {.answer_first = EVBUS_ACK};
     bus = open_q(NULL);
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, "t.retry", "g", &o, rec_handler, &r2));
+        evbus_subscribe_opts(bus, "t.retry", "g", &o, rec_handler, &r2, NULL, 0));
     poll_until_count(bus, &r2, 1, 5000);
     ck_assert_int_eq(r2.count, 1);
     ck_assert_int_eq(r2.attempt[0], 2); /* the count survived the reopen */
@@ -585,11 +588,14 @@ START_TEST(poison_event_that_crashes_consumers_is_dead_lettered)
     }
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
-    o.retry.max_attempts = 3;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_attempts = 3;
+    o.retry = &retry;
     rec_t r = {.answer_first = EVBUS_ACK}, dlq = {.answer_first = EVBUS_ACK};
     bus = open_q(q);
     ck_assert_ptr_nonnull(
-        evbus_subscribe_opts(bus, "t.poison", "g", &o, rec_handler, &r));
+        evbus_subscribe_opts(bus, "t.poison", "g", &o, rec_handler, &r, NULL, 0));
     ck_assert_ptr_nonnull(
         evbus_subscribe(bus, "t.poison.dlq", "ops", rec_handler, &dlq));
     poll_until_count(bus, &dlq, 1, 5000);

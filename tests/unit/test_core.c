@@ -14,7 +14,7 @@
 
 START_TEST(error_table_is_complete)
 {
-    for (int e = 0; e > EVBUS_ERR_LAST_; e--) {
+    for (int e = 0; e >= EVBUS_EINTERNAL; e--) {
         ck_assert_str_ne(evbus_strerror(e), "unknown error");
         ck_assert_ptr_nonnull(strstr(evbus_err_name(e), "EVBUS_"));
     }
@@ -102,11 +102,16 @@ START_TEST(publish_checks_its_arguments)
     ck_assert_int_eq(evbus_publish_raw(bus, "t", big, sizeof big),
                      EVBUS_ETOOBIG);
     int n = 0;
-    ck_assert_ptr_null(evbus_subscribe(bus, NULL, "g", ack, &n));
-    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EINVAL);
+    char why[256];
+    ck_assert_ptr_null(
+        evbus_subscribe_opts(bus, NULL, "g", NULL, ack, &n, why, sizeof why));
+    ck_assert_msg(strncmp(why, "EVBUS_EINVAL: topic name is empty", 33) == 0,
+                  "%s", why);
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "", ack, &n));
-    ck_assert_ptr_null(evbus_subscribe(bus, "a\tb", "g", ack, &n));
-    ck_assert_int_eq(evbus_last_error(bus), EVBUS_EINVAL);
+    ck_assert_ptr_null(
+        evbus_subscribe_opts(bus, "a\tb", "g", NULL, ack, &n, why, sizeof why));
+    ck_assert_msg(strstr(why, "EVBUS_EINVAL: topic name has byte 0x09 at "
+                              "offset 1"), "%s", why);
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "my group", ack, &n));
     ck_assert_ptr_null(evbus_subscribe(bus, "t", "g", NULL, &n));
     ck_assert_int_eq(evbus_poll(NULL, 0), EVBUS_EINVAL);
@@ -213,6 +218,7 @@ START_TEST(metrics_render_as_prometheus_text)
     while (n < 3)
         ck_assert_int_ge(evbus_poll(bus, 1000), 0);
     evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
     evbus_sub_metrics_get(sub, &m);
     ck_assert_uint_eq(m.delivered, 3);
     ck_assert_uint_eq(m.acked, 3);
@@ -295,6 +301,7 @@ START_TEST(user_backends_register_by_scheme)
     evbus_event_t *ev = evbus_event_new("a.b.c", "/src");
     ck_assert_int_eq(evbus_publish(bus, "t", ev), EVBUS_EREJECTED);
     evbus_metrics_t m;
+    evbus_metrics_init(&m);
     evbus_metrics_get(bus, &m);
     ck_assert_uint_eq(m.publish_failed, 1);
     /* an async failure surfaces at flush */

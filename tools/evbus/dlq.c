@@ -164,11 +164,14 @@ static int drain(dlq_state_t *st, const char *dlq_topic, const char *group,
     evbus_sub_opts_init(&so);
     /* RETRY here only means "not handled in this run" (a replay failed):
      * never let repeated failed runs move a dead letter on to DLQ.dlq. */
-    so.retry.max_attempts = 0;
+    evbus_retry_policy_t forever;
+    evbus_retry_policy_init(&forever);
+    forever.max_attempts = 0;
+    so.retry = &forever;
+    char why[512];
     if (!evbus_subscribe_opts(st->bus, dlq_topic, group, &so, on_dead_letter,
-                              st)) {
-        cli_error("cannot read %s as group %s: %s", dlq_topic, group,
-                  evbus_strerror(evbus_last_error(st->bus)));
+                              st, why, sizeof why)) {
+        cli_error("cannot read %s as group %s: %s", dlq_topic, group, why);
         return CLI_FAIL;
     }
     cli_stop_on_signals(st->bus);

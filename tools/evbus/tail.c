@@ -92,6 +92,7 @@ static void report_undecodable(evbus_sub_t *sub, const char *topic,
                                const char *sink, uint64_t *reported)
 {
     evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
     evbus_sub_metrics_get(sub, &m);
     if (m.undecodable <= *reported)
         return;
@@ -189,19 +190,21 @@ int cmd_tail(int argc, char **argv)
         so.max_inflight = 1; /* never fetch more than we will print */
     /* tail answers RETRY only for events it did not print (stdout closed):
      * they must never be dead-lettered for that. */
-    so.retry.max_attempts = 0;
+    evbus_retry_policy_t forever;
+    evbus_retry_policy_init(&forever);
+    forever.max_attempts = 0;
+    so.retry = &forever;
     /* Every consumer dead-letters bytes that are not CloudEvents. A private
      * tail group must not add copies to TOPIC.dlq (which real consumers
      * fill and `dlq replay --all` reads), so its dead letters go to a sink
      * of their own; tail reports them on stderr instead. */
     if (private)
         so.dlq_topic = TAIL_DLQ_SINK;
+    char why[512];
     evbus_sub_t *sub = evbus_subscribe_opts(bus, topic, group, &so, on_event,
-                                            &st);
+                                            &st, why, sizeof why);
     if (!sub) {
-        int err = evbus_last_error(bus);
-        cli_error("cannot subscribe to %s as group %s: %s", topic, group,
-                  evbus_strerror(err));
+        cli_error("cannot subscribe to %s as group %s: %s", topic, group, why);
         evbus_close(bus);
         return CLI_FAIL;
     }

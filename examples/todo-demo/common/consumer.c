@@ -115,9 +115,11 @@ void svc_consumer_start(const char *service, const char *group, sqlite3 *db,
     bus = svc_open_bus(service);
     svc_signals(bus);
     for (const char *const *t = topics; *t; t++) {
-        if (!evbus_subscribe(bus, *t, group, on_event, NULL)) {
+        char why[512];
+        if (!evbus_subscribe_opts(bus, *t, group, NULL, on_event, NULL, why,
+                                  sizeof why)) {
             fprintf(stderr, "%s: cannot subscribe to %s: %s\n", service, *t,
-                    evbus_strerror(evbus_last_error(bus)));
+                    why);
             exit(1);
         }
     }

@@ -99,7 +99,10 @@ svc_producer_t *svc_producer_start(const char *service, const char *db_path)
     o.poll_interval_ms = 50;
     /* While the broker is down the relay backs off up to 1 s, not 5 s: the
      * demo wants waiting events to move soon after the broker is back. */
-    o.retry.max_ms = 1000;
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_ms = 1000;
+    o.retry = &retry;
     char err[256];
     p->relay = evbus_relay_new_opts(db_path, p->bus, &o, err, sizeof err);
     if (!p->relay) {

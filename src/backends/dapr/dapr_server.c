@@ -898,7 +898,7 @@ int dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         m->event = d->event;
         d->event = NULL;
         m->decode_error = e->why; /* lives until the request is answered */
-        m->delivery_count = e->count;
+        m->attempts = e->count > 1 ? e->count - 1 : 0;
         m->cookie = d;
     }
     pthread_mutex_unlock(&srv->mu);

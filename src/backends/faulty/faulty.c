@@ -5,6 +5,8 @@
  *   seed=N  dup=P  redeliver=P (alias drop_ack)  redeliver_ms=MS
  *   delay=MS (hold each delivery a random 0..MS, never reordering within a
  *   partitionkey)  fail_publish=P  lost_reply=P  poison=P
+ *   reject_dlq=P (a dead-letter publish - an event carrying dlqreason - is
+ *   refused with EVBUS_EREJECTED)
  * Everything else is passed to the inner backend.
  */
 #include <stdio.h>
@@ -15,7 +17,7 @@
 
 static const char *const fault_keys[] = {
     "seed", "dup", "redeliver", "drop_ack", "redeliver_ms", "delay",
-    "fail_publish", "lost_reply", "poison", NULL};
+    "fail_publish", "lost_reply", "poison", "reject_dlq", NULL};
 
 static bool is_fault_key(const char *k)
 {
@@ -52,7 +54,8 @@ static int read_opts(const evbus_url_t *url, faulty_opts_t *o, char *errstr,
         (rc = read_prob(url, "redeliver", &o->redeliver, errstr, n)) ||
         (rc = read_prob(url, "fail_publish", &o->fail_publish, errstr, n)) ||
         (rc = read_prob(url, "lost_reply", &o->lost_reply, errstr, n)) ||
-        (rc = read_prob(url, "poison", &o->poison, errstr, n)))
+        (rc = read_prob(url, "poison", &o->poison, errstr, n)) ||
+        (rc = read_prob(url, "reject_dlq", &o->reject_dlq, errstr, n)))
         return rc;
     if (!o->redeliver &&
         (rc = read_prob(url, "drop_ack", &o->redeliver, errstr, n)))
@@ -87,8 +90,11 @@ static char *inner_url_string(const evbus_url_t *url, const char *inner_scheme)
                                   evbus_url_rest(url));
     char sep = '?';
     for (size_t i = 0; evbus_url_param_at(url, i, &k, &v) == 0; i++) {
+        /* The core's own options (read before open) stay with the outer
+         * bus; fault options are ours. */
+        bool ours = is_fault_key(k) || evbus_url_param_is_marked(url, k);
         evbus_url_mark(url, k);
-        if (is_fault_key(k))
+        if (ours)
             continue;
         len += (size_t)snprintf(s + len, cap - len, "%c%s=", sep, k);
         for (const char *p = v; *p; p++) /* re-escape the decoded value */
@@ -183,7 +189,16 @@ static int faulty_publish(void *priv, const char *topic,
     uint64_t *rng = dlq ? &f->dlq_rng : &f->pub_rng;
     bool fail = faulty_roll(rng, f->o.fail_publish);
     bool lose = !fail && faulty_roll(rng, f->o.lost_reply);
+    bool reject = ev && evbus_event_ext(ev, "dlqreason") &&
+                  faulty_roll(rng, f->o.reject_dlq);
     pthread_mutex_unlock(&f->pub_mu);
+    if (reject) {
+        evbus_host_count_fault(f->host);
+        evbus_host_log(f->host, EVBUS_LOG_INFO,
+                       "fault reject_dlq: dead letter %s to %s refused",
+                       evbus_event_id(ev), topic);
+        return EVBUS_EREJECTED;
+    }
     if (fail) {
         evbus_host_count_fault(f->host);
         evbus_host_log(f->host, EVBUS_LOG_INFO,
@@ -244,4 +259,5 @@ const evbus_backend_t evbus_backend_faulty = {
     .settle = faulty_settle,
     .health = faulty_health,
     .features_of = faulty_features,
+    .record_attempts = faulty_record_attempts,
 };

@@ -19,6 +19,8 @@ typedef struct {
     double fail_publish; /* publish fails (retriable) and publishes nothing */
     double lost_reply;   /* publish succeeds but reports a timeout */
     double poison;       /* a delivery's bytes are corrupted */
+    double reject_dlq;   /* a dead-letter publish is refused for good
+                            (EVBUS_EREJECTED) */
     int delay_ms;        /* hold deliveries up to this long (0 = off) */
     int redeliver_ms;    /* when a lost-ACK event comes back */
     uint64_t seed;
@@ -59,5 +61,9 @@ void faulty_unsubscribe(void *priv, void *bsub);
 int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
 int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
                   int delay_ms);
+/* Keeps the context for the core and passes real deliveries' attempts on
+ * to the inner backend; EVBUS_ENOTSUP when the inner one keeps none. */
+int faulty_record_attempts(void *priv, void *bsub, evbus_msg_t *const *msgs,
+                           int n);
 
 #endif

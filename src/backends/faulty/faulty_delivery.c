@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "faulty.h"
+#include "support/clock.h"
 
 typedef struct held {
     uint64_t due_ms;
@@ -24,7 +25,9 @@ typedef struct held {
     bool lose_ack;     /* decided on arrival: its ACK will be "lost" */
     char *bytes;       /* what the core gets: owned copy */
     size_t len;
-    int delivery_count;
+    /* the retry context the core sees (a phantom keeps its own) */
+    int attempts, prev_delay_ms;
+    int64_t first_attempt_ms;
     struct held *next;
 } held_t;
 
@@ -43,9 +46,7 @@ typedef struct {
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return evbus__mono_ms();
 }
 
 static void insert(fsub_t *s, held_t *h)
@@ -90,7 +91,9 @@ static held_t *phantom_of(const held_t *h, uint64_t due_ms)
     p->len = h->len;
     p->phantom = true;
     p->due_ms = due_ms;
-    p->delivery_count = h->delivery_count ? h->delivery_count + 1 : 0;
+    p->attempts = h->attempts;
+    p->prev_delay_ms = h->prev_delay_ms;
+    p->first_attempt_ms = h->first_attempt_ms;
     return p;
 }
 
@@ -172,7 +175,11 @@ static void take(faulty_t *f, fsub_t *s, evbus_msg_t *m, uint64_t now)
     h->len = len;
     free(json);
     h->inner = *m;
-    h->delivery_count = m->delivery_count;
+    h->attempts = m->attempts;
+    h->prev_delay_ms = m->prev_delay_ms;
+    h->first_attempt_ms = m->first_attempt_ms;
+    if (f->inner->version < 2) /* counted hand-outs, 1 the first time */
+        h->attempts = m->delivery_count > 1 ? m->delivery_count - 1 : 0;
     if (!s->topic)
         s->topic = m->topic;
 
@@ -199,7 +206,6 @@ static void take(faulty_t *f, fsub_t *s, evbus_msg_t *m, uint64_t now)
     if (faulty_roll(&f->del_rng, f->o.dup)) {
         held_t *p = phantom_of(h, due);
         if (p) {
-            p->delivery_count = h->delivery_count;
             insert(s, p);
             fault(f, "dup", m->topic, h);
         }
@@ -211,15 +217,21 @@ int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     faulty_t *f = priv;
     fsub_t *s = bsub;
     uint64_t now = now_ms();
+    /* The inner backend fills elements of its own version's size. */
     evbus_msg_t in[64];
+    size_t stride = evbus_backend_msg_size(f->inner);
     if (max > 64)
         max = 64;
-    memset(in, 0, sizeof(evbus_msg_t) * (size_t)max);
+    memset(in, 0, sizeof in);
     int n = f->inner->fetch(f->inner_priv, s->inner_bsub, in, max);
     if (n < 0)
         return n;
-    for (int i = 0; i < n; i++)
-        take(f, s, &in[i], now);
+    for (int i = 0; i < n; i++) {
+        evbus_msg_t m;
+        memset(&m, 0, sizeof m);
+        memcpy(&m, (const char *)in + (size_t)i * stride, stride);
+        take(f, s, &m, now);
+    }
     int k = 0;
     while (k < max && s->held && s->held->due_ms <= now) {
         held_t *h = s->held;
@@ -228,7 +240,9 @@ int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         out[k].topic = h->inner.topic ? h->inner.topic : s->topic;
         out[k].payload = h->bytes;
         out[k].len = h->len;
-        out[k].delivery_count = h->delivery_count;
+        out[k].attempts = h->attempts;
+        out[k].prev_delay_ms = h->prev_delay_ms;
+        out[k].first_attempt_ms = h->first_attempt_ms;
         out[k].cookie = h;
         k++;
     }
@@ -244,8 +258,7 @@ int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
     if (h->phantom) {
         if (how == EVBUS_SETTLE_RETRY) { /* the inner backend would redeliver */
             h->due_ms = now_ms() + (uint64_t)delay_ms;
-            if (h->delivery_count)
-                h->delivery_count++;
+            h->prev_delay_ms = delay_ms;
             insert(s, h);
         } else {
             held_free(h);
@@ -271,4 +284,34 @@ int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         insert(s, echo);
     held_free(h);
     return EVBUS_OK;
+}
+
+int faulty_record_attempts(void *priv, void *bsub, evbus_msg_t *const *msgs,
+                           int n)
+{
+    faulty_t *f = priv;
+    fsub_t *s = bsub;
+    int (*rec)(void *, void *, evbus_msg_t *const *, int) =
+        f->inner->version >= 2 ? f->inner->record_attempts : NULL;
+    int rc = EVBUS_OK;
+    for (int i = 0; i < n; i++) {
+        held_t *h = msgs[i]->cookie;
+        h->attempts = msgs[i]->attempts;
+        h->prev_delay_ms = msgs[i]->prev_delay_ms;
+        h->first_attempt_ms = msgs[i]->first_attempt_ms;
+        if (h->phantom)
+            continue; /* a copy: the inner backend knows nothing of it */
+        if (!rec) {
+            rc = EVBUS_ENOTSUP; /* the core counts in memory */
+            continue;
+        }
+        h->inner.attempts = h->attempts;
+        h->inner.prev_delay_ms = h->prev_delay_ms;
+        h->inner.first_attempt_ms = h->first_attempt_ms;
+        evbus_msg_t *one = &h->inner;
+        int r = rec(f->inner_priv, s->inner_bsub, &one, 1);
+        if (r != EVBUS_OK)
+            return r;
+    }
+    return rc;
 }

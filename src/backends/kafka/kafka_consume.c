@@ -384,7 +384,7 @@ int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         o->event = m->event;
         m->event = NULL;
         o->decode_error = m->decode_error;
-        o->delivery_count = 0; /* Kafka does not count deliveries */
+        o->attempts = 0; /* Kafka keeps no count (yet) */
         o->cookie = m;
         o->cookie_u64 = (uint64_t)m->offset;
     }

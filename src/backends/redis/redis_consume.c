@@ -765,7 +765,7 @@ int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         out[n].payload = m->payload;
         out[n].len = m->len;
         out[n].decode_error = m->decode_error;
-        out[n].delivery_count = m->delivery_count;
+        out[n].attempts = m->delivery_count > 1 ? m->delivery_count - 1 : 0;
         out[n].event = m->event; /* the core owns it from here */
         m->event = NULL;
         out[n].cookie = m;

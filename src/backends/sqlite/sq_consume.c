@@ -258,8 +258,9 @@ static void fill_msg(sq_sub_t *s, evbus_msg_t *m, sq_lease_t *l)
     m->topic = s->topic;
     m->payload = l->payload;
     m->len = l->len;
-    m->delivery_count = l->deliveries > INT32_MAX ? INT32_MAX
-                                                  : (int)l->deliveries;
+    /* interim: leases before this one, until attempts are recorded */
+    m->attempts = l->deliveries - 1 > INT32_MAX ? INT32_MAX
+                                                : (int)(l->deliveries - 1);
     m->cookie = l;
     m->cookie_u64 = (uint64_t)l->seq;
 }

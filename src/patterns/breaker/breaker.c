@@ -4,10 +4,12 @@
  * state-change callback can look at the breaker it is called for.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/internal.h"
+#include "core/patterns.h"
+#include "support/clock.h"
 
 #include "evbus/breaker.h"
 
@@ -63,7 +65,7 @@ const char *evbus_breaker_state_name(int state)
 
 static uint64_t now_ms(const evbus_breaker_t *b)
 {
-    return b->o.now_ms ? b->o.now_ms(b->o.clock_opaque) : evbus__now_ms();
+    return b->o.now_ms ? b->o.now_ms(b->o.clock_opaque) : evbus__mono_ms();
 }
 
 /* The breaker is allocated mutable; const in the API only says the call

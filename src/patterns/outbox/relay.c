@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/patterns.h"
 #include "relay_internal.h"
+#include "support/structs.h"
 #include "sql_util.h"
 
 /* The relay only writes its progress mark (and parks). Losing the last
@@ -34,16 +36,28 @@ void evbus_relay_opts_init(evbus_relay_opts_t *o)
     if (!o)
         return;
     memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
     o->batch_size = 512;
     o->poll_interval_ms = 100;
     o->retention_ms = 3600000;
     o->purge_interval_ms = 10000;
     o->flush_timeout_ms = 10000;
     o->busy_timeout_ms = 5000;
-    evbus_retry_policy_init(&o->retry);
-    o->retry.initial_ms = 100;
-    o->retry.max_ms = 5000;
-    o->retry.max_attempts = 0;
+}
+
+/* The options as of the first release that carried struct_size. */
+#define RELAY_OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_relay_opts_t, retry)
+
+/* The backoff the relay uses: the caller's, or its own default. */
+static int relay_backoff(evbus_retry_policy_t *p,
+                         const evbus_retry_policy_t *user)
+{
+    if (user)
+        return evbus__retry_policy_copy(p, user);
+    evbus_retry_policy_init(p);
+    p->initial_ms = 100;
+    p->max_ms = 5000;
+    return EVBUS_OK;
 }
 
 static int check_opts(const evbus_relay_opts_t *o, char *errstr, size_t n)
@@ -80,10 +94,18 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
         return NULL;
     }
     evbus_relay_opts_t opts;
-    if (o)
-        opts = *o;
-    else
-        evbus_relay_opts_init(&opts);
+    evbus_relay_opts_init(&opts);
+    evbus_retry_policy_t backoff;
+    if ((o && evbus__struct_in(&opts, sizeof opts, o, RELAY_OPTS_MIN_SIZE)) ||
+        relay_backoff(&backoff, opts.retry) != EVBUS_OK) {
+        ob__seterr(errstr, n, "relay: options or retry policy not "
+                   "initialised by their _init function");
+        return NULL;
+    }
+    /* The policy lives in the relay; the caller's pointer is not kept. */
+    backoff.max_attempts = 0;
+    backoff.max_elapsed_ms = 0;
+    opts.retry = NULL;
     if (check_opts(&opts, errstr, n) != EVBUS_OK)
         return NULL;
     evbus_relay_t *r = calloc(1, sizeof *r);
@@ -95,6 +117,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
     }
     r->bus = bus;
     r->o = opts;
+    r->backoff = backoff;
     r->lock.fd = -1;
     pthread_mutex_init(&r->run_mu, NULL);
     pthread_mutex_init(&r->mu, NULL);
@@ -185,7 +208,7 @@ static void *relay_main(void *arg)
         int delay;
         if (got < 0) {
             failures += failures < 30;
-            delay = evbus_retry_delay_ms(&r->o.retry, failures, prev_delay);
+            delay = evbus_retry_delay_ms(&r->backoff, failures, prev_delay);
             prev_delay = delay;
             idle_ms = 0;
         } else {

@@ -34,6 +34,7 @@ typedef struct row {
 struct evbus_relay {
     evbus_t *bus;
     evbus_relay_opts_t o;
+    evbus_retry_policy_t backoff; /* while publishing fails */
     sqlite3 *db;
     sqlite3_stmt *fetch, *load_mark, *save_mark, *park, *del_upto;
     sqlite3_stmt *purge_scan, *purge_del, *begin, *commit, *rollback;

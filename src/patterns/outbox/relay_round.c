@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/internal.h" /* evbus__publish_encoded_async */
+#include "core/patterns.h"
 #include "relay_internal.h"
 #include "sql_util.h"
 

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/internal.h" /* evbus__vlog: the library's log channel */
+#include "core/patterns.h"
 #include "evbus/evbus.h"
 #include "sql_util.h"
 

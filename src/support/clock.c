@@ -1,18 +1,24 @@
-/* Monotonic clock helpers used for deadlines, backoff and latency. */
 #include <time.h>
 
-#include "internal.h"
+#include "support/clock.h"
 
-uint64_t evbus__now_ms(void)
+uint64_t evbus__mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t evbus__now_us(void)
+uint64_t evbus__mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int64_t evbus__wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

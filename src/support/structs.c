@@ -1,0 +1,29 @@
+#include <string.h>
+
+#include "evbus/evbus.h"
+#include "support/structs.h"
+
+int evbus__struct_in(void *dst, size_t dst_size, const void *src,
+                     size_t min_size)
+{
+    size_t n;
+    memcpy(&n, src, sizeof n);
+    if (n < min_size)
+        return EVBUS_EINVAL;
+    memcpy(dst, src, n < dst_size ? n : dst_size);
+    memcpy(dst, &dst_size, sizeof dst_size);
+    return EVBUS_OK;
+}
+
+int evbus__struct_out(void *dst, const void *src, size_t src_size,
+                      size_t min_size)
+{
+    size_t n;
+    memcpy(&n, dst, sizeof n);
+    if (n < min_size)
+        return EVBUS_EINVAL;
+    size_t copy = n < src_size ? n : src_size;
+    memcpy((char *)dst + sizeof n, (const char *)src + sizeof n,
+           copy - sizeof n);
+    return EVBUS_OK;
+}
