@@ -282,10 +282,11 @@ typedef struct evbus_saga_opts {
     uint64_t (*now_ms)(void *clock_opaque);
     void *clock_opaque;
     /* Backoff between compensation attempts and when to give up
-     * (max_attempts, max_elapsed_ms). Default: 1000 ms doubling to
-     * 60000 ms, full jitter, 10 attempts. A reply that does not come within
-     * the step's comp_timeout_ms counts as a failed attempt. */
-    evbus_retry_policy_t compensation_retry;
+     * (max_attempts, max_elapsed_ms; one of them must be set). NULL =
+     * 1000 ms doubling to 60000 ms, full jitter, 10 attempts. A reply that
+     * does not come within the step's comp_timeout_ms counts as a failed
+     * attempt. Copied; initialise it with evbus_retry_policy_init. */
+    const evbus_retry_policy_t *compensation_retry;
 } evbus_saga_opts_t;
 
 /* Fills o with the defaults above and sets o->struct_size. Thread-safe. */

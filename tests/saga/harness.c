@@ -23,8 +23,13 @@ static void open_orch(harness_t *h, void (*tweak)(evbus_saga_opts_t *o))
     o.now_ms = fake_now;
     o.clock_opaque = &h->clock;
     /* deterministic backoff: 1 s, 2 s, 4 s ... */
-    o.compensation_retry.jitter = EVBUS_JITTER_NONE;
-    o.compensation_retry.max_attempts = 3;
+    evbus_retry_policy_t rp;
+    evbus_retry_policy_init(&rp);
+    rp.initial_ms = 1000;
+    rp.max_ms = 60000;
+    rp.jitter = EVBUS_JITTER_NONE;
+    rp.max_attempts = 3;
+    o.compensation_retry = &rp;
     if (tweak)
         tweak(&o);
     char err[256] = "";

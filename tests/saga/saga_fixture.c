@@ -54,8 +54,12 @@ int main(int argc, char **argv)
     opts.subscribe = 0;
     opts.run_relay = 0;
     opts.now_ms = fake_now;
-    opts.compensation_retry.jitter = EVBUS_JITTER_NONE;
-    opts.compensation_retry.max_attempts = 3;
+    evbus_retry_policy_t rp;
+    evbus_retry_policy_init(&rp);
+    rp.initial_ms = 1000;
+    rp.jitter = EVBUS_JITTER_NONE;
+    rp.max_attempts = 3;
+    opts.compensation_retry = &rp;
     char err[256];
     if (!(o = evbus_saga_orch_open(db, NULL, "orders", &opts, err, sizeof err)))
         die(err);

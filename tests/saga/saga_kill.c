@@ -174,9 +174,12 @@ static int run_orchestrator(const char *dir, const char *url, int n, long k)
     evbus_saga_opts_t o;
     evbus_saga_opts_init(&o);
     o.subscribe = 0; /* subscribed below, to die at the worst moment */
-    o.compensation_retry.initial_ms = 50;
-    o.compensation_retry.max_ms = 500;
-    o.compensation_retry.max_attempts = 1000;
+    evbus_retry_policy_t rp;
+    evbus_retry_policy_init(&rp);
+    rp.initial_ms = 50;
+    rp.max_ms = 500;
+    rp.max_attempts = 1000;
+    o.compensation_retry = &rp;
     if (!(orch = evbus_saga_orch_open(db, bus, "orders", &o, err,
                                       sizeof err)))
         die("orchestrator", err);
@@ -189,11 +192,14 @@ static int run_orchestrator(const char *dir, const char *url, int n, long k)
     evbus_saga_def_free(d2);
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
-    so.retry.initial_ms = 10;
-    so.retry.max_attempts = 50;
+    evbus_retry_policy_t sp;
+    evbus_retry_policy_init(&sp);
+    sp.initial_ms = 10;
+    sp.max_attempts = 50;
+    so.retry = &sp;
     if (!evbus_subscribe_opts(bus, "orders.replies", "orders", &so, on_reply,
-                              NULL))
-        die("subscribe", "orders.replies");
+                              NULL, err, sizeof err))
+        die("subscribe orders.replies", err);
     static const char *scenario[] = {"ok", "decline", "noship", "timeout"};
     int next = 0;
     for (;;) {
@@ -338,15 +344,19 @@ int main(int argc, char **argv)
     svc_open(&ship, dir, "shipping", bus);
     evbus_sub_opts_t so;
     evbus_sub_opts_init(&so);
-    so.retry.initial_ms = 10;
-    so.retry.max_attempts = 50;
+    evbus_retry_policy_t sp;
+    evbus_retry_policy_init(&sp);
+    sp.initial_ms = 10;
+    sp.max_attempts = 50;
+    so.retry = &sp;
     const char *topics[] = {"payment.charge", "payment.refund",
                             "shipping.ship", "shipping.cancel"};
     for (int i = 0; i < 4; i++)
         if (!evbus_subscribe_opts(bus, topics[i], i < 2 ? "payment"
                                                         : "shipping",
-                                  &so, on_command, i < 2 ? &pay : &ship))
-            die("subscribe", topics[i]);
+                                  &so, on_command, i < 2 ? &pay : &ship, err,
+                                  sizeof err))
+            die(topics[i], err);
 
     sqlite3 *orchdb = open_db(dir, "orch.db");
     int kills = 0, self_kills = 0;

@@ -113,10 +113,18 @@ START_TEST(options_are_checked)
     evbus_saga_opts_init(&o);
     o.subscribe = 0;
     o.run_relay = 0;
-    o.compensation_retry.max_attempts = 0;
+    evbus_retry_policy_t rp;
+    evbus_retry_policy_init(&rp);
+    rp.max_attempts = 0;
+    o.compensation_retry = &rp;
     ck_assert_ptr_null(evbus_saga_orch_open(h.db, NULL, "x", &o, err,
                                             sizeof err));
     ck_assert_msg(strstr(err, "must end FAILED") != NULL, "%s", err);
+    evbus_retry_policy_t raw = {.max_attempts = 3}; /* not initialised */
+    o.compensation_retry = &raw;
+    ck_assert_ptr_null(evbus_saga_orch_open(h.db, NULL, "x", &o, err,
+                                            sizeof err));
+    ck_assert_msg(strstr(err, "evbus_retry_policy_init") != NULL, "%s", err);
     evbus_saga_opts_init(&o);
     o.subscribe = 0;
     o.run_relay = 0;

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_engine.h"
 
 /* The command's data: from the template, the build callback, or the saga's
@@ -26,7 +25,7 @@ static char *command_data(const saga_step_t *s, saga_kind_t kind,
         data = build(in->id, in->data, s->opaque);
         if (!data) {
             *err = EVBUS_EINVAL;
-            ob__seterr(why, n, "the build callback returned NULL");
+            evbus__seterr(why, n, "the build callback returned NULL");
         }
     } else if (!(data = strdup(in->data))) {
         *err = EVBUS_ENOMEM;
@@ -56,7 +55,7 @@ int evbus__saga_send(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         evbus_event_free(ev);
         if (rc == EVBUS_ENOMEM)
             return rc;
-        ob__seterr(why, n, "the command's data is not valid JSON");
+        evbus__seterr(why, n, "the command's data is not valid JSON");
         return 1;
     }
     rc = evbus_event_set_ext(ev, SAGA_EXT_ID, in->id);
@@ -73,7 +72,7 @@ int evbus__saga_send(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     rc = evbus_outbox_add(o->ob, topic, ev);
     evbus_event_free(ev);
     if (rc == EVBUS_EINVAL) {
-        ob__seterr(why, n, "the outbox refused the command for %s", topic);
+        evbus__seterr(why, n, "the outbox refused the command for %s", topic);
         return 1;
     }
     if (rc != EVBUS_OK)

@@ -84,7 +84,7 @@ static int park(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
 int evbus__saga_comp_failed(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                             saga_inst_t *in, int64_t now, const char *why)
 {
-    const evbus_retry_policy_t *p = &o->o.compensation_retry;
+    const evbus_retry_policy_t *p = &o->comp_retry;
     const saga_step_t *s = &d->steps[in->step];
     int delay = evbus_retry_delay_ms(p, in->attempt, in->prev_delay_ms);
     uint64_t elapsed = now > in->comp_started_at

@@ -7,11 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 /* The size of evbus_saga_step_t in the first release: smaller is refused. */
-#define STEP_SIZE_V1 (offsetof(evbus_saga_step_t, opaque) + sizeof(void *))
+#define STEP_SIZE_V1 EVBUS__SIZE_THROUGH(evbus_saga_step_t, opaque)
 
 bool evbus__saga_name_ok(const char *s)
 {
@@ -40,7 +39,7 @@ evbus_saga_def_t *evbus_saga_def_new(const char *name, char *errstr,
                                      size_t n)
 {
     if (!evbus__saga_name_ok(name)) {
-        ob__seterr(errstr, n,
+        evbus__seterr(errstr, n,
                    "saga name must be 1-%d letters, digits, '.', '_' or '-'",
                    SAGA_NAME_MAX);
         return NULL;
@@ -48,7 +47,7 @@ evbus_saga_def_t *evbus_saga_def_new(const char *name, char *errstr,
     evbus_saga_def_t *d = calloc(1, sizeof *d);
     if (!d || !(d->name = strdup(name))) {
         free(d);
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
     }
     return d;
@@ -99,7 +98,7 @@ static const char *step_problem(const evbus_saga_def_t *d,
         return "no action: set topic (a command) or local";
     if (s->topic && s->local)
         return "both a command (topic) and a local action";
-    if (s->topic && !ob__topic_ok(s->topic))
+    if (s->topic && !saga_topic_ok(s->topic, false))
         return "topic is not a valid topic name";
     if (s->template_json && s->build)
         return "both template_json and build";
@@ -107,7 +106,7 @@ static const char *step_problem(const evbus_saga_def_t *d,
         return "template_json is not a JSON object";
     if (s->comp_topic && s->comp_local)
         return "both a compensation command (comp_topic) and comp_local";
-    if (s->comp_topic && !ob__topic_ok(s->comp_topic))
+    if (s->comp_topic && !saga_topic_ok(s->comp_topic, false))
         return "comp_topic is not a valid topic name";
     if (s->comp_template_json && s->comp_build)
         return "both comp_template_json and comp_build";
@@ -153,30 +152,29 @@ int evbus_saga_def_add_step(evbus_saga_def_t *d, const evbus_saga_step_t *in,
                             char *errstr, size_t n)
 {
     if (!d || !in) {
-        ob__seterr(errstr, n, "evbus_saga_def_add_step: NULL argument");
-        return EVBUS_EINVAL;
-    }
-    if (in->struct_size < STEP_SIZE_V1) {
-        ob__seterr(errstr, n,
-                   "evbus_saga_def_add_step: struct_size %zu is smaller "
-                   "than any release's (initialise with "
-                   "evbus_saga_step_init)",
-                   in->struct_size);
+        evbus__seterr(errstr, n, "evbus_saga_def_add_step: NULL argument");
         return EVBUS_EINVAL;
     }
     /* Read no more than the caller's struct holds; fields it lacks keep
      * their defaults. */
     evbus_saga_step_t s;
     evbus_saga_step_init(&s);
-    memcpy(&s, in, in->struct_size < sizeof s ? in->struct_size : sizeof s);
+    if (evbus__struct_in(&s, sizeof s, in, STEP_SIZE_V1) != EVBUS_OK) {
+        evbus__seterr(errstr, n,
+                      "evbus_saga_def_add_step: struct_size %zu is smaller "
+                      "than any release's (initialise with "
+                      "evbus_saga_step_init)",
+                      in->struct_size);
+        return EVBUS_EINVAL;
+    }
     if (d->n >= SAGA_MAX_STEPS) {
-        ob__seterr(errstr, n, "saga %s: more than %d steps", d->name,
+        evbus__seterr(errstr, n, "saga %s: more than %d steps", d->name,
                    SAGA_MAX_STEPS);
         return EVBUS_EINVAL;
     }
     const char *bad = step_problem(d, &s);
     if (bad) {
-        ob__seterr(errstr, n, "saga %s, step %s: %s", d->name,
+        evbus__seterr(errstr, n, "saga %s, step %s: %s", d->name,
                    s.name && evbus__saga_name_ok(s.name) ? s.name : "?", bad);
         return EVBUS_EINVAL;
     }
@@ -197,7 +195,7 @@ int evbus_saga_def_add_step(evbus_saga_def_t *d, const evbus_saga_step_t *in,
                                           &oom);
     if (oom) {
         step_free(t);
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         return EVBUS_ENOMEM;
     }
     t->build = s.build;

@@ -9,7 +9,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 #define LIST_COLS                                                              \
@@ -22,11 +21,11 @@ static int no_tables(sqlite3 *db, char *errstr, size_t n)
 {
     int have = evbus__saga_has_tables(db);
     if (have < 0) {
-        ob__seterr(errstr, n, "%s", sqlite3_errmsg(db));
+        evbus__seterr(errstr, n, "%s", sqlite3_errmsg(db));
         return have;
     }
     if (have == 0) {
-        ob__seterr(errstr, n, "no saga tables in this database");
+        evbus__seterr(errstr, n, "no saga tables in this database");
         return EVBUS_ENOTFOUND;
     }
     return EVBUS_OK;
@@ -78,7 +77,7 @@ static int rows(sqlite3 *db, const char *query, const char *arg, int limit,
     sqlite3_stmt *s;
     int rc = sqlite3_prepare_v2(db, query, -1, &s, NULL);
     if (rc != SQLITE_OK)
-        return ob__sqlite_err(rc);
+        return evbus__sqlite_err(rc);
     if (arg)
         sqlite3_bind_text(s, 1, arg, -1, SQLITE_STATIC);
     if (limit > 0)
@@ -92,7 +91,7 @@ static int rows(sqlite3 *db, const char *query, const char *arg, int limit,
         }
     }
     sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? EVBUS_OK : ob__sqlite_err(rc);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
 }
 
 static cJSON *state_count(sqlite3_stmt *s)
@@ -111,7 +110,7 @@ static int finish(cJSON *root, int rc, char **out, sqlite3 *db, char *errstr,
     if (rc == EVBUS_OK && !(*out = cJSON_PrintUnformatted(root)))
         rc = EVBUS_ENOMEM;
     if (rc != EVBUS_OK && rc != EVBUS_ENOTFOUND && rc != EVBUS_EINVAL)
-        ob__seterr(errstr, n, "%s", rc == EVBUS_ENOMEM ? "out of memory"
+        evbus__seterr(errstr, n, "%s", rc == EVBUS_ENOMEM ? "out of memory"
                                                        : sqlite3_errmsg(db));
     cJSON_Delete(root);
     return rc;
@@ -128,7 +127,7 @@ int evbus_saga_list_json(sqlite3 *db, const char *state, int limit,
         for (int i = EVBUS_SAGA_RUNNING; i <= EVBUS_SAGA_FAILED; i++)
             ok |= strcmp(state, evbus_saga_state_name(i)) == 0;
         if (!ok) {
-            ob__seterr(errstr, n, "unknown state '%s' (RUNNING, "
+            evbus__seterr(errstr, n, "unknown state '%s' (RUNNING, "
                        "COMPENSATING, COMPLETED, COMPENSATED or FAILED)",
                        state);
             return EVBUS_EINVAL;
@@ -207,7 +206,7 @@ int evbus_saga_show_json(sqlite3 *db, const char *id, char **out,
     cJSON *root = found->child ? cJSON_DetachItemFromArray(found, 0) : NULL;
     cJSON_Delete(found);
     if (rc == EVBUS_OK && !root) {
-        ob__seterr(errstr, n, "no saga instance '%s'", id);
+        evbus__seterr(errstr, n, "no saga instance '%s'", id);
         return EVBUS_ENOTFOUND;
     }
     cJSON *hist = cJSON_AddArrayToObject(root, "history");
@@ -231,7 +230,7 @@ int evbus_saga_state_of(sqlite3 *db, const char *id)
     sqlite3_stmt *s;
     if ((rc = sqlite3_prepare_v2(db, "SELECT state FROM evbus_saga WHERE id = ?1",
                                  -1, &s, NULL)) != SQLITE_OK)
-        return ob__sqlite_err(rc);
+        return evbus__sqlite_err(rc);
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     int state = EVBUS_ENOTFOUND;
     if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -242,7 +241,7 @@ int evbus_saga_state_of(sqlite3 *db, const char *id)
         if (state < 0)
             state = EVBUS_EIO;
     } else if (rc != SQLITE_DONE) {
-        state = ob__sqlite_err(rc);
+        state = evbus__sqlite_err(rc);
     }
     sqlite3_finalize(s);
     return state;
@@ -258,11 +257,11 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
     int nested;
     if ((rc = evbus__saga_tx_begin(db, &nested, "evbus_saga_resume")) !=
         EVBUS_OK) {
-        ob__seterr(errstr, n, "%s", sqlite3_errmsg(db));
+        evbus__seterr(errstr, n, "%s", sqlite3_errmsg(db));
         return rc;
     }
     int state = evbus_saga_state_of(db, id);
-    int64_t now = ob__wall_ms();
+    int64_t now = evbus__wall_ms();
     sqlite3_stmt *up = NULL, *hist = NULL;
     if (state == EVBUS_SAGA_FAILED) {
         /* attempt 0 + WAIT_RETRY: the timer makes attempt 1 of a fresh
@@ -291,10 +290,10 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
     } else {
         rc = state < 0 ? state : EVBUS_ESTATE;
         if (rc == EVBUS_ESTATE)
-            ob__seterr(errstr, n, "saga %s is %s, not FAILED", id,
+            evbus__seterr(errstr, n, "saga %s is %s, not FAILED", id,
                        evbus_saga_state_name(state));
         else if (rc == EVBUS_ENOTFOUND)
-            ob__seterr(errstr, n, "no saga instance '%s'", id);
+            evbus__seterr(errstr, n, "no saga instance '%s'", id);
     }
     sqlite3_finalize(up);
     sqlite3_finalize(hist);
@@ -303,7 +302,7 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
             EVBUS_OK)
         return EVBUS_OK;
     if (rc != EVBUS_ESTATE && rc != EVBUS_ENOTFOUND)
-        ob__seterr(errstr, n, "%s", sqlite3_errmsg(db));
+        evbus__seterr(errstr, n, "%s", sqlite3_errmsg(db));
     evbus__saga_tx_rollback(db, nested, "evbus_saga_resume");
     return rc;
 }
@@ -346,7 +345,7 @@ int evbus_saga_purge(sqlite3 *db, int64_t ended_before_ms, char *errstr,
             rc = evbus__saga_tx_commit(db, nested, "evbus_saga_purge");
         }
         if (rc != EVBUS_OK) {
-            ob__seterr(errstr, n, "%s", sqlite3_errmsg(db));
+            evbus__seterr(errstr, n, "%s", sqlite3_errmsg(db));
             evbus__saga_tx_rollback(db, nested, "evbus_saga_purge");
         } else {
             total += deleted;

@@ -14,7 +14,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/patterns.h"          /* the log channel, policy copies */
 #include "evbus/saga.h"
+#include "patterns/outbox/sql_util.h" /* ob__exec, ob__prepare, ... */
+#include "support/clock.h"
+#include "support/errstr.h"
+#include "support/names.h"
+#include "support/sqlite_err.h"
+#include "support/structs.h"
 
 #define SAGA_MAX_STEPS 64
 #define SAGA_NAME_MAX 64
@@ -59,6 +66,14 @@ struct evbus_saga_def {
     int n;
     saga_step_t steps[SAGA_MAX_STEPS];
 };
+
+/* Topics the orchestrator sends to or listens on follow the portable
+ * name rule (every backend accepts them); a command's sagareplyto is
+ * checked only for what any backend could accept. */
+static inline bool saga_topic_ok(const char *t, bool native)
+{
+    return t && evbus__check_name(t, "topic", native, NULL, 0) == EVBUS_OK;
+}
 
 static inline bool saga_step_has_comp(const saga_step_t *s)
 {
@@ -107,6 +122,7 @@ struct evbus_saga_orch {
     evbus_t *bus;
     char *name, *reply_topic, *group, *source;
     evbus_saga_opts_t o; /* strings point at the copies above */
+    evbus_retry_policy_t comp_retry; /* o.compensation_retry points here */
     pthread_mutex_t mu;  /* recursive; every public call takes it */
     evbus_outbox_t *ob;
     evbus_inbox_t *in;
@@ -140,6 +156,8 @@ int evbus__saga_merge_patch(const char *doc, const char *patch, char **out);
  * EVBUS_OK, or EVBUS_EINVAL with the reason, or EVBUS_ENOMEM. */
 int evbus__saga_render(const char *tmpl, const char *data, char **out,
                        char *why, size_t n);
+/* 1 when the n bytes at s are well-formed UTF-8 without NUL. */
+bool evbus__saga_utf8_ok(const char *s, size_t n);
 /* A copy of s cut to max bytes on a character boundary, with invalid
  * UTF-8 and control characters replaced. NULL when out of memory. */
 char *evbus__saga_clean_text(const char *s, size_t max);

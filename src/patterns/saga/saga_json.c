@@ -9,8 +9,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "core/event_internal.h" /* evbus__utf8_ok */
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 bool evbus__saga_is_object(const char *json, size_t max)
@@ -18,7 +16,7 @@ bool evbus__saga_is_object(const char *json, size_t max)
     if (!json)
         return false;
     size_t len = strlen(json);
-    if ((max && len > max) || !evbus__utf8_ok((const unsigned char *)json, len))
+    if ((max && len > max) || !evbus__saga_utf8_ok(json, len))
         return false; /* cJSON does not check the strings' UTF-8 */
     cJSON *j = cJSON_ParseWithOpts(json, NULL, 1);
     bool ok = cJSON_IsObject(j);
@@ -129,7 +127,7 @@ static int render_node(cJSON *node, const cJSON *data, char *why, size_t n)
             }
             const cJSON *v = lookup(data, s);
             if (!v) {
-                ob__seterr(why, n, "template: %.200s is not in the saga data",
+                evbus__seterr(why, n, "template: %.200s is not in the saga data",
                            s);
                 return EVBUS_EINVAL;
             }
@@ -159,7 +157,7 @@ int evbus__saga_render(const char *tmpl, const char *data, char **out,
     cJSON *t = cJSON_Parse(tmpl), *d = cJSON_Parse(data);
     int rc = EVBUS_EINVAL;
     if (!t || !d)
-        ob__seterr(why, n, "template: %s is not JSON", t ? "data" : "template");
+        evbus__seterr(why, n, "template: %s is not JSON", t ? "data" : "template");
     else if ((rc = render_node(t, d, why, n)) == EVBUS_OK &&
              !(*out = cJSON_PrintUnformatted(t)))
         rc = EVBUS_ENOMEM;
@@ -185,6 +183,18 @@ static size_t utf8_seq(const unsigned char *s)
         (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))
         return 0;
     return len;
+}
+
+bool evbus__saga_utf8_ok(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = *p ? utf8_seq(p) : 0; /* stops at a NUL, never past it */
+        if (k == 0 || k > (size_t)(end - p))
+            return false;
+        p += k;
+    }
+    return true;
 }
 
 char *evbus__saga_clean_text(const char *in, size_t max)

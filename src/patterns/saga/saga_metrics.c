@@ -7,10 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
-#define METRICS_SIZE_V1 sizeof(evbus_saga_metrics_t)
+#define METRICS_SIZE_V1 EVBUS__SIZE_THROUGH(evbus_saga_metrics_t, parked)
 
 void evbus_saga_metrics_init(evbus_saga_metrics_t *m)
 {
@@ -39,7 +38,7 @@ static int each_count(evbus_saga_orch_t *o,
             fn(saga, st, (uint64_t)sqlite3_column_int64(s, 2), arg);
     }
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? EVBUS_OK : ob__sqlite_err(rc);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
 }
 
 static void add_count(const char *saga, int state, uint64_t n, void *arg)
@@ -73,10 +72,7 @@ int evbus_saga_metrics_get(evbus_saga_orch_t *o, evbus_saga_metrics_t *out)
     m.timeouts = atomic_load(&o->timeouts);
     m.compensations_retried = atomic_load(&o->comp_retried);
     m.parked = atomic_load(&o->parked);
-    size_t size = out->struct_size < sizeof m ? out->struct_size : sizeof m;
-    memcpy(out, &m, size);
-    out->struct_size = size;
-    return EVBUS_OK;
+    return evbus__struct_out(out, &m, sizeof m, METRICS_SIZE_V1);
 }
 
 static void put_instances(const char *saga, int state, uint64_t n, void *arg)

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 const char *evbus_saga_state_name(int state)
@@ -58,7 +57,7 @@ int evbus__saga_msg_parse(const evbus_event_t *ev, bool command, saga_msg_t *m,
         bad = "no valid " SAGA_EXT_ATTEMPT " extension";
     if (!bad && command) {
         m->replyto = evbus_event_ext(ev, SAGA_EXT_REPLYTO);
-        if (!ob__topic_ok(m->replyto))
+        if (!saga_topic_ok(m->replyto, true))
             bad = "no valid " SAGA_EXT_REPLYTO " extension";
     }
     if (!bad && !command) {
@@ -72,7 +71,7 @@ int evbus__saga_msg_parse(const evbus_event_t *ev, bool command, saga_msg_t *m,
         m->reason = evbus_event_ext(ev, SAGA_EXT_REASON);
     }
     if (bad) {
-        ob__seterr(why, n, "not a saga %s: %s", command ? "command" : "reply",
+        evbus__seterr(why, n, "not a saga %s: %s", command ? "command" : "reply",
                    bad);
         return EVBUS_EINVAL;
     }

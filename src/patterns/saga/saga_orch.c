@@ -11,13 +11,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/event_internal.h" /* evbus__utf8_ok, evbus__has_ctl */
-#include "core/internal.h" /* evbus__vlog: the library's log channel */
-#include "patterns/outbox/sql_util.h"
 #include "saga_engine.h"
 
 /* The size of evbus_saga_opts_t in the first release. */
-#define OPTS_SIZE_V1 sizeof(evbus_saga_opts_t)
+#define OPTS_SIZE_V1 EVBUS__SIZE_THROUGH(evbus_saga_opts_t, compensation_retry)
 
 void evbus__saga_log(int level, const char *fmt, ...)
 {
@@ -30,7 +27,7 @@ void evbus__saga_log(int level, const char *fmt, ...)
 int64_t evbus__saga_now(const evbus_saga_orch_t *o)
 {
     return o->o.now_ms ? (int64_t)o->o.now_ms(o->o.clock_opaque)
-                       : ob__wall_ms();
+                       : evbus__wall_ms();
 }
 
 void evbus__saga_pend_commit(evbus_saga_orch_t *o)
@@ -57,10 +54,14 @@ void evbus_saga_opts_init(evbus_saga_opts_t *o)
     o->run_relay = 1;
     o->max_data_bytes = 262144;
     o->due_batch = 256;
-    evbus_retry_policy_init(&o->compensation_retry);
-    o->compensation_retry.initial_ms = 1000;
-    o->compensation_retry.max_ms = 60000;
-    o->compensation_retry.max_attempts = 10;
+}
+
+static void default_comp_retry(evbus_retry_policy_t *p)
+{
+    evbus_retry_policy_init(p);
+    p->initial_ms = 1000;
+    p->max_ms = 60000;
+    p->max_attempts = 10;
 }
 
 static evbus_result_t on_reply_event(const evbus_event_t *ev, void *opaque)
@@ -85,14 +86,16 @@ static const char *take_opts(evbus_saga_orch_t *s, const evbus_saga_opts_t *o,
                              const char *name)
 {
     evbus_saga_opts_init(&s->o);
-    if (o) {
-        if (o->struct_size < OPTS_SIZE_V1)
-            return "struct_size is smaller than any release's (initialise "
-                   "options with evbus_saga_opts_init)";
-        memcpy(&s->o, o,
-               o->struct_size < sizeof s->o ? o->struct_size : sizeof s->o);
-        s->o.struct_size = sizeof s->o;
-    }
+    if (o && evbus__struct_in(&s->o, sizeof s->o, o, OPTS_SIZE_V1) != EVBUS_OK)
+        return "struct_size is smaller than any release's (initialise "
+               "options with evbus_saga_opts_init)";
+    if (!s->o.compensation_retry)
+        default_comp_retry(&s->comp_retry);
+    else if (evbus__retry_policy_copy(&s->comp_retry,
+                                      s->o.compensation_retry) != EVBUS_OK)
+        return "compensation_retry was not initialised with "
+               "evbus_retry_policy_init";
+    s->o.compensation_retry = &s->comp_retry;
     if (!(s->reply_topic = name_or(s->o.reply_topic, "%s.replies", name)) ||
         !(s->group = name_or(s->o.group, "%s", name)) ||
         !(s->source = name_or(s->o.source, "/%s", name)))
@@ -100,7 +103,7 @@ static const char *take_opts(evbus_saga_orch_t *s, const evbus_saga_opts_t *o,
     s->o.reply_topic = s->reply_topic;
     s->o.group = s->group;
     s->o.source = s->source;
-    if (!ob__topic_ok(s->reply_topic))
+    if (!saga_topic_ok(s->reply_topic, false))
         return "reply_topic is not a valid topic name";
     if (!*s->source)
         return "source is empty";
@@ -108,8 +111,7 @@ static const char *take_opts(evbus_saga_orch_t *s, const evbus_saga_opts_t *o,
         return "max_data_bytes must be >= 2";
     if (s->o.due_batch < 1)
         return "due_batch must be >= 1";
-    if (s->o.compensation_retry.max_attempts == 0 &&
-        s->o.compensation_retry.max_elapsed_ms == 0)
+    if (s->comp_retry.max_attempts == 0 && s->comp_retry.max_elapsed_ms == 0)
         return "compensation_retry needs max_attempts or max_elapsed_ms: "
                "a compensation that never succeeds must end FAILED";
     return NULL;
@@ -120,7 +122,7 @@ static int open_parts(evbus_saga_orch_t *s, char *why, size_t n)
     char err[256] = "";
     if (evbus__saga_schema(s->db, err, sizeof err) != EVBUS_OK ||
         evbus__saga_store_open(&s->st, s->db, err, sizeof err) != EVBUS_OK) {
-        ob__seterr(why, n, "saga tables: %s", err);
+        evbus__seterr(why, n, "saga tables: %s", err);
         return EVBUS_EIO;
     }
     evbus_inbox_opts_t io;
@@ -128,13 +130,13 @@ static int open_parts(evbus_saga_orch_t *s, char *why, size_t n)
     if (!(s->ob = evbus_outbox_open(s->db, err, sizeof err)) ||
         !(s->in = evbus_inbox_open_opts(s->db, s->name, &io, err,
                                         sizeof err))) {
-        ob__seterr(why, n, "%s", err);
+        evbus__seterr(why, n, "%s", err);
         return EVBUS_EIO;
     }
     if (s->o.run_relay) {
         const char *file = sqlite3_db_filename(s->db, "main");
         if (!file || !*file) {
-            ob__seterr(why, n, "run_relay needs a database file, and this "
+            evbus__seterr(why, n, "run_relay needs a database file, and this "
                                "connection has none (an in-memory "
                                "database?)");
             return EVBUS_EINVAL;
@@ -145,20 +147,22 @@ static int open_parts(evbus_saga_orch_t *s, char *why, size_t n)
         if (!(s->relay = evbus_relay_new_opts(file, s->bus, &ro, err,
                                               sizeof err)) ||
             evbus_relay_start(s->relay) != EVBUS_OK) {
-            ob__seterr(why, n, "relay: %s", err);
+            evbus__seterr(why, n, "relay: %s", err);
             return EVBUS_EIO;
         }
     }
     if (s->o.subscribe) {
+        evbus_retry_policy_t rp;
+        evbus_retry_policy_init(&rp);
+        rp.max_attempts = 20; /* a busy database is worth waiting for */
         evbus_sub_opts_t so;
         evbus_sub_opts_init(&so);
-        so.retry.max_attempts = 20; /* a busy database is worth waiting for */
+        so.retry = &rp;
         if (!(s->sub = evbus_subscribe_opts(s->bus, s->reply_topic, s->group,
-                                            &so, on_reply_event, s))) {
-            ob__seterr(why, n,
-                       "cannot subscribe to %s as group %s (the library's "
-                       "log says why)",
-                       s->reply_topic, s->group);
+                                            &so, on_reply_event, s, err,
+                                            sizeof err))) {
+            evbus__seterr(why, n, "cannot subscribe to %s as group %s: %s",
+                          s->reply_topic, s->group, err);
             return EVBUS_EIO;
         }
     }
@@ -171,7 +175,7 @@ evbus_saga_orch_t *evbus_saga_orch_open(sqlite3 *db, evbus_t *bus,
                                         char *errstr, size_t n)
 {
     if (!db || !evbus__saga_name_ok(name)) {
-        ob__seterr(errstr, n, "evbus_saga_orch_open: %s",
+        evbus__seterr(errstr, n, "evbus_saga_orch_open: %s",
                    !db ? "db is NULL"
                        : "name must be 1-64 letters, digits, '.', '_' or "
                          "'-'");
@@ -180,7 +184,7 @@ evbus_saga_orch_t *evbus_saga_orch_open(sqlite3 *db, evbus_t *bus,
     evbus_saga_orch_t *s = calloc(1, sizeof *s);
     if (!s || !(s->name = strdup(name))) {
         free(s);
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
     }
     s->db = db;
@@ -194,7 +198,7 @@ evbus_saga_orch_t *evbus_saga_orch_open(sqlite3 *db, evbus_t *bus,
     if (!bad && !bus && (s->o.subscribe || s->o.run_relay))
         bad = "bus is NULL (needed unless subscribe and run_relay are 0)";
     if (bad) {
-        ob__seterr(errstr, n, "evbus_saga_orch_open: %s", bad);
+        evbus__seterr(errstr, n, "evbus_saga_orch_open: %s", bad);
         evbus_saga_orch_close(s);
         return NULL;
     }
@@ -253,7 +257,7 @@ int evbus_saga_orch_register(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                              char *errstr, size_t n)
 {
     if (!o || !d || d->n == 0) {
-        ob__seterr(errstr, n, "evbus_saga_orch_register: %s",
+        evbus__seterr(errstr, n, "evbus_saga_orch_register: %s",
                    !o || !d ? "NULL argument" : "the saga has no steps");
         return EVBUS_EINVAL;
     }
@@ -261,12 +265,12 @@ int evbus_saga_orch_register(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     int rc = EVBUS_OK;
     evbus_saga_def_t **grown;
     if (evbus__saga_find_def(o, d->name)) {
-        ob__seterr(errstr, n, "saga %s is registered already", d->name);
+        evbus__seterr(errstr, n, "saga %s is registered already", d->name);
         rc = EVBUS_EINVAL;
     } else if (!(grown = realloc(o->defs, (size_t)(o->ndefs + 1) *
                                               sizeof *o->defs)) ||
                !((o->defs = grown)[o->ndefs] = evbus__saga_def_clone(d))) {
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         rc = EVBUS_ENOMEM;
     } else {
         o->ndefs++;
@@ -279,9 +283,12 @@ int evbus_saga_orch_register(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
 static bool id_ok(const char *id)
 {
     size_t len = id ? strlen(id) : 0;
-    return len > 0 && len <= SAGA_ID_MAX &&
-           evbus__utf8_ok((const unsigned char *)id, len) &&
-           !evbus__has_ctl(id);
+    if (len == 0 || len > SAGA_ID_MAX || !evbus__saga_utf8_ok(id, len))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
 }
 
 int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,

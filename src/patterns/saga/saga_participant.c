@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
-#define PART_OPTS_SIZE_V1 sizeof(evbus_saga_participant_opts_t)
+#define PART_OPTS_SIZE_V1                                                      \
+    EVBUS__SIZE_THROUGH(evbus_saga_participant_opts_t, inbox_retention_ms)
 #define PURGE_EVERY_MS 3600000
 
 struct evbus_saga_participant {
@@ -42,13 +42,10 @@ static const char *open_problem(evbus_saga_participant_t *p,
                                 evbus_saga_participant_opts_t *opts)
 {
     evbus_saga_participant_opts_init(opts);
-    if (o) {
-        if (o->struct_size < PART_OPTS_SIZE_V1)
-            return "struct_size is smaller than any release's (initialise "
-                   "with evbus_saga_participant_opts_init)";
-        memcpy(opts, o,
-               o->struct_size < sizeof *opts ? o->struct_size : sizeof *opts);
-    }
+    if (o && evbus__struct_in(opts, sizeof *opts, o, PART_OPTS_SIZE_V1) !=
+                 EVBUS_OK)
+        return "struct_size is smaller than any release's (initialise "
+               "with evbus_saga_participant_opts_init)";
     if (opts->retention_ms < 0 || opts->inbox_retention_ms < 0)
         return "retention_ms and inbox_retention_ms must be >= 0";
     size_t len = strlen(p->consumer) + 2;
@@ -67,21 +64,21 @@ evbus_saga_participant_t *evbus_saga_participant_open(
     const evbus_saga_participant_opts_t *o, char *errstr, size_t n)
 {
     if (!db || !consumer || !*consumer) {
-        ob__seterr(errstr, n, "evbus_saga_participant_open: %s",
+        evbus__seterr(errstr, n, "evbus_saga_participant_open: %s",
                    !db ? "db is NULL" : "consumer is empty");
         return NULL;
     }
     evbus_saga_participant_t *p = calloc(1, sizeof *p);
     if (!p || !(p->consumer = strdup(consumer))) {
         free(p);
-        ob__seterr(errstr, n, "out of memory");
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
     }
     p->db = db;
     evbus_saga_participant_opts_t opts;
     const char *bad = open_problem(p, o, &opts);
     if (bad) {
-        ob__seterr(errstr, n, "evbus_saga_participant_open: %s", bad);
+        evbus__seterr(errstr, n, "evbus_saga_participant_open: %s", bad);
         evbus_saga_participant_close(p);
         return NULL;
     }
@@ -105,7 +102,7 @@ evbus_saga_participant_t *evbus_saga_participant_open(
                     &p->purge, why, sizeof why) != EVBUS_OK ||
         !(p->in = evbus_inbox_open_opts(db, consumer, &io, why, sizeof why)) ||
         !(p->ob = evbus_outbox_open(db, why, sizeof why))) {
-        ob__seterr(errstr, n, "saga participant %s: %s", consumer, why);
+        evbus__seterr(errstr, n, "saga participant %s: %s", consumer, why);
         evbus_saga_participant_close(p);
         return NULL;
     }
@@ -118,13 +115,13 @@ evbus_saga_participant_t *evbus_saga_participant_open(
             !(p->relay = evbus_relay_new_opts(file, relay_bus, &ro, why,
                                               sizeof why)) ||
             evbus_relay_start(p->relay) != EVBUS_OK) {
-            ob__seterr(errstr, n, "saga participant %s: relay: %s", consumer,
+            evbus__seterr(errstr, n, "saga participant %s: relay: %s", consumer,
                        file && *file ? why : "the database has no file");
             evbus_saga_participant_close(p);
             return NULL;
         }
     }
-    p->next_purge_ms = ob__mono_ms() + PURGE_EVERY_MS;
+    p->next_purge_ms = (int64_t)evbus__mono_ms() + PURGE_EVERY_MS;
     return p;
 }
 
@@ -162,7 +159,7 @@ static int part_get(evbus_saga_participant_t *p, const saga_msg_t *m,
         snprintf(state, 16, "%s", sqlite3_column_text(p->get, 0));
     sqlite3_reset(p->get);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? EVBUS_OK
-                                                 : ob__sqlite_err(rc);
+                                                 : evbus__sqlite_err(rc);
 }
 
 static int part_set(evbus_saga_participant_t *p, const saga_msg_t *m,
@@ -172,19 +169,19 @@ static int part_set(evbus_saga_participant_t *p, const saga_msg_t *m,
     sqlite3_bind_text(p->set, 2, m->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(p->set, 3, m->step);
     sqlite3_bind_text(p->set, 4, state, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(p->set, 5, ob__wall_ms());
+    sqlite3_bind_int64(p->set, 5, evbus__wall_ms());
     return ob__step_done(p->set);
 }
 
 /* Forgets records older than the retention, at most once an hour. */
 static void maybe_purge(evbus_saga_participant_t *p)
 {
-    int64_t mono = ob__mono_ms();
+    int64_t mono = (int64_t)evbus__mono_ms();
     if (p->retention_ms <= 0 || mono < p->next_purge_ms)
         return;
     p->next_purge_ms = mono + PURGE_EVERY_MS;
     sqlite3_bind_text(p->purge, 1, p->consumer, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(p->purge, 2, ob__wall_ms() - p->retention_ms);
+    sqlite3_bind_int64(p->purge, 2, evbus__wall_ms() - p->retention_ms);
     if (ob__step_done(p->purge) != EVBUS_OK)
         evbus__saga_log(EVBUS_LOG_WARN, "participant %s: purge failed: %s",
                         p->consumer, sqlite3_errmsg(p->db));

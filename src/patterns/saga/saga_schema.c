@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 #define VERSION_DDL                                                            \
@@ -76,14 +75,14 @@ static int check_version(sqlite3 *db, char *why, size_t n)
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT version FROM evbus_saga_schema", -1,
                            &st, NULL) != SQLITE_OK) {
-        ob__seterr(why, n, "%s", sqlite3_errmsg(db));
+        evbus__seterr(why, n, "%s", sqlite3_errmsg(db));
         return EVBUS_EIO;
     }
     int version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0)
                                                  : 0;
     sqlite3_finalize(st);
     if (version > SAGA_SCHEMA_VERSION) {
-        ob__seterr(why, n,
+        evbus__seterr(why, n,
                    "the saga tables have schema version %d, newer than this "
                    "library's %d: use a newer libevbus",
                    version, SAGA_SCHEMA_VERSION);
@@ -117,7 +116,7 @@ int evbus__saga_has_tables(sqlite3 *db)
     int have = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
     sqlite3_finalize(st);
     if (have < 0)
-        return ob__sqlite_err(rc);
+        return evbus__sqlite_err(rc);
     return have == 2;
 }
 

@@ -9,7 +9,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "patterns/outbox/sql_util.h"
 #include "saga_internal.h"
 
 #define INST_COLS                                                              \
@@ -164,7 +163,7 @@ int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out)
     int rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
         sqlite3_reset(s);
-        return rc == SQLITE_DONE ? EVBUS_ENOTFOUND : ob__sqlite_err(rc);
+        return rc == SQLITE_DONE ? EVBUS_ENOTFOUND : evbus__sqlite_err(rc);
     }
     bool oom = false;
     out->id = col_dup(s, 0, &oom);
@@ -257,7 +256,7 @@ int evbus__saga_store_due(saga_store_t *st, const char *saga, int64_t now,
             free((*ids)[i]);
         free(*ids);
         *ids = NULL;
-        return oom ? EVBUS_ENOMEM : ob__sqlite_err(rc);
+        return oom ? EVBUS_ENOMEM : evbus__sqlite_err(rc);
     }
     return count;
 }
