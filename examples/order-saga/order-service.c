@@ -347,8 +347,8 @@ int main(void)
         fprintf(stderr, "order-service: %s\n", err);
         return 1;
     }
+    svc_ready = 1; /* before the HTTP thread exists: no race on it */
     svc_http_start(port, route);
-    svc_ready = 1;
     svc_timeline("ready: orchestrating saga 'order' (replies on "
                  "order-service.replies)");
     /* replies, deadlines and compensation retries; a bounded wait, so a

@@ -90,8 +90,8 @@ int part_svc_main(const part_svc_t *s)
                     s->service, topics[i]);
             return 1;
         }
+    svc_ready = 1; /* before the HTTP thread exists: no race on it */
     svc_http_start(port, route);
-    svc_ready = 1;
     svc_timeline("ready: %s and %s as group %s", s->action_topic,
                  s->comp_topic, s->consumer);
     int rc = evbus_run(bus);
