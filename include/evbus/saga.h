@@ -302,6 +302,9 @@ EVBUS_API void evbus_saga_opts_init(evbus_saga_opts_t *o);
  * o NULL = defaults; the library reads only o->struct_size bytes and
  * refuses a smaller size than the first release's (EVBUS_EINVAL).
  * Returns NULL with a one-line reason in errstr.
+ * Several orchestrator processes may share one database under one name:
+ * they share the reply group, and every transition re-reads its instance
+ * inside its own write transaction.
  * Ownership: name and o are copied; db and bus stay the caller's and must
  * outlive the orchestrator; close it with evbus_saga_orch_close before
  * closing them. Thread-safe (distinct orchestrators are independent).
@@ -374,7 +377,8 @@ EVBUS_API int64_t evbus_saga_next_due_ms(evbus_saga_orch_t *o);
  * timeout_ms (less when a timer falls due sooner; replies are applied by
  * the reply subscription), and runs due timers again. Returns the number of
  * replies handled plus instances moved by timers (>= 0), or a negative
- * error (the bus's, e.g. EVBUS_ECLOSED). Call it in a loop on one thread;
+ * error (the bus's, e.g. EVBUS_ECLOSED; EVBUS_EINVAL for an orchestrator
+ * opened without a bus - call evbus_saga_run_due then). Call it in a loop on one thread;
  * other subscriptions of the bus run in it too. A deadline set by a start
  * on another thread is noticed at the latest after timeout_ms, so loop
  * with a bounded timeout (100 ms, say) when other threads start sagas.

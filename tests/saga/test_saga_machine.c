@@ -439,6 +439,50 @@ START_TEST(malformed_replies)
 }
 END_TEST
 
+START_TEST(two_orchestrators_share_a_database)
+{
+    /* a second process's orchestrator: its own connection, the same name */
+    sqlite3 *db2 = app_db_open(h.db_path);
+    evbus_saga_opts_t o;
+    evbus_saga_opts_init(&o);
+    o.subscribe = 0;
+    o.run_relay = 0;
+    o.now_ms = fake_now;
+    o.clock_opaque = &h.clock;
+    char err[256] = "";
+    evbus_saga_orch_t *o2 = evbus_saga_orch_open(db2, NULL, "orders", &o,
+                                                 err, sizeof err);
+    ck_assert_msg(o2 != NULL, "%s", err);
+    evbus_saga_def_t *d = order_def(5000);
+    ck_assert_int_eq(evbus_saga_orch_register(o2, d, err, sizeof err), 0);
+    evbus_saga_def_free(d);
+
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "t1", NULL), 1);
+    ck_assert_int_eq(evbus_saga_start(o2, "order", "t1", NULL), 0);
+    evbus_event_t *c = h_expect_cmd(&h, "inventory.reserve", 0, "action");
+    evbus_event_t *r = evbus_saga_reply_new(c, SUCCESS, NULL, NULL, "/inv");
+    ck_assert_int_eq(evbus_saga_on_reply(o2, r), EVBUS_ACK); /* B applies */
+    ck_assert_int_eq(evbus_saga_on_reply(h.orch, r), EVBUS_ACK); /* A: dup */
+    evbus_event_free(r);
+    evbus_event_free(c);
+    c = h_expect_cmd(&h, "payment.charge", 1, "action");
+    r = evbus_saga_reply_new(c, SUCCESS, NULL, NULL, "/pay");
+    ck_assert_int_eq(evbus_saga_on_reply(o2, r), EVBUS_ACK); /* B: its
+                                                    definition's deadline */
+    evbus_event_free(r);
+    evbus_event_free(c);
+    evbus_event_free(h_expect_cmd(&h, "shipping.ship", 2, "action"));
+    h_expect_no_cmd(&h);
+    /* both see the ship deadline due; only one moves the instance */
+    h_advance(&h, 5000);
+    ck_assert_int_eq(evbus_saga_run_due(o2) + evbus_saga_run_due(h.orch), 1);
+    evbus_event_free(h_expect_cmd(&h, "payment.refund", 1, "compensation"));
+    h_expect_no_cmd(&h);
+    evbus_saga_orch_close(o2);
+    sqlite3_close(db2);
+}
+END_TEST
+
 Suite *machine_suite(void);
 Suite *machine_suite(void)
 {
@@ -457,6 +501,7 @@ Suite *machine_suite(void)
     tcase_add_test(t, restart_continues_replies_and_timers);
     tcase_add_test(t, reply_for_unregistered_saga_is_retried);
     tcase_add_test(t, malformed_replies);
+    tcase_add_test(t, two_orchestrators_share_a_database);
     suite_add_tcase(s, t);
     return s;
 }
