@@ -399,9 +399,10 @@ int main(int argc, char **argv)
         evbus_poll(bus, 20);
     double secs = (double)(now_ms() - start) / 1000.0;
     long deliveries = pay.deliveries + ship.deliveries;
-    evbus_close(bus);
+    /* the participants' relays publish through the bus: stop them first */
     evbus_saga_participant_close(pay.p);
     evbus_saga_participant_close(ship.p);
+    evbus_close(bus);
     sqlite3_close(pay.db);
     sqlite3_close(ship.db);
     printf("saga-kill: %.1f s, %d kills (%d right after a reply's commit),"
