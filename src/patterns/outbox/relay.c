@@ -286,10 +286,7 @@ int evbus_relay_is_active(const evbus_relay_t *r)
 
 void evbus_relay_stats_init(evbus_relay_stats_t *out)
 {
-    if (out) {
-        memset(out, 0, sizeof *out);
-        out->struct_size = sizeof *out;
-    }
+    evbus__struct_init(out, sizeof *out);
 }
 
 #define RELAY_STATS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_relay_stats_t, handed_off)
