@@ -82,7 +82,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [--calls N] [--threads 1..64]\n", argv[0]);
         return 2;
     }
-    evbus_breaker_t *b = evbus_breaker_new(NULL);
+    evbus_breaker_t *b = evbus_breaker_new(NULL, NULL, 0);
     if (!b)
         return 1;
     printf("%-36s %12s %12s\n", "", "raw ns/call", "evbus ns/call");

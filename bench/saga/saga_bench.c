@@ -222,20 +222,20 @@ static evbus_event_t *base_command(const char *order, int step)
     return ev;
 }
 
-static int base_pwork(sqlite3 *db, const evbus_event_t *ev,
-                      evbus_outbox_t *ob, void *opaque)
+static evbus_result_t base_pwork(sqlite3 *db, const evbus_event_t *ev,
+                                 evbus_outbox_t *ob, void *opaque)
 {
     part_ref_t *p = opaque;
     const char *order = evbus_event_ext(ev, "orderid");
     if (effect(db, order, p->k))
-        return EVBUS_EIO;
+        return EVBUS_RETRY;
     evbus_event_t *rep = evbus_event_new("bench.reply", "/bench/participant");
     evbus_event_set_ext(rep, "orderid", order);
     evbus_event_set_ext_int(rep, "step", p->k);
     evbus_event_set_ext(rep, "outcome", "success");
     int rc = evbus_outbox_add(ob, "bench.replies", rep);
     evbus_event_free(rep);
-    return rc;
+    return rc == EVBUS_OK ? EVBUS_ACK : EVBUS_RETRY;
 }
 
 static evbus_result_t base_command_handler(const evbus_event_t *ev,
@@ -248,8 +248,8 @@ static evbus_result_t base_command_handler(const evbus_event_t *ev,
     return res;
 }
 
-static int base_owork(sqlite3 *db, const evbus_event_t *ev,
-                      evbus_outbox_t *ob, void *opaque)
+static evbus_result_t base_owork(sqlite3 *db, const evbus_event_t *ev,
+                                 evbus_outbox_t *ob, void *opaque)
 {
     run_t *r = opaque;
     const char *order = evbus_event_ext(ev, "orderid");
@@ -274,7 +274,7 @@ static int base_owork(sqlite3 *db, const evbus_event_t *ev,
     if (rc == EVBUS_OK && sqlite3_step(r->set_step) != SQLITE_DONE)
         rc = EVBUS_EIO;
     sqlite3_reset(r->set_step);
-    return rc;
+    return rc == EVBUS_OK ? EVBUS_ACK : EVBUS_RETRY;
 }
 
 static evbus_result_t base_reply(const evbus_event_t *ev, void *opaque)
@@ -294,7 +294,7 @@ static evbus_relay_t *relay_on(const char *path, evbus_t *bus)
     evbus_relay_opts_t o;
     evbus_relay_opts_init(&o);
     o.poll_interval_ms = 50; /* what the saga module uses */
-    evbus_relay_t *rl = evbus_relay_new_opts(path, bus, &o, err, sizeof err);
+    evbus_relay_t *rl = evbus_relay_open_opts(path, bus, &o, err, sizeof err);
     if (!rl || evbus_relay_start(rl) != EVBUS_OK)
         die("relay", err);
     return rl;
@@ -354,9 +354,9 @@ static void base_poll(run_t *r)
 
 static void base_teardown(run_t *r)
 {
-    evbus_relay_free(r->relay);
+    evbus_relay_close(r->relay);
     for (int k = 0; k < STEPS; k++) {
-        evbus_relay_free(r->prelay[k]);
+        evbus_relay_close(r->prelay[k]);
         evbus_inbox_close(r->pin[k]);
         evbus_outbox_close(r->pob[k]);
     }

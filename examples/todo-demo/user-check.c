@@ -17,7 +17,8 @@ static evbus_breaker_t *breaker;
 static evbus_retry_policy_t retry;
 static const char *user_service_url;
 
-static void on_state(int from, int to, void *opaque)
+static void on_state(evbus_breaker_state_t from, evbus_breaker_state_t to,
+                      void *opaque)
 {
     (void)opaque;
     svc_timeline("breaker users: %s -> %s", evbus_breaker_state_name(from),
@@ -36,7 +37,7 @@ void user_check_init(void)
     o.consecutive_failures = 2;
     o.open_ms = atoi(svc_env("BREAKER_OPEN_MS", "1500"));
     o.half_open_calls = 1;
-    breaker = evbus_breaker_new(&o);
+    breaker = evbus_breaker_new(&o, NULL, 0);
     if (!breaker) {
         fprintf(stderr, "todo-service: bad breaker options\n");
         exit(2);
@@ -133,6 +134,7 @@ void user_check(user_check_t *c)
 cJSON *user_check_breaker_json(void)
 {
     evbus_breaker_stats_t s;
+    evbus_breaker_stats_init(&s);
     evbus_breaker_stats(breaker, &s);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", evbus_breaker_name(breaker));

@@ -26,7 +26,10 @@
  *
  * Each state change is logged (component "breaker", WARN when opening, INFO
  * otherwise) with the breaker's name and the reason, e.g.
- * "users: CLOSED -> OPEN (6 of the last 10 calls failed (>= 50%))".
+ * "users: CLOSED -> OPEN (6 of the last 10 calls failed (>= 50%))"; the log
+ * callback runs after the breaker's lock is released.
+ *
+ * To bound how many calls run at once (a bulkhead), see bulkhead.h.
  *
  * Thread-safety: every function may be called from any thread at once; one
  * mutex per breaker serialises state changes.
@@ -34,6 +37,7 @@
 #ifndef EVBUS_BREAKER_H
 #define EVBUS_BREAKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "evbus/evbus.h" /* error codes: EVBUS_EBREAKER, EVBUS_EINVAL */
@@ -43,11 +47,11 @@
 extern "C" {
 #endif
 
-enum {
+typedef enum evbus_breaker_state {
     EVBUS_BREAKER_CLOSED = 0,
     EVBUS_BREAKER_OPEN = 1,
     EVBUS_BREAKER_HALF_OPEN = 2
-};
+} evbus_breaker_state_t;
 
 typedef struct evbus_breaker evbus_breaker_t;
 
@@ -55,10 +59,14 @@ typedef struct evbus_breaker evbus_breaker_t;
  * arrive one at a time and in the order the changes happened. The callback
  * may call any evbus_breaker_* function on the same breaker (the lock is
  * recursive) but should be quick: other callers wait meanwhile. */
-typedef void (*evbus_breaker_state_fn)(int old_state, int new_state,
+typedef void (*evbus_breaker_state_fn)(evbus_breaker_state_t old_state,
+                                       evbus_breaker_state_t new_state,
                                        void *opaque);
 
-typedef struct {
+/* Initialise with evbus_breaker_opts_init (it sets struct_size) and change
+ * what you need; fields added in later releases keep their defaults. */
+typedef struct evbus_breaker_opts {
+    size_t struct_size;       /* set by evbus_breaker_opts_init */
     int window_size;          /* calls in the count-based sliding window; >= 1 */
     int minimum_calls;        /* calls before the failure rate is judged;
                                  values < 1 mean 1, values above window_size
@@ -72,20 +80,24 @@ typedef struct {
     void *clock_opaque;
 } evbus_breaker_opts_t;
 /* (The name and the state callback are set with evbus_breaker_set_name and
- * evbus_breaker_on_state, so the options stay exactly these eight fields and
- * a positional initializer lists them all.) */
+ * evbus_breaker_on_state.) */
 
 /* Fills o with defaults sized for service-to-service calls (resilience4j's
  * are window 100 / minimum 100 / 50% / 60 s / 10 probes; these react sooner):
  * window_size 20, minimum_calls 10, failure_rate_pct 50,
  * consecutive_failures 5, open_ms 10000, half_open_calls 3,
- * monotonic clock. Thread-safe. */
+ * monotonic clock; and sets struct_size. Thread-safe. */
 EVBUS_API void evbus_breaker_opts_init(evbus_breaker_opts_t *o);
 
 /* Creates a CLOSED breaker named "breaker" without a state callback. o is
- * copied; the caller keeps it. o NULL = defaults. Returns NULL when an option is out of range (see the
- * field comments) or memory runs out. Free with evbus_breaker_free. */
-EVBUS_API evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *o);
+ * copied; the caller keeps it. o NULL = defaults. Returns NULL with a
+ * one-line reason in errstr (may be NULL when errstr_size is 0) when an
+ * option is out of range (see the field comments), o was not initialised by
+ * evbus_breaker_opts_init, or memory runs out. Free with evbus_breaker_free.
+ * Thread-safe. */
+EVBUS_API evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *o,
+                                             char *errstr,
+                                             size_t errstr_size);
 
 /* Asks permission for one call: 1 = the call may go ahead and its outcome
  * must then be given to evbus_breaker_record; 0 = rejected (OPEN, or all
@@ -96,10 +108,10 @@ EVBUS_API int evbus_breaker_allow(evbus_breaker_t *b);
  * 0 failure. Thread-safe. */
 EVBUS_API void evbus_breaker_record(evbus_breaker_t *b, int ok);
 
-/* The current state: EVBUS_BREAKER_CLOSED, _OPEN or _HALF_OPEN (an OPEN
- * breaker whose open_ms have passed moves to HALF_OPEN here). b NULL
- * answers EVBUS_BREAKER_CLOSED. Thread-safe. */
-EVBUS_API int evbus_breaker_state(const evbus_breaker_t *b);
+/* The current state (an OPEN breaker whose open_ms have passed moves to
+ * HALF_OPEN here, which is why b is not const). b NULL answers
+ * EVBUS_BREAKER_CLOSED. Thread-safe. */
+EVBUS_API evbus_breaker_state_t evbus_breaker_state(evbus_breaker_t *b);
 
 /* Runs fn through the breaker. fn returns 0 on success (anything else is a
  * recorded failure). fallback (graceful degradation; may be NULL) runs when
@@ -121,21 +133,29 @@ EVBUS_API int evbus_breaker_call_ex(evbus_breaker_t *b, int (*fn)(void *),
 EVBUS_API void evbus_breaker_on_state(evbus_breaker_t *b,
                                       evbus_breaker_state_fn fn, void *opaque);
 
-/* Counters since creation (reset() keeps them). */
-typedef struct {
+/* Counters since creation (reset() keeps them). Initialise with
+ * evbus_breaker_stats_init before evbus_breaker_stats. */
+typedef struct evbus_breaker_stats {
+    size_t struct_size;
     uint64_t calls;       /* allow() answered 1 */
     uint64_t rejected;    /* allow() answered 0 */
     uint64_t successes;   /* record(ok != 0) */
     uint64_t failures;    /* record(0) */
     uint64_t opened;      /* transitions to OPEN */
-    int state;            /* state when read */
+    evbus_breaker_state_t state; /* state when read */
     int window_calls;     /* outcomes in the CLOSED window now */
     int window_failures;  /* failures among them */
 } evbus_breaker_stats_t;
 
-/* Copies a consistent snapshot of the counters into out. Thread-safe. */
-EVBUS_API void evbus_breaker_stats(const evbus_breaker_t *b,
-                                   evbus_breaker_stats_t *out);
+/* Zeroes out and sets its struct_size. Thread-safe. */
+EVBUS_API void evbus_breaker_stats_init(evbus_breaker_stats_t *out);
+
+/* Copies a consistent snapshot of the counters into out (initialised by
+ * evbus_breaker_stats_init; like evbus_breaker_state it may move an OPEN
+ * breaker to HALF_OPEN). EVBUS_OK, or EVBUS_EINVAL for NULL arguments or an
+ * uninitialised out. Thread-safe. */
+EVBUS_API int evbus_breaker_stats(evbus_breaker_t *b,
+                                  evbus_breaker_stats_t *out);
 
 /* Names the breaker for log lines (e.g. the service it guards). name is
  * copied. Returns EVBUS_OK, EVBUS_EINVAL (b or name NULL) or EVBUS_ENOMEM.
@@ -147,7 +167,7 @@ EVBUS_API int evbus_breaker_set_name(evbus_breaker_t *b, const char *name);
 EVBUS_API const char *evbus_breaker_name(const evbus_breaker_t *b);
 
 /* "CLOSED", "OPEN", "HALF_OPEN" or "UNKNOWN". Static string. Thread-safe. */
-EVBUS_API const char *evbus_breaker_state_name(int state);
+EVBUS_API const char *evbus_breaker_state_name(evbus_breaker_state_t state);
 
 /* Back to CLOSED with an empty window (an operator's override); fires the
  * callback when the state changes. Counters are kept. Thread-safe. */

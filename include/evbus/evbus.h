@@ -208,6 +208,17 @@ EVBUS_API unsigned evbus_features(const evbus_t *bus);
  */
 EVBUS_API int evbus_health(evbus_t *bus, char *errstr, size_t errstr_size);
 
+/*
+ * Checks a topic or group name against the bus's name rule without using
+ * it: the portable rule, or the backend's own when the bus was opened with
+ * names=native (see evbus_open); bus NULL checks the portable rule.
+ * Returns EVBUS_OK, or EVBUS_EINVAL with a one-line reason naming the rule
+ * and the offending byte in errstr (may be NULL when errstr_size is 0).
+ * Any thread.
+ */
+EVBUS_API int evbus_name_check(const evbus_t *bus, const char *name,
+                               char *errstr, size_t errstr_size);
+
 /* ------------------------------------------------------------- publishing */
 
 /*

@@ -24,6 +24,13 @@ typedef struct pub_token {
     size_t len;
 } pub_token_t;
 
+int evbus_name_check(const evbus_t *bus, const char *name, char *errstr,
+                     size_t n)
+{
+    return evbus__check_name(name, "topic or group", bus && bus->native_names,
+                             errstr, n);
+}
+
 static int check_topic(const evbus_t *bus, const char *topic)
 {
     char why[256];

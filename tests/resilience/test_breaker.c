@@ -21,13 +21,14 @@ typedef struct {
     int state_seen[64];
 } changes_t;
 
-static void on_change(int from, int to, void *opaque)
+static void on_change(evbus_breaker_state_t from, evbus_breaker_state_t to,
+                      void *opaque)
 {
     changes_t *c = opaque;
     if (c->n < 64) {
         c->from[c->n] = from;
         c->to[c->n] = to;
-        c->state_seen[c->n] = c->b ? evbus_breaker_state(c->b) : -1;
+        c->state_seen[c->n] = c->b ? (int)evbus_breaker_state(c->b) : -1;
     }
     c->n++;
 }
@@ -40,15 +41,17 @@ static evbus_breaker_t *make(int window, int min_calls, int pct, int consec,
 {
     atomic_store(&clk.now, 1000000);
     memset(&chg, 0, sizeof chg);
-    evbus_breaker_opts_t o = {.window_size = window,
-                              .minimum_calls = min_calls,
-                              .failure_rate_pct = pct,
-                              .consecutive_failures = consec,
-                              .open_ms = open_ms,
-                              .half_open_calls = probes,
-                              .now_ms = fake_now,
-                              .clock_opaque = &clk};
-    evbus_breaker_t *b = evbus_breaker_new(&o);
+    evbus_breaker_opts_t o;
+    evbus_breaker_opts_init(&o);
+    o.window_size = window;
+    o.minimum_calls = min_calls;
+    o.failure_rate_pct = pct;
+    o.consecutive_failures = consec;
+    o.open_ms = open_ms;
+    o.half_open_calls = probes;
+    o.now_ms = fake_now;
+    o.clock_opaque = &clk;
+    evbus_breaker_t *b = evbus_breaker_new(&o, NULL, 0);
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(evbus_breaker_set_name(b, "user-service"), EVBUS_OK);
     evbus_breaker_on_state(b, on_change, &chg);
@@ -81,7 +84,7 @@ START_TEST(defaults_and_validation)
     ck_assert_ptr_null(o.now_ms);
     ck_assert_ptr_null(o.clock_opaque);
 
-    evbus_breaker_t *b = evbus_breaker_new(NULL);
+    evbus_breaker_t *b = evbus_breaker_new(NULL, NULL, 0);
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(evbus_breaker_state(b), C);
     ck_assert_str_eq(evbus_breaker_name(b), "breaker");
@@ -89,26 +92,26 @@ START_TEST(defaults_and_validation)
 
     evbus_breaker_opts_t bad = o;
     bad.window_size = 0;
-    ck_assert_ptr_null(evbus_breaker_new(&bad));
+    ck_assert_ptr_null(evbus_breaker_new(&bad, NULL, 0));
     bad = o;
     bad.failure_rate_pct = 101;
-    ck_assert_ptr_null(evbus_breaker_new(&bad));
+    ck_assert_ptr_null(evbus_breaker_new(&bad, NULL, 0));
     bad = o;
     bad.failure_rate_pct = -1;
-    ck_assert_ptr_null(evbus_breaker_new(&bad));
+    ck_assert_ptr_null(evbus_breaker_new(&bad, NULL, 0));
     bad = o;
     bad.half_open_calls = 0;
-    ck_assert_ptr_null(evbus_breaker_new(&bad));
+    ck_assert_ptr_null(evbus_breaker_new(&bad, NULL, 0));
     bad = o;
     bad.open_ms = -1;
-    ck_assert_ptr_null(evbus_breaker_new(&bad));
+    ck_assert_ptr_null(evbus_breaker_new(&bad, NULL, 0));
     bad = o;
     bad.consecutive_failures = -2;
-    ck_assert_ptr_null(evbus_breaker_new(&bad));
+    ck_assert_ptr_null(evbus_breaker_new(&bad, NULL, 0));
 
     /* name is copied */
     char name[16] = "users";
-    b = evbus_breaker_new(&o);
+    b = evbus_breaker_new(&o, NULL, 0);
     ck_assert_int_eq(evbus_breaker_set_name(b, name), EVBUS_OK);
     strcpy(name, "xxxxx");
     ck_assert_str_eq(evbus_breaker_name(b), "users");
@@ -116,9 +119,9 @@ START_TEST(defaults_and_validation)
     ck_assert_int_eq(evbus_breaker_set_name(NULL, "x"), EVBUS_EINVAL);
     evbus_breaker_free(b);
 
-    /* the eight binding fields, positionally */
-    evbus_breaker_opts_t pos = {10, 5, 50, 0, 1000, 2, NULL, NULL};
-    b = evbus_breaker_new(&pos);
+    /* the size and the eight fields, positionally */
+    evbus_breaker_opts_t pos = {sizeof pos, 10, 5, 50, 0, 1000, 2, NULL, NULL};
+    b = evbus_breaker_new(&pos, NULL, 0);
     ck_assert_ptr_nonnull(b);
     evbus_breaker_free(b);
 
@@ -162,6 +165,7 @@ START_TEST(threshold_is_at_or_above)
     call(b, 1);      /* 1/4 = 25% */
     ck_assert_int_eq(evbus_breaker_state(b), C);
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_int_eq(st.window_calls, 4);
     ck_assert_int_eq(st.window_failures, 1);
@@ -187,6 +191,7 @@ START_TEST(window_slides)
     b = make(4, 4, 50, 0, 1000, 2);
     calls(b, "FSSSSSSS");
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_int_eq(st.window_calls, 4);
     ck_assert_int_eq(st.window_failures, 0);
@@ -237,6 +242,7 @@ START_TEST(open_rejects_for_open_ms)
     ck_assert_int_eq(chg.from[1], O);
     ck_assert_int_eq(chg.to[1], H);
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_uint_eq(st.rejected, 101);
     ck_assert_uint_eq(st.calls, 2);
@@ -276,6 +282,7 @@ START_TEST(half_open_admits_exactly_n)
     evbus_breaker_record(b, 0);                  /* 1 of 3 failed: 33% */
     ck_assert_int_eq(evbus_breaker_state(b), C);
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_int_eq(st.window_calls, 0); /* a fresh window */
     ck_assert_uint_eq(st.rejected, 51);
@@ -315,6 +322,7 @@ START_TEST(half_open_reopens_and_waits_again)
     call(b, 1);
     ck_assert_int_eq(evbus_breaker_state(b), C);
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_uint_eq(st.opened, 2);
     evbus_breaker_free(b);
@@ -389,6 +397,7 @@ START_TEST(reset_clears_window_keeps_counters)
     evbus_breaker_reset(b);
     ck_assert_int_eq(chg.n, 0); /* was closed: no change reported */
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_int_eq(st.window_calls, 0);
     ck_assert_uint_eq(st.calls, 3);
@@ -463,6 +472,8 @@ START_TEST(call_with_fallback)
     ck_assert_int_eq(evbus_breaker_call(NULL, user_exists, NULL, &c), EVBUS_EINVAL);
 
     evbus_breaker_stats_t st;
+
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_uint_eq(st.calls, 5);
     ck_assert_uint_eq(st.rejected, 3);

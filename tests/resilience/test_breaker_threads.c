@@ -33,10 +33,12 @@ typedef struct {
     int transitions;
 } audit_t;
 
-static void on_state(int from, int to, void *opaque)
+static void on_state(evbus_breaker_state_t from, evbus_breaker_state_t to,
+                      void *opaque)
 {
     audit_t *a = opaque;
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(a->b, &st); /* same thread, lock held: recursive */
     uint64_t admitted = st.calls - a->calls_at_enter;
     a->transitions++;
@@ -62,15 +64,17 @@ static evbus_breaker_t *make(audit_t *a)
 {
     memset(a, 0, sizeof *a);
     atomic_store(&clk.now, 1000);
-    evbus_breaker_opts_t o = {.window_size = 50,
-                              .minimum_calls = 20,
-                              .failure_rate_pct = 50,
-                              .consecutive_failures = 0,
-                              .open_ms = 100,
-                              .half_open_calls = PROBES,
-                              .now_ms = fake_now,
-                              .clock_opaque = &clk};
-    a->b = evbus_breaker_new(&o);
+    evbus_breaker_opts_t o;
+    evbus_breaker_opts_init(&o);
+    o.window_size = 50;
+    o.minimum_calls = 20;
+    o.failure_rate_pct = 50;
+    o.consecutive_failures = 0;
+    o.open_ms = 100;
+    o.half_open_calls = PROBES;
+    o.now_ms = fake_now;
+    o.clock_opaque = &clk;
+    a->b = evbus_breaker_new(&o, NULL, 0);
     ck_assert_ptr_nonnull(a->b);
     evbus_breaker_set_name(a->b, "hammer");
     evbus_breaker_on_state(a->b, on_state, a);
@@ -168,6 +172,7 @@ START_TEST(frozen_clock_nothing_admitted_once_open)
     ck_assert_uint_eq(after_open, 0);
     ck_assert_int_eq(a.transitions, 1); /* clock frozen: stays OPEN */
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_uint_eq(st.calls, admitted);
     ck_assert_uint_eq(st.rejected, rejected);
@@ -229,6 +234,7 @@ START_TEST(moving_clock_invariants)
         recorded += w[i].recorded;
     }
     evbus_breaker_stats_t st;
+    evbus_breaker_stats_init(&st);
     evbus_breaker_stats(b, &st);
     ck_assert_int_eq(a.illegal, 0);
     ck_assert_int_eq(a.admitted_in_open, 0);

@@ -75,7 +75,8 @@ static int create_todo(const char *user_id)
 }
 
 static int changes[16], nchanges;
-static void on_users_state(int from, int to, void *opaque)
+static void on_users_state(evbus_breaker_state_t from, evbus_breaker_state_t to,
+                      void *opaque)
 {
     (void)opaque;
     (void)from;
@@ -91,7 +92,7 @@ START_TEST(todo_service_degrades_and_recovers)
     o.open_ms = 15000;
     o.now_ms = fake_now;
     o.clock_opaque = &clk;
-    users_breaker = evbus_breaker_new(&o);
+    users_breaker = evbus_breaker_new(&o, NULL, 0);
     ck_assert_ptr_nonnull(users_breaker);
     evbus_breaker_set_name(users_breaker, "users");
     evbus_breaker_on_state(users_breaker, on_users_state, NULL);

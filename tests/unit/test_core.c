@@ -313,6 +313,55 @@ START_TEST(user_backends_register_by_scheme)
 }
 END_TEST
 
+/* One portable name rule on every backend, the backend's own with
+ * names=native, and messages that name the rule and the byte. */
+START_TEST(names_follow_one_portable_rule)
+{
+    char why[256];
+    const char *bad[] = {"a/b", "a:b", "a$b", ".", "..", "", "a b", "t\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(evbus_name_check(NULL, bad[i], why, sizeof why),
+                         EVBUS_EINVAL);
+        ck_assert_msg(strstr(why, "portable names are 1-249 bytes"),
+                      "'%s': %s", bad[i], why);
+    }
+    ck_assert_int_eq(evbus_name_check(NULL, "a/b", why, sizeof why),
+                     EVBUS_EINVAL);
+    ck_assert_msg(strstr(why, "'/' at byte 1"), "%s", why);
+    char longname[251];
+    memset(longname, 'a', 250);
+    longname[250] = '\0';
+    ck_assert_int_eq(evbus_name_check(NULL, longname, why, sizeof why),
+                     EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_name_check(NULL, longname + 1, NULL, 0), EVBUS_OK);
+    ck_assert_int_eq(evbus_name_check(NULL, "Todos.task-created_v2", NULL, 0),
+                     EVBUS_OK);
+
+    char err[256];
+    evbus_t *portable = evbus_open("memory://names", err, sizeof err);
+    evbus_t *native = evbus_open("memory://names?names=native", err,
+                                 sizeof err);
+    ck_assert_ptr_nonnull(portable);
+    ck_assert_ptr_nonnull(native);
+    ck_assert_ptr_null(evbus_open("memory://x?names=loose", err, sizeof err));
+    ck_assert_msg(strstr(err, "names=loose"), "%s", err);
+    evbus_event_t *ev = evbus_event_new("a.b.c", "/src");
+    ck_assert_int_eq(evbus_publish(portable, "a/b", ev), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_publish(native, "a/b", ev), EVBUS_OK);
+    ck_assert_int_eq(evbus_publish(native, "a b", ev), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_publish(native, "a\xff", ev), EVBUS_EINVAL);
+    ck_assert_int_eq(evbus_name_check(native, "a/b", NULL, 0), EVBUS_OK);
+    int n = 0;
+    ck_assert_ptr_null(evbus_subscribe_opts(portable, "t", "g:1", NULL, ack,
+                                            &n, why, sizeof why));
+    ck_assert_msg(strstr(why, "group name has ':' at byte 1"), "%s", why);
+    ck_assert_ptr_nonnull(evbus_subscribe(native, "t", "g:1", ack, &n));
+    evbus_event_free(ev);
+    evbus_close(portable);
+    evbus_close(native);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("core");
@@ -329,6 +378,7 @@ int main(void)
     tcase_add_test(tc, log_callback_receives_messages);
     tcase_add_test(tc, metrics_render_as_prometheus_text);
     tcase_add_test(tc, user_backends_register_by_scheme);
+    tcase_add_test(tc, names_follow_one_portable_rule);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

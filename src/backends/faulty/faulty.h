@@ -55,15 +55,15 @@ static inline bool faulty_roll(uint64_t *state, double p)
 }
 
 /* faulty_delivery.c */
-int faulty_subscribe(void *priv, const char *topic, const char *group,
-                     void **bsub, char *errstr, size_t n);
-void faulty_unsubscribe(void *priv, void *bsub);
-int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
-int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-                  int delay_ms);
+int evbus__faulty_subscribe(void *priv, const char *topic, const char *group,
+                            void **bsub, char *errstr, size_t n);
+void evbus__faulty_unsubscribe(void *priv, void *bsub);
+int evbus__faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int evbus__faulty_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                         evbus_settle_t how, int delay_ms);
 /* Keeps the context for the core and passes real deliveries' attempts on
  * to the inner backend; EVBUS_ENOTSUP when the inner one keeps none. */
-int faulty_record_attempts(void *priv, void *bsub, evbus_msg_t *const *msgs,
-                           int n);
+int evbus__faulty_record_attempts(void *priv, void *bsub,
+                                  evbus_msg_t *const *msgs, int n);
 
 #endif

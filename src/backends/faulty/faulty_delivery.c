@@ -97,8 +97,8 @@ static held_t *phantom_of(const held_t *h, uint64_t due_ms)
     return p;
 }
 
-int faulty_subscribe(void *priv, const char *topic, const char *group,
-                     void **bsub, char *errstr, size_t n)
+int evbus__faulty_subscribe(void *priv, const char *topic, const char *group,
+                            void **bsub, char *errstr, size_t n)
 {
     faulty_t *f = priv;
     fsub_t *s = calloc(1, sizeof *s);
@@ -120,7 +120,7 @@ static void held_free(held_t *h)
     free(h);
 }
 
-void faulty_unsubscribe(void *priv, void *bsub)
+void evbus__faulty_unsubscribe(void *priv, void *bsub)
 {
     faulty_t *f = priv;
     fsub_t *s = bsub;
@@ -212,7 +212,7 @@ static void take(faulty_t *f, fsub_t *s, evbus_msg_t *m, uint64_t now)
     }
 }
 
-int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+int evbus__faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
     faulty_t *f = priv;
     fsub_t *s = bsub;
@@ -249,8 +249,8 @@ int faulty_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     return k;
 }
 
-int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-                  int delay_ms)
+int evbus__faulty_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                         evbus_settle_t how, int delay_ms)
 {
     faulty_t *f = priv;
     fsub_t *s = bsub;
@@ -286,8 +286,8 @@ int faulty_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
     return EVBUS_OK;
 }
 
-int faulty_record_attempts(void *priv, void *bsub, evbus_msg_t *const *msgs,
-                           int n)
+int evbus__faulty_record_attempts(void *priv, void *bsub,
+                                  evbus_msg_t *const *msgs, int n)
 {
     faulty_t *f = priv;
     fsub_t *s = bsub;

@@ -2,6 +2,10 @@
  * Circuit breaker (include/evbus/breaker.h): the resilience4j state machine
  * over a count-based sliding window, guarded by one recursive mutex so the
  * state-change callback can look at the breaker it is called for.
+ *
+ * Log lines about state changes are formatted under the lock and handed to
+ * the application's log callback only once the outermost lock is released:
+ * a log callback must never run inside the library's locks.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -10,18 +14,33 @@
 
 #include "core/patterns.h"
 #include "support/clock.h"
+#include "support/errstr.h"
+#include "support/structs.h"
 
 #include "evbus/breaker.h"
 
+/* Log lines waiting for the lock to be released. A call changes the state
+ * at most twice (OPEN -> HALF_OPEN -> OPEN/CLOSED), a callback nesting
+ * calls a few times more. */
+#define PENDING_LOGS 8
+
+typedef struct {
+    int level;
+    char msg[200];
+} pending_log_t;
+
 struct evbus_breaker {
     pthread_mutex_t lock; /* recursive; guards everything below */
+    int depth;            /* how deep the lock is held */
+    pending_log_t logs[PENDING_LOGS];
+    int nlogs;
     evbus_breaker_opts_t o; /* validated copy */
     char *name;
     evbus_breaker_state_fn on_state;
     void *on_state_opaque;
     int min_calls;          /* minimum_calls clamped to 1..window_size */
 
-    int state;
+    evbus_breaker_state_t state;
     uint64_t opened_at_ms;  /* when the breaker last went OPEN */
 
     /* CLOSED: ring of the last window_size outcomes (1 = failure). */
@@ -44,6 +63,7 @@ void evbus_breaker_opts_init(evbus_breaker_opts_t *o)
     if (!o)
         return;
     *o = (evbus_breaker_opts_t){
+        .struct_size = sizeof *o,
         .window_size = 20,
         .minimum_calls = 10,
         .failure_rate_pct = 50,
@@ -53,7 +73,7 @@ void evbus_breaker_opts_init(evbus_breaker_opts_t *o)
     };
 }
 
-const char *evbus_breaker_state_name(int state)
+const char *evbus_breaker_state_name(evbus_breaker_state_t state)
 {
     switch (state) {
     case EVBUS_BREAKER_CLOSED: return "CLOSED";
@@ -68,16 +88,26 @@ static uint64_t now_ms(const evbus_breaker_t *b)
     return b->o.now_ms ? b->o.now_ms(b->o.clock_opaque) : evbus__mono_ms();
 }
 
-/* The breaker is allocated mutable; const in the API only says the call
- * does not change its configuration. */
-static void lock(const evbus_breaker_t *b)
+static void lock(evbus_breaker_t *b)
 {
-    pthread_mutex_lock((pthread_mutex_t *)&b->lock);
+    pthread_mutex_lock(&b->lock);
+    b->depth++;
 }
 
-static void unlock(const evbus_breaker_t *b)
+/* Releases the lock; the outermost release also emits the log lines the
+ * locked section queued. */
+static void unlock(evbus_breaker_t *b)
 {
-    pthread_mutex_unlock((pthread_mutex_t *)&b->lock);
+    pending_log_t logs[PENDING_LOGS];
+    int n = 0;
+    if (--b->depth == 0 && b->nlogs) {
+        n = b->nlogs;
+        memcpy(logs, b->logs, (size_t)n * sizeof logs[0]);
+        b->nlogs = 0;
+    }
+    pthread_mutex_unlock(&b->lock);
+    for (int i = 0; i < n; i++)
+        evbus__log(logs[i].level, "breaker", "%s", logs[i].msg);
 }
 
 static void clear_window(evbus_breaker_t *b)
@@ -91,9 +121,10 @@ static void clear_window(evbus_breaker_t *b)
 
 /* Lock held. Changes state, resets what the new state starts from, logs,
  * then tells the callback (still under the lock, so callbacks are ordered). */
-static void transition(evbus_breaker_t *b, int to, const char *why)
+static void transition(evbus_breaker_t *b, evbus_breaker_state_t to,
+                       const char *why)
 {
-    int from = b->state;
+    evbus_breaker_state_t from = b->state;
     if (from == to)
         return;
     b->state = to;
@@ -111,10 +142,13 @@ static void transition(evbus_breaker_t *b, int to, const char *why)
         clear_window(b);
         break;
     }
-    evbus__log(to == EVBUS_BREAKER_OPEN ? EVBUS_LOG_WARN : EVBUS_LOG_INFO,
-               "breaker", "%s: %s -> %s (%s)", b->name,
-               evbus_breaker_state_name(from), evbus_breaker_state_name(to),
-               why);
+    if (b->nlogs < PENDING_LOGS) {
+        pending_log_t *l = &b->logs[b->nlogs++];
+        l->level = to == EVBUS_BREAKER_OPEN ? EVBUS_LOG_WARN : EVBUS_LOG_INFO;
+        snprintf(l->msg, sizeof l->msg, "%s: %s -> %s (%s)", b->name,
+                 evbus_breaker_state_name(from), evbus_breaker_state_name(to),
+                 why);
+    }
     if (b->on_state)
         b->on_state(from, to, b->on_state_opaque);
 }
@@ -130,21 +164,39 @@ static void maybe_half_open(evbus_breaker_t *b)
         transition(b, EVBUS_BREAKER_HALF_OPEN, "open time elapsed");
 }
 
-evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *opts)
+/* The options as of the first release that carried struct_size. */
+#define OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_breaker_opts_t, clock_opaque)
+#define STATS_MIN_SIZE                                                         \
+    EVBUS__SIZE_THROUGH(evbus_breaker_stats_t, window_failures)
+
+evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *opts,
+                                   char *errstr, size_t n)
 {
     evbus_breaker_opts_t o;
-    if (opts)
-        o = *opts;
-    else
-        evbus_breaker_opts_init(&o);
-    if (o.window_size < 1 || o.failure_rate_pct < 0 ||
-        o.failure_rate_pct > 100 || o.consecutive_failures < 0 ||
-        o.open_ms < 0 || o.half_open_calls < 1)
+    evbus_breaker_opts_init(&o);
+    if (opts && evbus__struct_in(&o, sizeof o, opts, OPTS_MIN_SIZE)) {
+        evbus__seterr(errstr, n, "breaker options not initialised with "
+                      "evbus_breaker_opts_init");
         return NULL;
+    }
+    const char *bad = o.window_size < 1 ? "window_size must be >= 1"
+                      : o.failure_rate_pct < 0 || o.failure_rate_pct > 100
+                          ? "failure_rate_pct must be 0..100"
+                      : o.consecutive_failures < 0
+                          ? "consecutive_failures must be >= 0"
+                      : o.open_ms < 0         ? "open_ms must be >= 0"
+                      : o.half_open_calls < 1 ? "half_open_calls must be >= 1"
+                                              : NULL;
+    if (bad) {
+        evbus__seterr(errstr, n, "breaker: %s", bad);
+        return NULL;
+    }
 
     evbus_breaker_t *b = calloc(1, sizeof *b);
-    if (!b)
+    if (!b) {
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
+    }
     b->name = strdup("breaker");
     b->ring = calloc((size_t)o.window_size, 1);
     pthread_mutexattr_t attr;
@@ -160,6 +212,7 @@ evbus_breaker_t *evbus_breaker_new(const evbus_breaker_opts_t *opts)
         free(b->name);
         free(b->ring);
         free(b);
+        evbus__seterr(errstr, n, "out of memory");
         return NULL;
     }
     b->o = o;
@@ -282,33 +335,36 @@ void evbus_breaker_record(evbus_breaker_t *b, int ok)
     unlock(b);
 }
 
-int evbus_breaker_state(const evbus_breaker_t *cb)
+evbus_breaker_state_t evbus_breaker_state(evbus_breaker_t *b)
 {
-    if (!cb)
+    if (!b)
         return EVBUS_BREAKER_CLOSED;
-    evbus_breaker_t *b = (evbus_breaker_t *)cb;
     lock(b);
     maybe_half_open(b);
-    int s = b->state;
+    evbus_breaker_state_t s = b->state;
     unlock(b);
     return s;
 }
 
-void evbus_breaker_stats(const evbus_breaker_t *cb, evbus_breaker_stats_t *out)
+void evbus_breaker_stats_init(evbus_breaker_stats_t *out)
 {
-    if (!out)
-        return;
-    memset(out, 0, sizeof *out);
-    if (!cb)
-        return;
-    evbus_breaker_t *b = (evbus_breaker_t *)cb;
+    evbus__struct_init(out, sizeof *out);
+}
+
+int evbus_breaker_stats(evbus_breaker_t *b, evbus_breaker_stats_t *out)
+{
+    if (!b || !out)
+        return EVBUS_EINVAL;
+    evbus_breaker_stats_t st;
     lock(b);
     maybe_half_open(b);
-    *out = b->st;
-    out->state = b->state;
-    out->window_calls = b->win_calls;
-    out->window_failures = b->win_failures;
+    st = b->st;
+    st.struct_size = sizeof st;
+    st.state = b->state;
+    st.window_calls = b->win_calls;
+    st.window_failures = b->win_failures;
     unlock(b);
+    return evbus__struct_out(out, &st, sizeof st, STATS_MIN_SIZE);
 }
 
 const char *evbus_breaker_name(const evbus_breaker_t *b)

@@ -30,7 +30,7 @@ static void offer_free(offer_t *o)
     evbus_event_free(o->ev);
 }
 
-handoff_t *handoff_open(const char *db_file)
+handoff_t *evbus__handoff_open(const char *db_file)
 {
     if (!db_file || !*db_file)
         return NULL;
@@ -46,7 +46,7 @@ handoff_t *handoff_open(const char *db_file)
     return h;
 }
 
-void handoff_close(handoff_t *h)
+void evbus__handoff_close(handoff_t *h)
 {
     if (!h)
         return;
@@ -79,8 +79,8 @@ static int ring_grow(handoff_t *h)
     return 0;
 }
 
-void handoff_offer(const char *db_file, int64_t seq, const evbus_event_t *ev,
-                   char *json, size_t len)
+void evbus__handoff_offer(const char *db_file, int64_t seq,
+                          const evbus_event_t *ev, char *json, size_t len)
 {
     pthread_mutex_lock(&mu);
     handoff_t *h = listeners;
@@ -112,8 +112,8 @@ void handoff_offer(const char *db_file, int64_t seq, const evbus_event_t *ev,
     pthread_mutex_unlock(&mu);
 }
 
-evbus_event_t *handoff_take(handoff_t *h, int64_t seq, const char *json,
-                            size_t len)
+evbus_event_t *evbus__handoff_take(handoff_t *h, int64_t seq, const char *json,
+                                   size_t len)
 {
     if (!h)
         return NULL;

@@ -24,20 +24,20 @@ typedef struct handoff handoff_t;
 
 /* A relay that holds the lock for db_file starts receiving hand-offs.
  * Returns NULL when out of memory (the relay then always decodes). */
-handoff_t *handoff_open(const char *db_file);
+handoff_t *evbus__handoff_open(const char *db_file);
 /* Stops receiving and frees what was pending. NULL is ignored. */
-void handoff_close(handoff_t *h);
+void evbus__handoff_close(handoff_t *h);
 
 /* Producer side: offers the event just written as row seq of db_file,
  * encoded as json (ownership of json passes to this call in every case).
  * Cheap when no relay of this process listens on db_file. */
-void handoff_offer(const char *db_file, int64_t seq, const evbus_event_t *ev,
-                   char *json, size_t len);
+void evbus__handoff_offer(const char *db_file, int64_t seq,
+                          const evbus_event_t *ev, char *json, size_t len);
 
 /* Relay side: the event handed off for row seq when its JSON equals
  * json/len (caller frees it with evbus_event_free), else NULL. Forgets
  * offers for rows below seq (rolled back or already taken). */
-evbus_event_t *handoff_take(handoff_t *h, int64_t seq, const char *json,
-                            size_t len);
+evbus_event_t *evbus__handoff_take(handoff_t *h, int64_t seq, const char *json,
+                                   size_t len);
 
 #endif

@@ -9,7 +9,7 @@
 
 static int run(sqlite3 *db, const char *sql)
 {
-    return ob__exec(db, sql, NULL, 0);
+    return evbus__sql_exec(db, sql, NULL, 0);
 }
 
 evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
@@ -20,9 +20,10 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
     if (!db || !ev)
         return EVBUS_RETRY;
     if (ob && evbus_outbox_db(ob) != db) {
-        ob__log(EVBUS_LOG_ERROR,
-                "inbox_handle: the outbox uses another connection than the "
-                "inbox; they cannot share a transaction");
+        evbus__outbox_log(
+            EVBUS_LOG_ERROR,
+            "inbox_handle: the outbox uses another connection than the "
+            "inbox; they cannot share a transaction");
         return EVBUS_RETRY;
     }
     /* IMMEDIATE takes the write lock up front: a deferred transaction that
@@ -36,8 +37,8 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
                                   : "ROLLBACK";
     int rc = run(db, begin);
     if (rc != EVBUS_OK) {
-        ob__log(EVBUS_LOG_WARN, "inbox_handle: %s failed: %s", begin,
-                sqlite3_errmsg(db));
+        evbus__outbox_log(EVBUS_LOG_WARN, "inbox_handle: %s failed: %s", begin,
+                          sqlite3_errmsg(db));
         return EVBUS_RETRY;
     }
     int claimed = evbus_inbox_claim(in, ev);
@@ -49,7 +50,7 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
     else if (!work)
         result = EVBUS_ACK;
     else {
-        int w = work(db, ev, ob, opaque);
+        evbus_result_t w = work(db, ev, ob, opaque);
         result = w == EVBUS_ACK ? EVBUS_ACK
                : w == EVBUS_DROP ? EVBUS_DROP
                                  : EVBUS_RETRY;
@@ -58,8 +59,8 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
         rc = run(db, commit);
         if (rc == EVBUS_OK)
             return EVBUS_ACK;
-        ob__log(EVBUS_LOG_WARN, "inbox_handle: commit failed: %s",
-                sqlite3_errmsg(db));
+        evbus__outbox_log(EVBUS_LOG_WARN, "inbox_handle: commit failed: %s",
+                          sqlite3_errmsg(db));
         result = EVBUS_RETRY;
     }
     /* A failed COMMIT may already have rolled back; then this fails

@@ -57,11 +57,11 @@ struct evbus_relay {
 };
 
 /* Prepares the round's statements on r->db. */
-int relay_prepare(evbus_relay_t *r, char *why, size_t n);
+int evbus__relay_prepare(evbus_relay_t *r, char *why, size_t n);
 /* Finalizes them. */
-void relay_finalize(evbus_relay_t *r);
+void evbus__relay_finalize(evbus_relay_t *r);
 /* One round of up to max events (see evbus_relay_run_once). Caller holds
  * run_mu. */
-int relay_round(evbus_relay_t *r, int max);
+int evbus__relay_round(evbus_relay_t *r, int max);
 
 #endif

@@ -17,14 +17,14 @@ typedef struct relay_lock {
 } relay_lock_t;
 
 /* Opens (creates) the lock file beside db_file. EVBUS_OK or an error. */
-int relay_lock_open(relay_lock_t *l, const char *db_file, char *errstr,
-                    size_t n);
+int evbus__relay_lock_open(relay_lock_t *l, const char *db_file, char *errstr,
+                           size_t n);
 /* 1 when the lock is now held, 0 when another holds it, negative on error.
  * Never blocks. */
-int relay_lock_try(relay_lock_t *l);
+int evbus__relay_lock_try(relay_lock_t *l);
 /* Gives the lock up but keeps the file open. */
-void relay_lock_release(relay_lock_t *l);
+void evbus__relay_lock_release(relay_lock_t *l);
 /* Releases the lock (when held) and closes the file. */
-void relay_lock_close(relay_lock_t *l);
+void evbus__relay_lock_close(relay_lock_t *l);
 
 #endif

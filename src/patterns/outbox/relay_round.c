@@ -54,7 +54,7 @@ static void on_done(evbus__ticket_t *t, int err)
     batch_unref(s->batch);
 }
 
-int relay_prepare(evbus_relay_t *r, char *why, size_t n)
+int evbus__relay_prepare(evbus_relay_t *r, char *why, size_t n)
 {
     struct {
         sqlite3_stmt **st;
@@ -83,14 +83,14 @@ int relay_prepare(evbus_relay_t *r, char *why, size_t n)
         {&r->rollback, "ROLLBACK"},
     };
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
-        int rc = ob__prepare(r->db, list[i].sql, list[i].st, why, n);
+        int rc = evbus__sql_prepare(r->db, list[i].sql, list[i].st, why, n);
         if (rc != EVBUS_OK)
             return rc;
     }
     return EVBUS_OK;
 }
 
-void relay_finalize(evbus_relay_t *r)
+void evbus__relay_finalize(evbus_relay_t *r)
 {
     sqlite3_stmt *all[] = {r->fetch,      r->load_mark, r->save_mark,
                            r->park,       r->del_upto,  r->purge_scan,
@@ -151,8 +151,8 @@ static void send_batch(evbus_relay_t *r, batch_t *b, int64_t after, int want,
         const char *json = (const char *)sqlite3_column_text(r->fetch, 2);
         size_t len = (size_t)sqlite3_column_bytes(r->fetch, 2);
         char why[128] = "NULL";
-        evbus_event_t *ev = json ? handoff_take(r->handoff, row->seq, json, len)
-                                 : NULL;
+        evbus_event_t *ev =
+            json ? evbus__handoff_take(r->handoff, row->seq, json, len) : NULL;
         if (ev)
             atomic_fetch_add(&r->handed_off, 1);
         else if (json && !bytes_only)
@@ -181,7 +181,7 @@ static void send_batch(evbus_relay_t *r, batch_t *b, int64_t after, int want,
         break;
     }
     if (rc != SQLITE_DONE && rc != SQLITE_ROW && *err == EVBUS_OK)
-        *err = ob__sqlite_err(rc);
+        *err = evbus__sqlite_err(rc);
     sqlite3_reset(r->fetch);
     b->n = n;
 }
@@ -190,7 +190,7 @@ static void send_batch(evbus_relay_t *r, batch_t *b, int64_t after, int want,
  * transaction. With retention 0 the delivered rows are deleted at once. */
 static int settle(evbus_relay_t *r, const row_t *rows, int n, int64_t upto)
 {
-    int rc = ob__step_done(r->begin);
+    int rc = evbus__sql_step_done(r->begin);
     if (rc != EVBUS_OK)
         return rc;
     for (int i = 0; i < n && rc == EVBUS_OK; i++) {
@@ -200,24 +200,24 @@ static int settle(evbus_relay_t *r, const row_t *rows, int n, int64_t upto)
         sqlite3_bind_text(r->park, 2,
                           rows[i].park_why ? rows[i].park_why : "unknown", -1,
                           SQLITE_STATIC);
-        rc = ob__step_done(r->park);
+        rc = evbus__sql_step_done(r->park);
     }
     if (rc == EVBUS_OK && upto > r->mark) {
         sqlite3_bind_int64(r->save_mark, 1, upto);
-        sqlite3_bind_int64(r->save_mark, 2, ob__wall_ms());
-        rc = ob__step_done(r->save_mark);
+        sqlite3_bind_int64(r->save_mark, 2, evbus__wall_ms());
+        rc = evbus__sql_step_done(r->save_mark);
         if (rc == EVBUS_OK && r->o.retention_ms == 0) {
             sqlite3_bind_int64(r->del_upto, 1, upto);
-            rc = ob__step_done(r->del_upto);
+            rc = evbus__sql_step_done(r->del_upto);
         }
     }
     if (rc == EVBUS_OK)
-        rc = ob__step_done(r->commit);
+        rc = evbus__sql_step_done(r->commit);
     if (rc != EVBUS_OK) {
-        ob__log(EVBUS_LOG_WARN, "relay: recording a batch failed: %s",
-                sqlite3_errmsg(r->db));
+        evbus__outbox_log(EVBUS_LOG_WARN, "relay: recording a batch failed: %s",
+                          sqlite3_errmsg(r->db));
         if (!sqlite3_get_autocommit(r->db))
-            ob__step_done(r->rollback);
+            evbus__sql_step_done(r->rollback);
     }
     return rc;
 }
@@ -237,9 +237,9 @@ static void await_batch(evbus_relay_t *r, batch_t *b, bool last)
         return;
     if (last)
         evbus__nudge(r->bus);
-    int64_t deadline = ob__mono_ms() + r->o.flush_timeout_ms;
+    int64_t deadline = (int64_t)evbus__mono_ms() + r->o.flush_timeout_ms;
     long pause_ns = 10000;
-    while (!batch_done(b) && ob__mono_ms() < deadline) {
+    while (!batch_done(b) && (int64_t)evbus__mono_ms() < deadline) {
         struct timespec ts = {0, pause_ns};
         nanosleep(&ts, NULL);
         if (pause_ns < 500000)
@@ -292,17 +292,19 @@ static int settle_batch(evbus_relay_t *r, batch_t *b, bool *broken,
     if (rc == EVBUS_OK) {
         for (int i = 0; i < b->n; i++)
             if (b->rows[i].state == ROW_PARK)
-                ob__log(EVBUS_LOG_ERROR, "relay: outbox row %lld parked: %s",
-                        (long long)b->rows[i].seq,
-                        b->rows[i].park_why ? b->rows[i].park_why : "unknown");
+                evbus__outbox_log(
+                    EVBUS_LOG_ERROR, "relay: outbox row %lld parked: %s",
+                    (long long)b->rows[i].seq,
+                    b->rows[i].park_why ? b->rows[i].park_why : "unknown");
         r->mark = upto;
         atomic_fetch_add(&r->published, (uint64_t)ok);
         atomic_fetch_add(&r->parked, parked);
         atomic_fetch_add(&r->failed, failed);
         *published = ok;
         if (err != EVBUS_OK)
-            ob__log(EVBUS_LOG_WARN, "relay: %llu event(s) not accepted: %s",
-                    (unsigned long long)failed, evbus_strerror(err));
+            evbus__outbox_log(EVBUS_LOG_WARN,
+                              "relay: %llu event(s) not accepted: %s",
+                              (unsigned long long)failed, evbus_strerror(err));
     } else {
         *broken = true; /* nothing recorded: all published again */
         err = rc;
@@ -318,7 +320,7 @@ static int settle_batch(evbus_relay_t *r, batch_t *b, bool *broken,
  * in short transactions. Parked rows stay for inspection. */
 static void purge(evbus_relay_t *r)
 {
-    int64_t cutoff = ob__wall_ms() - r->o.retention_ms;
+    int64_t cutoff = evbus__wall_ms() - r->o.retention_ms;
     int64_t floor = 0;
     for (;;) {
         int64_t last = floor;
@@ -340,9 +342,9 @@ static void purge(evbus_relay_t *r)
         if (last > floor) {
             sqlite3_bind_int64(r->purge_del, 1, floor);
             sqlite3_bind_int64(r->purge_del, 2, last);
-            if (ob__step_done(r->purge_del) != EVBUS_OK) {
-                ob__log(EVBUS_LOG_WARN, "relay: purge failed: %s",
-                        sqlite3_errmsg(r->db));
+            if (evbus__sql_step_done(r->purge_del) != EVBUS_OK) {
+                evbus__outbox_log(EVBUS_LOG_WARN, "relay: purge failed: %s",
+                                  sqlite3_errmsg(r->db));
                 return;
             }
             atomic_fetch_add(&r->purged, (uint64_t)sqlite3_changes(r->db));
@@ -359,25 +361,26 @@ static int load_mark(evbus_relay_t *r)
     if (rc == SQLITE_ROW)
         r->mark = sqlite3_column_int64(r->load_mark, 0);
     sqlite3_reset(r->load_mark);
-    return rc == SQLITE_ROW ? EVBUS_OK : ob__sqlite_err(rc);
+    return rc == SQLITE_ROW ? EVBUS_OK : evbus__sqlite_err(rc);
 }
 
-int relay_round(evbus_relay_t *r, int max)
+int evbus__relay_round(evbus_relay_t *r, int max)
 {
     if (!atomic_load(&r->active)) {
-        int got = relay_lock_try(&r->lock);
+        int got = evbus__relay_lock_try(&r->lock);
         if (got <= 0)
             return got; /* 0: standby, another relay publishes */
         int rc = load_mark(r);
         if (rc != EVBUS_OK) {
-            relay_lock_release(&r->lock);
+            evbus__relay_lock_release(&r->lock);
             return rc;
         }
         /* same-process producers may now hand their events over */
-        r->handoff = handoff_open(sqlite3_db_filename(r->db, "main"));
+        r->handoff = evbus__handoff_open(sqlite3_db_filename(r->db, "main"));
         atomic_store(&r->active, true);
-        ob__log(EVBUS_LOG_INFO, "relay: lock taken, publishing after seq %lld",
-                (long long)r->mark);
+        evbus__outbox_log(EVBUS_LOG_INFO,
+                          "relay: lock taken, publishing after seq %lld",
+                          (long long)r->mark);
     }
     if (max <= 0)
         max = INT_MAX; /* everything pending */
@@ -443,8 +446,9 @@ int relay_round(evbus_relay_t *r, int max)
     else if (r->cur_batch < r->o.batch_size)
         r->cur_batch = r->cur_batch * 2 < r->o.batch_size ? r->cur_batch * 2
                                                           : r->o.batch_size;
-    if (r->o.retention_ms > 0 && ob__mono_ms() >= r->next_purge_ms) {
-        r->next_purge_ms = ob__mono_ms() + r->o.purge_interval_ms;
+    if (r->o.retention_ms > 0 &&
+        (int64_t)evbus__mono_ms() >= r->next_purge_ms) {
+        r->next_purge_ms = (int64_t)evbus__mono_ms() + r->o.purge_interval_ms;
         purge(r);
     }
     return total > 0 ? total : rc;

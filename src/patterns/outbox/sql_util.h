@@ -1,6 +1,7 @@
 /*
- * Small SQLite helpers shared by the outbox, relay and inbox: error mapping,
- * statement preparation, time, logging. Internal (hidden symbols).
+ * Small SQLite helpers shared by the outbox, relay and inbox: statement
+ * preparation and logging (clocks, errors and names come from src/support).
+ * Internal (hidden symbols).
  */
 #ifndef EVBUS_PATTERNS_SQL_UTIL_H
 #define EVBUS_PATTERNS_SQL_UTIL_H
@@ -9,6 +10,11 @@
 #include <stdint.h>
 
 #include <sqlite3.h>
+
+#include "support/clock.h"
+#include "support/errstr.h"
+#include "support/names.h"
+#include "support/sqlite_err.h"
 
 /* The outbox table. seq is the rowid: SQLite runs one writer at a time and
  * gives a new row max(seq) + 1, so seq order is commit order. The relay never
@@ -32,35 +38,21 @@
     " delivered_at INTEGER NOT NULL);"                                         \
     "INSERT OR IGNORE INTO evbus_outbox_relay VALUES(1, 0, 0)"
 
-/* Maps a SQLite result code to an evbus error (BUSY/LOCKED -> EVBUS_EBUSY,
- * NOMEM -> EVBUS_ENOMEM, anything else -> EVBUS_EIO). */
-int ob__sqlite_err(int rc);
-
 /* Runs sql (no results). EVBUS_OK or a mapped error with the reason. */
-int ob__exec(sqlite3 *db, const char *sql, char *errstr, size_t n);
+int evbus__sql_exec(sqlite3 *db, const char *sql, char *errstr, size_t n);
 
 /* Prepares a long-lived statement. EVBUS_OK or a mapped error. */
-int ob__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
-                char *errstr, size_t n);
+int evbus__sql_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st,
+                       char *errstr, size_t n);
 
 /* Runs a prepared statement that returns no rows, then resets it. */
-int ob__step_done(sqlite3_stmt *st);
+int evbus__sql_step_done(sqlite3_stmt *st);
 
 /* Sets busy_timeout to ms when the connection has none yet. */
-void ob__default_busy_timeout(sqlite3 *db, int ms);
+void evbus__sql_default_busy_timeout(sqlite3 *db, int ms);
 
-/* Wall clock in Unix milliseconds (stored in the tables). */
-int64_t ob__wall_ms(void);
-/* Monotonic milliseconds (scheduling). */
-int64_t ob__mono_ms(void);
-
-/* Topic check matching the core's publish check. */
-int ob__topic_ok(const char *topic);
-
-void ob__seterr(char *errstr, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* Logs through the application's log callback, component "outbox". */
-void ob__log(int level, const char *fmt, ...)
+void evbus__outbox_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -85,16 +85,16 @@ int evbus__saga_run_local(evbus_saga_orch_t *o, evbus_saga_local_fn fn,
                           const saga_inst_t *in, void *opaque,
                           evbus_saga_answer_t *ans)
 {
-    int rc = ob__exec(o->db, "SAVEPOINT evbus_saga_local", NULL, 0);
+    int rc = evbus__sql_exec(o->db, "SAVEPOINT evbus_saga_local", NULL, 0);
     if (rc != EVBUS_OK)
         return rc;
     int r = fn(o->db, in->id, in->data, ans, opaque);
     if (r == EVBUS_SAGA_SUCCESS)
-        return ob__exec(o->db, "RELEASE evbus_saga_local", NULL, 0) ==
+        return evbus__sql_exec(o->db, "RELEASE evbus_saga_local", NULL, 0) ==
                        EVBUS_OK
                    ? EVBUS_SAGA_SUCCESS
                    : EVBUS_EIO;
-    rc = ob__exec(o->db,
+    rc = evbus__sql_exec(o->db,
                   "ROLLBACK TO evbus_saga_local; RELEASE evbus_saga_local",
                   NULL, 0);
     if (rc != EVBUS_OK)

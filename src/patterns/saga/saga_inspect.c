@@ -266,7 +266,7 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
     if (state == EVBUS_SAGA_FAILED) {
         /* attempt 0 + WAIT_RETRY: the timer makes attempt 1 of a fresh
          * series at once (comp_started_at restarts the elapsed limit) */
-        rc = ob__prepare(db,
+        rc = evbus__sql_prepare(db,
                          "UPDATE evbus_saga SET state = 'COMPENSATING',"
                          " waiting = 'retry', due_at = ?2, attempt = 0,"
                          " prev_delay_ms = 0, comp_started_at = ?2,"
@@ -274,7 +274,7 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
                          " hseq = hseq + 1 WHERE id = ?1",
                          &up, errstr, n);
         if (rc == EVBUS_OK)
-            rc = ob__prepare(db,
+            rc = evbus__sql_prepare(db,
                              "INSERT INTO evbus_saga_history(saga_id, seq,"
                              " at, step, event, from_state, to_state, detail)"
                              " SELECT id, hseq, ?2, step, 'resumed', 'FAILED',"
@@ -285,7 +285,7 @@ int evbus_saga_resume(sqlite3 *db, const char *id, char *errstr, size_t n)
             sqlite3_stmt *s = i ? hist : up;
             sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
             sqlite3_bind_int64(s, 2, now);
-            rc = ob__step_done(s);
+            rc = evbus__sql_step_done(s);
         }
     } else {
         rc = state < 0 ? state : EVBUS_ESTATE;
@@ -322,12 +322,12 @@ int evbus_saga_purge(sqlite3 *db, int64_t ended_before_ms, char *errstr,
     "SELECT id FROM evbus_saga WHERE state IN ('COMPLETED', 'COMPENSATED')"   \
     " AND ended_at < ?1 ORDER BY seq LIMIT 500"
     sqlite3_stmt *hist = NULL, *inst = NULL;
-    rc = ob__prepare(db,
+    rc = evbus__sql_prepare(db,
                      "DELETE FROM evbus_saga_history WHERE saga_id IN"
                      " (" ENDED_BATCH ")",
                      &hist, errstr, n);
     if (rc == EVBUS_OK)
-        rc = ob__prepare(db,
+        rc = evbus__sql_prepare(db,
                          "DELETE FROM evbus_saga WHERE id IN (" ENDED_BATCH ")",
                          &inst, errstr, n);
 #undef ENDED_BATCH
@@ -339,8 +339,8 @@ int evbus_saga_purge(sqlite3 *db, int64_t ended_before_ms, char *errstr,
             break;
         sqlite3_bind_int64(hist, 1, ended_before_ms);
         sqlite3_bind_int64(inst, 1, ended_before_ms);
-        rc = ob__step_done(hist); /* history first: it finds them by id */
-        if (rc == EVBUS_OK && (rc = ob__step_done(inst)) == EVBUS_OK) {
+        rc = evbus__sql_step_done(hist); /* history first: it finds them by id */
+        if (rc == EVBUS_OK && (rc = evbus__sql_step_done(inst)) == EVBUS_OK) {
             deleted = sqlite3_changes(db);
             rc = evbus__saga_tx_commit(db, nested, "evbus_saga_purge");
         }

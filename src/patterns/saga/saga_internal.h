@@ -16,7 +16,7 @@
 
 #include "core/patterns.h"          /* the log channel, policy copies */
 #include "evbus/saga.h"
-#include "patterns/outbox/sql_util.h" /* ob__exec, ob__prepare, ... */
+#include "patterns/outbox/sql_util.h" /* evbus__sql_exec, evbus__sql_prepare, ... */
 #include "support/clock.h"
 #include "support/errstr.h"
 #include "support/names.h"

@@ -144,7 +144,7 @@ static int open_parts(evbus_saga_orch_t *s, char *why, size_t n)
         evbus_relay_opts_t ro;
         evbus_relay_opts_init(&ro);
         ro.poll_interval_ms = 50;
-        if (!(s->relay = evbus_relay_new_opts(file, s->bus, &ro, err,
+        if (!(s->relay = evbus_relay_open_opts(file, s->bus, &ro, err,
                                               sizeof err)) ||
             evbus_relay_start(s->relay) != EVBUS_OK) {
             evbus__seterr(why, n, "relay: %s", err);
@@ -215,7 +215,7 @@ void evbus_saga_orch_close(evbus_saga_orch_t *o)
         return;
     if (o->sub)
         evbus_unsubscribe(o->sub);
-    evbus_relay_free(o->relay);
+    evbus_relay_close(o->relay);
     evbus_inbox_close(o->in);
     evbus_outbox_close(o->ob);
     evbus__saga_store_close(&o->st);
@@ -356,8 +356,8 @@ typedef struct {
 } reply_ctx_t;
 
 /* Runs inside evbus_inbox_handle's transaction, after the claim. */
-static int reply_work(sqlite3 *db, const evbus_event_t *ev,
-                      evbus_outbox_t *ob, void *opaque)
+static evbus_result_t reply_work(sqlite3 *db, const evbus_event_t *ev,
+                                 evbus_outbox_t *ob, void *opaque)
 {
     reply_ctx_t *c = opaque;
     evbus_saga_orch_t *o = c->o;
@@ -377,7 +377,7 @@ static int reply_work(sqlite3 *db, const evbus_event_t *ev,
         return EVBUS_ACK;
     }
     if (rc != EVBUS_OK)
-        return rc;
+        return EVBUS_RETRY;
     const evbus_saga_def_t *d = evbus__saga_find_def(o, in.saga);
     if (!d) {
         evbus__saga_log(EVBUS_LOG_WARN, "reply for %s: saga %s is not "
@@ -393,7 +393,7 @@ static int reply_work(sqlite3 *db, const evbus_event_t *ev,
     if (rc >= 0)
         rc = evbus__saga_store_update(&o->st, &in, now);
     evbus__saga_inst_free(&in);
-    return rc < 0 ? rc : EVBUS_ACK;
+    return rc < 0 ? EVBUS_RETRY : EVBUS_ACK; /* RETRY rolls back */
 }
 
 evbus_result_t evbus_saga_on_reply(evbus_saga_orch_t *o,

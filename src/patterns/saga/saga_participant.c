@@ -87,16 +87,16 @@ evbus_saga_participant_t *evbus_saga_participant_open(
     evbus_inbox_opts_init(&io);
     io.retention_ms = opts.inbox_retention_ms;
     if (evbus__saga_part_schema(db, why, sizeof why) != EVBUS_OK ||
-        ob__prepare(db,
+        evbus__sql_prepare(db,
                     "SELECT state FROM evbus_saga_part WHERE consumer = ?1"
                     " AND saga_id = ?2 AND step = ?3",
                     &p->get, why, sizeof why) != EVBUS_OK ||
-        ob__prepare(db,
+        evbus__sql_prepare(db,
                     "INSERT INTO evbus_saga_part VALUES(?1, ?2, ?3, ?4, ?5)"
                     " ON CONFLICT(consumer, saga_id, step) DO UPDATE SET"
                     " state = excluded.state, updated_at = excluded.updated_at",
                     &p->set, why, sizeof why) != EVBUS_OK ||
-        ob__prepare(db,
+        evbus__sql_prepare(db,
                     "DELETE FROM evbus_saga_part WHERE consumer = ?1"
                     " AND updated_at < ?2",
                     &p->purge, why, sizeof why) != EVBUS_OK ||
@@ -112,7 +112,7 @@ evbus_saga_participant_t *evbus_saga_participant_open(
         evbus_relay_opts_init(&ro);
         ro.poll_interval_ms = 50;
         if (!file || !*file ||
-            !(p->relay = evbus_relay_new_opts(file, relay_bus, &ro, why,
+            !(p->relay = evbus_relay_open_opts(file, relay_bus, &ro, why,
                                               sizeof why)) ||
             evbus_relay_start(p->relay) != EVBUS_OK) {
             evbus__seterr(errstr, n, "saga participant %s: relay: %s", consumer,
@@ -129,7 +129,7 @@ void evbus_saga_participant_close(evbus_saga_participant_t *p)
 {
     if (!p)
         return;
-    evbus_relay_free(p->relay);
+    evbus_relay_close(p->relay);
     evbus_inbox_close(p->in);
     evbus_outbox_close(p->ob);
     sqlite3_finalize(p->get);
@@ -170,7 +170,7 @@ static int part_set(evbus_saga_participant_t *p, const saga_msg_t *m,
     sqlite3_bind_int(p->set, 3, m->step);
     sqlite3_bind_text(p->set, 4, state, -1, SQLITE_STATIC);
     sqlite3_bind_int64(p->set, 5, evbus__wall_ms());
-    return ob__step_done(p->set);
+    return evbus__sql_step_done(p->set);
 }
 
 /* Forgets records older than the retention, at most once an hour. */
@@ -182,7 +182,7 @@ static void maybe_purge(evbus_saga_participant_t *p)
     p->next_purge_ms = mono + PURGE_EVERY_MS;
     sqlite3_bind_text(p->purge, 1, p->consumer, -1, SQLITE_STATIC);
     sqlite3_bind_int64(p->purge, 2, evbus__wall_ms() - p->retention_ms);
-    if (ob__step_done(p->purge) != EVBUS_OK)
+    if (evbus__sql_step_done(p->purge) != EVBUS_OK)
         evbus__saga_log(EVBUS_LOG_WARN, "participant %s: purge failed: %s",
                         p->consumer, sqlite3_errmsg(p->db));
 }
@@ -199,13 +199,13 @@ static int run_work(sqlite3 *db, evbus_saga_work_fn fn,
                     const evbus_event_t *cmd, evbus_saga_answer_t *ans,
                     void *opaque)
 {
-    int rc = ob__exec(db, "SAVEPOINT evbus_saga_work", NULL, 0);
+    int rc = evbus__sql_exec(db, "SAVEPOINT evbus_saga_work", NULL, 0);
     if (rc != EVBUS_OK)
         return rc;
     int r = fn(db, cmd, ans, opaque);
     if (r == EVBUS_SAGA_SUCCESS)
-        return ob__exec(db, "RELEASE evbus_saga_work", NULL, 0);
-    rc = ob__exec(db, "ROLLBACK TO evbus_saga_work; RELEASE evbus_saga_work",
+        return evbus__sql_exec(db, "RELEASE evbus_saga_work", NULL, 0);
+    rc = evbus__sql_exec(db, "ROLLBACK TO evbus_saga_work; RELEASE evbus_saga_work",
                   NULL, 0);
     if (r < 0 || rc != EVBUS_OK)
         return r < 0 ? r : rc;
@@ -256,8 +256,8 @@ static int decide(part_ctx_t *c, sqlite3 *db, const evbus_event_t *cmd,
 }
 
 /* Runs inside evbus_inbox_handle's transaction, after the claim. */
-static int part_work(sqlite3 *db, const evbus_event_t *cmd,
-                     evbus_outbox_t *ob, void *opaque)
+static evbus_result_t part_work(sqlite3 *db, const evbus_event_t *cmd,
+                                evbus_outbox_t *ob, void *opaque)
 {
     part_ctx_t *c = opaque;
     saga_msg_t m;
@@ -280,7 +280,7 @@ static int part_work(sqlite3 *db, const evbus_event_t *cmd,
         evbus_event_free(reply);
     }
     evbus__saga_answer_reset(&ans);
-    return rc;
+    return rc == EVBUS_OK ? EVBUS_ACK : EVBUS_RETRY; /* RETRY rolls back */
 }
 
 evbus_result_t evbus_saga_participant_handle(evbus_saga_participant_t *p,

@@ -65,9 +65,9 @@ static const char part_ddl[] =
  * a database written by a newer schema. */
 static int check_version(sqlite3 *db, char *why, size_t n)
 {
-    int rc = ob__exec(db, VERSION_DDL, why, n);
+    int rc = evbus__sql_exec(db, VERSION_DDL, why, n);
     if (rc == EVBUS_OK)
-        rc = ob__exec(db,
+        rc = evbus__sql_exec(db,
                       "INSERT OR IGNORE INTO evbus_saga_schema VALUES(1, 1)",
                       why, n);
     if (rc != EVBUS_OK)
@@ -94,13 +94,13 @@ static int check_version(sqlite3 *db, char *why, size_t n)
 int evbus__saga_schema(sqlite3 *db, char *why, size_t n)
 {
     int rc = check_version(db, why, n);
-    return rc != EVBUS_OK ? rc : ob__exec(db, saga_ddl, why, n);
+    return rc != EVBUS_OK ? rc : evbus__sql_exec(db, saga_ddl, why, n);
 }
 
 int evbus__saga_part_schema(sqlite3 *db, char *why, size_t n)
 {
     int rc = check_version(db, why, n);
-    return rc != EVBUS_OK ? rc : ob__exec(db, part_ddl, why, n);
+    return rc != EVBUS_OK ? rc : evbus__sql_exec(db, part_ddl, why, n);
 }
 
 int evbus__saga_has_tables(sqlite3 *db)
@@ -128,7 +128,7 @@ int evbus__saga_tx_begin(sqlite3 *db, int *nested, const char *savepoint)
         snprintf(sql, sizeof sql, "SAVEPOINT %s", savepoint);
     /* IMMEDIATE takes the write lock now: a deferred transaction that
      * upgrades later can fail with SQLITE_BUSY without waiting. */
-    return ob__exec(db, *nested ? sql : "BEGIN IMMEDIATE", NULL, 0);
+    return evbus__sql_exec(db, *nested ? sql : "BEGIN IMMEDIATE", NULL, 0);
 }
 
 int evbus__saga_tx_commit(sqlite3 *db, int nested, const char *savepoint)
@@ -136,7 +136,7 @@ int evbus__saga_tx_commit(sqlite3 *db, int nested, const char *savepoint)
     char sql[96];
     if (nested)
         snprintf(sql, sizeof sql, "RELEASE %s", savepoint);
-    return ob__exec(db, nested ? sql : "COMMIT", NULL, 0);
+    return evbus__sql_exec(db, nested ? sql : "COMMIT", NULL, 0);
 }
 
 void evbus__saga_tx_rollback(sqlite3 *db, int nested, const char *savepoint)
@@ -148,5 +148,5 @@ void evbus__saga_tx_rollback(sqlite3 *db, int nested, const char *savepoint)
     /* A failed COMMIT may have rolled back already; then this is a no-op
      * that fails harmlessly. */
     if (nested || !sqlite3_get_autocommit(db))
-        ob__exec(db, nested ? sql : "ROLLBACK", NULL, 0);
+        evbus__sql_exec(db, nested ? sql : "ROLLBACK", NULL, 0);
 }

@@ -62,7 +62,7 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
          "SELECT saga, state, count(*) FROM evbus_saga GROUP BY state, saga"},
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
-        int rc = ob__prepare(db, q[i].sql, q[i].st, why, n);
+        int rc = evbus__sql_prepare(db, q[i].sql, q[i].st, why, n);
         if (rc != EVBUS_OK) {
             evbus__saga_store_close(st);
             return rc;
@@ -129,7 +129,7 @@ static int write_inst(sqlite3_stmt *st, const saga_inst_t *in, int64_t now,
     sqlite3_bind_int64(st, 14, now);
     if (update)
         bind_opt_i64(st, 15, in->state >= EVBUS_SAGA_COMPLETED ? now : -1);
-    int rc = ob__step_done(st);
+    int rc = evbus__sql_step_done(st);
     sqlite3_clear_bindings(st);
     free(steps);
     return rc;
@@ -226,7 +226,7 @@ int evbus__saga_history(saga_store_t *st, saga_inst_t *in, int64_t at,
     bind_opt_text(s, 6, from >= 0 ? evbus_saga_state_name(from) : NULL);
     bind_opt_text(s, 7, to >= 0 ? evbus_saga_state_name(to) : NULL);
     bind_opt_text(s, 8, detail);
-    int rc = ob__step_done(s);
+    int rc = evbus__sql_step_done(s);
     sqlite3_clear_bindings(s);
     return rc;
 }
