@@ -55,7 +55,9 @@
  * connection and follow its rule (one thread at a time); the orchestrator
  * serializes its own calls with a lock the application can share
  * (evbus_saga_lock) so an HTTP thread can start sagas while another thread
- * polls.
+ * polls. Step callbacks (local, build, merge) run with that lock held: they
+ * may call the orchestrator (the lock is recursive) but must not wait for
+ * another thread that does. The log callback never runs with it held.
  */
 #ifndef EVBUS_SAGA_H
 #define EVBUS_SAGA_H

@@ -554,6 +554,7 @@ Suite *api_suite(void)
     Suite *s = suite_create("saga-api");
     TCase *t = tcase_create("api");
     tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60); /* only catches a hang */
     tcase_add_test(t, definitions_refuse_bad_steps);
     tcase_add_test(t, options_are_checked);
     tcase_add_test(t, starts_are_checked);

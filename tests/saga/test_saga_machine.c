@@ -6,6 +6,8 @@
  * middle of a saga.
  */
 #include <check.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,12 +485,60 @@ START_TEST(two_orchestrators_share_a_database)
 }
 END_TEST
 
+/* The log callback must never run under the orchestrator's lock: another
+ * thread has to be able to use the orchestrator while it runs. */
+static int log_free, log_blocked;
+
+static void *use_orch(void *arg)
+{
+    evbus_saga_next_due_ms(arg); /* takes the lock */
+    return NULL;
+}
+
+static void check_unlocked(int level, const char *component, const char *msg,
+                           void *opaque)
+{
+    if (strcmp(component, "saga") != 0)
+        return;
+    pthread_t t;
+    pthread_create(&t, NULL, use_orch, opaque);
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 30; /* only catches the lock being held */
+    if (pthread_timedjoin_np(t, NULL, &limit) == 0) {
+        log_free++;
+    } else {
+        log_blocked++;
+        pthread_join(t, NULL); /* finishes once we return */
+    }
+}
+
+START_TEST(log_callback_runs_without_the_lock)
+{
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "g1", NULL), 1);
+    evbus_event_t *c = h_expect_cmd(&h, "inventory.reserve", 0, "action");
+    evbus_event_t *late = evbus_saga_reply_new(c, SUCCESS, NULL, NULL, "/x");
+    evbus_event_set_id(late, "late-one");
+    ck_assert_int_eq(h_reply(&h, c, SUCCESS, NULL, NULL), EVBUS_ACK);
+    evbus_set_log(check_unlocked, EVBUS_LOG_DEBUG, h.orch);
+    /* an ignored reply and an unknown saga are logged from inside */
+    ck_assert_int_eq(evbus_saga_on_reply(h.orch, late), EVBUS_ACK);
+    ck_assert_int_eq(evbus_saga_start(h.orch, "nope", "g2", NULL),
+                     EVBUS_EINVAL);
+    evbus_set_log(NULL, 0, NULL);
+    evbus_event_free(late);
+    ck_assert_int_ge(log_free, 2);
+    ck_assert_int_eq(log_blocked, 0);
+}
+END_TEST
+
 Suite *machine_suite(void);
 Suite *machine_suite(void)
 {
     Suite *s = suite_create("saga-machine");
     TCase *t = tcase_create("transitions");
     tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60); /* only catches a hang */
     tcase_add_test(t, completes_and_merges_data);
     tcase_add_test(t, failure_compensates_in_reverse_order);
     tcase_add_test(t, first_step_failure_ends_compensated_without_commands);
@@ -502,6 +552,7 @@ Suite *machine_suite(void)
     tcase_add_test(t, reply_for_unregistered_saga_is_retried);
     tcase_add_test(t, malformed_replies);
     tcase_add_test(t, two_orchestrators_share_a_database);
+    tcase_add_test(t, log_callback_runs_without_the_lock);
     suite_add_tcase(s, t);
     return s;
 }

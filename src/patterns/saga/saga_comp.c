@@ -71,7 +71,7 @@ static int park(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     in->waiting = SAGA_WAIT_NONE;
     in->due_at = -1;
     o->pend.parked++;
-    evbus__saga_log(EVBUS_LOG_ERROR, "saga %s %s parked FAILED: %s", d->name,
+    evbus__saga_log(o, EVBUS_LOG_ERROR, "saga %s %s parked FAILED: %s", d->name,
                     in->id, in->reason);
     rc = evbus__saga_step_set(in, in->step, s->name,
                               "comp_failed", in->attempt, -1, -1, -1, why);

@@ -173,7 +173,7 @@ static int comp_reply(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     int prev = in->state;
     if (prev == EVBUS_SAGA_FAILED) { /* the one it gave up on did succeed */
         in->state = EVBUS_SAGA_COMPENSATING;
-        evbus__saga_log(EVBUS_LOG_WARN,
+        evbus__saga_log(o, EVBUS_LOG_WARN,
                         "saga %s %s: compensation of %s succeeded after it "
                         "was parked; compensating on",
                         d->name, in->id, s->name);
@@ -208,7 +208,7 @@ int evbus__saga_apply_reply(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
              : m->attempt == in->attempt &&
                    in->waiting == SAGA_WAIT_REPLY))
         return comp_reply(o, d, in, m, now);
-    evbus__saga_log(EVBUS_LOG_INFO,
+    evbus__saga_log(o, EVBUS_LOG_INFO,
                     "saga %s %s: ignored a late or unexpected reply (%s of "
                     "step %d, attempt %d, %s) while %s at step %d",
                     d->name, in->id, evbus__saga_kind_name(m->kind), m->step,
@@ -234,7 +234,7 @@ int evbus__saga_apply_timer(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     if (in->step >= d->n) { /* stored by a definition with more steps */
         in->due_at = -1;
         in->waiting = SAGA_WAIT_NONE;
-        evbus__saga_log(EVBUS_LOG_ERROR, "saga %s %s waits at step %d, which "
+        evbus__saga_log(o, EVBUS_LOG_ERROR, "saga %s %s waits at step %d, which "
                         "the registered definition does not have; timer "
                         "dropped", d->name, in->id, in->step);
         return evbus__saga_note(o, in, now, in->step, "timer dropped", -1,

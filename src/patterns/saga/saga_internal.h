@@ -133,6 +133,15 @@ struct evbus_saga_orch {
     int ndefs;
     atomic_uint_fast64_t started, commands_sent, replies, replies_ignored,
         timeouts, comp_retried, parked;
+    /* Log lines written while mu is held, emitted once it is released:
+     * the application's log callback never runs under a library lock. */
+    int lock_depth;
+    struct {
+        int level;
+        char msg[480];
+    } logs[16];
+    int nlogs;
+    unsigned logs_dropped;
     /* Counted by the transaction in progress; added to the totals above
      * only when it commits (under mu). */
     struct {
@@ -234,10 +243,16 @@ int evbus__saga_apply_timer(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
 
 /* ---- saga_orch.c */
 int64_t evbus__saga_now(const evbus_saga_orch_t *o);
+/* The orchestrator's lock; unlocking the outermost level emits the log
+ * lines written meanwhile. */
+void evbus__saga_lock(evbus_saga_orch_t *o);
+void evbus__saga_unlock(evbus_saga_orch_t *o);
 /* Adds the committed transaction's counts to the totals / forgets them. */
 void evbus__saga_pend_commit(evbus_saga_orch_t *o);
 void evbus__saga_pend_clear(evbus_saga_orch_t *o);
-void evbus__saga_log(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Logs (component "saga"); with o, and o's lock held, the line waits
+ * until the lock is released. o may be NULL (participants hold no lock). */
+void evbus__saga_log(evbus_saga_orch_t *o, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

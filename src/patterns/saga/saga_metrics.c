@@ -13,10 +13,7 @@
 
 void evbus_saga_metrics_init(evbus_saga_metrics_t *m)
 {
-    if (!m)
-        return;
-    memset(m, 0, sizeof *m);
-    m->struct_size = sizeof *m;
+    evbus__struct_init(m, sizeof *m);
 }
 
 /* Calls fn for every (saga, state, count) row. Caller holds the lock. */
@@ -52,9 +49,9 @@ int evbus_saga_metrics_get(evbus_saga_orch_t *o, evbus_saga_metrics_t *out)
     if (!o || !out || out->struct_size < METRICS_SIZE_V1)
         return EVBUS_EINVAL;
     uint64_t by_state[EVBUS_SAGA_FAILED + 1] = {0};
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     int rc = each_count(o, add_count, by_state);
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     if (rc != EVBUS_OK)
         return rc;
     evbus_saga_metrics_t m;
@@ -99,9 +96,9 @@ char *evbus_saga_metrics_prometheus(evbus_saga_orch_t *o)
         return NULL;
     fputs("# HELP evbus_saga_instances Saga instances in the database by "
           "state.\n# TYPE evbus_saga_instances gauge\n", f);
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     int rc = each_count(o, put_instances, f);
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     struct {
         const char *name, *help;
         uint64_t v;

@@ -16,12 +16,48 @@
 /* The size of evbus_saga_opts_t in the first release. */
 #define OPTS_SIZE_V1 EVBUS__SIZE_THROUGH(evbus_saga_opts_t, compensation_retry)
 
-void evbus__saga_log(int level, const char *fmt, ...)
+void evbus__saga_log(evbus_saga_orch_t *o, int level, const char *fmt, ...)
 {
+    if (!evbus__log_enabled(level))
+        return;
     va_list ap;
     va_start(ap, fmt);
-    evbus__vlog(level, "saga", fmt, ap);
+    if (!o || o->lock_depth == 0) {
+        evbus__vlog(level, "saga", fmt, ap);
+    } else if (o->nlogs < (int)(sizeof o->logs / sizeof o->logs[0])) {
+        o->logs[o->nlogs].level = level;
+        vsnprintf(o->logs[o->nlogs].msg, sizeof o->logs[0].msg, fmt, ap);
+        o->nlogs++;
+    } else {
+        o->logs_dropped++;
+    }
     va_end(ap);
+}
+
+void evbus__saga_lock(evbus_saga_orch_t *o)
+{
+    pthread_mutex_lock(&o->mu);
+    o->lock_depth++;
+}
+
+void evbus__saga_unlock(evbus_saga_orch_t *o)
+{
+    if (--o->lock_depth > 0 || (o->nlogs == 0 && o->logs_dropped == 0)) {
+        pthread_mutex_unlock(&o->mu);
+        return;
+    }
+    __typeof__(o->logs) lines;
+    int n = o->nlogs;
+    unsigned dropped = o->logs_dropped;
+    memcpy(lines, o->logs, sizeof lines[0] * (size_t)n);
+    o->nlogs = 0;
+    o->logs_dropped = 0;
+    pthread_mutex_unlock(&o->mu);
+    for (int i = 0; i < n; i++)
+        evbus__log(lines[i].level, "saga", "%s", lines[i].msg);
+    if (dropped)
+        evbus__log(EVBUS_LOG_WARN, "saga", "%u more log lines dropped",
+                   dropped);
 }
 
 int64_t evbus__saga_now(const evbus_saga_orch_t *o)
@@ -233,13 +269,13 @@ void evbus_saga_orch_close(evbus_saga_orch_t *o)
 void evbus_saga_lock(evbus_saga_orch_t *o)
 {
     if (o)
-        pthread_mutex_lock(&o->mu);
+        evbus__saga_lock(o);
 }
 
 void evbus_saga_unlock(evbus_saga_orch_t *o)
 {
     if (o)
-        pthread_mutex_unlock(&o->mu);
+        evbus__saga_unlock(o);
 }
 
 sqlite3 *evbus_saga_orch_db(const evbus_saga_orch_t *o)
@@ -261,7 +297,7 @@ int evbus_saga_orch_register(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                    !o || !d ? "NULL argument" : "the saga has no steps");
         return EVBUS_EINVAL;
     }
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     int rc = EVBUS_OK;
     evbus_saga_def_t **grown;
     if (evbus__saga_find_def(o, d->name)) {
@@ -275,7 +311,7 @@ int evbus_saga_orch_register(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     } else {
         o->ndefs++;
     }
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     return rc;
 }
 
@@ -301,18 +337,18 @@ int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,
         return EVBUS_ETOOBIG;
     if (!evbus__saga_is_object(data, 0))
         return EVBUS_EINVAL;
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     const evbus_saga_def_t *d = evbus__saga_find_def(o, saga);
     if (!d) {
-        pthread_mutex_unlock(&o->mu);
-        evbus__saga_log(EVBUS_LOG_WARN, "start %s: no saga called %s is "
+        evbus__saga_unlock(o);
+        evbus__saga_log(o, EVBUS_LOG_WARN, "start %s: no saga called %s is "
                         "registered", id, saga ? saga : "(null)");
         return EVBUS_EINVAL;
     }
     int nested;
     int rc = evbus__saga_tx_begin(o->db, &nested, "evbus_saga_start");
     if (rc != EVBUS_OK) {
-        pthread_mutex_unlock(&o->mu);
+        evbus__saga_unlock(o);
         return rc;
     }
     evbus__saga_pend_clear(o);
@@ -339,12 +375,12 @@ int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,
     } else {
         evbus__saga_tx_rollback(o->db, nested, "evbus_saga_start");
         evbus__saga_pend_clear(o);
-        evbus__saga_log(EVBUS_LOG_WARN, "start %s %s failed: %s (%s)",
+        evbus__saga_log(o, EVBUS_LOG_WARN, "start %s %s failed: %s (%s)",
                         d->name, id, evbus_strerror(rc),
                         sqlite3_errmsg(o->db));
     }
     evbus__saga_inst_free(&in);
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     if (rc == EVBUS_OK && created)
         evbus_saga_notify(o);
     return rc == EVBUS_OK ? created : rc;
@@ -364,7 +400,7 @@ static evbus_result_t reply_work(sqlite3 *db, const evbus_event_t *ev,
     saga_msg_t m;
     char why[200];
     if (evbus__saga_msg_parse(ev, false, &m, why, sizeof why) != EVBUS_OK) {
-        evbus__saga_log(EVBUS_LOG_WARN, "reply %s from %s dead-lettered: %s",
+        evbus__saga_log(o, EVBUS_LOG_WARN, "reply %s from %s dead-lettered: %s",
                         evbus_event_id(ev), evbus_event_source(ev), why);
         return EVBUS_DROP;
     }
@@ -372,7 +408,7 @@ static evbus_result_t reply_work(sqlite3 *db, const evbus_event_t *ev,
     int rc = evbus__saga_store_load(&o->st, m.id, &in);
     if (rc == EVBUS_ENOTFOUND) {
         c->ignored = 1;
-        evbus__saga_log(EVBUS_LOG_WARN, "reply %s for unknown saga instance "
+        evbus__saga_log(o, EVBUS_LOG_WARN, "reply %s for unknown saga instance "
                         "%s ignored", evbus_event_id(ev), m.id);
         return EVBUS_ACK;
     }
@@ -380,7 +416,7 @@ static evbus_result_t reply_work(sqlite3 *db, const evbus_event_t *ev,
         return EVBUS_RETRY;
     const evbus_saga_def_t *d = evbus__saga_find_def(o, in.saga);
     if (!d) {
-        evbus__saga_log(EVBUS_LOG_WARN, "reply for %s: saga %s is not "
+        evbus__saga_log(o, EVBUS_LOG_WARN, "reply for %s: saga %s is not "
                         "registered here; delivered again later", in.id,
                         in.saga);
         evbus__saga_inst_free(&in);
@@ -401,7 +437,7 @@ evbus_result_t evbus_saga_on_reply(evbus_saga_orch_t *o,
 {
     if (!o || !reply)
         return EVBUS_DROP;
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     evbus__saga_pend_clear(o);
     reply_ctx_t c = {o, 0};
     evbus_result_t r = evbus_inbox_handle(o->in, o->ob, reply, reply_work, &c);
@@ -411,7 +447,7 @@ evbus_result_t evbus_saga_on_reply(evbus_saga_orch_t *o,
     } else {
         evbus__saga_pend_clear(o);
     }
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     if (r == EVBUS_ACK && !c.ignored)
         evbus_saga_notify(o);
     return r;
@@ -451,7 +487,7 @@ static int run_timer(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
     }
     evbus__saga_tx_rollback(o->db, nested, "evbus_saga_timer");
     evbus__saga_pend_clear(o);
-    evbus__saga_log(EVBUS_LOG_WARN, "timer of %s failed: %s (%s)", id,
+    evbus__saga_log(o, EVBUS_LOG_WARN, "timer of %s failed: %s (%s)", id,
                     evbus_strerror(rc), sqlite3_errmsg(o->db));
     return rc;
 }
@@ -460,7 +496,7 @@ int evbus_saga_run_due(evbus_saga_orch_t *o)
 {
     if (!o)
         return EVBUS_EINVAL;
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     int moved = 0, rc = EVBUS_OK;
     for (int i = 0; i < o->ndefs && rc == EVBUS_OK; i++) {
         const evbus_saga_def_t *d = o->defs[i];
@@ -481,7 +517,7 @@ int evbus_saga_run_due(evbus_saga_orch_t *o)
         }
         free(ids);
     }
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     if (moved)
         evbus_saga_notify(o);
     return rc == EVBUS_OK || moved ? moved : rc;
@@ -491,7 +527,7 @@ int64_t evbus_saga_next_due_ms(evbus_saga_orch_t *o)
 {
     if (!o)
         return -1;
-    pthread_mutex_lock(&o->mu);
+    evbus__saga_lock(o);
     int64_t first = -1;
     for (int i = 0; i < o->ndefs; i++) {
         int64_t due = evbus__saga_store_next_due(&o->st, o->defs[i]->name);
@@ -499,7 +535,7 @@ int64_t evbus_saga_next_due_ms(evbus_saga_orch_t *o)
             first = due;
     }
     int64_t now = evbus__saga_now(o);
-    pthread_mutex_unlock(&o->mu);
+    evbus__saga_unlock(o);
     return first < 0 ? -1 : first > now ? first - now : 0;
 }
 

@@ -183,7 +183,7 @@ static void maybe_purge(evbus_saga_participant_t *p)
     sqlite3_bind_text(p->purge, 1, p->consumer, -1, SQLITE_STATIC);
     sqlite3_bind_int64(p->purge, 2, evbus__wall_ms() - p->retention_ms);
     if (evbus__sql_step_done(p->purge) != EVBUS_OK)
-        evbus__saga_log(EVBUS_LOG_WARN, "participant %s: purge failed: %s",
+        evbus__saga_log(NULL, EVBUS_LOG_WARN, "participant %s: purge failed: %s",
                         p->consumer, sqlite3_errmsg(p->db));
 }
 
@@ -239,7 +239,7 @@ static int decide(part_ctx_t *c, sqlite3 *db, const evbus_event_t *cmd,
             *outcome = EVBUS_SAGA_FAILURE;
             evbus_saga_answer_set_reason(ans, "this participant has no "
                                               "compensation");
-            evbus__saga_log(EVBUS_LOG_ERROR, "participant %s: compensation "
+            evbus__saga_log(NULL, EVBUS_LOG_ERROR, "participant %s: compensation "
                             "of %s step %d asked for, but no compensate "
                             "function was given", c->p->consumer, m->id,
                             m->step);
@@ -263,7 +263,7 @@ static evbus_result_t part_work(sqlite3 *db, const evbus_event_t *cmd,
     saga_msg_t m;
     char why[200];
     if (evbus__saga_msg_parse(cmd, true, &m, why, sizeof why) != EVBUS_OK) {
-        evbus__saga_log(EVBUS_LOG_WARN, "participant %s: %s %s: %s",
+        evbus__saga_log(NULL, EVBUS_LOG_WARN, "participant %s: %s %s: %s",
                         c->p->consumer, evbus_event_type(cmd),
                         evbus_event_id(cmd), why);
         return EVBUS_DROP;
