@@ -442,6 +442,8 @@ static result_t one_run(const bench_mode_t *m, int n)
                       cpu * 1e6 / (double)want};
 }
 
+static void compare(int n, int rounds);
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -488,8 +490,22 @@ int main(int argc, char **argv)
             printf("%-5d %-28s %12.0f %14.1f %14.1f\n", i + 1, modes[m].name,
                    res.per_s, res.wall_us_step, res.cpu_us_step);
         }
-        return 0;
+    } else {
+        compare(n, rounds);
     }
+    if (own_dir) {
+        char rm[700];
+        snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
+        if (system(rm) != 0)
+            fprintf(stderr, "saga-bench: could not remove %s\n", dir);
+    }
+    return 0;
+}
+
+/* Both kinds, alternating which goes first, each round's ratio and the
+ * median. */
+static void compare(int n, int rounds)
+{
     double ratios[99];
     for (int i = 0; i < rounds; i++) {
         result_t res[2];
@@ -508,11 +524,4 @@ int main(int argc, char **argv)
     qsort(ratios, (size_t)rounds, sizeof ratios[0], cmp_double);
     printf("median ratio saga/baseline over %d rounds: %.3f\n", rounds,
            ratios[rounds / 2]);
-    if (own_dir) {
-        char rm[700];
-        snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
-        if (system(rm) != 0)
-            fprintf(stderr, "saga-bench: could not remove %s\n", dir);
-    }
-    return 0;
 }
