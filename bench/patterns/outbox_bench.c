@@ -246,7 +246,7 @@ static double relay_rate(evbus_t *bus, const char *topic, int n,
     o.batch_size = relay_batch_size;
     evbus_relay_t *r = NULL;
     if (same_process) {
-        r = evbus_relay_new_opts(path, bus, &o, err, sizeof err);
+        r = evbus_relay_open_opts(path, bus, &o, err, sizeof err);
         if (!r || evbus_relay_run_once(r, 0) != 0)
             die("relay", err);
     }
@@ -263,7 +263,7 @@ static double relay_rate(evbus_t *bus, const char *topic, int n,
         exec_sql(db, "COMMIT");
         /* the fill's checkpoint belongs to the fill, not to the relay */
         exec_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-        if (!r && !(r = evbus_relay_new_opts(path, bus, &o, err, sizeof err)))
+        if (!r && !(r = evbus_relay_open_opts(path, bus, &o, err, sizeof err)))
             die("relay", err);
         int total = 0;
         double t0 = now_s();
@@ -277,10 +277,11 @@ static double relay_rate(evbus_t *bus, const char *topic, int n,
         done += k;
     }
     evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
     evbus_relay_stats(r, &st);
     if (same_process ? st.handed_off != (uint64_t)n : st.handed_off != 0)
         die("relay", "unexpected hand-off count");
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     evbus_outbox_close(ob);
     sqlite3_close(db);
     return n / busy;

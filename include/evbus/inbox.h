@@ -41,7 +41,9 @@ extern "C" {
 
 typedef struct evbus_inbox evbus_inbox_t;
 
+/* Initialise with evbus_inbox_opts_init (it sets struct_size). */
 typedef struct evbus_inbox_opts {
+    size_t struct_size; /* set by evbus_inbox_opts_init */
     /* How long a claim is remembered, in milliseconds. A claim older than
      * this no longer makes an event a duplicate and is purged.
      * 0 = remember forever. Default 604800000 (7 days). */
@@ -53,7 +55,7 @@ typedef struct evbus_inbox_opts {
     int purge_interval_ms;
 } evbus_inbox_opts_t;
 
-/* Fills o with the defaults above. Thread-safe. */
+/* Fills o with the defaults above and sets o->struct_size. Thread-safe. */
 EVBUS_API void evbus_inbox_opts_init(evbus_inbox_opts_t *o);
 
 /*
@@ -107,12 +109,15 @@ EVBUS_API void evbus_inbox_close(evbus_inbox_t *in);
  * inbox's connection) and, when ob is not NULL, add follow-up events with
  * evbus_outbox_add(ob, ...). It runs inside the transaction, so it must not
  * BEGIN, COMMIT or ROLLBACK itself.
- * Returns EVBUS_ACK (0) to commit, EVBUS_RETRY to roll back and have the
- * event delivered again later, EVBUS_DROP to roll back and dead-letter it,
- * or a negative evbus error code (treated like EVBUS_RETRY).
+ * Returns EVBUS_ACK to commit, EVBUS_RETRY to roll back and have the event
+ * delivered again later (also the answer to any failure: a database error,
+ * a failed outbox add), EVBUS_DROP to roll back and dead-letter it. Any
+ * other value is treated as EVBUS_RETRY.
  */
-typedef int (*evbus_inbox_work_fn)(sqlite3 *db, const evbus_event_t *ev,
-                                   evbus_outbox_t *ob, void *opaque);
+typedef evbus_result_t (*evbus_inbox_work_fn)(sqlite3 *db,
+                                              const evbus_event_t *ev,
+                                              evbus_outbox_t *ob,
+                                              void *opaque);
 
 /*
  * Processes ev exactly once for this consumer: in one SQLite transaction

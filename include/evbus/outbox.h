@@ -144,13 +144,13 @@ typedef struct evbus_relay_opts {
 EVBUS_API void evbus_relay_opts_init(evbus_relay_opts_t *o);
 
 /*
- * Creates a relay that publishes the outbox of the SQLite database at
+ * Opens a relay that publishes the outbox of the SQLite database at
  * db_path (a file name, or a "file:" URI) to bus. The relay opens its own
  * connection (the evbus_outbox table is created if missing) and does not
  * publish anything until evbus_relay_run_once or evbus_relay_start.
  * Returns NULL with a one-line reason in errstr on failure.
  * Ownership: db_path is copied; bus stays the caller's and must outlive the
- * relay. Free the relay with evbus_relay_free.
+ * relay. Release the relay with evbus_relay_close.
  * Note: the relay's batches call evbus_flush on the whole bus, so delivery
  * callbacks of other asynchronous publishes on the same bus may run on the
  * relay's thread, and the first error of a callback-less publish may be
@@ -159,13 +159,13 @@ EVBUS_API void evbus_relay_opts_init(evbus_relay_opts_t *o);
  * result: each event's own delivery callback decides.)
  * Thread-safe (distinct relays are independent).
  */
-EVBUS_API evbus_relay_t *evbus_relay_new(const char *db_path, evbus_t *bus,
+EVBUS_API evbus_relay_t *evbus_relay_open(const char *db_path, evbus_t *bus,
                                          char *errstr, size_t errstr_size);
 
-/* evbus_relay_new with options (o NULL = defaults). o and the policy it
+/* evbus_relay_open with options (o NULL = defaults). o and the policy it
  * points to are copied; an o not initialised by evbus_relay_opts_init is
  * refused (NULL, with the reason). */
-EVBUS_API evbus_relay_t *evbus_relay_new_opts(const char *db_path,
+EVBUS_API evbus_relay_t *evbus_relay_open_opts(const char *db_path,
                                               evbus_t *bus,
                                               const evbus_relay_opts_t *o,
                                               char *errstr,
@@ -212,7 +212,9 @@ EVBUS_API int evbus_relay_stop(evbus_relay_t *r);
  * publishes), else 0. Any thread. */
 EVBUS_API int evbus_relay_is_active(const evbus_relay_t *r);
 
+/* Initialise with evbus_relay_stats_init before evbus_relay_stats. */
 typedef struct evbus_relay_stats {
+    size_t struct_size;
     uint64_t published; /* events the broker accepted, recorded delivered */
     uint64_t failed;    /* publish attempts that failed (will be retried) */
     uint64_t parked;    /* rows set aside as never publishable */
@@ -223,14 +225,18 @@ typedef struct evbus_relay_stats {
                             of decoding the row's JSON */
 } evbus_relay_stats_t;
 
-/* Copies the relay's counters into out. Any thread. */
-EVBUS_API void evbus_relay_stats(const evbus_relay_t *r,
-                                 evbus_relay_stats_t *out);
+/* Zeroes out and sets its struct_size. Thread-safe. */
+EVBUS_API void evbus_relay_stats_init(evbus_relay_stats_t *out);
+
+/* Copies the relay's counters into out (initialised by
+ * evbus_relay_stats_init). EVBUS_OK or EVBUS_EINVAL. Any thread. */
+EVBUS_API int evbus_relay_stats(const evbus_relay_t *r,
+                                evbus_relay_stats_t *out);
 
 /* Stops the thread if running, releases the lock, closes the relay's
  * connection and frees it. The bus is not closed. NULL is ignored.
  * Any thread except the relay's own. */
-EVBUS_API void evbus_relay_free(evbus_relay_t *r);
+EVBUS_API void evbus_relay_close(evbus_relay_t *r);
 
 #ifdef __cplusplus
 }

@@ -26,18 +26,12 @@ void evbus__hist_observe(evbus_sub_counters_t *c, uint64_t us)
 
 void evbus_metrics_init(evbus_metrics_t *out)
 {
-    if (out) {
-        memset(out, 0, sizeof *out);
-        out->struct_size = sizeof *out;
-    }
+    evbus__struct_init(out, sizeof *out);
 }
 
 void evbus_sub_metrics_init(evbus_sub_metrics_t *out)
 {
-    if (out) {
-        memset(out, 0, sizeof *out);
-        out->struct_size = sizeof *out;
-    }
+    evbus__struct_init(out, sizeof *out);
 }
 
 int evbus_metrics_get(evbus_t *bus, evbus_metrics_t *out)

@@ -3,6 +3,14 @@
 #include "evbus/evbus.h"
 #include "support/structs.h"
 
+void evbus__struct_init(void *p, size_t size)
+{
+    if (p) {
+        memset(p, 0, size);
+        memcpy(p, &size, sizeof size);
+    }
+}
+
 int evbus__struct_in(void *dst, size_t dst_size, const void *src,
                      size_t min_size)
 {

@@ -13,6 +13,10 @@
  * the release whose last member was m. */
 #define EVBUS__SIZE_THROUGH(type, m) (offsetof(type, m) + sizeof(((type *)0)->m))
 
+/* Zeroes the size bytes at p and sets its struct_size to size: the body
+ * of every public _init function of an output struct. p NULL is ignored. */
+void evbus__struct_init(void *p, size_t size);
+
 /* Overlays a caller's struct on dst, which already holds the library's
  * defaults for the full struct of dst_size bytes: copies min(struct_size,
  * dst_size) bytes of src and sets dst's struct_size to dst_size. Returns

@@ -42,8 +42,8 @@ static int index_of(world_t *w, const char *id)
 }
 
 /* The state change an event makes: count it in a table. */
-static int apply(sqlite3 *db, const evbus_event_t *ev, evbus_outbox_t *ob,
-                 void *opaque)
+static evbus_result_t apply(sqlite3 *db, const evbus_event_t *ev,
+                            evbus_outbox_t *ob, void *opaque)
 {
     (void)ob;
     (void)opaque;

@@ -156,8 +156,8 @@ static int run_relays(const char *app_db, const char *url, long k)
     retry.max_ms = 100;
     o.retry = &retry;
     /* two relays on one database: the lock lets only one publish */
-    evbus_relay_t *r1 = evbus_relay_new_opts(app_db, bus, &o, err, sizeof err);
-    evbus_relay_t *r2 = evbus_relay_new_opts(app_db, bus, &o, err, sizeof err);
+    evbus_relay_t *r1 = evbus_relay_open_opts(app_db, bus, &o, err, sizeof err);
+    evbus_relay_t *r2 = evbus_relay_open_opts(app_db, bus, &o, err, sizeof err);
     if (!r1 || !r2)
         die("relay: new", err);
     evbus_relay_start(r1);
@@ -220,15 +220,15 @@ typedef struct {
     long deliveries, applied, retries;
 } consumer_t;
 
-static int apply(sqlite3 *db, const evbus_event_t *ev, evbus_outbox_t *ob,
-                 void *opaque)
+static evbus_result_t apply(sqlite3 *db, const evbus_event_t *ev,
+                            evbus_outbox_t *ob, void *opaque)
 {
     consumer_t *c = opaque;
     sqlite3_bind_text(c->apply, 1, evbus_event_id(ev), -1, SQLITE_STATIC);
     int rc = sqlite3_step(c->apply);
     sqlite3_reset(c->apply);
     if (rc != SQLITE_DONE)
-        return EVBUS_EIO;
+        return EVBUS_RETRY;
     c->applied++;
     return EVBUS_ACK;
 }

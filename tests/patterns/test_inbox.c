@@ -185,8 +185,8 @@ typedef struct {
 } work_ctx_t;
 
 /* Applies the event: a todo row and a follow-up event. */
-static int apply_todo(sqlite3 *conn, const evbus_event_t *ev,
-                      evbus_outbox_t *box, void *opaque)
+static evbus_result_t apply_todo(sqlite3 *conn, const evbus_event_t *ev,
+                                 evbus_outbox_t *box, void *opaque)
 {
     work_ctx_t *w = opaque;
     w->calls++;
@@ -197,13 +197,13 @@ static int apply_todo(sqlite3 *conn, const evbus_event_t *ev,
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
-        return EVBUS_EIO;
+        return EVBUS_RETRY;
     if (box) {
         evbus_event_t *next = evbus_event_new("notify.mail.queued", "/notify");
         rc = evbus_outbox_add(box, "mail", next);
         evbus_event_free(next);
         if (rc != EVBUS_OK)
-            return rc;
+            return EVBUS_RETRY;
     }
     return w->answer;
 }
@@ -333,8 +333,8 @@ typedef struct {
     int fail_first; /* work fails this many times before succeeding */
 } svc_t;
 
-static int flaky_apply(sqlite3 *conn, const evbus_event_t *ev,
-                       evbus_outbox_t *box, void *opaque)
+static evbus_result_t flaky_apply(sqlite3 *conn, const evbus_event_t *ev,
+                                  evbus_outbox_t *box, void *opaque)
 {
     svc_t *s = opaque;
     s->w.answer = s->w.calls < s->fail_first ? EVBUS_RETRY : EVBUS_ACK;

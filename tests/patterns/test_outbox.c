@@ -92,7 +92,7 @@ static evbus_relay_t *relay_with(int batch, int64_t retention)
     retry.max_ms = 40;
     o.retry = &retry;
     char err[256] = "";
-    evbus_relay_t *r = evbus_relay_new_opts(db_path, bus, &o, err, sizeof err);
+    evbus_relay_t *r = evbus_relay_open_opts(db_path, bus, &o, err, sizeof err);
     ck_assert_msg(r != NULL, "%s", err);
     return r;
 }
@@ -100,14 +100,14 @@ static evbus_relay_t *relay_with(int batch, int64_t retention)
 START_TEST(rollback_publishes_nothing)
 {
     char *id = create_todo(db, ob, "rolled back", 0);
-    evbus_relay_t *r = evbus_relay_new(db_path, bus, NULL, 0);
+    evbus_relay_t *r = evbus_relay_open(db_path, bus, NULL, 0);
     ck_assert_ptr_nonnull(r);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 0);
     ck_assert_int_eq(evbus_relay_run_once(r, 100), 0);
     ck_assert_uint_eq(rec_count(), 0);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM evbus_outbox"), 0);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM todos"), 0);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     free(id);
 }
 END_TEST
@@ -116,13 +116,13 @@ START_TEST(commit_publishes_exactly_once)
 {
     char *gone = create_todo(db, ob, "rolled back", 0);
     char *id = create_todo(db, ob, "buy milk", 1);
-    evbus_relay_t *r = evbus_relay_new(db_path, bus, NULL, 0);
+    evbus_relay_t *r = evbus_relay_open(db_path, bus, NULL, 0);
     ck_assert_ptr_nonnull(r);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 1);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 0);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     /* a new relay (restart) does not publish it again either */
-    r = evbus_relay_new(db_path, bus, NULL, 0);
+    r = evbus_relay_open(db_path, bus, NULL, 0);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 0);
     ck_assert_uint_eq(rec_count(), 1);
     ck_assert_str_eq(rec_id(0), id);
@@ -132,9 +132,10 @@ START_TEST(commit_publishes_exactly_once)
     ck_assert_int_eq(sql_int(db, "SELECT delivered_seq FROM evbus_outbox_relay"),
                      sql_int(db, "SELECT max(seq) FROM evbus_outbox"));
     evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
     evbus_relay_stats(r, &st);
     ck_assert_uint_eq(st.published, 0);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     free(gone);
     free(id);
 }
@@ -149,12 +150,12 @@ START_TEST(run_once_zero_publishes_everything_pending)
         evbus_event_free(ev);
     }
     sql(db, "COMMIT");
-    evbus_relay_t *r = evbus_relay_new(db_path, bus, NULL, 0);
+    evbus_relay_t *r = evbus_relay_open(db_path, bus, NULL, 0);
     ck_assert_int_eq(evbus_relay_run_once(r, 100), 100);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 1200);
     ck_assert_int_eq(evbus_relay_run_once(r, -1), 0);
     ck_assert_uint_eq(rec_count(), 1300);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
 }
 END_TEST
 
@@ -162,10 +163,10 @@ START_TEST(outbox_add_outside_transaction_commits_alone)
 {
     evbus_event_t *ev = evbus_event_new("todos.task.created", "/todos/api");
     ck_assert_int_eq(evbus_outbox_add(ob, "todos", ev), EVBUS_OK);
-    evbus_relay_t *r = evbus_relay_new(db_path, bus, NULL, 0);
+    evbus_relay_t *r = evbus_relay_open(db_path, bus, NULL, 0);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 1);
     ck_assert_str_eq(rec_id(0), evbus_event_id(ev));
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     evbus_event_free(ev);
 }
 END_TEST
@@ -214,7 +215,7 @@ START_TEST(relay_publishes_in_commit_order)
         free(expect[i]);
     }
     free(expect);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     evbus_outbox_close(ob2);
     sqlite3_close(db2);
 }
@@ -234,6 +235,7 @@ START_TEST(broker_down_keeps_rows_until_accepted)
                                  " (SELECT delivered_seq FROM evbus_outbox_relay)"),
                      10);
     evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
     evbus_relay_stats(r, &st);
     ck_assert_uint_gt(st.failed, 0);
     rec_fail_with(0);
@@ -243,7 +245,7 @@ START_TEST(broker_down_keeps_rows_until_accepted)
         ck_assert_str_eq(rec_id((size_t)i), ids[i]);
         free(ids[i]);
     }
-    evbus_relay_free(r);
+    evbus_relay_close(r);
 }
 END_TEST
 
@@ -275,7 +277,7 @@ START_TEST(background_thread_retries_with_backoff)
     }
     ck_assert_int_eq(evbus_relay_stop(r), EVBUS_OK);
     ck_assert_int_eq(evbus_relay_stop(r), EVBUS_OK);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
 }
 END_TEST
 
@@ -307,7 +309,7 @@ START_TEST(two_relays_never_both_publish_a_row)
     /* The active one goes away: the standby takes over the rest. */
     evbus_relay_t *active = evbus_relay_is_active(r1) ? r1 : r2;
     evbus_relay_t *standby = active == r1 ? r2 : r1;
-    evbus_relay_free(active);
+    evbus_relay_close(active);
     for (int i = 0; i < 200; i++)
         ids[N + i] = create_todo(db, ob, "later", 1);
     for (int i = 0; i < 1000 && rec_count() < N + 200; i++)
@@ -321,7 +323,7 @@ START_TEST(two_relays_never_both_publish_a_row)
         free(ids[i]);
     }
     free(ids);
-    evbus_relay_free(standby);
+    evbus_relay_close(standby);
 }
 END_TEST
 
@@ -337,7 +339,7 @@ START_TEST(relay_in_another_process_excludes_this_one)
     if (child == 0) {
         /* holds the lock, publishes to its own broker, never exits */
         evbus_t *mem = evbus_open("memory://other-process", NULL, 0);
-        evbus_relay_t *r = mem ? evbus_relay_new(db_path, mem, NULL, 0) : NULL;
+        evbus_relay_t *r = mem ? evbus_relay_open(db_path, mem, NULL, 0) : NULL;
         char ok = r && evbus_relay_run_once(r, 1) == 1 &&
                   evbus_relay_is_active(r) ? 'y' : 'n';
         if (write(ready[1], &ok, 1) != 1)
@@ -367,7 +369,7 @@ START_TEST(relay_in_another_process_excludes_this_one)
         free(ids[i]);
     }
     free(ids[0]);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
 }
 END_TEST
 
@@ -387,6 +389,7 @@ START_TEST(same_process_handoff_never_publishes_a_rolled_back_event)
     ck_assert_str_eq(rec_id(2), d);
     ck_assert_uint_eq(rec_times(gone), 0);
     evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
     evbus_relay_stats(r, &st);
     ck_assert_uint_eq(st.handed_off, 3); /* none decoded */
     /* a row changed behind the producer's back is decoded, not handed off */
@@ -397,14 +400,14 @@ START_TEST(same_process_handoff_never_publishes_a_rolled_back_event)
     evbus_relay_stats(r, &st);
     ck_assert_uint_eq(st.handed_off, 3);
     ck_assert_str_eq(rec_id(3), e);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     /* without an active relay nothing is kept for later */
     free(create_todo(db, ob, "f", 1));
     r = relay_with(16, 3600000);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 1);
     evbus_relay_stats(r, &st);
     ck_assert_uint_eq(st.handed_off, 0);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     free(gone);
     free(b);
     free(c);
@@ -460,10 +463,11 @@ START_TEST(bytes_only_backend_gets_the_stored_json)
     ck_assert_ptr_nonnull(strstr(rec_payload(0), a));
     ck_assert_ptr_nonnull(strstr(rec_payload(2), c));
     evbus_relay_stats_t s;
+    evbus_relay_stats_init(&s);
     evbus_relay_stats(r, &s);
     ck_assert_uint_eq(s.parked, 1);
     ck_assert_uint_eq(s.published, 3);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     free(a);
     free(c);
 }
@@ -489,6 +493,7 @@ START_TEST(unpublishable_rows_are_parked_not_lost)
     ck_assert_str_eq(rec_id(0), a);
     ck_assert_str_eq(rec_id(1), b);
     evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
     evbus_relay_stats(r, &st);
     ck_assert_uint_eq(st.parked, 2);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM evbus_outbox WHERE"
@@ -496,7 +501,7 @@ START_TEST(unpublishable_rows_are_parked_not_lost)
                                  " '%exceeds%'"), 1);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM evbus_outbox WHERE"
                                  " failed LIKE 'undecodable%'"), 1);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     free(a);
     free(b);
 }
@@ -515,13 +520,13 @@ START_TEST(retention_purges_delivered_rows)
     ck_assert_int_eq(sql_int(db, "SELECT max(seq) FROM evbus_outbox"), 6);
     ck_assert_int_eq(evbus_relay_run_once(r0, 0), 1);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM evbus_outbox"), 1);
-    evbus_relay_free(r0);
+    evbus_relay_close(r0);
 
     evbus_relay_opts_t o;
     evbus_relay_opts_init(&o);
     o.retention_ms = 500; /* wide margins: the machine may be loaded */
     o.purge_interval_ms = 1;
-    evbus_relay_t *r = evbus_relay_new_opts(db_path, bus, &o, NULL, 0);
+    evbus_relay_t *r = evbus_relay_open_opts(db_path, bus, &o, NULL, 0);
     ck_assert_ptr_nonnull(r);
     for (int i = 0; i < 7; i++)
         free(create_todo(db, ob, "t", 1)); /* seq 7..13 */
@@ -539,6 +544,7 @@ START_TEST(retention_purges_delivered_rows)
     sqlite3_finalize(st);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM evbus_outbox"), 1);
     evbus_relay_stats_t stats;
+    evbus_relay_stats_init(&stats);
     evbus_relay_stats(r, &stats);
     ck_assert_uint_eq(stats.purged, 8); /* seq 6..13 */
     ck_assert_uint_eq(rec_count(), 14);
@@ -546,7 +552,7 @@ START_TEST(retention_purges_delivered_rows)
     ck_assert_int_eq(sql_int(db, "SELECT max(seq) FROM evbus_outbox"), 15);
     ck_assert_int_eq(evbus_relay_run_once(r, 0), 1);
     ck_assert_uint_eq(rec_count(), 15);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
 }
 END_TEST
 
@@ -562,21 +568,21 @@ START_TEST(bad_arguments_get_clear_errors)
     ck_assert_int_eq(evbus_outbox_add(ob, "todos", NULL), EVBUS_EINVAL);
     ck_assert_int_eq(evbus_outbox_add(NULL, "todos", ev), EVBUS_EINVAL);
     evbus_event_free(ev);
-    ck_assert_ptr_null(evbus_relay_new(db_path, NULL, err, sizeof err));
+    ck_assert_ptr_null(evbus_relay_open(db_path, NULL, err, sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "bus"));
-    ck_assert_ptr_null(evbus_relay_new(":memory:", bus, err, sizeof err));
+    ck_assert_ptr_null(evbus_relay_open(":memory:", bus, err, sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "no file name"));
-    ck_assert_ptr_null(evbus_relay_new("/nonexistent/dir/x.db", bus, err,
+    ck_assert_ptr_null(evbus_relay_open("/nonexistent/dir/x.db", bus, err,
                                        sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "cannot open"));
     evbus_relay_opts_t o;
     evbus_relay_opts_init(&o);
     o.batch_size = 0;
-    ck_assert_ptr_null(evbus_relay_new_opts(db_path, bus, &o, err,
+    ck_assert_ptr_null(evbus_relay_open_opts(db_path, bus, &o, err,
                                             sizeof err));
     ck_assert_ptr_nonnull(strstr(err, "batch_size"));
     ck_assert_int_eq(evbus_relay_run_once(NULL, 0), EVBUS_EINVAL);
-    evbus_relay_free(NULL);
+    evbus_relay_close(NULL);
     evbus_outbox_close(NULL);
     ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM evbus_outbox"), 0);
 }
@@ -608,7 +614,7 @@ START_TEST(end_to_end_on_memory_bus)
     char *ids[30];
     for (int i = 0; i < 30; i++)
         ids[i] = create_todo(db, ob, "t", 1);
-    evbus_relay_t *r = evbus_relay_new(db_path, mem, err, sizeof err);
+    evbus_relay_t *r = evbus_relay_open(db_path, mem, err, sizeof err);
     ck_assert_msg(r != NULL, "%s", err);
     ck_assert_int_eq(evbus_relay_start(r), EVBUS_OK);
     for (int i = 0; i < 200 && seen.n < 30; i++)
@@ -618,7 +624,7 @@ START_TEST(end_to_end_on_memory_bus)
         ck_assert_str_eq(seen.ids[i], ids[i]);
         free(ids[i]);
     }
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     evbus_close(mem);
 }
 END_TEST
@@ -667,7 +673,7 @@ START_TEST(relay_on_a_bus_polled_by_another_thread)
     evbus_relay_opts_t o;
     evbus_relay_opts_init(&o);
     o.batch_size = 50;
-    evbus_relay_t *r = evbus_relay_new_opts(db_path, p.bus, &o, err,
+    evbus_relay_t *r = evbus_relay_open_opts(db_path, p.bus, &o, err,
                                             sizeof err);
     ck_assert_msg(r != NULL, "%s", err);
     int total = 0, got;
@@ -676,6 +682,7 @@ START_TEST(relay_on_a_bus_polled_by_another_thread)
     ck_assert_int_eq(got, 0);
     ck_assert_int_eq(total, N);
     evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
     evbus_relay_stats(r, &st);
     ck_assert_uint_eq(st.failed, 0); /* no outcome was missed */
     for (int i = 0; i < 500 && atomic_load(&p.received) < N; i++)
@@ -683,7 +690,7 @@ START_TEST(relay_on_a_bus_polled_by_another_thread)
     ck_assert_int_eq(atomic_load(&p.received), N); /* each exactly once */
     atomic_store(&p.stop, 1);
     pthread_join(th, NULL);
-    evbus_relay_free(r);
+    evbus_relay_close(r);
     evbus_close(p.bus);
 }
 END_TEST

@@ -8,5 +8,6 @@ int cmd_tail(int argc, char **argv);
 int cmd_dlq(int argc, char **argv);
 int cmd_health(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_saga(int argc, char **argv);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * evbus: the command-line tool of libevbus. Dispatches to the subcommands
- * (publish, tail, dlq, health, bench); each parses its own options.
+ * (publish, tail, dlq, health, bench, saga); each parses its own options.
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +23,8 @@ static const char main_usage[] =
     "                         republish dead letters to their topic\n"
     "  health URL             check that the broker is reachable\n"
     "  bench URL [OPTIONS]    run the evbus-bench benchmark harness\n"
+    "  saga list|show ID|resume ID|purge --days N --db PATH\n"
+    "                         inspect the sagas of an orchestrator database\n"
     "\n"
     "URLs: memory://NAME, sqlite:///path/bus.db, redis://host:port[/db],\n"
     "kafka://host:port[,host:port], dapr://host:port?pubsub=NAME&app_port=N\n"
@@ -48,6 +50,7 @@ static const command_t commands[] = {
     {"dlq", "evbus dlq", cmd_dlq},
     {"health", "evbus health", cmd_health},
     {"bench", "evbus bench", cmd_bench},
+    {"saga", "evbus saga", cmd_saga},
 };
 
 int main(int argc, char **argv)

@@ -22,13 +22,13 @@ typedef struct {
     char what[160];
 } work_ctx_t;
 
-static int work(sqlite3 *db, const evbus_event_t *ev, evbus_outbox_t *ob,
-                void *opaque)
+static evbus_result_t work(sqlite3 *db, const evbus_event_t *ev,
+                           evbus_outbox_t *ob, void *opaque)
 {
     (void)ob;
     work_ctx_t *c = opaque;
     c->ran = 1;
-    return apply_fn(db, ev, c->what);
+    return (evbus_result_t)apply_fn(db, ev, c->what);
 }
 
 static void record_duplicate(const evbus_event_t *ev)

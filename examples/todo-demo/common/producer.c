@@ -104,7 +104,7 @@ svc_producer_t *svc_producer_start(const char *service, const char *db_path)
     retry.max_ms = 1000;
     o.retry = &retry;
     char err[256];
-    p->relay = evbus_relay_new_opts(db_path, p->bus, &o, err, sizeof err);
+    p->relay = evbus_relay_open_opts(db_path, p->bus, &o, err, sizeof err);
     if (!p->relay) {
         fprintf(stderr, "%s: cannot create the outbox relay: %s\n", service, err);
         exit(1);
@@ -133,7 +133,7 @@ void svc_producer_stop(svc_producer_t *p)
 {
     if (!p)
         return;
-    evbus_relay_free(p->relay); /* finishes its batch, releases the lock */
+    evbus_relay_close(p->relay); /* finishes its batch, releases the lock */
     /* Let the watcher see the last mark before it goes. */
     struct timespec ts = {0, 60 * 1000 * 1000};
     nanosleep(&ts, NULL);

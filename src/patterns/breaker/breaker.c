@@ -348,10 +348,7 @@ evbus_breaker_state_t evbus_breaker_state(evbus_breaker_t *b)
 
 void evbus_breaker_stats_init(evbus_breaker_stats_t *out)
 {
-    if (out) {
-        memset(out, 0, sizeof *out);
-        out->struct_size = sizeof *out;
-    }
+    evbus__struct_init(out, sizeof *out);
 }
 
 int evbus_breaker_stats(evbus_breaker_t *b, evbus_breaker_stats_t *out)

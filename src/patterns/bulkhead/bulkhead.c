@@ -129,10 +129,7 @@ int evbus_bulkhead_call(evbus_bulkhead_t *b, int (*fn)(void *), void *opaque)
 
 void evbus_bulkhead_stats_init(evbus_bulkhead_stats_t *out)
 {
-    if (out) {
-        memset(out, 0, sizeof *out);
-        out->struct_size = sizeof *out;
-    }
+    evbus__struct_init(out, sizeof *out);
 }
 
 int evbus_bulkhead_stats(evbus_bulkhead_t *b, evbus_bulkhead_stats_t *out)

@@ -10,6 +10,7 @@
 
 #include "evbus/inbox.h"
 #include "sql_util.h"
+#include "support/structs.h"
 
 #define INBOX_DDL                                                              \
     "CREATE TABLE IF NOT EXISTS evbus_inbox("                                  \
@@ -28,11 +29,16 @@ struct evbus_inbox {
     int64_t next_purge_ms; /* monotonic */
 };
 
+/* The options as of the first release that carried struct_size. */
+#define INBOX_OPTS_MIN_SIZE                                                    \
+    EVBUS__SIZE_THROUGH(evbus_inbox_opts_t, purge_interval_ms)
+
 void evbus_inbox_opts_init(evbus_inbox_opts_t *o)
 {
     if (!o)
         return;
     memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
     o->retention_ms = INT64_C(7) * 24 * 3600 * 1000;
     o->purge_interval_ms = 60000;
 }
@@ -52,7 +58,14 @@ evbus_inbox_t *evbus_inbox_open_opts(sqlite3 *db, const char *consumer,
                       !db ? "db is NULL" : "consumer name is empty");
         return NULL;
     }
-    if (o && (o->retention_ms < 0 || o->purge_interval_ms < 0)) {
+    evbus_inbox_opts_t opts;
+    evbus_inbox_opts_init(&opts);
+    if (o && evbus__struct_in(&opts, sizeof opts, o, INBOX_OPTS_MIN_SIZE)) {
+        evbus__seterr(errstr, n, "evbus_inbox_open: options not initialised "
+                      "with evbus_inbox_opts_init");
+        return NULL;
+    }
+    if (opts.retention_ms < 0 || opts.purge_interval_ms < 0) {
         evbus__seterr(errstr, n,
                       "evbus_inbox_open: retention_ms and purge_interval_ms "
                       "must be >= 0");
@@ -65,10 +78,7 @@ evbus_inbox_t *evbus_inbox_open_opts(sqlite3 *db, const char *consumer,
         return NULL;
     }
     in->db = db;
-    if (o)
-        in->o = *o;
-    else
-        evbus_inbox_opts_init(&in->o);
+    in->o = opts;
     char why[200] = "";
     if (evbus__sql_exec(db, INBOX_DDL, why, sizeof why) != EVBUS_OK ||
         evbus__sql_prepare(

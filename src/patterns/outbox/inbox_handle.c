@@ -50,7 +50,7 @@ evbus_result_t evbus_inbox_handle(evbus_inbox_t *in, evbus_outbox_t *ob,
     else if (!work)
         result = EVBUS_ACK;
     else {
-        int w = work(db, ev, ob, opaque);
+        evbus_result_t w = work(db, ev, ob, opaque);
         result = w == EVBUS_ACK ? EVBUS_ACK
                : w == EVBUS_DROP ? EVBUS_DROP
                                  : EVBUS_RETRY;

@@ -78,18 +78,18 @@ static int check_opts(const evbus_relay_opts_t *o, char *errstr, size_t n)
     return EVBUS_OK;
 }
 
-evbus_relay_t *evbus_relay_new(const char *db_path, evbus_t *bus,
+evbus_relay_t *evbus_relay_open(const char *db_path, evbus_t *bus,
                                char *errstr, size_t n)
 {
-    return evbus_relay_new_opts(db_path, bus, NULL, errstr, n);
+    return evbus_relay_open_opts(db_path, bus, NULL, errstr, n);
 }
 
-evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
+evbus_relay_t *evbus_relay_open_opts(const char *db_path, evbus_t *bus,
                                     const evbus_relay_opts_t *o,
                                     char *errstr, size_t n)
 {
     if (!db_path || !*db_path || !bus) {
-        evbus__seterr(errstr, n, "evbus_relay_new: %s is NULL",
+        evbus__seterr(errstr, n, "evbus_relay_open: %s is NULL",
                       !bus ? "bus" : "db_path");
         return NULL;
     }
@@ -136,7 +136,7 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
     if (rc != SQLITE_OK) {
         evbus__seterr(errstr, n, "relay: cannot open %s: %s", db_path,
                       r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
-        evbus_relay_free(r);
+        evbus_relay_close(r);
         return NULL;
     }
     sqlite3_busy_timeout(r->db, opts.busy_timeout_ms);
@@ -145,12 +145,12 @@ evbus_relay_t *evbus_relay_new_opts(const char *db_path, evbus_t *bus,
         evbus__sql_exec(r->db, OB_RELAY_DDL, why, sizeof why) != EVBUS_OK ||
         evbus__relay_prepare(r, why, sizeof why) != EVBUS_OK) {
         evbus__seterr(errstr, n, "relay: %s: %s", db_path, why);
-        evbus_relay_free(r);
+        evbus_relay_close(r);
         return NULL;
     }
     if (evbus__relay_lock_open(&r->lock, sqlite3_db_filename(r->db, "main"),
                                errstr, n) != EVBUS_OK) {
-        evbus_relay_free(r);
+        evbus_relay_close(r);
         return NULL;
     }
     r->next_purge_ms = (int64_t)evbus__mono_ms();
@@ -284,22 +284,29 @@ int evbus_relay_is_active(const evbus_relay_t *r)
     return r && atomic_load(&r->active) ? 1 : 0;
 }
 
-void evbus_relay_stats(const evbus_relay_t *r, evbus_relay_stats_t *out)
+void evbus_relay_stats_init(evbus_relay_stats_t *out)
 {
-    if (!out)
-        return;
-    memset(out, 0, sizeof *out);
-    if (!r)
-        return;
-    evbus_relay_t *m = (evbus_relay_t *)r; /* atomics: loads only */
-    out->published = atomic_load(&m->published);
-    out->failed = atomic_load(&m->failed);
-    out->parked = atomic_load(&m->parked);
-    out->purged = atomic_load(&m->purged);
-    out->handed_off = atomic_load(&m->handed_off);
+    evbus__struct_init(out, sizeof *out);
 }
 
-void evbus_relay_free(evbus_relay_t *r)
+#define RELAY_STATS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_relay_stats_t, handed_off)
+
+int evbus_relay_stats(const evbus_relay_t *r, evbus_relay_stats_t *out)
+{
+    if (!r || !out)
+        return EVBUS_EINVAL;
+    evbus_relay_t *m = (evbus_relay_t *)r; /* atomics: loads only */
+    evbus_relay_stats_t st;
+    evbus_relay_stats_init(&st);
+    st.published = atomic_load(&m->published);
+    st.failed = atomic_load(&m->failed);
+    st.parked = atomic_load(&m->parked);
+    st.purged = atomic_load(&m->purged);
+    st.handed_off = atomic_load(&m->handed_off);
+    return evbus__struct_out(out, &st, sizeof st, RELAY_STATS_MIN_SIZE);
+}
+
+void evbus_relay_close(evbus_relay_t *r)
 {
     if (!r)
         return;
