@@ -147,6 +147,27 @@ START_TEST(binary_mode_is_a_cloudevent)
     ck_assert_ptr_null(evbus_event_datacontenttype(ev));
     ck_assert_int_eq((int)evbus_event_data_len(ev), (int)sizeof bytes);
     ck_assert_int_eq(memcmp(evbus_event_data(ev), bytes, sizeof bytes), 0);
+
+    /* many extensions: every ce- header arrives (none cut at a fixed
+     * count) */
+    enum { NEXT = 100 };
+    const char *many[NEXT + 6];
+    static char lines[NEXT][32];
+    int k = 0;
+    many[k++] = "ce-specversion: 1.0";
+    many[k++] = "ce-id: bin-3";
+    many[k++] = "ce-source: /peer/http";
+    many[k++] = "ce-type: peer.thing.done";
+    for (int i = 0; i < NEXT; i++) {
+        snprintf(lines[i], sizeof lines[i], "ce-x%d: v%d", i, i);
+        many[k++] = lines[i];
+    }
+    many[k] = NULL;
+    post_expect(&a, "x", 1, many, 200, "\"SUCCESS\"");
+    ck_assert_int_eq(rec_calls(&a.rec), 3);
+    ev = a.rec.got[2];
+    ck_assert_int_eq((int)evbus_event_ext_count(ev), NEXT);
+    ck_assert_str_eq(evbus_event_ext(ev, "x99"), "v99");
     app_stop(&a);
 }
 END_TEST

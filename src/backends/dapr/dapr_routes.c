@@ -266,10 +266,12 @@ static bool route_served(dapr_server_t *srv, const char *path, size_t *max)
 }
 
 /* Request headers collected for the parser (MHD owns the strings for the
- * length of the request). */
+ * length of the request). As many as come: libmicrohttpd's per-connection
+ * memory limit bounds them, and dropping one would drop an attribute. */
 typedef struct {
-    const char *names[64], *values[64];
-    size_t n;
+    const char **names, **values;
+    size_t n, cap;
+    bool oom;
 } headers_t;
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
@@ -277,12 +279,25 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
 {
     headers_t *h = cls;
     /* the attributes live in ce- headers; keep those and Content-Type */
-    if (h->n < 64 && value &&
-        (strncasecmp(key, "ce-", 3) == 0 ||
-         strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) == 0)) {
-        h->names[h->n] = key;
-        h->values[h->n++] = value;
+    if (!value || (strncasecmp(key, "ce-", 3) != 0 &&
+                   strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE) != 0))
+        return MHD_YES;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        const char **n = realloc(h->names, cap * sizeof *n);
+        if (n)
+            h->names = n;
+        const char **v = n ? realloc(h->values, cap * sizeof *v) : NULL;
+        if (v)
+            h->values = v;
+        if (!n || !v) {
+            h->oom = true;
+            return MHD_NO;
+        }
+        h->cap = cap;
     }
+    h->names[h->n] = key;
+    h->values[h->n++] = value;
     return MHD_YES;
 }
 
@@ -336,6 +351,12 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
     }
     headers_t h = {.n = 0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, &h);
+    if (h.oom) {
+        free(h.names);
+        free(h.values);
+        return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
+                     strdup("{\"status\":\"RETRY\"}"));
+    }
     dapr_http_req_t in = {
         .content_type = MHD_lookup_connection_value(
             c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
@@ -348,7 +369,10 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
     };
     request_t req;
     memset(&req, 0, sizeof req);
-    if (evbus__dapr_parse_delivery(&in, &req.d) != EVBUS_OK) {
+    int prc = evbus__dapr_parse_delivery(&in, &req.d);
+    free(h.names);
+    free(h.values);
+    if (prc != EVBUS_OK) {
         evbus__dapr_delivery_free(&req.d); /* out of memory: sidecar retries */
         return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
                      strdup("{\"status\":\"RETRY\"}"));
