@@ -1,5 +1,5 @@
 /*
- * Internal layout of evbus_event_t and helpers shared by event.c,
+ * Internal layout of evbus_event_t and helpers shared by event.c, event_ext.c,
  * event_encode.c, event_decode.c, event_validate.c and text_check.c. Not
  * part of the public API.
  *
@@ -63,6 +63,9 @@ evbus_event_t *evbus__event_alloc(size_t n_ext, size_t bytes, char **cursor);
 
 /* Copies n bytes plus a NUL to *cursor, advances it, returns the copy. */
 char *evbus__blk_put(char **cursor, const void *src, size_t n);
+
+/* ---- event_ext.c: the extension named name, or NULL. */
+evbus__ext_t *evbus__ext_find(const evbus_event_t *ev, const char *name);
 
 /* Frees p unless it lives in ev's trailing block. */
 void evbus__event_release(evbus_event_t *ev, void *p);
