@@ -63,6 +63,23 @@ void evbus__buf_printf(evbus__buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+void evbus__buf_json_str(evbus__buf_t *b, const char *s)
+{
+    evbus__buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            evbus__buf_append(b, esc, 2);
+        } else if (c < 0x20) {
+            evbus__buf_printf(b, "\\u%04x", c);
+        } else {
+            evbus__buf_append(b, s, 1);
+        }
+    }
+    evbus__buf_append(b, "\"", 1);
+}
+
 char *evbus__buf_take(evbus__buf_t *b, size_t *len)
 {
     char *p = NULL;

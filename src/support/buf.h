@@ -21,6 +21,9 @@ void evbus__buf_append(evbus__buf_t *b, const void *p, size_t n);
 void evbus__buf_puts(evbus__buf_t *b, const char *s);
 void evbus__buf_printf(evbus__buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal: quoted, with ", \ and control
+ * characters escaped (s is UTF-8 and copied through as is). */
+void evbus__buf_json_str(evbus__buf_t *b, const char *s);
 /* Hands the bytes to the caller (free() them) and resets b; NULL when the
  * buffer failed (its memory is released). */
 char *evbus__buf_take(evbus__buf_t *b, size_t *len);

@@ -1,7 +1,7 @@
 /*
  * dapr://host:port?pubsub=NAME&app_port=N - events through a Dapr sidecar.
  *
- * Publishing goes to the sidecar's HTTP API (dapr_publish.c); deliveries
+ * Publishing goes to the sidecar's HTTP API (evbus__dapr_publish.c); deliveries
  * come from the sidecar to an HTTP server in the app (dapr_server.c).
  * Defaults follow what Dapr gives an app in its environment; a value in the
  * URL wins over the environment:
@@ -75,7 +75,7 @@ static void release(dapr_t *d)
     curl_slist_free_all(d->hdr_ce);
     curl_slist_free_all(d->hdr_json);
     curl_slist_free_all(d->hdr_none);
-    dapr_pool_destroy(&d->pool);
+    evbus__dapr_pool_destroy(&d->pool);
     free(d->base);
     free(d->pubsub);
     free(d->api_token);
@@ -87,22 +87,22 @@ static void release(dapr_t *d)
 /* Asks the sidecar whether it can serve the app. */
 static int check_outbound(dapr_t *d, long timeout_ms, char *why, size_t n)
 {
-    char *url = dapr_url(d, "/v1.0/healthz/outbound");
+    char *url = evbus__dapr_url(d, "/v1.0/healthz/outbound");
     if (!url) {
         snprintf(why, n, "out of memory");
         return EVBUS_ENOMEM;
     }
     dapr_resp_t r;
-    int rc = dapr_request(d, url, d->hdr_none, NULL, 0, timeout_ms, &r);
+    int rc = evbus__dapr_request(d, url, d->hdr_none, NULL, 0, timeout_ms, &r);
     free(url);
     if (rc != EVBUS_OK) {
-        dapr_describe_curl(&r, why, n);
+        evbus__dapr_describe_curl(&r, why, n);
     } else if (r.status < 200 || r.status >= 300) {
-        rc = dapr_map_status(&r, why, n);
+        rc = evbus__dapr_map_status(&r, why, n);
         if (r.status >= 500)
             rc = EVBUS_EAGAIN; /* up, components not ready yet */
     }
-    dapr_resp_free(&r);
+    evbus__dapr_resp_free(&r);
     return rc;
 }
 
@@ -120,9 +120,9 @@ static int dapr_health(void *priv, char *errstr, size_t errstr_size)
 static int wait_sidecar(dapr_t *d, long wait_ms, char *errstr, size_t n)
 {
     char why[384] = "";
-    uint64_t end = dapr_now_ms() + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
+    uint64_t end = evbus__mono_ms() + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
     for (;;) {
-        long left = (long)(end - dapr_now_ms());
+        long left = (long)(end - evbus__mono_ms());
         int rc = check_outbound(d, left > 1000 || left <= 0 ? 1000 : left,
                                 why, sizeof why);
         /* An answer other than "not ready" means it is up (an old sidecar
@@ -134,7 +134,7 @@ static int wait_sidecar(dapr_t *d, long wait_ms, char *errstr, size_t n)
                      d->base, why);
             return rc;
         }
-        if (wait_ms <= 0 || dapr_now_ms() >= end) {
+        if (wait_ms <= 0 || evbus__mono_ms() >= end) {
             if (wait_ms <= 0) {
                 evbus_host_log(d->host, EVBUS_LOG_WARN,
                                "dapr sidecar %s not usable yet (%s); "
@@ -170,8 +170,8 @@ static int dapr_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     dapr_t *d = priv;
     d->host = host;
     pthread_mutex_init(&d->mu, NULL);
-    dapr_pool_init(&d->pool);
-    if (dapr_curl_global_init() != EVBUS_OK) {
+    evbus__dapr_pool_init(&d->pool);
+    if (evbus__dapr_curl_global_init() != EVBUS_OK) {
         snprintf(errstr, n, "dapr: libcurl initialisation failed");
         release(d);
         return EVBUS_EINTERNAL;
@@ -265,7 +265,7 @@ static int dapr_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     }
     rc = wait_sidecar(d, (long)wait_ms, errstr, n);
     if (rc == EVBUS_OK)
-        rc = dapr_async_start(d, errstr, n);
+        rc = evbus__dapr_async_start(d, errstr, n);
     if (rc != EVBUS_OK) {
         release(d);
         return rc;
@@ -276,8 +276,8 @@ static int dapr_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
 static void dapr_close(void *priv)
 {
     dapr_t *d = priv;
-    dapr_async_stop(d);
-    dapr_server_detach(d);
+    evbus__dapr_async_stop(d);
+    evbus__dapr_server_detach(d);
     release(d);
 }
 
@@ -292,12 +292,12 @@ const evbus_backend_t evbus_backend_dapr = {
                 EVBUS_FEAT_NO_RAW,
     .open = dapr_open,
     .close = dapr_close,
-    .publish = dapr_publish,
-    .publish_async = dapr_publish_async,
-    .flush = dapr_flush,
-    .subscribe = dapr_subscribe,
-    .unsubscribe = dapr_unsubscribe,
-    .fetch = dapr_fetch,
-    .settle = dapr_settle,
+    .publish = evbus__dapr_publish,
+    .publish_async = evbus__dapr_publish_async,
+    .flush = evbus__dapr_flush,
+    .subscribe = evbus__dapr_subscribe,
+    .unsubscribe = evbus__dapr_unsubscribe,
+    .fetch = evbus__dapr_fetch,
+    .settle = evbus__dapr_settle,
     .health = dapr_health,
 };

@@ -36,7 +36,7 @@ static size_t hash(const char *s)
     return h;
 }
 
-dapr_counts_t *dapr_counts_new(size_t max_entries)
+dapr_counts_t *evbus__dapr_counts_new(size_t max_entries)
 {
     dapr_counts_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -89,7 +89,7 @@ static void unlink_remove(dapr_counts_t *c, ent_t **pp)
     c->len--;
 }
 
-int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
+int evbus__dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
                     uint64_t fp)
 {
     char *key = make_key(topic, id, fp);
@@ -122,7 +122,7 @@ int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
     return 1;
 }
 
-void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
+void evbus__dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
                         uint64_t fp)
 {
     char *key = make_key(topic, id, fp);
@@ -134,7 +134,7 @@ void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
     free(key);
 }
 
-void dapr_counts_free(dapr_counts_t *c)
+void evbus__dapr_counts_free(dapr_counts_t *c)
 {
     if (!c)
         return;

@@ -16,19 +16,12 @@
 
 #define MAX_BODY_KEPT (64 * 1024)
 
-uint64_t dapr_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
 
 static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_ALL); }
 
-int dapr_curl_global_init(void)
+int evbus__dapr_curl_global_init(void)
 {
     /* curl_global_init is not thread-safe before 7.84; run it once. It is
      * never undone: other code in the process may use libcurl too. */
@@ -36,13 +29,13 @@ int dapr_curl_global_init(void)
     return global_rc == CURLE_OK ? EVBUS_OK : EVBUS_EINTERNAL;
 }
 
-void dapr_pool_init(dapr_curl_pool_t *p)
+void evbus__dapr_pool_init(dapr_curl_pool_t *p)
 {
     memset(p, 0, sizeof *p);
     pthread_mutex_init(&p->mu, NULL);
 }
 
-void dapr_pool_destroy(dapr_curl_pool_t *p)
+void evbus__dapr_pool_destroy(dapr_curl_pool_t *p)
 {
     for (size_t i = 0; i < p->n; i++)
         curl_easy_cleanup(p->free[i]);
@@ -100,7 +93,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
     return n;
 }
 
-int dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
+int evbus__dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
                  const void *body, size_t len, long timeout_ms,
                  dapr_resp_t *resp)
 {
@@ -144,14 +137,14 @@ int dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
     }
 }
 
-void dapr_resp_free(dapr_resp_t *r)
+void evbus__dapr_resp_free(dapr_resp_t *r)
 {
     free(r->body);
     r->body = NULL;
     r->len = 0;
 }
 
-void dapr_describe_curl(const dapr_resp_t *r, char *why, size_t n)
+void evbus__dapr_describe_curl(const dapr_resp_t *r, char *why, size_t n)
 {
     snprintf(why, n, "no answer from the sidecar: %s",
              curl_easy_strerror(r->cc));
@@ -169,7 +162,7 @@ static void one_line(char *out, size_t n, const char *text, size_t len)
         out[i] = '\0';
 }
 
-int dapr_map_status(const dapr_resp_t *r, char *why, size_t n)
+int evbus__dapr_map_status(const dapr_resp_t *r, char *why, size_t n)
 {
     const char *code = NULL, *msg = NULL;
     cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
@@ -203,7 +196,7 @@ int dapr_map_status(const dapr_resp_t *r, char *why, size_t n)
     return err;
 }
 
-char *dapr_urlenc(const char *s)
+char *evbus__dapr_urlenc(const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = strlen(s);
@@ -224,53 +217,7 @@ char *dapr_urlenc(const char *s)
     return out;
 }
 
-int dapr_buf_add(dapr_buf_t *b, const void *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-int dapr_buf_str(dapr_buf_t *b, const char *s)
-{
-    return dapr_buf_add(b, s, strlen(s));
-}
-
-int dapr_buf_json_str(dapr_buf_t *b, const char *s)
-{
-    if (dapr_buf_add(b, "\"", 1))
-        return -1;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            if (dapr_buf_add(b, esc, 2))
-                return -1;
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            if (dapr_buf_add(b, esc, 6))
-                return -1;
-        } else if (dapr_buf_add(b, s, 1)) {
-            return -1;
-        }
-    }
-    return dapr_buf_add(b, "\"", 1);
-}
-
-char *dapr_url(const dapr_t *d, const char *path)
+char *evbus__dapr_url(const dapr_t *d, const char *path)
 {
     size_t n = strlen(d->base) + strlen(path) + 1;
     char *u = malloc(n);

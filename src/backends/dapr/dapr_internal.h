@@ -2,7 +2,7 @@
  * dapr:// backend internals, shared by its files:
  *   dapr.c          the vtable: open/close, options, health
  *   dapr_http.c     libcurl client: handle pool, requests, error mapping
- *   dapr_publish.c  publish (single) and publish_async (bulk writer thread)
+ *   evbus__dapr_publish.c  publish (single) and publish_async (bulk writer thread)
  *   dapr_server.c   the app's HTTP server (libmicrohttpd): /dapr/subscribe,
  *                   delivery routes, fetch/settle
  *   dapr_delivery.c an HTTP request (headers + body) into deliveries
@@ -22,6 +22,9 @@
 #include <curl/curl.h>
 
 #include "evbus/backend.h"
+#include "support/buf.h"
+#include "support/clock.h"
+#include "support/cond.h"
 #include "evbus/evbus.h"
 
 #define DAPR_DEFAULT_HTTP_PORT 3500
@@ -31,8 +34,6 @@
 /* The route prefix the app serves deliveries on: /evbus/<pubsub>/<topic>. */
 #define DAPR_ROUTE_PREFIX "/evbus/"
 
-/* ---- time */
-uint64_t dapr_now_ms(void);
 
 /* ---- libcurl handles, reused so connections stay alive */
 typedef struct dapr_curl_pool {
@@ -87,55 +88,47 @@ typedef struct dapr {
 } dapr_t;
 
 /* ---- dapr_http.c */
-int dapr_curl_global_init(void);
-void dapr_pool_init(dapr_curl_pool_t *p);
-void dapr_pool_destroy(dapr_curl_pool_t *p);
+int evbus__dapr_curl_global_init(void);
+void evbus__dapr_pool_init(dapr_curl_pool_t *p);
+void evbus__dapr_pool_destroy(dapr_curl_pool_t *p);
 /* Performs one request with a pooled handle. body may be NULL (GET).
- * Fills resp (free with dapr_resp_free). Returns EVBUS_OK when an HTTP
+ * Fills resp (free with evbus__dapr_resp_free). Returns EVBUS_OK when an HTTP
  * answer arrived (any status), else ECONN / ETIMEDOUT / EIO / ENOMEM. */
-int dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
+int evbus__dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
                  const void *body, size_t len, long timeout_ms,
                  dapr_resp_t *resp);
-void dapr_resp_free(dapr_resp_t *r);
+void evbus__dapr_resp_free(dapr_resp_t *r);
 /* Maps a non-2xx answer to an evbus error and writes "HTTP 500
  * ERR_PUBSUB_PUBLISH_MESSAGE: message" into why. */
-int dapr_map_status(const dapr_resp_t *r, char *why, size_t n);
+int evbus__dapr_map_status(const dapr_resp_t *r, char *why, size_t n);
 /* Describes a transport failure (no HTTP answer). */
-void dapr_describe_curl(const dapr_resp_t *r, char *why, size_t n);
+void evbus__dapr_describe_curl(const dapr_resp_t *r, char *why, size_t n);
 /* Percent-encodes s into a malloc'd string (unreserved chars kept). */
-char *dapr_urlenc(const char *s);
-/* Appends s as a JSON string literal (quotes included) to a growable
- * buffer; returns 0 or -1 when out of memory. */
-typedef struct dapr_buf {
-    char *p;
-    size_t len, cap;
-} dapr_buf_t;
-int dapr_buf_add(dapr_buf_t *b, const void *s, size_t n);
-int dapr_buf_str(dapr_buf_t *b, const char *s);
-int dapr_buf_json_str(dapr_buf_t *b, const char *s);
-/* The URL of a sidecar API path ("/v1.0/healthz/outbound"); malloc'd. */
-char *dapr_url(const dapr_t *d, const char *path);
+char *evbus__dapr_urlenc(const char *s);
 
-/* ---- dapr_publish.c */
-int dapr_publish(void *priv, const char *topic, const evbus_event_t *ev,
+/* The URL of a sidecar API path ("/v1.0/healthz/outbound"); malloc'd. */
+char *evbus__dapr_url(const dapr_t *d, const char *path);
+
+/* ---- evbus__dapr_publish.c */
+int evbus__dapr_publish(void *priv, const char *topic, const evbus_event_t *ev,
                  const void *payload, size_t len);
-int dapr_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
+int evbus__dapr_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
                        const void *payload, size_t len,
                        evbus_publish_done_fn done, void *token);
-int dapr_flush(void *priv, int timeout_ms);
-int dapr_async_start(dapr_t *d, char *errstr, size_t n);
+int evbus__dapr_flush(void *priv, int timeout_ms);
+int evbus__dapr_async_start(dapr_t *d, char *errstr, size_t n);
 /* Stops the writer; completes what is left with EVBUS_ETIMEDOUT. */
-void dapr_async_stop(dapr_t *d);
+void evbus__dapr_async_stop(dapr_t *d);
 
 /* ---- dapr_server.c */
-int dapr_subscribe(void *priv, const char *topic, const char *group,
+int evbus__dapr_subscribe(void *priv, const char *topic, const char *group,
                    void **bsub, char *errstr, size_t errstr_size);
-void dapr_unsubscribe(void *priv, void *bsub);
-int dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
-int dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+void evbus__dapr_unsubscribe(void *priv, void *bsub);
+int evbus__dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int evbus__dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
                 int delay_ms);
 /* Lets go of the app server (stops it when no other bus uses it). */
-void dapr_server_detach(dapr_t *d);
+void evbus__dapr_server_detach(dapr_t *d);
 
 /* ---- dapr_delivery.c: an HTTP request into deliveries (no socket) */
 
@@ -188,13 +181,13 @@ void evbus__dapr_delivery_free(dapr_delivery_t *d);
 /* ---- dapr_counts.c: how often the sidecar delivered (topic, id, fp);
  * fp = fingerprint of the event's content (dapr_server.c) */
 typedef struct dapr_counts dapr_counts_t;
-dapr_counts_t *dapr_counts_new(size_t max_entries);
-void dapr_counts_free(dapr_counts_t *c);
+dapr_counts_t *evbus__dapr_counts_new(size_t max_entries);
+void evbus__dapr_counts_free(dapr_counts_t *c);
 /* Increments and returns the count (1 the first time; 1 when out of
  * memory). Not thread-safe: callers hold the server lock. */
-int dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
+int evbus__dapr_counts_hit(dapr_counts_t *c, const char *topic, const char *id,
                     uint64_t fp);
-void dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
+void evbus__dapr_counts_forget(dapr_counts_t *c, const char *topic, const char *id,
                         uint64_t fp);
 
 #endif /* EVBUS_DAPR_INTERNAL_H */

@@ -51,30 +51,26 @@ struct dapr_async {
 static char *publish_url(const dapr_t *d, const char *topic, const char *pkey,
                          bool bulk)
 {
-    char *t = dapr_urlenc(topic), *p = dapr_urlenc(d->pubsub);
-    char *k = pkey ? dapr_urlenc(pkey) : NULL;
-    dapr_buf_t b = {0};
-    int bad = !t || !p || (pkey && !k);
-    if (!bad) {
-        bad |= dapr_buf_str(&b, d->base);
-        bad |= dapr_buf_str(&b, bulk ? "/v1.0-alpha1/publish/bulk/"
+    char *t = evbus__dapr_urlenc(topic), *p = evbus__dapr_urlenc(d->pubsub);
+    char *k = pkey ? evbus__dapr_urlenc(pkey) : NULL;
+    evbus__buf_t b = {0};
+    b.failed = !t || !p || (pkey && !k);
+    if (!b.failed) {
+        evbus__buf_puts(&b, d->base);
+        evbus__buf_puts(&b, bulk ? "/v1.0-alpha1/publish/bulk/"
                                      : "/v1.0/publish/");
-        bad |= dapr_buf_str(&b, p);
-        bad |= dapr_buf_str(&b, "/");
-        bad |= dapr_buf_str(&b, t);
+        evbus__buf_puts(&b, p);
+        evbus__buf_puts(&b, "/");
+        evbus__buf_puts(&b, t);
         if (k) {
-            bad |= dapr_buf_str(&b, "?metadata.partitionKey=");
-            bad |= dapr_buf_str(&b, k);
+            evbus__buf_puts(&b, "?metadata.partitionKey=");
+            evbus__buf_puts(&b, k);
         }
     }
     free(t);
     free(p);
     free(k);
-    if (bad) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return evbus__buf_take(&b, NULL);
 }
 
 static int publish_one(dapr_t *d, const char *topic, const char *pkey,
@@ -85,26 +81,26 @@ static int publish_one(dapr_t *d, const char *topic, const char *pkey,
         return EVBUS_ENOMEM;
     dapr_resp_t r;
     char why[384];
-    int rc = dapr_request(d, url, d->hdr_ce, payload, len, d->timeout_ms, &r);
+    int rc = evbus__dapr_request(d, url, d->hdr_ce, payload, len, d->timeout_ms, &r);
     if (rc == EVBUS_OK) {
         if (r.status >= 200 && r.status < 300) {
             rc = EVBUS_OK;
         } else {
-            rc = dapr_map_status(&r, why, sizeof why);
+            rc = evbus__dapr_map_status(&r, why, sizeof why);
             evbus_host_log(d->host, EVBUS_LOG_WARN, "publish to %s failed: %s",
                            topic, why);
         }
     } else {
-        dapr_describe_curl(&r, why, sizeof why);
+        evbus__dapr_describe_curl(&r, why, sizeof why);
         evbus_host_log(d->host, EVBUS_LOG_WARN, "publish to %s failed: %s",
                        topic, why);
     }
-    dapr_resp_free(&r);
+    evbus__dapr_resp_free(&r);
     free(url);
     return rc;
 }
 
-int dapr_publish(void *priv, const char *topic, const evbus_event_t *ev,
+int evbus__dapr_publish(void *priv, const char *topic, const evbus_event_t *ev,
                  const void *payload, size_t len)
 {
     dapr_t *d = priv;
@@ -122,7 +118,7 @@ static void item_free(aitem_t *it)
     free(it);
 }
 
-int dapr_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
+int evbus__dapr_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
                        const void *payload, size_t len,
                        evbus_publish_done_fn done, void *token)
 {
@@ -132,7 +128,7 @@ int dapr_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
     if (!ev) {
         /* Raw bytes may not be JSON, so they cannot sit inside a bulk
          * body: publish them on their own, now. */
-        done(token, dapr_publish(priv, topic, ev, payload, len));
+        done(token, evbus__dapr_publish(priv, topic, ev, payload, len));
         return EVBUS_OK;
     }
     aitem_t *it = calloc(1, sizeof *it);
@@ -192,7 +188,7 @@ static void again_or_fail(dapr_t *d, aitem_t *it, int err, const char *why)
         return;
     }
     int delay = 50 << (it->tries < 6 ? it->tries : 6);
-    it->due_ms = dapr_now_ms() + (uint64_t)delay;
+    it->due_ms = evbus__mono_ms() + (uint64_t)delay;
     pthread_mutex_lock(&a->mu);
     /* back to the front: it was queued before what is waiting now */
     it->next = a->head;
@@ -206,50 +202,51 @@ static void again_or_fail(dapr_t *d, aitem_t *it, int err, const char *why)
  * false when the sidecar has no such endpoint (nothing was completed). */
 static bool send_bulk(dapr_t *d, aitem_t **batch, int n)
 {
-    dapr_buf_t b = {0};
-    int bad = dapr_buf_str(&b, "[");
+    evbus__buf_t b = {0};
+    evbus__buf_puts(&b, "[");
     char id[16];
-    for (int i = 0; i < n && !bad; i++) {
+    for (int i = 0; i < n && !b.failed; i++) {
         snprintf(id, sizeof id, "%d", i);
-        bad |= dapr_buf_str(&b, i ? ",{\"entryId\":\"" : "{\"entryId\":\"");
-        bad |= dapr_buf_str(&b, id);
-        bad |= dapr_buf_str(&b, "\",\"contentType\":\"" DAPR_CT_CLOUDEVENT
+        evbus__buf_puts(&b, i ? ",{\"entryId\":\"" : "{\"entryId\":\"");
+        evbus__buf_puts(&b, id);
+        evbus__buf_puts(&b, "\",\"contentType\":\"" DAPR_CT_CLOUDEVENT
                                 "\",\"event\":");
-        bad |= dapr_buf_add(&b, batch[i]->payload, batch[i]->len);
+        evbus__buf_append(&b, batch[i]->payload, batch[i]->len);
         if (batch[i]->pkey) {
-            bad |= dapr_buf_str(&b, ",\"metadata\":{\"partitionKey\":");
-            bad |= dapr_buf_json_str(&b, batch[i]->pkey);
-            bad |= dapr_buf_str(&b, "}");
+            evbus__buf_puts(&b, ",\"metadata\":{\"partitionKey\":");
+            evbus__buf_json_str(&b, batch[i]->pkey);
+            evbus__buf_puts(&b, "}");
         }
-        bad |= dapr_buf_str(&b, "}");
+        evbus__buf_puts(&b, "}");
     }
-    bad |= dapr_buf_str(&b, "]");
-    char *url = bad ? NULL : publish_url(d, batch[0]->topic, NULL, true);
+    evbus__buf_puts(&b, "]");
+    char *url = b.failed ? NULL : publish_url(d, batch[0]->topic, NULL, true);
     if (!url) {
-        free(b.p);
+        evbus__buf_free(&b);
         for (int i = 0; i < n; i++)
             again_or_fail(d, batch[i], EVBUS_ENOMEM, "out of memory");
         return true;
     }
     dapr_resp_t r;
     char why[384];
-    int rc = dapr_request(d, url, d->hdr_json, b.p, b.len, d->timeout_ms, &r);
+    int rc = evbus__dapr_request(d, url, d->hdr_json, b.data, b.len, d->timeout_ms,
+                          &r);
     free(url);
-    free(b.p);
+    evbus__buf_free(&b);
     if (rc != EVBUS_OK) {
-        dapr_describe_curl(&r, why, sizeof why);
+        evbus__dapr_describe_curl(&r, why, sizeof why);
         for (int i = 0; i < n; i++)
             again_or_fail(d, batch[i], rc, why);
-        dapr_resp_free(&r);
+        evbus__dapr_resp_free(&r);
         return true;
     }
     if (r.status >= 200 && r.status < 300) {
-        dapr_resp_free(&r);
+        evbus__dapr_resp_free(&r);
         for (int i = 0; i < n; i++)
             complete(d->async, batch[i], EVBUS_OK);
         return true;
     }
-    rc = dapr_map_status(&r, why, sizeof why);
+    rc = evbus__dapr_map_status(&r, why, sizeof why);
     cJSON *j = r.body ? cJSON_ParseWithLength(r.body, r.len) : NULL;
     cJSON *failed = j ? cJSON_GetObjectItemCaseSensitive(j, "failedEntries")
                       : NULL;
@@ -259,7 +256,7 @@ static bool send_bulk(dapr_t *d, aitem_t **batch, int n)
           strcmp(code->valuestring, "ERR_PUBSUB_NOT_FOUND") == 0)) {
         /* "404 page not found": a sidecar without the alpha bulk API */
         cJSON_Delete(j);
-        dapr_resp_free(&r);
+        evbus__dapr_resp_free(&r);
         return false;
     }
     if (cJSON_IsArray(failed) && cJSON_GetArraySize(failed) > 0 &&
@@ -288,7 +285,7 @@ static bool send_bulk(dapr_t *d, aitem_t **batch, int n)
             again_or_fail(d, batch[i], rc, why);
     }
     cJSON_Delete(j);
-    dapr_resp_free(&r);
+    evbus__dapr_resp_free(&r);
     return true;
 }
 
@@ -310,7 +307,7 @@ static void send_singly(dapr_t *d, aitem_t **batch, int n)
 static int take_batch(dapr_async_t *a, aitem_t **batch, int max,
                       long *wait_ms)
 {
-    uint64_t now = dapr_now_ms();
+    uint64_t now = evbus__mono_ms();
     const char *topic = NULL;
     int n = 0;
     uint64_t next_due = UINT64_MAX;
@@ -343,7 +340,7 @@ static void *writer(void *arg)
     aitem_t **batch = calloc((size_t)d->bulk_max, sizeof *batch);
     pthread_mutex_lock(&a->mu);
     /* Stops after the batch in flight: close has waited for flush already,
-     * and what is left is completed by dapr_async_stop. */
+     * and what is left is completed by evbus__dapr_async_stop. */
     while (batch && !a->stop) {
         long wait_ms = -1;
         int n = a->head ? take_batch(a, batch, d->bulk_max, &wait_ms) : 0;
@@ -353,15 +350,7 @@ static void *writer(void *arg)
             if (wait_ms < 0 || !a->head) {
                 pthread_cond_wait(&a->cv, &a->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += wait_ms / 1000;
-                ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+                evbus__cond_wait_ms(&a->cv, &a->mu, wait_ms);
             }
             continue;
         }
@@ -385,26 +374,17 @@ static void *writer(void *arg)
     return NULL;
 }
 
-int dapr_flush(void *priv, int timeout_ms)
+int evbus__dapr_flush(void *priv, int timeout_ms)
 {
     dapr_t *d = priv;
     dapr_async_t *a = d->async;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (timeout_ms >= 0) {
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec ts = evbus__deadline_in(timeout_ms);
     int rc = EVBUS_OK;
     pthread_mutex_lock(&a->mu);
     while (a->outstanding > 0) {
         if (timeout_ms < 0) {
             pthread_cond_wait(&a->idle_cv, &a->mu);
-        } else if (pthread_cond_timedwait(&a->idle_cv, &a->mu, &ts) != 0 &&
+        } else if (evbus__cond_wait_until(&a->idle_cv, &a->mu, &ts) != 0 &&
                    a->outstanding > 0) {
             rc = EVBUS_ETIMEDOUT;
             break;
@@ -414,7 +394,7 @@ int dapr_flush(void *priv, int timeout_ms)
     return rc;
 }
 
-int dapr_async_start(dapr_t *d, char *errstr, size_t n)
+int evbus__dapr_async_start(dapr_t *d, char *errstr, size_t n)
 {
     dapr_async_t *a = calloc(1, sizeof *a);
     if (!a) {
@@ -422,19 +402,19 @@ int dapr_async_start(dapr_t *d, char *errstr, size_t n)
         return EVBUS_ENOMEM;
     }
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
-    pthread_cond_init(&a->idle_cv, NULL);
+    evbus__cond_init(&a->cv);
+    evbus__cond_init(&a->idle_cv);
     d->async = a;
     if (pthread_create(&a->thread, NULL, writer, d) != 0) {
         snprintf(errstr, n, "dapr: cannot start the publish thread");
-        dapr_async_stop(d);
+        evbus__dapr_async_stop(d);
         return EVBUS_EINTERNAL;
     }
     a->started = true;
     return EVBUS_OK;
 }
 
-void dapr_async_stop(dapr_t *d)
+void evbus__dapr_async_stop(dapr_t *d)
 {
     dapr_async_t *a = d->async;
     if (!a)

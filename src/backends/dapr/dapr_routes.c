@@ -220,8 +220,7 @@ static int dispatch(dapr_server_t *srv, request_t *req, const char *path)
 static char *answer_json(const request_t *req)
 {
     const dapr_delivery_t *d = &req->d;
-    dapr_buf_t b = {0};
-    int bad = 0;
+    evbus__buf_t b = {0};
     if (d->kind != DAPR_BODY_BULK) {
         /* one status for the request; a batch is RETRYed (all of it) when
          * any entry asks for it: at-least-once, the acked ones repeat */
@@ -229,26 +228,22 @@ static char *answer_json(const request_t *req)
         for (int i = 0; i < d->n; i++)
             if (d->e[i].status > st)
                 st = d->e[i].status;
-        bad |= dapr_buf_str(&b, "{\"status\":\"");
-        bad |= dapr_buf_str(&b, status_name[st]);
-        bad |= dapr_buf_str(&b, "\"}");
+        evbus__buf_puts(&b, "{\"status\":\"");
+        evbus__buf_puts(&b, status_name[st]);
+        evbus__buf_puts(&b, "\"}");
     } else {
-        bad |= dapr_buf_str(&b, "{\"statuses\":[");
+        evbus__buf_puts(&b, "{\"statuses\":[");
         for (int i = 0; i < d->n; i++) {
-            bad |= dapr_buf_str(&b, i ? ",{\"entryId\":" : "{\"entryId\":");
-            bad |= dapr_buf_json_str(&b, d->e[i].entry_id ? d->e[i].entry_id
+            evbus__buf_puts(&b, i ? ",{\"entryId\":" : "{\"entryId\":");
+            evbus__buf_json_str(&b, d->e[i].entry_id ? d->e[i].entry_id
                                                           : "");
-            bad |= dapr_buf_str(&b, ",\"status\":\"");
-            bad |= dapr_buf_str(&b, status_name[d->e[i].status]);
-            bad |= dapr_buf_str(&b, "\"}");
+            evbus__buf_puts(&b, ",\"status\":\"");
+            evbus__buf_puts(&b, status_name[d->e[i].status]);
+            evbus__buf_puts(&b, "\"}");
         }
-        bad |= dapr_buf_str(&b, "]}");
+        evbus__buf_puts(&b, "]}");
     }
-    if (bad) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return evbus__buf_take(&b, NULL);
 }
 
 static bool route_served(dapr_server_t *srv, const char *path, size_t *max)
@@ -384,23 +379,20 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
         SRV_LOG(srv, EVBUS_LOG_WARN, "delivery on %s refused with %u: %s",
                 topic, refuse, why);
         evbus__dapr_delivery_free(&req.d);
-        dapr_buf_t b = {0};
-        int bad = dapr_buf_str(&b, "{\"error\":");
-        bad |= dapr_buf_json_str(&b, why);
-        bad |= dapr_buf_str(&b, "}");
-        if (bad) {
-            free(b.p);
-            b.p = NULL;
-        }
-        return reply(c, refuse, "application/json", b.p);
+        evbus__buf_t b = {0};
+        evbus__buf_puts(&b, "{\"error\":");
+        evbus__buf_json_str(&b, why);
+        evbus__buf_puts(&b, "}");
+        return reply(c, refuse, "application/json",
+                     evbus__buf_take(&b, NULL));
     }
 
-    pthread_cond_init(&req.cv, NULL);
+    evbus__cond_init(&req.cv);
     pthread_mutex_lock(&srv->mu);
     dapr_entry_t *e = req.d.e;
     for (int i = 0; i < req.d.n; i++)
         if (e[i].id)
-            e[i].count = dapr_counts_hit(srv->counts, path, e[i].id,
+            e[i].count = evbus__dapr_counts_hit(srv->counts, path, e[i].id,
                                          e[i].hash);
     int served = dispatch(srv, &req, path);
     if (served == 0)
@@ -409,19 +401,12 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
                 e[i].status = ST_RETRY; /* unsubscribed meanwhile */
     /* Every copy is settled by the core (or withdrawn here when nobody
      * polls for deliver_timeout_ms: it then goes back to the sidecar). */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += srv->deliver_timeout_ms / 1000;
-    ts.tv_nsec += (srv->deliver_timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = evbus__deadline_in(srv->deliver_timeout_ms);
     bool withdrawn = false;
     while (req.pending > 0) {
         if (withdrawn) {
             pthread_cond_wait(&req.cv, &srv->mu);
-        } else if (pthread_cond_timedwait(&req.cv, &srv->mu, &ts) != 0 &&
+        } else if (evbus__cond_wait_until(&req.cv, &srv->mu, &ts) != 0 &&
                    req.pending > 0) {
             withdraw(srv, &req);
             withdrawn = true;
@@ -429,7 +414,7 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
     }
     for (int i = 0; i < req.d.n; i++)
         if (e[i].id && e[i].status == ST_SUCCESS)
-            dapr_counts_forget(srv->counts, path, e[i].id, e[i].hash);
+            evbus__dapr_counts_forget(srv->counts, path, e[i].id, e[i].hash);
     pthread_mutex_unlock(&srv->mu);
     pthread_cond_destroy(&req.cv);
     char *answer = answer_json(&req);
@@ -440,7 +425,7 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
 /* ------------------------------------------------------------ the daemon */
 
 typedef struct conn_state {
-    dapr_buf_t body;
+    evbus__buf_t body;
     bool denied, too_big;
 } conn_state_t;
 
@@ -464,10 +449,14 @@ enum MHD_Result evbus__dapr_on_request(void *cls, struct MHD_Connection *c,
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!st->denied && !st->too_big &&
-            (st->body.len + *upload_size > MAX_BODY ||
-             dapr_buf_add(&st->body, upload, *upload_size) != 0))
-            st->too_big = true;
+        if (!st->denied && !st->too_big) {
+            /* over the limit, or no memory for it: refused either way */
+            st->too_big = st->body.len + *upload_size > MAX_BODY;
+            if (!st->too_big) {
+                evbus__buf_append(&st->body, upload, *upload_size);
+                st->too_big = st->body.failed;
+            }
+        }
         *upload_size = 0;
         return MHD_YES;
     }
@@ -497,7 +486,7 @@ enum MHD_Result evbus__dapr_on_request(void *cls, struct MHD_Connection *c,
         return reply(c, MHD_HTTP_OK, "application/json",
                      strdup("{\"status\":\"ok\"}"));
     if (delivery_route)
-        return on_delivery(srv, c, url, st->body.p, st->body.len);
+        return on_delivery(srv, c, url, st->body.data, st->body.len);
     return reply_text(c, MHD_HTTP_NOT_FOUND, "not found");
 }
 
@@ -513,7 +502,7 @@ void evbus__dapr_on_completed(void *cls, struct MHD_Connection *c,
         if (--srv->active == 0)
             pthread_cond_broadcast(&srv->answered);
         pthread_mutex_unlock(&srv->mu);
-        free(st->body.p);
+        free(st->body.data);
         free(st);
         *con_cls = NULL;
     }

@@ -97,12 +97,10 @@ static int server_start(dapr_server_t *srv)
 static void stop_daemon(dapr_server_t *srv)
 {
     MHD_socket ls = MHD_quiesce_daemon(srv->mhd);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ANSWER_WAIT_MS / 1000;
+    struct timespec ts = evbus__deadline_in(ANSWER_WAIT_MS);
     pthread_mutex_lock(&srv->mu);
     while (srv->active > 0 &&
-           pthread_cond_timedwait(&srv->answered, &srv->mu, &ts) == 0)
+           evbus__cond_wait_until(&srv->answered, &srv->mu, &ts) == 0)
         ;
     pthread_mutex_unlock(&srv->mu);
     MHD_stop_daemon(srv->mhd);
@@ -148,9 +146,9 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
             srv->undecodable_to_core = d->undecodable_to_core;
             srv->limits = d->limits; /* the first bus on a port sets them */
             srv->conns = evbus__dapr_conns_new(&d->limits);
-            srv->counts = dapr_counts_new(COUNTS_MAX);
+            srv->counts = evbus__dapr_counts_new(COUNTS_MAX);
             pthread_mutex_init(&srv->mu, NULL);
-            pthread_cond_init(&srv->answered, NULL);
+            evbus__cond_init(&srv->answered);
             pthread_mutex_init(&srv->log_mu, NULL);
         }
         if (!srv || !srv->bind_host || !srv->counts || !srv->conns ||
@@ -158,7 +156,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
             if (srv) {
                 free(srv->bind_host);
                 free(srv->app_token);
-                dapr_counts_free(srv->counts);
+                evbus__dapr_counts_free(srv->counts);
                 evbus__dapr_conns_free(srv->conns);
                 pthread_mutex_destroy(&srv->mu);
                 pthread_cond_destroy(&srv->answered);
@@ -192,7 +190,7 @@ static int server_attach(dapr_t *d, char *errstr, size_t n)
     return rc;
 }
 
-void dapr_server_detach(dapr_t *d)
+void evbus__dapr_server_detach(dapr_t *d)
 {
     dapr_server_t *srv = d->server;
     if (!srv)
@@ -224,7 +222,7 @@ void dapr_server_detach(dapr_t *d)
         return;
     if (srv->mhd)
         stop_daemon(srv);
-    dapr_counts_free(srv->counts);
+    evbus__dapr_counts_free(srv->counts);
     evbus__dapr_conns_free(srv->conns);
     free(srv->bind_host);
     free(srv->app_token);
@@ -234,7 +232,7 @@ void dapr_server_detach(dapr_t *d)
     free(srv);
 }
 
-int dapr_subscribe(void *priv, const char *topic, const char *group,
+int evbus__dapr_subscribe(void *priv, const char *topic, const char *group,
                    void **bsub, char *errstr, size_t errstr_size)
 {
     dapr_t *d = priv;
@@ -249,7 +247,7 @@ int dapr_subscribe(void *priv, const char *topic, const char *group,
         return rc;
     dapr_server_t *srv = d->server;
     dsub_t *s = calloc(1, sizeof *s);
-    char *pe = dapr_urlenc(d->pubsub), *te = dapr_urlenc(topic);
+    char *pe = evbus__dapr_urlenc(d->pubsub), *te = evbus__dapr_urlenc(topic);
     size_t np = strlen(DAPR_ROUTE_PREFIX) + strlen(d->pubsub) +
                 strlen(topic) + 2;
     size_t nr = strlen(DAPR_ROUTE_PREFIX) + (pe ? strlen(pe) : 0) +
@@ -296,7 +294,7 @@ int dapr_subscribe(void *priv, const char *topic, const char *group,
     return EVBUS_OK;
 }
 
-void dapr_unsubscribe(void *priv, void *bsub)
+void evbus__dapr_unsubscribe(void *priv, void *bsub)
 {
     dsub_t *s = bsub;
     dapr_server_t *srv = s->srv;
@@ -320,13 +318,13 @@ void dapr_unsubscribe(void *priv, void *bsub)
     free(s);
 }
 
-int dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+int evbus__dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
     dsub_t *s = bsub;
     dapr_server_t *srv = s->srv;
     pthread_mutex_lock(&srv->mu);
     if (!srv->mhd) {
-        uint64_t now = dapr_now_ms();
+        uint64_t now = evbus__mono_ms();
         if (now < srv->next_start_ms) {
             pthread_mutex_unlock(&srv->mu);
             return 0;
@@ -360,7 +358,7 @@ int dapr_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     return n;
 }
 
-int dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
+int evbus__dapr_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
                 int delay_ms)
 {
     dsub_t *s = bsub;
