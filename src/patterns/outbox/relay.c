@@ -6,10 +6,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/patterns.h"
 #include "relay_internal.h"
+#include "support/cond.h"
 #include "support/structs.h"
 #include "sql_util.h"
 
@@ -122,11 +122,7 @@ evbus_relay_t *evbus_relay_open_opts(const char *db_path, evbus_t *bus,
     r->lock.fd = -1;
     pthread_mutex_init(&r->run_mu, NULL);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    evbus__cond_init(&r->cv);
 
     char why[256] = "";
     int rc = sqlite3_open_v2(db_path, &r->db,
@@ -171,17 +167,10 @@ int evbus_relay_run_once(evbus_relay_t *r, int max)
 
 static void wait_ms(evbus_relay_t *r, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = evbus__deadline_in(ms);
     pthread_mutex_lock(&r->mu);
     while (!r->stop && !r->notified)
-        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) != 0)
+        if (evbus__cond_wait_until(&r->cv, &r->mu, &until) != 0)
             break;
     r->notified = false;
     pthread_mutex_unlock(&r->mu);
