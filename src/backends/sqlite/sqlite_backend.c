@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sq_internal.h"
+#include "sqlite_internal.h"
 
 static int read_opts(const evbus_url_t *url, sq_opts_t *o, char *errstr,
                      size_t n)
@@ -67,11 +67,11 @@ static int read_opts(const evbus_url_t *url, sq_opts_t *o, char *errstr,
 
 static void release_all(sq_bus_t *b)
 {
-    sq_watcher_stop(b);
-    sq_writer_stop(b);
-    sq_conn_close(&b->aux);
-    sq_conn_close(&b->sub);
-    sq_conn_close(&b->pub);
+    evbus__sqlite_watcher_stop(b);
+    evbus__sqlite_writer_stop(b);
+    evbus__sqlite_conn_close(&b->aux);
+    evbus__sqlite_conn_close(&b->sub);
+    evbus__sqlite_conn_close(&b->pub);
     pthread_mutex_destroy(&b->pub_mu);
     pthread_mutex_destroy(&b->sub_mu);
     pthread_mutex_destroy(&b->q_mu);
@@ -105,8 +105,8 @@ static int watch_names(sq_bus_t *b, char *errstr, size_t n)
     return EVBUS_OK;
 }
 
-static int sq_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
-                   char *errstr, size_t n)
+static int sqlite_be_open(void *priv, evbus_host_t *host,
+                          const evbus_url_t *url, char *errstr, size_t n)
 {
     sq_bus_t *b = priv;
     b->host = host;
@@ -139,15 +139,17 @@ static int sq_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
         release_all(b);
         return EVBUS_ENOMEM;
     }
-    err = sq_conn_open(&b->pub, b->path, &b->o, true, errstr, n);
+    err = evbus__sqlite_conn_open(&b->pub, b->path, &b->o, true, errstr, n);
     if (err == EVBUS_OK)
-        err = sq_conn_open(&b->sub, b->path, &b->o, false, errstr, n);
+        err =
+            evbus__sqlite_conn_open(&b->sub, b->path, &b->o, false, errstr, n);
     if (err == EVBUS_OK)
-        err = sq_conn_open(&b->aux, b->path, &b->o, false, errstr, n);
+        err =
+            evbus__sqlite_conn_open(&b->aux, b->path, &b->o, false, errstr, n);
     if (err == EVBUS_OK)
         err = watch_names(b, errstr, n);
     if (err == EVBUS_OK)
-        err = sq_watcher_start(b, errstr, n);
+        err = evbus__sqlite_watcher_start(b, errstr, n);
     if (err != EVBUS_OK) {
         release_all(b);
         return err;
@@ -160,23 +162,21 @@ static int sq_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     return EVBUS_OK;
 }
 
-static void sq_close(void *priv)
-{
-    release_all(priv);
-}
+static void sqlite_be_close(void *priv) { release_all(priv); }
 
-static int sq_health(void *priv, char *errstr, size_t n)
+static int sqlite_be_health(void *priv, char *errstr, size_t n)
 {
     sq_bus_t *b = priv;
     pthread_mutex_lock(&b->pub_mu);
-    sqlite3_stmt *st = sq_stmt(&b->pub, SQ_HEALTH);
+    sqlite3_stmt *st = evbus__sqlite_stmt(&b->pub, SQ_HEALTH);
     int64_t v = 0;
-    int rc = st ? sq_step_int(st, 0, &v) : sqlite3_errcode(b->pub.db);
+    int rc =
+        st ? evbus__sqlite_step_int(st, 0, &v) : sqlite3_errcode(b->pub.db);
     if (rc != SQLITE_OK)
         snprintf(errstr, n, "sqlite: %s: %s", b->path,
                  sqlite3_errmsg(b->pub.db));
     pthread_mutex_unlock(&b->pub_mu);
-    return sq_err(rc);
+    return evbus__sqlite_err(rc);
 }
 
 const evbus_backend_t evbus_backend_sqlite = {
@@ -186,14 +186,14 @@ const evbus_backend_t evbus_backend_sqlite = {
     .features = EVBUS_FEAT_PERSISTENT | EVBUS_FEAT_ORDERED |
                 EVBUS_FEAT_DELAYED_RETRY | EVBUS_FEAT_CROSS_PROCESS |
                 EVBUS_FEAT_BYTES_ONLY,
-    .open = sq_open,
-    .close = sq_close,
-    .publish = sq_publish,
-    .publish_async = sq_publish_async,
-    .flush = sq_flush,
-    .subscribe = sq_subscribe,
-    .unsubscribe = sq_unsubscribe,
-    .fetch = sq_fetch,
-    .settle = sq_settle,
-    .health = sq_health,
+    .open = sqlite_be_open,
+    .close = sqlite_be_close,
+    .publish = evbus__sqlite_publish,
+    .publish_async = evbus__sqlite_publish_async,
+    .flush = evbus__sqlite_flush,
+    .subscribe = evbus__sqlite_subscribe,
+    .unsubscribe = evbus__sqlite_unsubscribe,
+    .fetch = evbus__sqlite_fetch,
+    .settle = evbus__sqlite_settle,
+    .health = sqlite_be_health,
 };

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "sq_internal.h"
+#include "sqlite_internal.h"
 
 #define BATCH_MAX_ITEMS 8192
 #define BATCH_MAX_BYTES (16u << 20)
@@ -24,16 +24,16 @@
 static int insert_event(sq_conn_t *c, int64_t topic_id, int64_t now,
                         const void *payload, size_t len)
 {
-    sqlite3_stmt *st = sq_stmt(c, SQ_EV_INS);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_EV_INS);
     if (!st)
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, topic_id);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_blob64(st, 3, len ? payload : "", len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
 }
 
 static void notify_local(sq_bus_t *b)
@@ -44,21 +44,22 @@ static void notify_local(sq_bus_t *b)
         evbus_host_notify(b->host);
 }
 
-int sq_publish(void *priv, const char *topic, const evbus_event_t *ev,
-               const void *payload, size_t len)
+int evbus__sqlite_publish(void *priv, const char *topic,
+                          const evbus_event_t *ev, const void *payload,
+                          size_t len)
 {
     sq_bus_t *b = priv;
     int64_t tid;
     pthread_mutex_lock(&b->pub_mu);
-    int err = sq_topic_id(&b->pub, topic, &tid);
+    int err = evbus__sqlite_topic_id(&b->pub, topic, &tid);
     if (err == EVBUS_OK)
-        err = sq_begin(&b->pub);
+        err = evbus__sqlite_begin(&b->pub);
     if (err == EVBUS_OK) {
-        err = insert_event(&b->pub, tid, sq_now_ms(), payload, len);
+        err = insert_event(&b->pub, tid, evbus__wall_ms(), payload, len);
         if (err == EVBUS_OK)
-            err = sq_commit(&b->pub);
+            err = evbus__sqlite_commit(&b->pub);
         else
-            sq_rollback(&b->pub);
+            evbus__sqlite_rollback(&b->pub);
     }
     pthread_mutex_unlock(&b->pub_mu);
     if (err == EVBUS_OK)
@@ -77,17 +78,17 @@ static int write_batch(sq_bus_t *b, sq_item_t *head)
     int err = EVBUS_OK;
     /* Topic ids first: a new topic is created in its own transaction. */
     for (sq_item_t *it = head; it && err == EVBUS_OK; it = it->next)
-        err = sq_topic_id(c, it->topic, &it->topic_id);
+        err = evbus__sqlite_topic_id(c, it->topic, &it->topic_id);
     if (err == EVBUS_OK)
-        err = sq_begin(c);
+        err = evbus__sqlite_begin(c);
     if (err == EVBUS_OK) {
-        int64_t now = sq_now_ms();
+        int64_t now = evbus__wall_ms();
         for (sq_item_t *it = head; it && err == EVBUS_OK; it = it->next)
             err = insert_event(c, it->topic_id, now, it->payload, it->len);
         if (err == EVBUS_OK)
-            err = sq_commit(c);
+            err = evbus__sqlite_commit(c);
         else
-            sq_rollback(c);
+            evbus__sqlite_rollback(c);
     }
     pthread_mutex_unlock(&b->pub_mu);
     return err;
@@ -160,9 +161,10 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
-                     const void *payload, size_t len,
-                     evbus_publish_done_fn done, void *token)
+int evbus__sqlite_publish_async(void *priv, const char *topic,
+                                const evbus_event_t *ev, const void *payload,
+                                size_t len, evbus_publish_done_fn done,
+                                void *token)
 {
     sq_bus_t *b = priv;
     size_t tlen = strlen(topic) + 1;
@@ -190,10 +192,10 @@ int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
     }
     /* Back-pressure; a single event larger than the byte limit still goes
      * through once the queue is empty. */
-    while ((b->q_len >= b->o.max_queue ||
-            (b->q_len > 0 &&
-             b->q_bytes + len > (size_t)b->o.max_queue_bytes)) &&
-           !b->q_stop)
+    while (
+        (b->q_len >= b->o.max_queue ||
+         (b->q_len > 0 && b->q_bytes + len > (size_t)b->o.max_queue_bytes)) &&
+        !b->q_stop)
         pthread_cond_wait(&b->q_idle, &b->q_mu);
     if (b->q_stop) {
         pthread_mutex_unlock(&b->q_mu);
@@ -212,7 +214,7 @@ int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
     return EVBUS_OK;
 }
 
-int sq_flush(void *priv, int timeout_ms)
+int evbus__sqlite_flush(void *priv, int timeout_ms)
 {
     sq_bus_t *b = priv;
     struct timespec until;
@@ -240,7 +242,7 @@ int sq_flush(void *priv, int timeout_ms)
     return err;
 }
 
-void sq_writer_stop(sq_bus_t *b)
+void evbus__sqlite_writer_stop(sq_bus_t *b)
 {
     pthread_mutex_lock(&b->q_mu);
     b->q_stop = true;

@@ -24,12 +24,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sq_internal.h"
+#include "sqlite_internal.h"
 
 #define FALLBACK_POLL_MS 10
 #define RETENTION_CHUNK 5000
 
-void sq_watcher_poke(sq_bus_t *b)
+void evbus__sqlite_watcher_poke(sq_bus_t *b)
 {
     if (b->wake_fd >= 0) {
         uint64_t one = 1;
@@ -38,12 +38,12 @@ void sq_watcher_poke(sq_bus_t *b)
     }
 }
 
-void sq_watch_due(sq_bus_t *b, int64_t due_ms)
+void evbus__sqlite_watch_due(sq_bus_t *b, int64_t due_ms)
 {
     int64_t cur = atomic_load(&b->next_due_ms);
     while (due_ms < cur) {
         if (atomic_compare_exchange_weak(&b->next_due_ms, &cur, due_ms)) {
-            sq_watcher_poke(b);
+            evbus__sqlite_watcher_poke(b);
             return;
         }
     }
@@ -51,9 +51,9 @@ void sq_watch_due(sq_bus_t *b, int64_t due_ms)
 
 static int64_t aux_data_version(sq_conn_t *c)
 {
-    sqlite3_stmt *st = sq_stmt(c, SQ_DATA_VERSION);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DATA_VERSION);
     int64_t v = -1;
-    if (st && sq_step_int(st, -1, &v) != SQLITE_OK)
+    if (st && evbus__sqlite_step_int(st, -1, &v) != SQLITE_OK)
         v = -1;
     return v;
 }
@@ -63,25 +63,25 @@ static int64_t aux_data_version(sq_conn_t *c)
 static long retention_chunk(sq_bus_t *b, sq_conn_t *c, int64_t topic_id,
                             int64_t cutoff)
 {
-    int err = sq_begin(c);
+    int err = evbus__sqlite_begin(c);
     if (err != EVBUS_OK)
         return err;
     int64_t lim = INT64_MAX, maxseq = 0, last_old = 0;
-    sqlite3_stmt *st = sq_stmt(c, SQ_RET_LIMIT);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_RET_LIMIT);
     int rc = st ? SQLITE_OK : sqlite3_errcode(c->db);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, topic_id);
-        rc = sq_step_int(st, INT64_MAX, &lim);
+        rc = evbus__sqlite_step_int(st, INT64_MAX, &lim);
     }
-    if (rc == SQLITE_OK && !(st = sq_stmt(c, SQ_RET_MAXSEQ)))
+    if (rc == SQLITE_OK && !(st = evbus__sqlite_stmt(c, SQ_RET_MAXSEQ)))
         rc = sqlite3_errcode(c->db);
     if (rc == SQLITE_OK)
-        rc = sq_step_int(st, 0, &maxseq);
+        rc = evbus__sqlite_step_int(st, 0, &maxseq);
     /* Never the newest row of the table: seqs must keep growing. */
     if (lim > maxseq)
         lim = maxseq;
     long scanned = 0;
-    if (rc == SQLITE_OK && !(st = sq_stmt(c, SQ_RET_SCAN)))
+    if (rc == SQLITE_OK && !(st = evbus__sqlite_stmt(c, SQ_RET_SCAN)))
         rc = sqlite3_errcode(c->db);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, topic_id);
@@ -98,7 +98,7 @@ static long retention_chunk(sq_bus_t *b, sq_conn_t *c, int64_t topic_id,
     }
     long deleted = 0;
     if (rc == SQLITE_OK && last_old > 0) {
-        if (!(st = sq_stmt(c, SQ_RET_DEL))) {
+        if (!(st = evbus__sqlite_stmt(c, SQ_RET_DEL))) {
             rc = sqlite3_errcode(c->db);
         } else {
             sqlite3_bind_int64(st, 1, topic_id);
@@ -110,25 +110,25 @@ static long retention_chunk(sq_bus_t *b, sq_conn_t *c, int64_t topic_id,
         }
     }
     if (rc != SQLITE_OK) {
-        sq_rollback(c);
-        return sq_err(rc);
+        evbus__sqlite_rollback(c);
+        return evbus__sqlite_err(rc);
     }
-    err = sq_commit(c);
+    err = evbus__sqlite_commit(c);
     if (err != EVBUS_OK)
         return err;
     (void)b;
     return deleted;
 }
 
-long sq_retention_run(sq_bus_t *b, sq_conn_t *c)
+long evbus__sqlite_retention_run(sq_bus_t *b, sq_conn_t *c)
 {
-    int64_t cutoff = sq_now_ms() - b->o.retention_ms;
+    int64_t cutoff = evbus__wall_ms() - b->o.retention_ms;
     /* Topic ids first, so no statement is open while we write. */
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
-    sqlite3_stmt *st = sq_stmt(c, SQ_RET_TOPICS);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_RET_TOPICS);
     if (!st)
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n == cap) {
@@ -209,22 +209,21 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static void *watcher_main(void *arg)
 {
     sq_bus_t *b = arg;
-    int64_t mono = (int64_t)sq_mono_ms();
+    int64_t mono = (int64_t)evbus__mono_ms();
     int64_t next_ret = mono + min64(b->o.retention_interval_ms, 5000);
     int64_t next_dv = mono;
-    int64_t renew_every = b->o.visibility_timeout_ms / 3 > 0
-                              ? b->o.visibility_timeout_ms / 3
-                              : 1;
+    int64_t renew_every =
+        b->o.visibility_timeout_ms / 3 > 0 ? b->o.visibility_timeout_ms / 3 : 1;
     int64_t next_renew = mono + renew_every;
     int64_t last_dv = aux_data_version(&b->aux);
     while (!atomic_load(&b->stop)) {
         manage_watch(b);
         bool watching = b->ino_wd >= 0;
         bool subs = atomic_load(&b->nsubs) > 0;
-        int64_t dv_every = watching ? b->o.poll_interval_ms
-                                    : min64(b->o.poll_interval_ms,
-                                            FALLBACK_POLL_MS);
-        mono = (int64_t)sq_mono_ms();
+        int64_t dv_every = watching
+                               ? b->o.poll_interval_ms
+                               : min64(b->o.poll_interval_ms, FALLBACK_POLL_MS);
+        mono = (int64_t)evbus__mono_ms();
         int64_t wake = next_ret;
         if (subs) {
             wake = min64(wake, next_dv);
@@ -233,7 +232,7 @@ static void *watcher_main(void *arg)
         wake = min64(wake, atomic_load(&b->ops_due_ms));
         int64_t due = atomic_load(&b->next_due_ms);
         if (due != INT64_MAX) {
-            int64_t in = due - sq_now_ms();
+            int64_t in = due - evbus__wall_ms();
             wake = min64(wake, mono + (in > 0 ? in : 0));
         }
         int64_t timeout = wake - mono;
@@ -259,13 +258,13 @@ static void *watcher_main(void *arg)
             nanosleep(&ts, NULL);
         }
         due = atomic_load(&b->next_due_ms);
-        if (due != INT64_MAX && sq_now_ms() >= due &&
+        if (due != INT64_MAX && evbus__wall_ms() >= due &&
             atomic_compare_exchange_strong(&b->next_due_ms, &due, INT64_MAX))
             evbus_host_notify(b->host);
-        mono = (int64_t)sq_mono_ms();
+        mono = (int64_t)evbus__mono_ms();
         if (mono >= atomic_load(&b->ops_due_ms)) {
             pthread_mutex_lock(&b->sub_mu);
-            sq_flush_ops_locked(b);
+            evbus__sqlite_flush_ops_locked(b);
             pthread_mutex_unlock(&b->sub_mu);
         }
         if (subs && mono >= next_dv) {
@@ -280,20 +279,20 @@ static void *watcher_main(void *arg)
             if (mono - atomic_load(&b->progress_ms) <
                 b->o.visibility_timeout_ms) {
                 pthread_mutex_lock(&b->sub_mu);
-                sq_extend_leases_locked(b);
+                evbus__sqlite_extend_leases_locked(b);
                 pthread_mutex_unlock(&b->sub_mu);
             }
-            next_renew = (int64_t)sq_mono_ms() + renew_every;
+            next_renew = (int64_t)evbus__mono_ms() + renew_every;
         }
         if (mono >= next_ret) {
-            sq_retention_run(b, &b->aux);
-            next_ret = (int64_t)sq_mono_ms() + b->o.retention_interval_ms;
+            evbus__sqlite_retention_run(b, &b->aux);
+            next_ret = (int64_t)evbus__mono_ms() + b->o.retention_interval_ms;
         }
     }
     return NULL;
 }
 
-int sq_watcher_start(sq_bus_t *b, char *errstr, size_t n)
+int evbus__sqlite_watcher_start(sq_bus_t *b, char *errstr, size_t n)
 {
     b->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (b->wake_fd < 0) {
@@ -322,11 +321,11 @@ int sq_watcher_start(sq_bus_t *b, char *errstr, size_t n)
     return EVBUS_OK;
 }
 
-void sq_watcher_stop(sq_bus_t *b)
+void evbus__sqlite_watcher_stop(sq_bus_t *b)
 {
     if (b->watcher_started) {
         atomic_store(&b->stop, true);
-        sq_watcher_poke(b);
+        evbus__sqlite_watcher_poke(b);
         pthread_join(b->watcher, NULL);
         b->watcher_started = false;
     }

@@ -17,8 +17,8 @@
  *         (under sub_mu)
  *   aux   the watcher thread alone: PRAGMA data_version, retention
  */
-#ifndef EVBUS_SQ_INTERNAL_H
-#define EVBUS_SQ_INTERNAL_H
+#ifndef EVBUS_SQLITE_INTERNAL_H
+#define EVBUS_SQLITE_INTERNAL_H
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -28,6 +28,8 @@
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
+#include "support/clock.h"
+#include "support/sqlite_err.h"
 
 /* ------------------------------------------------------------ options */
 
@@ -45,15 +47,32 @@ typedef struct sq_opts {
 /* ------------------------------------------------------------ connections */
 
 typedef enum {
-    SQ_BEGIN, SQ_COMMIT, SQ_ROLLBACK,
-    SQ_TOPIC_INS, SQ_TOPIC_GET,
+    SQ_BEGIN,
+    SQ_COMMIT,
+    SQ_ROLLBACK,
+    SQ_TOPIC_INS,
+    SQ_TOPIC_GET,
     SQ_EV_INS,
-    SQ_GROUP_INS, SQ_GROUP_GET,
-    SQ_DUE_SEL, SQ_LEASE_UPD, SQ_PEND_DEL,
-    SQ_CURSOR_GET, SQ_NEW_SEL, SQ_PEND_INS, SQ_CURSOR_SET,
-    SQ_RETRY_UPD, SQ_RELEASE_UPD, SQ_EXTEND_UPD,
-    SQ_READY, SQ_NEXT_DUE, SQ_DATA_VERSION,
-    SQ_RET_TOPICS, SQ_RET_LIMIT, SQ_RET_MAXSEQ, SQ_RET_SCAN, SQ_RET_DEL,
+    SQ_GROUP_INS,
+    SQ_GROUP_GET,
+    SQ_DUE_SEL,
+    SQ_LEASE_UPD,
+    SQ_PEND_DEL,
+    SQ_CURSOR_GET,
+    SQ_NEW_SEL,
+    SQ_PEND_INS,
+    SQ_CURSOR_SET,
+    SQ_RETRY_UPD,
+    SQ_RELEASE_UPD,
+    SQ_EXTEND_UPD,
+    SQ_READY,
+    SQ_NEXT_DUE,
+    SQ_DATA_VERSION,
+    SQ_RET_TOPICS,
+    SQ_RET_LIMIT,
+    SQ_RET_MAXSEQ,
+    SQ_RET_SCAN,
+    SQ_RET_DEL,
     SQ_HEALTH,
     SQ_NSTMT
 } sq_stmt_id_t;
@@ -67,8 +86,8 @@ typedef struct sq_conn {
     sqlite3 *db;
     sqlite3_stmt *st[SQ_NSTMT]; /* prepared on first use, reused */
     long long busy_timeout_ms;
-    uint64_t busy_since_ms;     /* busy handler: when this wait began */
-    sq_topic_ent_t *topics;     /* topic id cache (ids never change) */
+    uint64_t busy_since_ms; /* busy handler: when this wait began */
+    sq_topic_ent_t *topics; /* topic id cache (ids never change) */
     size_t ntopics, cap_topics;
 } sq_conn_t;
 
@@ -94,15 +113,15 @@ typedef struct sq_sub {
     struct sq_bus *bus;
     char *topic, *group;
     int64_t topic_id, gid;
-    uint64_t owner;         /* lease owner id, random per subscription */
-    sq_lease_t *held;       /* fetched, not settled (under sub_mu) */
-    sq_op_t *ops;           /* buffered settles (under sub_mu) */
+    uint64_t owner;   /* lease owner id, random per subscription */
+    sq_lease_t *held; /* fetched, not settled (under sub_mu) */
+    sq_op_t *ops;     /* buffered settles (under sub_mu) */
     size_t nops, cap_ops;
-    uint64_t ops_since_ms;  /* when the oldest buffered op was added */
-    int64_t seen_dv;        /* data_version when we last found nothing */
-    uint64_t seen_gen;      /* bus->sub_gen then */
-    int64_t next_due_ms;    /* earliest lease expiry / retry then */
-    bool idle_known;        /* the three fields above are valid */
+    uint64_t ops_since_ms; /* when the oldest buffered op was added */
+    int64_t seen_dv;       /* data_version when we last found nothing */
+    uint64_t seen_gen;     /* bus->sub_gen then */
+    int64_t next_due_ms;   /* earliest lease expiry / retry then */
+    bool idle_known;       /* the three fields above are valid */
     struct sq_sub *next;
 } sq_sub_t;
 
@@ -113,7 +132,7 @@ typedef struct sq_item {
     const char *topic; /* points into data[] */
     const void *payload;
     size_t len;
-    int64_t topic_id;  /* resolved by the writer */
+    int64_t topic_id; /* resolved by the writer */
     evbus_publish_done_fn done;
     void *token;
     char data[];
@@ -131,91 +150,90 @@ typedef struct sq_bus {
 
     pthread_mutex_t sub_mu;
     sq_conn_t sub;
-    sq_sub_t *subs;          /* under sub_mu */
+    sq_sub_t *subs; /* under sub_mu */
     atomic_int nsubs;
-    uint64_t sub_gen;        /* bumped when sub commits change pending rows */
+    uint64_t sub_gen; /* bumped when sub commits change pending rows */
 
     /* async publishing: queue + writer thread */
     pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;     /* writer waits for work */
-    pthread_cond_t q_idle;   /* flush and full-queue waiters */
+    pthread_cond_t q_cv;   /* writer waits for work */
+    pthread_cond_t q_idle; /* flush and full-queue waiters */
     sq_item_t *q_head, *q_tail;
     long q_len;
     size_t q_bytes;
-    long q_busy;             /* items in the batch being written */
+    long q_busy; /* items in the batch being written */
     bool q_stop;
     bool writer_started;
     pthread_t writer;
 
     /* watcher thread */
     sq_conn_t aux;
-    int wake_fd;             /* eventfd: pokes the watcher */
-    int ino_fd, ino_wd;      /* inotify on the directory, watch or -1 */
-    char *dir, *wal_name;    /* directory of the file, "<name>-wal" */
+    int wake_fd;          /* eventfd: pokes the watcher */
+    int ino_fd, ino_wd;   /* inotify on the directory, watch or -1 */
+    char *dir, *wal_name; /* directory of the file, "<name>-wal" */
     bool watcher_started;
     pthread_t watcher;
     atomic_bool stop;
-    _Atomic int64_t next_due_ms;  /* earliest moment something turns due */
-    _Atomic int64_t ops_due_ms;   /* buffered settles must be written by */
-    _Atomic int64_t progress_ms;  /* last fetch or settle (monotonic) */
+    _Atomic int64_t next_due_ms; /* earliest moment something turns due */
+    _Atomic int64_t ops_due_ms;  /* buffered settles must be written by */
+    _Atomic int64_t progress_ms; /* last fetch or settle (monotonic) */
 } sq_bus_t;
 
-/* ------------------------------------------------------------ sq_conn.c */
-
-/* Wall clock in ms: lease times are shared between processes. */
-int64_t sq_now_ms(void);
-uint64_t sq_mono_ms(void);
+/* ------------------------------------------------------------ sqlite_conn.c */
 
 /* Opens path with our PRAGMAs and busy handler; creates the schema when
  * create is true. EVBUS_OK or an error with the reason in errstr. */
-int sq_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
-                 bool create, char *errstr, size_t n);
-void sq_conn_close(sq_conn_t *c);
+int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
+                            bool create, char *errstr, size_t n);
+void evbus__sqlite_conn_close(sq_conn_t *c);
 /* The reusable statement id, prepared on first use (reset before return). */
-sqlite3_stmt *sq_stmt(sq_conn_t *c, sq_stmt_id_t id);
+sqlite3_stmt *evbus__sqlite_stmt(sq_conn_t *c, sq_stmt_id_t id);
 /* BEGIN IMMEDIATE, waiting up to busy_timeout_ms. EVBUS_OK/EBUSY/EIO. */
-int sq_begin(sq_conn_t *c);
+int evbus__sqlite_begin(sq_conn_t *c);
 /* COMMIT (retried while busy); on failure the transaction is rolled back. */
-int sq_commit(sq_conn_t *c);
-void sq_rollback(sq_conn_t *c);
-/* Maps a SQLite result code to an evbus error. */
-int sq_err(int rc);
+int evbus__sqlite_commit(sq_conn_t *c);
+void evbus__sqlite_rollback(sq_conn_t *c);
 /* Topic id, creating the topic in its own transaction when new. */
-int sq_topic_id(sq_conn_t *c, const char *topic, int64_t *id);
+int evbus__sqlite_topic_id(sq_conn_t *c, const char *topic, int64_t *id);
 /* Steps a statement that returns one integer (or none: *out = def). */
-int sq_step_int(sqlite3_stmt *st, int64_t def, int64_t *out);
+int evbus__sqlite_step_int(sqlite3_stmt *st, int64_t def, int64_t *out);
 
-/* ------------------------------------------------------------ sq_publish.c */
-int sq_publish(void *priv, const char *topic, const evbus_event_t *ev,
-               const void *payload, size_t len);
-int sq_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
-                     const void *payload, size_t len,
-                     evbus_publish_done_fn done, void *token);
-int sq_flush(void *priv, int timeout_ms);
+/* ------------------------------------------------------------ sqlite_publish.c
+ */
+int evbus__sqlite_publish(void *priv, const char *topic,
+                          const evbus_event_t *ev, const void *payload,
+                          size_t len);
+int evbus__sqlite_publish_async(void *priv, const char *topic,
+                                const evbus_event_t *ev, const void *payload,
+                                size_t len, evbus_publish_done_fn done,
+                                void *token);
+int evbus__sqlite_flush(void *priv, int timeout_ms);
 /* Stops the writer after it wrote everything queued. */
-void sq_writer_stop(sq_bus_t *b);
+void evbus__sqlite_writer_stop(sq_bus_t *b);
 
-/* ------------------------------------------------------------ sq_consume.c */
-int sq_subscribe(void *priv, const char *topic, const char *group,
-                 void **bsub, char *errstr, size_t n);
-void sq_unsubscribe(void *priv, void *bsub);
-int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
-int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-              int delay_ms);
+/* ------------------------------------------------------------ sqlite_consume.c
+ */
+int evbus__sqlite_subscribe(void *priv, const char *topic, const char *group,
+                            void **bsub, char *errstr, size_t n);
+void evbus__sqlite_unsubscribe(void *priv, void *bsub);
+int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                         evbus_settle_t how, int delay_ms);
 /* Writes every subscription's buffered settles (caller holds sub_mu). */
-void sq_flush_ops_locked(sq_bus_t *b);
+void evbus__sqlite_flush_ops_locked(sq_bus_t *b);
 /* Renews the leases of every fetched, unsettled event (caller holds
  * sub_mu). */
-void sq_extend_leases_locked(sq_bus_t *b);
+void evbus__sqlite_extend_leases_locked(sq_bus_t *b);
 
-/* ------------------------------------------------------------ sq_watch.c */
-int sq_watcher_start(sq_bus_t *b, char *errstr, size_t n);
-void sq_watcher_stop(sq_bus_t *b);
+/* ------------------------------------------------------------ sqlite_watch.c
+ */
+int evbus__sqlite_watcher_start(sq_bus_t *b, char *errstr, size_t n);
+void evbus__sqlite_watcher_stop(sq_bus_t *b);
 /* Wakes the watcher so it re-reads its deadlines. Any thread. */
-void sq_watcher_poke(sq_bus_t *b);
+void evbus__sqlite_watcher_poke(sq_bus_t *b);
 /* Lowers the moment the watcher will notify the host. Any thread. */
-void sq_watch_due(sq_bus_t *b, int64_t due_ms);
+void evbus__sqlite_watch_due(sq_bus_t *b, int64_t due_ms);
 /* Deletes old acknowledged events with conn c. Returns rows deleted. */
-long sq_retention_run(sq_bus_t *b, sq_conn_t *c);
+long evbus__sqlite_retention_run(sq_bus_t *b, sq_conn_t *c);
 
-#endif /* EVBUS_SQ_INTERNAL_H */
+#endif /* EVBUS_SQLITE_INTERNAL_H */

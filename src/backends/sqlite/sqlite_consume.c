@@ -30,7 +30,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "sq_internal.h"
+#include "sqlite_internal.h"
 
 /* Buffered settles are written by this long after the first one. */
 #define OPS_FLUSH_MS 100
@@ -42,18 +42,18 @@ static uint64_t random_owner(void)
     uint64_t v = 0;
     while (v == 0) {
         if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
-            v = (uint64_t)sq_now_ms() ^ (uint64_t)(uintptr_t)&v;
+            v = (uint64_t)evbus__wall_ms() ^ (uint64_t)(uintptr_t)&v;
         v &= INT64_MAX; /* stored as a SQLite integer */
     }
     return v;
 }
 
-static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid,
-                        int64_t seq, int64_t a3, int64_t a4, int64_t a5)
+static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid, int64_t seq,
+                        int64_t a3, int64_t a4, int64_t a5)
 {
-    sqlite3_stmt *st = sq_stmt(c, id);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, id);
     if (!st)
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, gid);
     sqlite3_bind_int64(st, 2, seq);
     int np = sqlite3_bind_parameter_count(st);
@@ -65,7 +65,7 @@ static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid,
         sqlite3_bind_int64(st, 5, a5);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
 }
 
 /* Writes s's buffered settles inside the caller's transaction. */
@@ -79,14 +79,13 @@ static int apply_ops(sq_conn_t *c, sq_sub_t *s)
             err = exec_gid_seq(c, SQ_PEND_DEL, s->gid, op->seq, 0, 0, 0);
             break;
         case EVBUS_SETTLE_RETRY:
-            err = exec_gid_seq(c, SQ_RETRY_UPD, s->gid, op->seq,
-                               op->visible_at, (int64_t)s->owner,
-                               op->deliveries);
+            err = exec_gid_seq(c, SQ_RETRY_UPD, s->gid, op->seq, op->visible_at,
+                               (int64_t)s->owner, op->deliveries);
             break;
         default:
-            err = exec_gid_seq(c, SQ_RELEASE_UPD, s->gid, op->seq,
-                               op->visible_at, (int64_t)s->owner,
-                               op->deliveries);
+            err =
+                exec_gid_seq(c, SQ_RELEASE_UPD, s->gid, op->seq, op->visible_at,
+                             (int64_t)s->owner, op->deliveries);
             break;
         }
         if (err != EVBUS_OK)
@@ -95,7 +94,7 @@ static int apply_ops(sq_conn_t *c, sq_sub_t *s)
     return EVBUS_OK;
 }
 
-void sq_flush_ops_locked(sq_bus_t *b)
+void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
 {
     bool any = false;
     for (sq_sub_t *s = b->subs; s; s = s->next)
@@ -104,18 +103,18 @@ void sq_flush_ops_locked(sq_bus_t *b)
         atomic_store(&b->ops_due_ms, INT64_MAX);
         return;
     }
-    int err = sq_begin(&b->sub);
+    int err = evbus__sqlite_begin(&b->sub);
     for (sq_sub_t *s = b->subs; s && err == EVBUS_OK; s = s->next)
         err = apply_ops(&b->sub, s);
     if (err == EVBUS_OK)
-        err = sq_commit(&b->sub);
+        err = evbus__sqlite_commit(&b->sub);
     else
-        sq_rollback(&b->sub);
+        evbus__sqlite_rollback(&b->sub);
     if (err != EVBUS_OK) {
         evbus_host_log(b->host, EVBUS_LOG_WARN,
                        "writing acknowledgements failed: %s; will retry",
                        evbus_strerror(err));
-        atomic_store(&b->ops_due_ms, (int64_t)sq_mono_ms() + OPS_FLUSH_MS);
+        atomic_store(&b->ops_due_ms, (int64_t)evbus__mono_ms() + OPS_FLUSH_MS);
         return;
     }
     for (sq_sub_t *s = b->subs; s; s = s->next)
@@ -124,31 +123,32 @@ void sq_flush_ops_locked(sq_bus_t *b)
     atomic_store(&b->ops_due_ms, INT64_MAX);
 }
 
-void sq_extend_leases_locked(sq_bus_t *b)
+void evbus__sqlite_extend_leases_locked(sq_bus_t *b)
 {
     bool any = false;
     for (sq_sub_t *s = b->subs; s && !any; s = s->next)
         any = s->held != NULL;
     if (!any)
         return;
-    int64_t until = sq_now_ms() + b->o.visibility_timeout_ms;
-    int err = sq_begin(&b->sub);
+    int64_t until = evbus__wall_ms() + b->o.visibility_timeout_ms;
+    int err = evbus__sqlite_begin(&b->sub);
     for (sq_sub_t *s = b->subs; s && err == EVBUS_OK; s = s->next)
         for (sq_lease_t *l = s->held; l && err == EVBUS_OK; l = l->next)
             err = exec_gid_seq(&b->sub, SQ_EXTEND_UPD, s->gid, l->seq, until,
                                (int64_t)s->owner, l->deliveries);
     if (err == EVBUS_OK)
-        err = sq_commit(&b->sub);
+        err = evbus__sqlite_commit(&b->sub);
     else
-        sq_rollback(&b->sub);
+        evbus__sqlite_rollback(&b->sub);
     if (err != EVBUS_OK)
         evbus_host_log(b->host, EVBUS_LOG_WARN,
                        "renewing leases failed: %s; events may be delivered "
-                       "to another member", evbus_strerror(err));
+                       "to another member",
+                       evbus_strerror(err));
 }
 
-int sq_subscribe(void *priv, const char *topic, const char *group,
-                 void **bsub, char *errstr, size_t n)
+int evbus__sqlite_subscribe(void *priv, const char *topic, const char *group,
+                            void **bsub, char *errstr, size_t n)
 {
     sq_bus_t *b = priv;
     if (!group || !*group)
@@ -166,11 +166,11 @@ int sq_subscribe(void *priv, const char *topic, const char *group,
 
     pthread_mutex_lock(&b->sub_mu);
     sq_conn_t *c = &b->sub;
-    int err = sq_topic_id(c, topic, &s->topic_id);
+    int err = evbus__sqlite_topic_id(c, topic, &s->topic_id);
     if (err == EVBUS_OK)
-        err = sq_begin(c);
+        err = evbus__sqlite_begin(c);
     if (err == EVBUS_OK) {
-        sqlite3_stmt *st = sq_stmt(c, SQ_GROUP_INS);
+        sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_GROUP_INS);
         int rc = st ? SQLITE_OK : sqlite3_errcode(c->db);
         if (st) {
             sqlite3_bind_int64(st, 1, s->topic_id);
@@ -179,17 +179,18 @@ int sq_subscribe(void *priv, const char *topic, const char *group,
             sqlite3_reset(st);
             rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
         }
-        if (rc == SQLITE_OK && !(st = sq_stmt(c, SQ_GROUP_GET)))
+        if (rc == SQLITE_OK && !(st = evbus__sqlite_stmt(c, SQ_GROUP_GET)))
             rc = sqlite3_errcode(c->db);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, s->topic_id);
             sqlite3_bind_text(st, 2, group, -1, SQLITE_STATIC);
-            rc = sq_step_int(st, 0, &s->gid);
+            rc = evbus__sqlite_step_int(st, 0, &s->gid);
             sqlite3_clear_bindings(st);
         }
-        err = rc == SQLITE_OK && s->gid > 0 ? sq_commit(c) : sq_err(rc);
+        err = rc == SQLITE_OK && s->gid > 0 ? evbus__sqlite_commit(c)
+                                            : evbus__sqlite_err(rc);
         if (err != EVBUS_OK)
-            sq_rollback(c);
+            evbus__sqlite_rollback(c);
     }
     if (err == EVBUS_OK) {
         s->next = b->subs;
@@ -206,19 +207,19 @@ int sq_subscribe(void *priv, const char *topic, const char *group,
         free(s);
         return err;
     }
-    sq_watcher_poke(b); /* start watching the file */
+    evbus__sqlite_watcher_poke(b); /* start watching the file */
     *bsub = s;
     return EVBUS_OK;
 }
 
-void sq_unsubscribe(void *priv, void *bsub)
+void evbus__sqlite_unsubscribe(void *priv, void *bsub)
 {
     sq_bus_t *b = priv;
     sq_sub_t *s = bsub;
     pthread_mutex_lock(&b->sub_mu);
     /* Write what it settled; after a failure the leases simply expire. */
     for (int tries = 0; s->nops > 0 && tries < 3; tries++)
-        sq_flush_ops_locked(b);
+        evbus__sqlite_flush_ops_locked(b);
     if (s->nops > 0)
         evbus_host_log(b->host, EVBUS_LOG_WARN,
                        "%zu settles on %s could not be written; those events "
@@ -259,8 +260,8 @@ static void fill_msg(sq_sub_t *s, evbus_msg_t *m, sq_lease_t *l)
     m->payload = l->payload;
     m->len = l->len;
     /* interim: leases before this one, until attempts are recorded */
-    m->attempts = l->deliveries - 1 > INT32_MAX ? INT32_MAX
-                                                : (int)(l->deliveries - 1);
+    m->attempts =
+        l->deliveries - 1 > INT32_MAX ? INT32_MAX : (int)(l->deliveries - 1);
     m->cookie = l;
     m->cookie_u64 = (uint64_t)l->seq;
 }
@@ -270,9 +271,9 @@ static void fill_msg(sq_sub_t *s, evbus_msg_t *m, sq_lease_t *l)
 static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
 {
     sq_conn_t *c = &s->bus->sub;
-    sqlite3_stmt *st = sq_stmt(c, SQ_DUE_SEL);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DUE_SEL);
     if (!st)
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->gid);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_int64(st, 3, max);
@@ -298,12 +299,11 @@ static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
         fill_msg(s, &out[n++], l);
     }
     sqlite3_reset(st);
-    int err = rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+    int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
     int64_t until = now + s->bus->o.visibility_timeout_ms;
     for (int i = 0; i < n && err == EVBUS_OK; i++)
-        err = exec_gid_seq(c, SQ_LEASE_UPD, s->gid,
-                           (int64_t)out[i].cookie_u64, until,
-                           (int64_t)s->owner, 0);
+        err = exec_gid_seq(c, SQ_LEASE_UPD, s->gid, (int64_t)out[i].cookie_u64,
+                           until, (int64_t)s->owner, 0);
     for (int i = 0; i < norphans && err == EVBUS_OK; i++)
         err = exec_gid_seq(c, SQ_PEND_DEL, s->gid, orphans[i], 0, 0, 0);
     if (err != EVBUS_OK) {
@@ -318,16 +318,16 @@ static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
 static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
 {
     sq_conn_t *c = &s->bus->sub;
-    sqlite3_stmt *st = sq_stmt(c, SQ_CURSOR_GET);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_CURSOR_GET);
     if (!st)
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->gid);
     int64_t cursor;
-    int rc = sq_step_int(st, 0, &cursor);
+    int rc = evbus__sqlite_step_int(st, 0, &cursor);
     if (rc != SQLITE_OK)
-        return sq_err(rc);
-    if (!(st = sq_stmt(c, SQ_NEW_SEL)))
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(rc);
+    if (!(st = evbus__sqlite_stmt(c, SQ_NEW_SEL)))
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->topic_id);
     sqlite3_bind_int64(st, 2, cursor);
     sqlite3_bind_int64(st, 3, max);
@@ -344,12 +344,11 @@ static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
         fill_msg(s, &out[n++], l);
     }
     sqlite3_reset(st);
-    int err = rc == SQLITE_DONE ? EVBUS_OK : sq_err(rc);
+    int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
     int64_t until = now + s->bus->o.visibility_timeout_ms;
     for (int i = 0; i < n && err == EVBUS_OK; i++)
-        err = exec_gid_seq(c, SQ_PEND_INS, s->gid,
-                           (int64_t)out[i].cookie_u64, until,
-                           (int64_t)s->owner, 0);
+        err = exec_gid_seq(c, SQ_PEND_INS, s->gid, (int64_t)out[i].cookie_u64,
+                           until, (int64_t)s->owner, 0);
     if (err == EVBUS_OK && n > 0)
         err = exec_gid_seq(c, SQ_CURSOR_SET, s->gid,
                            (int64_t)out[n - 1].cookie_u64, 0, 0, 0);
@@ -363,9 +362,9 @@ static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
 
 static int64_t data_version(sq_conn_t *c)
 {
-    sqlite3_stmt *st = sq_stmt(c, SQ_DATA_VERSION);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DATA_VERSION);
     int64_t v = -1;
-    if (st && sq_step_int(st, -1, &v) != SQLITE_OK)
+    if (st && evbus__sqlite_step_int(st, -1, &v) != SQLITE_OK)
         v = -1;
     return v;
 }
@@ -377,11 +376,11 @@ static void remember_idle(sq_sub_t *s, int64_t dv, int64_t now)
 {
     sq_conn_t *c = &s->bus->sub;
     int64_t due = INT64_MAX;
-    sqlite3_stmt *st = sq_stmt(c, SQ_NEXT_DUE);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_NEXT_DUE);
     if (st) {
         sqlite3_bind_int64(st, 1, s->gid);
         sqlite3_bind_int64(st, 2, now);
-        if (sq_step_int(st, INT64_MAX, &due) != SQLITE_OK)
+        if (evbus__sqlite_step_int(st, INT64_MAX, &due) != SQLITE_OK)
             due = now + 1000; /* look again soon */
     }
     s->seen_dv = dv;
@@ -389,34 +388,34 @@ static void remember_idle(sq_sub_t *s, int64_t dv, int64_t now)
     s->next_due_ms = due;
     s->idle_known = dv >= 0;
     if (due != INT64_MAX)
-        sq_watch_due(s->bus, due);
+        evbus__sqlite_watch_due(s->bus, due);
 }
 
 static int ready(sq_sub_t *s, int64_t now, bool *yes)
 {
     sq_conn_t *c = &s->bus->sub;
-    sqlite3_stmt *st = sq_stmt(c, SQ_READY);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_READY);
     if (!st)
-        return sq_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->gid);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_int64(st, 3, s->topic_id);
     int64_t v;
-    int rc = sq_step_int(st, 0, &v);
+    int rc = evbus__sqlite_step_int(st, 0, &v);
     *yes = v != 0;
-    return sq_err(rc);
+    return evbus__sqlite_err(rc);
 }
 
-int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
     sq_bus_t *b = priv;
     sq_sub_t *s = bsub;
     if (max <= 0)
         return 0;
-    atomic_store(&b->progress_ms, (int64_t)sq_mono_ms());
+    atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
     pthread_mutex_lock(&b->sub_mu);
     sq_conn_t *c = &b->sub;
-    int64_t now = sq_now_ms();
+    int64_t now = evbus__wall_ms();
     int64_t dv = data_version(c);
     /* Settles of every subscription of this bus go into this fetch's
      * transaction (they share the connection), so none waits for the
@@ -443,7 +442,7 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     }
     int n = 0;
     if (err == EVBUS_OK)
-        err = sq_begin(c);
+        err = evbus__sqlite_begin(c);
     if (err == EVBUS_OK) {
         for (sq_sub_t *x = b->subs; x && err == EVBUS_OK; x = x->next)
             err = apply_ops(c, x);
@@ -456,10 +455,10 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
             err = got;
         } else {
             n += got;
-            err = sq_commit(c);
+            err = evbus__sqlite_commit(c);
         }
         if (err != EVBUS_OK) {
-            sq_rollback(c);
+            evbus__sqlite_rollback(c);
             for (int i = 0; i < n; i++)
                 free(out[i].cookie);
             n = 0;
@@ -490,19 +489,19 @@ int sq_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     return n;
 }
 
-int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-              int delay_ms)
+int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                         evbus_settle_t how, int delay_ms)
 {
     sq_bus_t *b = priv;
     sq_sub_t *s = bsub;
     sq_lease_t *l = msg->cookie;
     if (!l)
         return EVBUS_EINVAL;
-    int64_t now = sq_now_ms();
-    atomic_store(&b->progress_ms, (int64_t)sq_mono_ms());
+    int64_t now = evbus__wall_ms();
+    atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
     sq_op_t op = {l->seq, l->deliveries, how,
                   how == EVBUS_SETTLE_RETRY && delay_ms > 0 ? now + delay_ms
-                                                             : now};
+                                                            : now};
     pthread_mutex_lock(&b->sub_mu);
     if (s->nops == s->cap_ops) {
         size_t cap = s->cap_ops ? s->cap_ops * 2 : 64;
@@ -523,18 +522,18 @@ int sq_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         l->next->prev = l->prev;
     bool first = s->nops == 1;
     if (s->nops >= OPS_FLUSH_COUNT)
-        sq_flush_ops_locked(b);
+        evbus__sqlite_flush_ops_locked(b);
     pthread_mutex_unlock(&b->sub_mu);
     free(l);
     msg->cookie = NULL;
     msg->payload = NULL;
     if (first) {
         /* The watcher writes them if no fetch comes first. */
-        int64_t due = (int64_t)sq_mono_ms() + OPS_FLUSH_MS;
+        int64_t due = (int64_t)evbus__mono_ms() + OPS_FLUSH_MS;
         int64_t cur = atomic_load(&b->ops_due_ms);
         if (due < cur) {
             atomic_store(&b->ops_due_ms, due);
-            sq_watcher_poke(b);
+            evbus__sqlite_watcher_poke(b);
         }
     }
     return EVBUS_OK;

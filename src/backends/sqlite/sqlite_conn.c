@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sq_internal.h"
+#include "sqlite_internal.h"
 
 #define SQ_SCHEMA_VERSION "1"
 
@@ -98,38 +98,6 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS evbus_pending_due ON"
     " evbus_pending(gid, visible_at);";
 
-int64_t sq_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint64_t sq_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-int sq_err(int rc)
-{
-    switch (rc & 0xff) {
-    case SQLITE_OK: case SQLITE_DONE: case SQLITE_ROW:
-        return EVBUS_OK;
-    case SQLITE_BUSY: case SQLITE_LOCKED:
-        return EVBUS_EBUSY;
-    case SQLITE_NOMEM:
-        return EVBUS_ENOMEM;
-    case SQLITE_TOOBIG:
-        return EVBUS_ETOOBIG;
-    case SQLITE_MISUSE: case SQLITE_RANGE: case SQLITE_ERROR:
-        return EVBUS_EINTERNAL;
-    default:
-        return EVBUS_EIO;
-    }
-}
-
 /* Sleeps 20 us doubling to 2 ms with jitter until the busy timeout passed:
  * short enough that a writer gets the lock soon after it is free, random so
  * waiting processes do not wake in lockstep. */
@@ -137,7 +105,7 @@ static int busy_handler(void *arg, int count)
 {
     static _Thread_local uint32_t seed;
     sq_conn_t *c = arg;
-    uint64_t now = sq_mono_ms();
+    uint64_t now = evbus__mono_ms();
     if (count == 0)
         c->busy_since_ms = now;
     if ((long long)(now - c->busy_since_ms) >= c->busy_timeout_ms)
@@ -156,7 +124,7 @@ static int busy_handler(void *arg, int count)
     return 1;
 }
 
-sqlite3_stmt *sq_stmt(sq_conn_t *c, sq_stmt_id_t id)
+sqlite3_stmt *evbus__sqlite_stmt(sq_conn_t *c, sq_stmt_id_t id)
 {
     if (!c->st[id] &&
         sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
@@ -168,7 +136,7 @@ sqlite3_stmt *sq_stmt(sq_conn_t *c, sq_stmt_id_t id)
 /* Runs a statement that returns no rows; resets it. */
 static int step_done(sq_conn_t *c, sq_stmt_id_t id)
 {
-    sqlite3_stmt *st = sq_stmt(c, id);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, id);
     if (!st)
         return sqlite3_errcode(c->db);
     int rc = sqlite3_step(st);
@@ -176,9 +144,9 @@ static int step_done(sq_conn_t *c, sq_stmt_id_t id)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
-int sq_begin(sq_conn_t *c)
+int evbus__sqlite_begin(sq_conn_t *c)
 {
-    uint64_t t0 = sq_mono_ms();
+    uint64_t t0 = evbus__mono_ms();
     for (;;) {
         int rc = step_done(c, SQ_BEGIN);
         if (rc == SQLITE_OK)
@@ -186,23 +154,23 @@ int sq_begin(sq_conn_t *c)
         /* The busy handler is skipped in a few cases (WAL recovery by
          * another process); keep trying until our own deadline. */
         if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
-            return sq_err(rc);
-        if ((long long)(sq_mono_ms() - t0) >= c->busy_timeout_ms)
+            return evbus__sqlite_err(rc);
+        if ((long long)(evbus__mono_ms() - t0) >= c->busy_timeout_ms)
             return EVBUS_EBUSY;
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
 }
 
-void sq_rollback(sq_conn_t *c)
+void evbus__sqlite_rollback(sq_conn_t *c)
 {
     if (!sqlite3_get_autocommit(c->db))
         step_done(c, SQ_ROLLBACK);
 }
 
-int sq_commit(sq_conn_t *c)
+int evbus__sqlite_commit(sq_conn_t *c)
 {
-    uint64_t t0 = sq_mono_ms();
+    uint64_t t0 = evbus__mono_ms();
     for (;;) {
         int rc = step_done(c, SQ_COMMIT);
         if (rc == SQLITE_OK)
@@ -210,16 +178,16 @@ int sq_commit(sq_conn_t *c)
         /* A COMMIT that failed with BUSY leaves the transaction open and
          * may simply be tried again. */
         if (((rc & 0xff) != SQLITE_BUSY) ||
-            (long long)(sq_mono_ms() - t0) >= c->busy_timeout_ms) {
-            sq_rollback(c);
-            return sq_err(rc);
+            (long long)(evbus__mono_ms() - t0) >= c->busy_timeout_ms) {
+            evbus__sqlite_rollback(c);
+            return evbus__sqlite_err(rc);
         }
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
 }
 
-int sq_step_int(sqlite3_stmt *st, int64_t def, int64_t *out)
+int evbus__sqlite_step_int(sqlite3_stmt *st, int64_t def, int64_t *out)
 {
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -237,16 +205,16 @@ int sq_step_int(sqlite3_stmt *st, int64_t def, int64_t *out)
 
 static int topic_lookup(sq_conn_t *c, const char *topic, int64_t *id)
 {
-    sqlite3_stmt *st = sq_stmt(c, SQ_TOPIC_GET);
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_TOPIC_GET);
     if (!st)
         return sqlite3_errcode(c->db);
     sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
-    int rc = sq_step_int(st, 0, id);
+    int rc = evbus__sqlite_step_int(st, 0, id);
     sqlite3_clear_bindings(st);
     return rc;
 }
 
-int sq_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
+int evbus__sqlite_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
 {
     for (size_t i = 0; i < c->ntopics; i++)
         if (strcmp(c->topics[i].name, topic) == 0) {
@@ -257,12 +225,12 @@ int sq_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
      * write lock. */
     int rc = topic_lookup(c, topic, id);
     if (rc != SQLITE_OK)
-        return sq_err(rc);
+        return evbus__sqlite_err(rc);
     if (*id == 0) {
-        int err = sq_begin(c);
+        int err = evbus__sqlite_begin(c);
         if (err != EVBUS_OK)
             return err;
-        sqlite3_stmt *st = sq_stmt(c, SQ_TOPIC_INS);
+        sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_TOPIC_INS);
         rc = st ? SQLITE_OK : sqlite3_errcode(c->db);
         if (st) {
             sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
@@ -272,10 +240,10 @@ int sq_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
             rc = rc == SQLITE_DONE ? topic_lookup(c, topic, id) : rc;
         }
         if (rc != SQLITE_OK) {
-            sq_rollback(c);
-            return sq_err(rc);
+            evbus__sqlite_rollback(c);
+            return evbus__sqlite_err(rc);
         }
-        if ((err = sq_commit(c)) != EVBUS_OK)
+        if ((err = evbus__sqlite_commit(c)) != EVBUS_OK)
             return err;
         if (*id == 0)
             return EVBUS_EINTERNAL;
@@ -319,7 +287,8 @@ static int check_path(const char *path, char *errstr, size_t n)
             /* WAL mode creates path-wal and path-shm beside the file. */
             snprintf(errstr, n,
                      "sqlite: directory %s is read-only (WAL mode needs to "
-                     "create %s-wal there)", dir, path);
+                     "create %s-wal there)",
+                     dir, path);
             err = EVBUS_EIO;
         }
     } else if (errno != ENOENT) {
@@ -341,26 +310,25 @@ static int check_path(const char *path, char *errstr, size_t n)
 static int exec_retry(sq_conn_t *c, const char *path, const char *sql,
                       char *errstr, size_t n, const char *what)
 {
-    uint64_t t0 = sq_mono_ms();
+    uint64_t t0 = evbus__mono_ms();
     for (;;) {
         char *msg = NULL;
         int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
         if (rc == SQLITE_OK)
             return EVBUS_OK;
         bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
-        if (!busy || (long long)(sq_mono_ms() - t0) >= c->busy_timeout_ms) {
+        if (!busy || (long long)(evbus__mono_ms() - t0) >= c->busy_timeout_ms) {
             if ((rc & 0xff) == SQLITE_NOTADB)
                 snprintf(errstr, n, "sqlite: %s is not a SQLite database",
                          path);
             else if ((rc & 0xff) == SQLITE_READONLY)
-                snprintf(errstr, n, "sqlite: %s is read-only (%s)", path,
-                         what);
+                snprintf(errstr, n, "sqlite: %s is read-only (%s)", path, what);
             else
                 snprintf(errstr, n, "sqlite: %s: %s failed: %s", path, what,
                          msg ? msg : sqlite3_errstr(rc));
             sqlite3_free(msg);
-            sq_rollback(c);
-            return sq_err(rc);
+            evbus__sqlite_rollback(c);
+            return evbus__sqlite_err(rc);
         }
         sqlite3_free(msg);
         struct timespec ts = {0, 1000000};
@@ -397,29 +365,28 @@ static int check_schema(sq_conn_t *c, char *errstr, size_t n)
     return err;
 }
 
-int sq_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
-                 bool create, char *errstr, size_t n)
+int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
+                            bool create, char *errstr, size_t n)
 {
     memset(c, 0, sizeof *c);
     c->busy_timeout_ms = o->busy_timeout_ms;
     int err = check_path(path, errstr, n);
     if (err != EVBUS_OK)
         return err;
-    int rc = sqlite3_open_v2(path, &c->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                 SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &c->db,
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(errstr, n, "sqlite: cannot open %s: %s", path,
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-        sq_conn_close(c);
-        return sq_err(rc);
+        evbus__sqlite_conn_close(c);
+        return evbus__sqlite_err(rc);
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_handler(c->db, busy_handler, c);
     if (sqlite3_db_readonly(c->db, "main") == 1) {
         snprintf(errstr, n, "sqlite: %s can only be opened read-only", path);
-        sq_conn_close(c);
+        evbus__sqlite_conn_close(c);
         return EVBUS_EIO;
     }
     char pragmas[256];
@@ -429,7 +396,7 @@ int sq_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
              o->sync_full ? "FULL" : "NORMAL");
     if ((err = exec_retry(c, path, pragmas, errstr, n, "setting WAL mode")) !=
         EVBUS_OK) {
-        sq_conn_close(c);
+        evbus__sqlite_conn_close(c);
         return err;
     }
     /* journal_mode=WAL quietly stays "delete" on file systems without
@@ -451,19 +418,20 @@ int sq_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
         if (asprintf(&sql, "BEGIN IMMEDIATE; %s COMMIT;", schema_sql) < 0)
             err = EVBUS_ENOMEM;
         else
-            err = exec_retry(c, path, sql, errstr, n, "creating the evbus schema");
+            err = exec_retry(c, path, sql, errstr, n,
+                             "creating the evbus schema");
         free(sql);
     }
     if (err == EVBUS_OK)
         err = check_schema(c, errstr, n);
     if (err != EVBUS_OK) {
-        sq_conn_close(c);
+        evbus__sqlite_conn_close(c);
         return err;
     }
     return EVBUS_OK;
 }
 
-void sq_conn_close(sq_conn_t *c)
+void evbus__sqlite_conn_close(sq_conn_t *c)
 {
     for (int i = 0; i < SQ_NSTMT; i++)
         sqlite3_finalize(c->st[i]);
