@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -142,10 +143,37 @@ static evbus_sub_t *subscribe_par(evbus_t *bus, const char *topic,
     return sub;
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Polls until *field reaches want; HANG_MS of wall time is a hang guard
+ * (a count of polls is not: a poll may return at once, or take long). */
 static void poll_until_field(evbus_t *bus, par_t *p, const int *field,
                              int want)
 {
-    for (int i = 0; i < HANG_MS / 20 && par_get(p, field) < want; i++) {
+    uint64_t guard = mono_ms() + HANG_MS;
+    while (par_get(p, field) < want && mono_ms() < guard) {
+        int rc = evbus_poll(bus, 20);
+        ck_assert_msg(rc >= 0, "evbus_poll: %s", evbus_strerror(rc));
+    }
+}
+
+/* The subscription's metrics are counted after the handler returns (the
+ * settle follows it): poll until metric reaches want, as above. */
+static void poll_until_metric(evbus_t *bus, evbus_sub_t *sub,
+                              const uint64_t *metric, evbus_sub_metrics_t *m,
+                              uint64_t want)
+{
+    uint64_t guard = mono_ms() + HANG_MS;
+    for (;;) {
+        evbus_sub_metrics_init(m);
+        evbus_sub_metrics_get(sub, m);
+        if (*metric >= want || mono_ms() >= guard)
+            return;
         int rc = evbus_poll(bus, 20);
         ck_assert_msg(rc >= 0, "evbus_poll: %s", evbus_strerror(rc));
     }
@@ -205,8 +233,7 @@ START_TEST(workers_keep_ack_retry_drop)
     ck_assert_int_eq(p.overlap_violations, 0);
     pthread_mutex_unlock(&p.mu);
     evbus_sub_metrics_t m;
-    evbus_sub_metrics_init(&m);
-    evbus_sub_metrics_get(sub, &m);
+    poll_until_metric(bus, sub, &m.acked, &m, (uint64_t)acks);
     ck_assert_uint_eq(m.acked, (uint64_t)acks);
     ck_assert_uint_eq(m.retried, (uint64_t)KEYS * (PER_KEY / 10));
     ck_assert_uint_eq(m.dead_lettered, (uint64_t)drops);

@@ -14,7 +14,6 @@
 #define WAIT_MS 30000 /* generous: some brokers take seconds to join a group */
 
 static int acked(collector_t *c) { return collector_acked(c); }
-static int calls(collector_t *c) { return collector_calls(c); }
 
 /* --------------------------------------------------------------- cases */
 
@@ -301,18 +300,23 @@ START_TEST(retry_does_not_block_other_events)
     evbus_sub_opts_init(&o);
     evbus_retry_policy_t retry;
     evbus_retry_policy_init(&retry);
-    retry.initial_ms = 1500; /* long backoff */
+    /* A backoff far beyond the hang guard: an event waiting for its retry
+     * that held up the others would hang this test, whatever the speed of
+     * the machine. (The retry itself is retry_then_ack's business.) */
+    retry.initial_ms = retry.max_ms = 3600 * 1000;
     retry.jitter = EVBUS_JITTER_NONE;
     o.retry = &retry;
     ck_assert_ptr_nonnull(
         evbus_subscribe_opts(bus, topic, "g", &o, collector_handler, &c, NULL, 0));
     publish_events(bus, topic, 0, 20, PUBLISH_SYNC);
     evbus_t *buses[] = {bus, NULL};
-    /* All 20 first attempts happen long before the first backoff ends. */
-    ck_assert_int_eq(poll_until(buses, &c, calls, 20, WAIT_MS), 20);
-    ck_assert_int_eq(collector_acked(&c), 0);
-    ck_assert_int_eq(poll_until(buses, &c, acked, 20, WAIT_MS), 20);
-    evbus_close(bus);
+    /* Every event reaches the handler while the first ones wait. A broker
+     * may hand an event out again by itself (at least once), so the count
+     * is of distinct events, not of calls. */
+    ck_assert_int_eq(poll_until(buses, &c, collector_distinct, 20, WAIT_MS),
+                     20);
+    ck_assert_int_ge(collector_calls(&c), 20);
+    evbus_close(bus); /* gives the waiting events back to the broker */
     collector_free(&c);
 }
 END_TEST

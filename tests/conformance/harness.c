@@ -80,6 +80,7 @@ void collector_init(collector_t *c, collect_mode_t mode)
 void collector_free(collector_t *c)
 {
     strset_free(&c->ids);
+    strset_free(&c->seen);
     evbus_event_free(c->last);
     pthread_mutex_destroy(&c->mu);
 }
@@ -112,6 +113,7 @@ evbus_result_t collector_handler(const evbus_event_t *ev, void *opaque)
         usleep((useconds_t)c->sleep_ms * 1000);
     pthread_mutex_lock(&c->mu);
     c->calls++;
+    c->distinct += strset_add(&c->seen, evbus_event_id(ev));
     if (attempt > c->max_attempt)
         c->max_attempt = attempt;
     evbus_event_free(c->last);
@@ -137,6 +139,14 @@ int collector_acked(collector_t *c)
 {
     pthread_mutex_lock(&c->mu);
     int n = c->acked;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+int collector_distinct(collector_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int n = c->distinct;
     pthread_mutex_unlock(&c->mu);
     return n;
 }

@@ -58,6 +58,8 @@ typedef struct collector {
     int acked;         /* ACK answers */
     int duplicates;    /* ACKs for an id already ACKed */
     strset_t ids;      /* ids ACKed */
+    strset_t seen;     /* ids of every call */
+    int distinct;      /* events the handler saw at least once */
     int max_attempt;   /* highest evbus_delivery_attempt() seen */
     evbus_event_t *last; /* copy of the last event seen */
     /* per-key order check: last "seq" seen per partitionkey */
@@ -73,6 +75,7 @@ void collector_free(collector_t *c);
 evbus_result_t collector_handler(const evbus_event_t *ev, void *opaque);
 int collector_acked(collector_t *c);
 int collector_calls(collector_t *c);
+int collector_distinct(collector_t *c);
 
 /* ---- helpers */
 evbus_t *open_bus(void);
