@@ -411,7 +411,10 @@ START_TEST(own_pending_entries_are_read_first)
     make_pending(c, topic, "member-a", json, id, sizeof id);
     free(json);
     /* The same member comes back (fixed consumer name): it gets its own
-     * pending entry again, counted as a second delivery. */
+     * pending entry again. A handler saw it once before (the attempt hash
+     * says so), so this is attempt 2. */
+    ck_assert_int_eq(
+        tu_int(c, "HSET evbus:attempts:{%s}:g %s 1:0:0", topic, id), 1);
     evbus_t *bus = open_ok("?consumer=member-a");
     seen_t s = {0};
     ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", on_event, &s));
@@ -422,6 +425,8 @@ START_TEST(own_pending_entries_are_read_first)
     redisReply *r = redisCommand(c, "XPENDING %s g", topic);
     ck_assert_int_eq(r->element[0]->integer, 0);
     freeReplyObject(r);
+    /* The ack took the attempt record with it. */
+    ck_assert_int_eq(tu_int(c, "EXISTS evbus:attempts:{%s}:g", topic), 0);
     seen_free(&s);
     evbus_close(bus);
     redisFree(c);
@@ -487,9 +492,12 @@ START_TEST(poison_from_a_dead_member_goes_to_dlq)
     char *json = event_json("poison-1");
     make_pending(c, topic, "crashy", json, id, sizeof id);
     free(json);
-    /* It crashed the members that took it 7 times already. */
+    /* It crashed the members that took it 7 times already: 7 handler
+     * calls were recorded. */
     freeReplyObject(
         redisCommand(c, "XCLAIM %s g crashy 0 %s RETRYCOUNT 7", topic, id));
+    ck_assert_int_eq(
+        tu_int(c, "HSET evbus:attempts:{%s}:g %s 7:0:0", topic, id), 1);
 
     evbus_t *bus = open_ok("?claim_timeout_ms=100");
     seen_t s = {0};

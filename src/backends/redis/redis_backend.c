@@ -175,4 +175,5 @@ const evbus_backend_t evbus_backend_redis = {
     .fetch = rds_fetch,
     .settle = rds_settle,
     .health = rds_health,
+    .record_attempts = evbus__redis_record_attempts,
 };

@@ -73,6 +73,7 @@ void rds_sub_unref(rds_sub_t *s)
     pthread_mutex_destroy(&s->mu);
     free(s->topic);
     free(s->group);
+    free(s->akey);
     free(s);
 }
 
@@ -214,7 +215,8 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
     m->id = id;
     memcpy(m->idstr, idr->str, idr->len);
     m->idstr[idr->len] = '\0';
-    m->delivery_count = 1;
+    m->attempts = m->prev_delay_ms = 0;
+    m->first_attempt_ms = 0;
     m->decode_error = data || *deleted ? NULL : no_data_field;
     m->event = ev;
     m->len = len;
@@ -222,31 +224,6 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
         memcpy(m->payload, data->str, len);
     m->payload[len] = '\0';
     return m;
-}
-
-/* Fills delivery counts from XPENDING (pipelined, one per entry). */
-static int fill_counts(rds_sub_t *s, rds_msg_t *list)
-{
-    redisContext *c = s->c;
-    int n = 0;
-    for (rds_msg_t *m = list; m; m = m->next, n++) {
-        const char *argv[] = {"XPENDING", s->topic, s->group, m->idstr,
-                              m->idstr, "1"};
-        redisAppendCommandArgv(c, 6, argv, NULL);
-    }
-    for (rds_msg_t *m = list; m; m = m->next) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
-            return EVBUS_ECONN;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-            r->element[0]->type == REDIS_REPLY_ARRAY &&
-            r->element[0]->elements >= 4 &&
-            r->element[0]->element[3]->type == REDIS_REPLY_INTEGER)
-            m->delivery_count = (int)r->element[0]->element[3]->integer;
-        freeReplyObject(r);
-    }
-    (void)n;
-    return EVBUS_OK;
 }
 
 /* Acks entries that were deleted while pending (nothing to deliver). */
@@ -261,9 +238,15 @@ static void ack_deleted(rds_sub_t *s, const char **ids, int n)
     argv[1] = s->topic;
     argv[2] = s->group;
     memcpy(argv + 3, ids, (size_t)n * sizeof *ids);
-    redisReply *r = redisCommandArgv(s->c, n + 3, argv, NULL);
-    freeReplyObject(r);
+    redisAppendCommandArgv(s->c, n + 3, argv, NULL);
     free(argv);
+    int replies = 1 + evbus__redis_attempts_append_del(s, s->c, ids, (size_t)n);
+    for (int i = 0; i < replies; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(s->c, (void **)&r) != REDIS_OK)
+            break; /* the caller's next command sees c->err */
+        freeReplyObject(r);
+    }
     evbus_host_log(s->bus->host, EVBUS_LOG_INFO,
                    "acked %d entries of %s/%s that were deleted while pending",
                    n, s->topic, s->group);
@@ -328,7 +311,9 @@ static int take_entries(rds_sub_t *s, const redisReply *entries,
     }
     ack_deleted(s, deleted, ndeleted);
     free(deleted);
-    if (!known_new && head && fill_counts(s, head) != EVBUS_OK) {
+    /* Re-read and claimed entries: what record_attempts stored. */
+    if (!known_new && head &&
+        evbus__redis_attempts_load(s, s->c, head) == EVBUS_ECONN) {
         msg_list_free(head);
         return EVBUS_ECONN;
     }
@@ -406,7 +391,7 @@ static int read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
     redisAppendCommandArgv(s->c, argc, argv, NULL);
     redisReply *r = NULL;
     bool acked = true;
-    if (nack) {
+    for (int i = 0; i < nack && acked; i++) {
         redisReply *ar = NULL;
         if (redisGetReply(s->c, (void **)&ar) != REDIS_OK || !ar)
             acked = false;
@@ -455,11 +440,14 @@ static void flush_acks(rds_sub_t *s, fetch_state_t *st)
     pthread_mutex_unlock(&s->mu);
     if (!acks)
         return;
-    append_acks(s, s->c, acks);
+    int replies = append_acks(s, s->c, acks);
     st->last_ack_ms = rds_now_ms();
-    redisReply *r = NULL;
-    bool ok = redisGetReply(s->c, (void **)&r) == REDIS_OK && r;
-    freeReplyObject(r);
+    bool ok = true;
+    for (int i = 0; i < replies && ok; i++) {
+        redisReply *r = NULL;
+        ok = redisGetReply(s->c, (void **)&r) == REDIS_OK && r;
+        freeReplyObject(r);
+    }
     if (rds_settle_done(s, acks, NULL, ok))
         push_settle_job(s);
     if (!ok)
@@ -707,9 +695,12 @@ int rds_subscribe(void *priv, const char *topic, const char *group,
 {
     rds_bus_t *b = priv;
     rds_sub_t *s = calloc(1, sizeof *s);
-    if (!s || !(s->topic = strdup(topic)) || !(s->group = strdup(group))) {
-        if (s)
+    if (!s || !(s->topic = strdup(topic)) || !(s->group = strdup(group)) ||
+        !(s->akey = evbus__redis_attempts_key(topic, group))) {
+        if (s) {
             free(s->topic);
+            free(s->group);
+        }
         free(s);
         snprintf(errstr, n, "out of memory");
         return EVBUS_ENOMEM;
@@ -765,7 +756,9 @@ int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         out[n].payload = m->payload;
         out[n].len = m->len;
         out[n].decode_error = m->decode_error;
-        out[n].attempts = m->delivery_count > 1 ? m->delivery_count - 1 : 0;
+        out[n].attempts = m->attempts;
+        out[n].prev_delay_ms = m->prev_delay_ms;
+        out[n].first_attempt_ms = m->first_attempt_ms;
         out[n].event = m->event; /* the core owns it from here */
         m->event = NULL;
         out[n].cookie = m;
@@ -864,9 +857,12 @@ static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
             lens[i] = strlen(argv[i]);
         cmd = malloc(rds_resp_size((int)(n + 3), lens));
     }
+    int replies = 1;
     if (cmd) {
         size_t len = rds_resp_write(cmd, (int)(n + 3), argv, lens);
         redisAppendFormattedCommand(c, cmd, len);
+        /* The attempt counts of acked entries go with them. */
+        replies += evbus__redis_attempts_append_del(s, c, argv + 3, n);
     } else {
         const char *argv0[] = {"XACK", s->topic, s->group, "0-0"};
         redisAppendCommandArgv(c, 4, argv0, NULL);
@@ -874,7 +870,7 @@ static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
     free(cmd);
     free(lens);
     free(argv);
-    return 1;
+    return replies;
 }
 
 int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,

@@ -122,7 +122,10 @@ typedef struct rds_msg {
     struct rds_msg *next;
     rds_id_t id;
     char idstr[44];
-    int delivery_count;
+    /* The retry context stored by record_attempts (redis_attempts.c);
+     * 0 for an entry no handler has seen. */
+    int attempts, prev_delay_ms;
+    int64_t first_attempt_ms;
     const char *decode_error; /* static string or NULL */
     /* Decoded by the fetcher thread (so decoding runs beside the poller);
      * handed to the core with the message, which then owns it. NULL when
@@ -188,6 +191,7 @@ typedef struct rds_sub {
     rds_bus_t *bus;
     atomic_int refs; /* the owner (until unsubscribe) + queued settle jobs */
     char *topic, *group;
+    char *akey; /* the group's attempt hash (redis_attempts.c) */
     char consumer[160];
 
     pthread_mutex_t mu;
@@ -253,5 +257,20 @@ int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
 bool rds_settle_done(rds_sub_t *s, rds_msg_t *acks, rds_msg_t *releases,
                      bool ok);
 void rds_sub_unref(rds_sub_t *s);
+
+/* redis_attempts.c: durable attempt counts, one hash per group. */
+/* "evbus:attempts:{topic}:group"; malloc'ed, NULL when out of memory. */
+char *evbus__redis_attempts_key(const char *topic, const char *group);
+/* Fills the retry context of each message of list from the hash (one
+ * HMGET on c, the fetcher's connection). EVBUS_OK, ECONN on an I/O
+ * failure, or another error (logged; the messages keep attempts 0). */
+int evbus__redis_attempts_load(rds_sub_t *s, redisContext *c, rds_msg_t *list);
+/* Appends an HDEL of the n ids' fields to c; returns the replies to read
+ * (0 when n is 0, else 1). */
+int evbus__redis_attempts_append_del(rds_sub_t *s, redisContext *c,
+                                     const char **ids, size_t n);
+/* The vtable's record_attempts: one HSET on a pooled connection. */
+int evbus__redis_record_attempts(void *priv, void *bsub,
+                                 evbus_msg_t *const *msgs, int n);
 
 #endif /* EVBUS_REDIS_INTERNAL_H */
