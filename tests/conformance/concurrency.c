@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -143,20 +142,13 @@ static evbus_sub_t *subscribe_par(evbus_t *bus, const char *topic,
     return sub;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Polls until *field reaches want; HANG_MS of wall time is a hang guard
  * (a count of polls is not: a poll may return at once, or take long). */
 static void poll_until_field(evbus_t *bus, par_t *p, const int *field,
                              int want)
 {
-    uint64_t guard = mono_ms() + HANG_MS;
-    while (par_get(p, field) < want && mono_ms() < guard) {
+    uint64_t guard = now_ms() + HANG_MS;
+    while (par_get(p, field) < want && now_ms() < guard) {
         int rc = evbus_poll(bus, 20);
         ck_assert_msg(rc >= 0, "evbus_poll: %s", evbus_strerror(rc));
     }
@@ -168,11 +160,11 @@ static void poll_until_metric(evbus_t *bus, evbus_sub_t *sub,
                               const uint64_t *metric, evbus_sub_metrics_t *m,
                               uint64_t want)
 {
-    uint64_t guard = mono_ms() + HANG_MS;
+    uint64_t guard = now_ms() + HANG_MS;
     for (;;) {
         evbus_sub_metrics_init(m);
         evbus_sub_metrics_get(sub, m);
-        if (*metric >= want || mono_ms() >= guard)
+        if (*metric >= want || now_ms() >= guard)
             return;
         int rc = evbus_poll(bus, 20);
         ck_assert_msg(rc >= 0, "evbus_poll: %s", evbus_strerror(rc));

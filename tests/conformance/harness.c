@@ -176,7 +176,7 @@ void unique_topic(char *buf, size_t n, const char *name)
              ts.tv_nsec / 1000, (int)getpid(), counter++);
 }
 
-static uint64_t now_ms(void)
+uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

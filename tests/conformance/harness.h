@@ -6,6 +6,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
@@ -85,6 +86,8 @@ void unique_topic(char *buf, size_t n, const char *name);
  * c->mu through fn) or timeout_ms passes; returns the final value. */
 int poll_until(evbus_t **buses, collector_t *c, int (*value)(collector_t *),
                int want, int timeout_ms);
+/* CLOCK_MONOTONIC in milliseconds: for hang guards, never for verdicts. */
+uint64_t now_ms(void);
 /* Polls for a further ms milliseconds (to see that nothing more arrives). */
 void poll_for(evbus_t **buses, int ms);
 /* An event with type conf.test.event, a "seq" extension and JSON data. */
