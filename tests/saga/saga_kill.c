@@ -32,6 +32,7 @@
 
 #include <evbus/saga.h>
 
+#define HANG_MS 180000 /* no progress for this long is a hang */
 #define FAULTS "dup=0.03&redeliver=0.03&redeliver_ms=50&fail_publish=0.002" \
                "&lost_reply=0.002"
 
@@ -360,7 +361,7 @@ int main(int argc, char **argv)
 
     sqlite3 *orchdb = open_db(dir, "orch.db");
     int kills = 0, self_kills = 0;
-    int64_t start = now_ms(), limit = start + 280000;
+    int64_t start = now_ms();
     srand((unsigned)time(NULL));
     for (int life = 0;; life++) {
         char orch_url[900], kbuf[32];
@@ -374,11 +375,29 @@ int main(int argc, char **argv)
             child_argv[5] = kbuf;
         }
         pid_t child = spawn(child_argv);
-        int64_t until = final ? limit : now_ms() + 150 + rand() % 500;
-        while (now_ms() < until) {
+        /* A life before the last is cut short at a random moment. The last
+         * one runs until every saga ended: counts decide, the clock only
+         * catches a hang - no saga ending for HANG_MS (the test's timeout
+         * is the outer guard). */
+        int64_t until = now_ms() + 150 + rand() % 500;
+        long long done = -1;
+        for (;;) {
             evbus_poll(bus, 10);
-            if (final && ended(orchdb) == n)
+            if (!final && now_ms() >= until)
                 break;
+            if (!final)
+                continue;
+            long long e = ended(orchdb);
+            if (e == n)
+                break;
+            if (e != done) {
+                done = e;
+                until = now_ms() + HANG_MS;
+            } else if (now_ms() >= until) {
+                fprintf(stderr, "saga-kill: no saga ended for %d s (%lld of"
+                                " %d ended): a hang\n", HANG_MS / 1000, e, n);
+                break;
+            }
         }
         int st = 0;
         if (waitpid(child, &st, WNOHANG) == child) {
