@@ -262,12 +262,13 @@ START_TEST(lease_expires_after_member_crash)
     while (now_ms() - died < 400)
         evbus_poll(bus, 20);
     ck_assert_int_eq(r.count, 0);
-    /* Then redelivered, in order, counting the crashed delivery. */
+    /* Then redelivered, in order, counting the handler call that crashed
+     * and not the hand-outs of the events that never reached one. */
     poll_until_count(bus, &r, 3, 5000);
     ck_assert_int_eq(r.count, 3);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(r.n[i], i);
-        ck_assert_int_eq(r.attempt[i], 2);
+        ck_assert_int_eq(r.attempt[i], i == 0 ? 2 : 1);
     }
     /* Redelivered promptly once due (the watcher notifies; not the core's
      * idle recheck only). */

@@ -196,4 +196,5 @@ const evbus_backend_t evbus_backend_sqlite = {
     .fetch = evbus__sqlite_fetch,
     .settle = evbus__sqlite_settle,
     .health = sqlite_be_health,
+    .record_attempts = evbus__sqlite_record_attempts,
 };

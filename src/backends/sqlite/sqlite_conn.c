@@ -16,8 +16,6 @@
 
 #include "sqlite_internal.h"
 
-#define SQ_SCHEMA_VERSION "1"
-
 static const char *const stmt_sql[SQ_NSTMT] = {
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
@@ -31,7 +29,8 @@ static const char *const stmt_sql[SQ_NSTMT] = {
     [SQ_GROUP_GET] = "SELECT id FROM evbus_groups WHERE topic_id=?1 AND "
                      "name=?2",
     /* Leases that expired, retries that are due and released events. */
-    [SQ_DUE_SEL] = "SELECT p.seq, p.deliveries, e.payload FROM evbus_pending p "
+    [SQ_DUE_SEL] = "SELECT p.seq, p.deliveries, e.payload, p.attempts, "
+                   "p.prev_delay_ms, p.first_attempt_ms FROM evbus_pending p "
                    "LEFT JOIN evbus_events e ON e.seq=p.seq "
                    "WHERE p.gid=?1 AND p.visible_at<=?2 ORDER BY p.seq "
                    "LIMIT ?3",
@@ -46,14 +45,18 @@ static const char *const stmt_sql[SQ_NSTMT] = {
     [SQ_CURSOR_SET] = "UPDATE evbus_groups SET cursor=?2 WHERE id=?1 AND "
                       "cursor<?2",
     /* Only the holder of the current lease may give it back. */
-    [SQ_RETRY_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=0 "
-                     "WHERE gid=?1 AND seq=?2 AND owner=?4 AND deliveries=?5",
-    [SQ_RELEASE_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=0, "
-                       "deliveries=max(deliveries-1, 0) "
+    [SQ_RETRY_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=0, "
+                     "prev_delay_ms=?6 WHERE gid=?1 AND seq=?2 AND owner=?4 "
+                     "AND deliveries=?5",
+    /* Attempts stay what was recorded: a release is no handler call. */
+    [SQ_RELEASE_UPD] = "UPDATE evbus_pending SET visible_at=?3, owner=0 "
                        "WHERE gid=?1 AND seq=?2 AND owner=?4 AND "
                        "deliveries=?5",
     [SQ_EXTEND_UPD] = "UPDATE evbus_pending SET visible_at=?3 WHERE gid=?1 "
                       "AND seq=?2 AND owner=?4 AND deliveries=?5",
+    [SQ_ATTEMPT_UPD] = "UPDATE evbus_pending SET attempts=?3, "
+                       "prev_delay_ms=?4, first_attempt_ms=?5 WHERE gid=?1 "
+                       "AND seq=?2 AND owner=?6 AND deliveries=?7",
     [SQ_READY] = "SELECT EXISTS(SELECT 1 FROM evbus_pending WHERE gid=?1 AND "
                  "visible_at<=?2) OR EXISTS(SELECT 1 FROM evbus_events WHERE "
                  "topic_id=?3 AND seq>(SELECT cursor FROM evbus_groups WHERE "
@@ -73,30 +76,6 @@ static const char *const stmt_sql[SQ_NSTMT] = {
     [SQ_RET_DEL] = "DELETE FROM evbus_events WHERE topic_id=?1 AND seq<=?2",
     [SQ_HEALTH] = "SELECT count(*) FROM evbus_topics",
 };
-
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS evbus_meta(key TEXT PRIMARY KEY, value TEXT)"
-    " WITHOUT ROWID;"
-    "INSERT OR IGNORE INTO evbus_meta VALUES('schema', '" SQ_SCHEMA_VERSION
-    "');"
-    "CREATE TABLE IF NOT EXISTS evbus_topics(id INTEGER PRIMARY KEY,"
-    " name TEXT NOT NULL UNIQUE);"
-    /* seq is the rowid: retention never deletes the newest row, so seqs
-     * keep growing without AUTOINCREMENT's extra page write per insert. */
-    "CREATE TABLE IF NOT EXISTS evbus_events(seq INTEGER PRIMARY KEY,"
-    " topic_id INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
-    " payload BLOB NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS evbus_events_by_topic ON"
-    " evbus_events(topic_id, seq);"
-    "CREATE TABLE IF NOT EXISTS evbus_groups(id INTEGER PRIMARY KEY,"
-    " topic_id INTEGER NOT NULL, name TEXT NOT NULL,"
-    " cursor INTEGER NOT NULL DEFAULT 0, UNIQUE(topic_id, name));"
-    "CREATE TABLE IF NOT EXISTS evbus_pending(gid INTEGER NOT NULL,"
-    " seq INTEGER NOT NULL, visible_at INTEGER NOT NULL,"
-    " deliveries INTEGER NOT NULL, owner INTEGER NOT NULL,"
-    " PRIMARY KEY(gid, seq)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS evbus_pending_due ON"
-    " evbus_pending(gid, visible_at);";
 
 /* Sleeps 20 us doubling to 2 ms with jitter until the busy timeout passed:
  * short enough that a writer gets the lock soon after it is free, random so
@@ -305,10 +284,8 @@ static int check_path(const char *path, char *errstr, size_t n)
     return err;
 }
 
-/* exec with the busy handler active, retried while the database is busy
- * (journal_mode=WAL and schema creation need locks briefly). */
-static int exec_retry(sq_conn_t *c, const char *path, const char *sql,
-                      char *errstr, size_t n, const char *what)
+int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
+                             char *errstr, size_t n, const char *what)
 {
     uint64_t t0 = evbus__mono_ms();
     for (;;) {
@@ -334,35 +311,6 @@ static int exec_retry(sq_conn_t *c, const char *path, const char *sql,
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
-}
-
-static int check_schema(sq_conn_t *c, char *errstr, size_t n)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(c->db,
-                                "SELECT value FROM evbus_meta WHERE "
-                                "key='schema'",
-                                -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(errstr, n, "sqlite: not an evbus database: %s",
-                 sqlite3_errmsg(c->db));
-        return EVBUS_EIO;
-    }
-    int err = EVBUS_OK;
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        snprintf(errstr, n, "sqlite: evbus schema missing");
-        err = EVBUS_EIO;
-    } else {
-        const char *v = (const char *)sqlite3_column_text(st, 0);
-        if (!v || strcmp(v, SQ_SCHEMA_VERSION) != 0) {
-            snprintf(errstr, n,
-                     "sqlite: evbus schema version %s, this library knows %s",
-                     v ? v : "(null)", SQ_SCHEMA_VERSION);
-            err = EVBUS_EIO;
-        }
-    }
-    sqlite3_finalize(st);
-    return err;
 }
 
 int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
@@ -394,8 +342,8 @@ int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
              "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8192;",
              o->sync_full ? "FULL" : "NORMAL");
-    if ((err = exec_retry(c, path, pragmas, errstr, n, "setting WAL mode")) !=
-        EVBUS_OK) {
+    if ((err = evbus__sqlite_exec_retry(c, path, pragmas, errstr, n,
+                                        "setting WAL mode")) != EVBUS_OK) {
         evbus__sqlite_conn_close(c);
         return err;
     }
@@ -413,17 +361,8 @@ int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
         }
     }
     sqlite3_finalize(st);
-    if (err == EVBUS_OK && create) {
-        char *sql = NULL;
-        if (asprintf(&sql, "BEGIN IMMEDIATE; %s COMMIT;", schema_sql) < 0)
-            err = EVBUS_ENOMEM;
-        else
-            err = exec_retry(c, path, sql, errstr, n,
-                             "creating the evbus schema");
-        free(sql);
-    }
     if (err == EVBUS_OK)
-        err = check_schema(c, errstr, n);
+        err = evbus__sqlite_schema_ensure(c, path, create, errstr, n);
     if (err != EVBUS_OK) {
         evbus__sqlite_conn_close(c);
         return err;

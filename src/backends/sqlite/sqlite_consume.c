@@ -20,10 +20,15 @@
  * handler stuck longer than the timeout, stops the renewal and the events
  * go to other members.
  *
- * Attempt counting: evbus_pending.deliveries grows by one on every lease
- * (including the re-lease after a crashed member's lease expired); RETRY
- * keeps it, so the next lease reports attempts + 1; RELEASE takes the
- * uncounted delivery back. It is stored, so it survives restarts.
+ * Attempt counting: an attempt is a handler call, not a lease. Before the
+ * core runs handlers it calls record_attempts, which stores each event's
+ * attempt number, first-attempt time and previous delay in evbus_pending
+ * and commits (with the buffered settles) before returning, so a crash in
+ * the handler cannot lose it. fetch reports what is stored; RETRY keeps
+ * it and stores the delay as prev_delay_ms; RELEASE and an expired lease
+ * leave it as it was, so events fetched but never handed to a handler are
+ * not charged. evbus_pending.deliveries counts leases and, with owner,
+ * names the current one: a member that lost its lease changes nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,24 +53,25 @@ static uint64_t random_owner(void)
     return v;
 }
 
-static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid, int64_t seq,
-                        int64_t a3, int64_t a4, int64_t a5)
+/* Runs statement id with v[0..n-1] bound to ?1..?n (as many as it has). */
+static int exec_vals(sq_conn_t *c, sq_stmt_id_t id, const int64_t *v, int n)
 {
     sqlite3_stmt *st = evbus__sqlite_stmt(c, id);
     if (!st)
         return evbus__sqlite_err(sqlite3_errcode(c->db));
-    sqlite3_bind_int64(st, 1, gid);
-    sqlite3_bind_int64(st, 2, seq);
     int np = sqlite3_bind_parameter_count(st);
-    if (np >= 3)
-        sqlite3_bind_int64(st, 3, a3);
-    if (np >= 4)
-        sqlite3_bind_int64(st, 4, a4);
-    if (np >= 5)
-        sqlite3_bind_int64(st, 5, a5);
+    for (int i = 0; i < n && i < np; i++)
+        sqlite3_bind_int64(st, i + 1, v[i]);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
+}
+
+static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid, int64_t seq,
+                        int64_t a3, int64_t a4, int64_t a5)
+{
+    const int64_t v[] = {gid, seq, a3, a4, a5};
+    return exec_vals(c, id, v, 5);
 }
 
 /* Writes s's buffered settles inside the caller's transaction. */
@@ -78,10 +84,13 @@ static int apply_ops(sq_conn_t *c, sq_sub_t *s)
         case EVBUS_SETTLE_ACK:
             err = exec_gid_seq(c, SQ_PEND_DEL, s->gid, op->seq, 0, 0, 0);
             break;
-        case EVBUS_SETTLE_RETRY:
-            err = exec_gid_seq(c, SQ_RETRY_UPD, s->gid, op->seq, op->visible_at,
-                               (int64_t)s->owner, op->deliveries);
+        case EVBUS_SETTLE_RETRY: {
+            const int64_t v[] = {s->gid,         op->seq,
+                                 op->visible_at, (int64_t)s->owner,
+                                 op->deliveries, op->delay_ms};
+            err = exec_vals(c, SQ_RETRY_UPD, v, 6);
             break;
+        }
         default:
             err =
                 exec_gid_seq(c, SQ_RELEASE_UPD, s->gid, op->seq, op->visible_at,
@@ -94,18 +103,42 @@ static int apply_ops(sq_conn_t *c, sq_sub_t *s)
     return EVBUS_OK;
 }
 
+/* Writes the buffered settles of every subscription of b inside the
+ * caller's transaction on b->sub (they share the connection). */
+static int apply_all_ops(sq_bus_t *b)
+{
+    int err = EVBUS_OK;
+    for (sq_sub_t *s = b->subs; s && err == EVBUS_OK; s = s->next)
+        err = apply_ops(&b->sub, s);
+    return err;
+}
+
+static size_t ops_buffered(const sq_bus_t *b)
+{
+    size_t n = 0;
+    for (const sq_sub_t *s = b->subs; s; s = s->next)
+        n += s->nops;
+    return n;
+}
+
+/* After the transaction that applied them committed. */
+static void ops_written(sq_bus_t *b)
+{
+    for (sq_sub_t *s = b->subs; s; s = s->next)
+        s->nops = 0;
+    b->sub_gen++;
+    atomic_store(&b->ops_due_ms, INT64_MAX);
+}
+
 void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
 {
-    bool any = false;
-    for (sq_sub_t *s = b->subs; s; s = s->next)
-        any |= s->nops > 0;
-    if (!any) {
+    if (ops_buffered(b) == 0) {
         atomic_store(&b->ops_due_ms, INT64_MAX);
         return;
     }
     int err = evbus__sqlite_begin(&b->sub);
-    for (sq_sub_t *s = b->subs; s && err == EVBUS_OK; s = s->next)
-        err = apply_ops(&b->sub, s);
+    if (err == EVBUS_OK)
+        err = apply_all_ops(b);
     if (err == EVBUS_OK)
         err = evbus__sqlite_commit(&b->sub);
     else
@@ -117,10 +150,45 @@ void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
         atomic_store(&b->ops_due_ms, (int64_t)evbus__mono_ms() + OPS_FLUSH_MS);
         return;
     }
-    for (sq_sub_t *s = b->subs; s; s = s->next)
-        s->nops = 0;
-    b->sub_gen++;
-    atomic_store(&b->ops_due_ms, INT64_MAX);
+    ops_written(b);
+}
+
+int evbus__sqlite_record_attempts(void *priv, void *bsub,
+                                  evbus_msg_t *const *msgs, int n)
+{
+    sq_bus_t *b = priv;
+    sq_sub_t *s = bsub;
+    atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
+    pthread_mutex_lock(&b->sub_mu);
+    int err = evbus__sqlite_begin(&b->sub);
+    if (err == EVBUS_OK)
+        err = apply_all_ops(b);
+    for (int i = 0; i < n && err == EVBUS_OK; i++) {
+        const evbus_msg_t *m = msgs[i];
+        const sq_lease_t *l = m->cookie;
+        if (!l) {
+            err = EVBUS_EINVAL;
+            break;
+        }
+        /* A lease this member lost changes nothing: its new holder
+         * records its own attempt. */
+        const int64_t v[] = {s->gid,
+                             l->seq,
+                             m->attempts,
+                             m->prev_delay_ms,
+                             m->first_attempt_ms,
+                             (int64_t)s->owner,
+                             l->deliveries};
+        err = exec_vals(&b->sub, SQ_ATTEMPT_UPD, v, 7);
+    }
+    if (err == EVBUS_OK)
+        err = evbus__sqlite_commit(&b->sub);
+    else
+        evbus__sqlite_rollback(&b->sub);
+    if (err == EVBUS_OK)
+        ops_written(b);
+    pthread_mutex_unlock(&b->sub_mu);
+    return err;
 }
 
 void evbus__sqlite_extend_leases_locked(sq_bus_t *b)
@@ -253,15 +321,17 @@ static sq_lease_t *lease_new(int64_t seq, int64_t deliveries,
     return l;
 }
 
+static int clamp_int(int64_t v)
+{
+    return v < 0 ? 0 : v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
 static void fill_msg(sq_sub_t *s, evbus_msg_t *m, sq_lease_t *l)
 {
     memset(m, 0, sizeof *m);
     m->topic = s->topic;
     m->payload = l->payload;
     m->len = l->len;
-    /* interim: leases before this one, until attempts are recorded */
-    m->attempts =
-        l->deliveries - 1 > INT32_MAX ? INT32_MAX : (int)(l->deliveries - 1);
     m->cookie = l;
     m->cookie_u64 = (uint64_t)l->seq;
 }
@@ -296,7 +366,12 @@ static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
             rc = SQLITE_NOMEM;
             break;
         }
-        fill_msg(s, &out[n++], l);
+        evbus_msg_t *m = &out[n++];
+        fill_msg(s, m, l);
+        /* The retry context as record_attempts and RETRY stored it. */
+        m->attempts = clamp_int(sqlite3_column_int64(st, 3));
+        m->prev_delay_ms = clamp_int(sqlite3_column_int64(st, 4));
+        m->first_attempt_ms = sqlite3_column_int64(st, 5);
     }
     sqlite3_reset(st);
     int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
@@ -420,9 +495,7 @@ int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     /* Settles of every subscription of this bus go into this fetch's
      * transaction (they share the connection), so none waits for the
      * watcher. */
-    size_t ops = 0;
-    for (sq_sub_t *x = b->subs; x; x = x->next)
-        ops += x->nops;
+    size_t ops = ops_buffered(b);
     /* Nothing changed since we last found nothing: no query at all. */
     if (ops == 0 && s->idle_known && dv == s->seen_dv &&
         s->seen_gen == b->sub_gen && now < s->next_due_ms) {
@@ -444,8 +517,7 @@ int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     if (err == EVBUS_OK)
         err = evbus__sqlite_begin(c);
     if (err == EVBUS_OK) {
-        for (sq_sub_t *x = b->subs; x && err == EVBUS_OK; x = x->next)
-            err = apply_ops(c, x);
+        err = apply_all_ops(b);
         int got = err == EVBUS_OK ? lease_due(s, now, out, max) : err;
         if (got >= 0) {
             n = got;
@@ -471,11 +543,8 @@ int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
                     s->held->prev = l;
                 s->held = l;
             }
-            if (ops > 0) {
-                for (sq_sub_t *x = b->subs; x; x = x->next)
-                    x->nops = 0;
-                b->sub_gen++;
-            }
+            if (ops > 0)
+                ops_written(b);
         }
     }
     if (err == EVBUS_OK && n == 0)
@@ -499,9 +568,11 @@ int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
         return EVBUS_EINVAL;
     int64_t now = evbus__wall_ms();
     atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
-    sq_op_t op = {l->seq, l->deliveries, how,
-                  how == EVBUS_SETTLE_RETRY && delay_ms > 0 ? now + delay_ms
-                                                            : now};
+    sq_op_t op = {l->seq, l->deliveries, how, now, 0};
+    if (how == EVBUS_SETTLE_RETRY && delay_ms > 0) {
+        op.visible_at = now + delay_ms;
+        op.delay_ms = delay_ms;
+    }
     pthread_mutex_lock(&b->sub_mu);
     if (s->nops == s->cap_ops) {
         size_t cap = s->cap_ops ? s->cap_ops * 2 : 64;

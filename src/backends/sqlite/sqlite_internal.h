@@ -9,7 +9,10 @@
  *                  group has taken from the log
  *   evbus_pending  per group, the events taken but not acknowledged: who
  *                  holds the lease, until when it is invisible, how often
- *                  it was delivered (the crash-proof attempt count)
+ *                  it was handed out (deliveries, which with owner names
+ *                  the current lease) and the retry context the core
+ *                  recorded before each handler call (attempts,
+ *                  prev_delay_ms, first_attempt_ms: crash-proof)
  *
  * Connections (a sqlite3 handle is never used by two threads at once):
  *   pub   publish (any thread, under pub_mu) and the async writer thread
@@ -65,6 +68,7 @@ typedef enum {
     SQ_RETRY_UPD,
     SQ_RELEASE_UPD,
     SQ_EXTEND_UPD,
+    SQ_ATTEMPT_UPD,
     SQ_READY,
     SQ_NEXT_DUE,
     SQ_DATA_VERSION,
@@ -107,6 +111,7 @@ typedef struct sq_op {
     int64_t seq, deliveries;
     evbus_settle_t how;
     int64_t visible_at; /* RETRY: when it becomes visible again */
+    int64_t delay_ms;   /* RETRY: stored as the next prev_delay_ms */
 } sq_op_t;
 
 typedef struct sq_sub {
@@ -179,7 +184,7 @@ typedef struct sq_bus {
     _Atomic int64_t progress_ms; /* last fetch or settle (monotonic) */
 } sq_bus_t;
 
-/* ------------------------------------------------------------ sqlite_conn.c */
+/* ---------------------------------------------------- sqlite_conn.c */
 
 /* Opens path with our PRAGMAs and busy handler; creates the schema when
  * create is true. EVBUS_OK or an error with the reason in errstr. */
@@ -193,13 +198,25 @@ int evbus__sqlite_begin(sq_conn_t *c);
 /* COMMIT (retried while busy); on failure the transaction is rolled back. */
 int evbus__sqlite_commit(sq_conn_t *c);
 void evbus__sqlite_rollback(sq_conn_t *c);
+/* sqlite3_exec with the busy handler active, retried while the database is
+ * busy (journal_mode=WAL and schema creation need locks briefly). On
+ * failure the open transaction is rolled back and errstr names path and
+ * what was being done. */
+int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
+                             char *errstr, size_t n, const char *what);
 /* Topic id, creating the topic in its own transaction when new. */
 int evbus__sqlite_topic_id(sq_conn_t *c, const char *topic, int64_t *id);
 /* Steps a statement that returns one integer (or none: *out = def). */
 int evbus__sqlite_step_int(sqlite3_stmt *st, int64_t def, int64_t *out);
 
-/* ------------------------------------------------------------ sqlite_publish.c
- */
+/* ---------------------------------------------------- sqlite_schema.c */
+/* Creates the tables and migrates an older file (create), or checks that
+ * the file has this library's schema version. EVBUS_OK or an error with
+ * the reason in errstr. */
+int evbus__sqlite_schema_ensure(sq_conn_t *c, const char *path, bool create,
+                                char *errstr, size_t n);
+
+/* ---------------------------------------------------- sqlite_publish.c */
 int evbus__sqlite_publish(void *priv, const char *topic,
                           const evbus_event_t *ev, const void *payload,
                           size_t len);
@@ -211,22 +228,24 @@ int evbus__sqlite_flush(void *priv, int timeout_ms);
 /* Stops the writer after it wrote everything queued. */
 void evbus__sqlite_writer_stop(sq_bus_t *b);
 
-/* ------------------------------------------------------------ sqlite_consume.c
- */
+/* ---------------------------------------------------- sqlite_consume.c */
 int evbus__sqlite_subscribe(void *priv, const char *topic, const char *group,
                             void **bsub, char *errstr, size_t n);
 void evbus__sqlite_unsubscribe(void *priv, void *bsub);
 int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
 int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
                          evbus_settle_t how, int delay_ms);
+/* Stores the retry context of attempts about to start, with the buffered
+ * settles, in one committed transaction (backend.h record_attempts). */
+int evbus__sqlite_record_attempts(void *priv, void *bsub,
+                                  evbus_msg_t *const *msgs, int n);
 /* Writes every subscription's buffered settles (caller holds sub_mu). */
 void evbus__sqlite_flush_ops_locked(sq_bus_t *b);
 /* Renews the leases of every fetched, unsettled event (caller holds
  * sub_mu). */
 void evbus__sqlite_extend_leases_locked(sq_bus_t *b);
 
-/* ------------------------------------------------------------ sqlite_watch.c
- */
+/* ---------------------------------------------------- sqlite_watch.c */
 int evbus__sqlite_watcher_start(sq_bus_t *b, char *errstr, size_t n);
 void evbus__sqlite_watcher_stop(sq_bus_t *b);
 /* Wakes the watcher so it re-reads its deadlines. Any thread. */
