@@ -23,6 +23,7 @@
  * publish) so the figure measures the bus, not event construction;
  * --fresh-events creates a new event (new UUID) per publish.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -243,6 +244,33 @@ static void usage(FILE *f)
                "       [--fresh-events] [--progress]\n");
 }
 
+/* A whole number >= min for option name, or exit 2 naming the value. */
+static long num_arg(const char *name, const char *s, long min)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min) {
+        fprintf(stderr,
+                "evbus-bench: --%s wants a whole number >= %ld, not "
+                "'%s'\n",
+                name, min, s);
+        usage(stderr);
+        exit(2);
+    }
+    return v;
+}
+
+static int known_mode(const char *m)
+{
+    static const char *const modes[] = {"publish", "publish-sync", "consume",
+                                        "roundtrip"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (strcmp(m, modes[i]) == 0)
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longs[] = {
@@ -261,11 +289,19 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "u:n:s:m:w:r:t:fph", longs, NULL)) != -1)
         switch (c) {
         case 'u': opt.url = optarg; break;
-        case 'n': opt.events = atol(optarg); break;
-        case 's': opt.size = atol(optarg); break;
+        case 'n':
+            opt.events = num_arg("events", optarg, 1);
+            break;
+        case 's':
+            opt.size = num_arg("size", optarg, 0);
+            break;
         case 'm': opt.mode = optarg; break;
-        case 'w': opt.window = atol(optarg); break;
-        case 'r': opt.rate = atol(optarg); break;
+        case 'w':
+            opt.window = num_arg("window", optarg, 1);
+            break;
+        case 'r':
+            opt.rate = num_arg("rate", optarg, 0);
+            break;
         case 't': opt.topic = optarg; break;
         case 'f': opt.fresh = 1; break;
         case 'p': opt.progress = 1; break;
@@ -274,6 +310,18 @@ int main(int argc, char **argv)
         }
     if (!opt.url)
         opt.url = getenv("EVBUS_URL");
+    if (!known_mode(opt.mode)) {
+        fprintf(stderr,
+                "evbus-bench: --mode is publish, publish-sync, "
+                "consume or roundtrip, not '%s'\n",
+                opt.mode);
+        return 2;
+    }
+    if (!opt.url) {
+        fprintf(stderr, "evbus-bench: no --url and no EVBUS_URL\n");
+        usage(stderr);
+        return 2;
+    }
     if (!opt.url || opt.events <= 0 || opt.size < 0 || opt.window <= 0 ||
         opt.rate < 0) {
         usage(stderr);

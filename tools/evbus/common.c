@@ -1,5 +1,6 @@
 /* Shared helpers of the evbus command-line tool (see common.h). */
 #include "common.h"
+#include "format.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -52,24 +53,98 @@ evbus_t *cli_open(const char *url)
     return bus;
 }
 
-int cli_check_topic(const char *cmd, const char *what, const char *topic)
+/* name as shown in a message: control characters and bytes of an invalid
+ * UTF-8 name as '?', at most 63 bytes. */
+static void shown_name(char *out, size_t n, const char *name)
 {
-    size_t n = strlen(topic);
-    int ok = n > 0 && n <= 249;
-    for (const char *p = topic; ok && *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f)
-            ok = 0;
-    if (!ok) {
-        char shown[64];
-        size_t k = 0;
-        for (const char *p = topic; *p && k + 1 < sizeof shown; p++)
-            shown[k++] = (unsigned char)*p < ' ' || *p == 0x7f ? '?' : *p;
-        shown[k] = '\0';
-        cli_usage_error(cmd, "invalid %s '%s': topics are 1-249 characters "
-                        "without spaces or control characters", what, shown);
-        return -1;
+    int text = fmt_is_text(name, strlen(name));
+    size_t k = 0;
+    for (const char *p = name; *p && k + 1 < n; p++) {
+        unsigned char c = (unsigned char)*p;
+        out[k++] = c < ' ' || c == 0x7f || (!text && c >= 0x80) ? '?' : *p;
     }
+    out[k] = '\0';
+}
+
+static int name_refused(const char *cmd, const char *what, const char *name,
+                        const char *why)
+{
+    char shown[64];
+    shown_name(shown, sizeof shown, name);
+    cli_usage_error(cmd, "invalid %s '%s': %s", what, shown, why);
+    return -1;
+}
+
+int cli_check_name(const char *cmd, const char *what, const char *name,
+                   const char *url)
+{
+    char rule[16];
+    if (url && cli_url_option(url, "names", rule, sizeof rule) == 0 &&
+        strcmp(rule, "native") == 0)
+        return 0; /* the backend's rule: checked once the bus is open */
+    char why[256] = "";
+    if (evbus_name_check(NULL, name, why, sizeof why) != EVBUS_OK)
+        return name_refused(cmd, what, name, why);
     return 0;
+}
+
+int cli_check_name_bus(const char *cmd, const char *what, const char *name,
+                       const evbus_t *bus)
+{
+    char why[256] = "";
+    if (evbus_name_check(bus, name, why, sizeof why) != EVBUS_OK)
+        return name_refused(cmd, what, name, why);
+    return 0;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int cli_url_option(const char *url, const char *key, char *buf, size_t n)
+{
+    const char *q = strchr(url, '?');
+    size_t klen = strlen(key);
+    while (q && *q) {
+        const char *p = q + 1;
+        const char *end = p + strcspn(p, "&");
+        q = *end ? end : NULL;
+        if ((size_t)(end - p) <= klen || strncmp(p, key, klen) != 0 ||
+            p[klen] != '=')
+            continue;
+        size_t k = 0;
+        for (p += klen + 1; p < end; p++) {
+            char c = *p;
+            if (c == '%' && end - p > 2 && hex_digit(p[1]) >= 0 &&
+                hex_digit(p[2]) >= 0) {
+                c = (char)(hex_digit(p[1]) * 16 + hex_digit(p[2]));
+                p += 2;
+            }
+            if (k + 1 >= n)
+                return -1;
+            buf[k++] = c;
+        }
+        buf[k] = '\0';
+        return 0;
+    }
+    return -1;
+}
+
+size_t cli_max_event_bytes(const char *url)
+{
+    char v[32];
+    if (cli_url_option(url, "max_event_bytes", v, sizeof v) == 0) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (!errno && end != v && !*end && x > 0)
+            return (size_t)x;
+    }
+    return EVBUS_EVENT_MAX_BYTES_DEFAULT;
 }
 
 int cli_parse_long(const char *cmd, const char *what, const char *s, long min,
@@ -123,6 +198,9 @@ void cli_stop_on_signals(evbus_t *bus)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
+    /* A signal must not fail a write to stdout or a read with EINTR: the
+     * stop is seen through evbus_stop and cli_stop_requested instead. */
+    sa.sa_flags = SA_RESTART;
     atomic_store(&stop_bus, bus);
     sa.sa_handler = bus ? on_stop_signal : SIG_DFL;
     sigaction(SIGINT, &sa, NULL);
@@ -159,43 +237,49 @@ int cli_write_line(const char *s, size_t len)
     return fflush(stdout) == 0 ? 0 : -1;
 }
 
-char *cli_read_all(const char *path, size_t *len)
+char *cli_read_bounded(const char *path, size_t limit, size_t *len)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f)
         return NULL;
-    size_t cap = 4096, n = 0;
+    /* Grows by doubling up to limit + 2 bytes: one byte more than allowed
+     * tells "too big" apart from "exactly limit", plus the NUL. */
+    size_t max = limit < SIZE_MAX - 2 ? limit + 2 : SIZE_MAX;
+    size_t cap = max < 4096 ? max : 4096, n = 0;
     char *buf = malloc(cap);
-    while (buf) {
+    int err = buf ? 0 : ENOMEM;
+    while (!err) {
         size_t got = fread(buf + n, 1, cap - n - 1, f);
         n += got;
-        if (got == 0)
+        if (n > limit) {
+            err = EFBIG;
             break;
+        }
+        if (got == 0) {
+            if (ferror(f))
+                err = errno ? errno : EIO;
+            break;
+        }
         if (n + 1 == cap) {
-            char *bigger = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            size_t want = cap < max / 2 ? cap * 2 : max;
+            char *bigger = realloc(buf, want);
             if (!bigger) {
-                free(buf);
-                buf = NULL;
-                errno = ENOMEM;
+                err = ENOMEM;
                 break;
             }
             buf = bigger;
-            cap *= 2;
+            cap = want;
         }
     }
-    int failed = buf && ferror(f);
-    int saved = errno;
     if (f != stdin)
         fclose(f);
-    if (failed) {
+    if (err) {
         free(buf);
-        errno = saved ? saved : EIO;
+        errno = err;
         return NULL;
     }
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
+    buf[n] = '\0';
+    *len = n;
     return buf;
 }
 

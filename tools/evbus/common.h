@@ -36,11 +36,26 @@ void cli_setup_log(void);
  * NULL. The caller closes the bus with evbus_close. */
 evbus_t *cli_open(const char *url);
 
-/* Checks a topic name given as `what` the way evbus_publish does (1-249
- * characters, no spaces or control characters); prints a usage error and
- * returns -1 when it is not one. Checked up front so a bad name is named
- * as such instead of "invalid argument" after the bus was opened. */
-int cli_check_topic(const char *cmd, const char *what, const char *topic);
+/* Checks a topic or group name given as `what` with evbus_name_check
+ * before the bus is opened: the portable rule, unless url asks for
+ * names=native (then the backend's own rule is checked once the bus is
+ * open, see cli_check_name_bus). Prints a usage error naming the rule and
+ * the offending byte and returns -1 when the name is refused. */
+int cli_check_name(const char *cmd, const char *what, const char *name,
+                   const char *url);
+
+/* The same check against an open bus (its names= rule). */
+int cli_check_name_bus(const char *cmd, const char *what, const char *name,
+                       const evbus_t *bus);
+
+/* The value of query option key in url, copied into buf (percent escapes
+ * decoded); 0 when present, -1 when absent or longer than n - 1. */
+int cli_url_option(const char *url, const char *key, char *buf, size_t n);
+
+/* The max_event_bytes the bus at url will enforce: the URL option when it
+ * is a valid number, else the library default. (The library checks the
+ * option itself when the bus opens.) */
+size_t cli_max_event_bytes(const char *url);
 
 /* Parses a decimal integer in [min, max] for option `what`; prints a usage
  * error and returns -1 when it is not one. */
@@ -67,9 +82,11 @@ void cli_private_group(char *buf, size_t n, const char *prefix);
  * a write error (errno kept: EPIPE when the reader went away). */
 int cli_write_line(const char *s, size_t len);
 
-/* Reads a whole stream or file into a NUL-terminated malloc'd buffer.
- * Returns NULL with errno set on failure. path "-" is stdin. */
-char *cli_read_all(const char *path, size_t *len);
+/* Reads a file (path "-": stdin) into a NUL-terminated malloc'd buffer,
+ * reading at most limit + 1 bytes: a larger input is never read whole.
+ * Returns the buffer, or NULL with errno set (EFBIG when the input is over
+ * limit bytes). */
+char *cli_read_bounded(const char *path, size_t limit, size_t *len);
 
 /* How long to wait for the first event when the idle timeout is idle_ms:
  * idle_ms, but at least 10 s on kafka://, where joining a consumer group

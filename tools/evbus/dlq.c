@@ -288,8 +288,10 @@ int cmd_dlq(int argc, char **argv)
         if (group && !*group)
             return cli_usage_error(cmd, "--group is empty");
     }
-    if (cli_check_topic(cmd, "TOPIC", st.topic) != 0 ||
-        (dlq_topic && cli_check_topic(cmd, "--dlq-topic", dlq_topic) != 0))
+    if (cli_check_name(cmd, "TOPIC", st.topic, url) != 0 ||
+        (dlq_topic &&
+         cli_check_name(cmd, "--dlq-topic", dlq_topic, url) != 0) ||
+        (group && cli_check_name(cmd, "--group", group, url) != 0))
         return CLI_USAGE;
     char dlq_buf[512];
     if (!dlq_topic) {
@@ -307,6 +309,11 @@ int cmd_dlq(int argc, char **argv)
     st.bus = cli_open(url);
     if (!st.bus)
         return CLI_FAIL;
+    if (cli_check_name_bus(cmd, "--dlq-topic", dlq_topic, st.bus) != 0 ||
+        cli_check_name_bus(cmd, "--group", group, st.bus) != 0) {
+        evbus_close(st.bus);
+        return CLI_USAGE;
+    }
     if (idle_ms < 0)
         idle_ms = 2000;
     int rc = drain(&st, dlq_topic, group, idle_ms);

@@ -11,22 +11,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
+#include <time.h>
 
 #include "commands.h"
 #include "common.h"
+#include "publish.h"
 
 static const char publish_usage[] =
     "usage: evbus publish URL TOPIC --type TYPE --source SOURCE [options]\n"
+    "       evbus publish URL TOPIC --event FILE|-\n"
     "\n"
-    "Publishes a CloudEvent to TOPIC and prints its id.\n"
+    "Publishes CloudEvents to TOPIC and prints their ids.\n"
     "\n"
-    "  -t, --type TYPE          event type, e.g. todos.task.created (required)\n"
+    "  -t, --type TYPE          event type, e.g. todos.task.created "
+    "(required)\n"
     "  -s, --source SOURCE      event source, e.g. /todo-svc (required)\n"
     "  -S, --subject SUBJECT    subject attribute\n"
-    "  -e, --ext NAME=VALUE     extension attribute (repeatable)\n"
-    "  -d, --data JSON          data given inline (JSON unless --content-type)\n"
+    "  -T, --time RFC3339       time attribute (default: now)\n"
+    "  -D, --dataschema URI     dataschema attribute (an absolute URI)\n"
+    "  -e, --ext NAME=VALUE     string extension attribute (repeatable)\n"
+    "  -I, --ext-int NAME=N     integer extension attribute (repeatable)\n"
+    "  -B, --ext-bool NAME=true|false\n"
+    "                           boolean extension attribute (repeatable)\n"
+    "  -d, --data JSON          data given inline (JSON unless "
+    "--content-type)\n"
     "  -d, --data @FILE         data read from FILE\n"
     "  -d, --data -             data read from standard input\n"
     "  -c, --content-type CT    data content type (default application/json);\n"
@@ -34,189 +42,31 @@ static const char publish_usage[] =
     "  -i, --id ID              event id (default: a fresh UUID)\n"
     "  -n, --count N            publish N events (fresh id each) with\n"
     "                           asynchronous publishing, then wait for all\n"
+    "  -E, --event FILE|-       publish structured CloudEvents JSON from FILE\n"
+    "                           or standard input: one event, or one per "
+    "line;\n"
+    "                           excludes the attribute and data options\n"
+    "  -w, --wait SEC           how long one publish waits for room while the\n"
+    "                           broker applies back-pressure (EVBUS_EAGAIN)\n"
+    "                           before it fails (default 30)\n"
     "  -q, --quiet              do not print the ids\n"
     "  -v, --verbose            library log on stderr (-vv: debug)\n"
     "  -h, --help               this text\n"
     "\n"
+    "Every value is checked before the bus is opened: text must be valid\n"
+    "UTF-8 without control characters, the encoded event at most the URL's\n"
+    "max_event_bytes (default 1048576); --data and --event inputs are read\n"
+    "no further than that. When the broker applies back-pressure\n"
+    "(EVBUS_EAGAIN) publish waits for room, up to --wait seconds per event.\n"
+    "\n"
     "Exit status: 0 when every event was accepted by the broker, 1 when any\n"
-    "publish failed, 2 on a usage error or invalid data (nothing published).\n";
-
-#define MAX_EXTS 64
-
-typedef struct {
-    const char *type, *source, *subject, *id, *content_type;
-    const char *ext[MAX_EXTS];
-    int n_ext;
-    char *data;   /* owned; NULL = no data */
-    size_t data_len;
-    int data_is_json;
-} publish_args_t;
-
-/* application/json, text/json, application/foo+json (what the library
- * treats as JSON, see evbus_event_set_data). */
-static int is_json_type(const char *ct)
-{
-    size_t n = strcspn(ct, ";");
-    while (n > 0 && ct[n - 1] == ' ')
-        n--;
-    const char *slash = memchr(ct, '/', n);
-    if (!slash)
-        return 0;
-    size_t sub = n - (size_t)(slash + 1 - ct);
-    const char *s = slash + 1;
-    return (sub == 4 && strncasecmp(s, "json", 4) == 0) ||
-           (sub > 5 && strncasecmp(s + sub - 5, "+json", 5) == 0);
-}
-
-/* Checks JSON text with cJSON to report where it breaks: byte offset,
- * line and column, and the text there. Returns 0 when valid. */
-static int check_json(const char *what, const char *buf, size_t len)
-{
-    const char *nul = memchr(buf, '\0', len);
-    if (nul) {
-        cli_error("%s is not valid JSON: NUL byte at byte %zu", what,
-                  (size_t)(nul - buf));
-        return -1;
-    }
-    const char *end = NULL;
-    /* len + 1 includes the terminating NUL, which is how cJSON checks that
-     * nothing but whitespace follows the value. */
-    cJSON *doc = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 1);
-    if (doc) {
-        cJSON_Delete(doc);
-        return 0;
-    }
-    size_t off = end && end >= buf && end <= buf + len ? (size_t)(end - buf)
-                                                       : len;
-    size_t line = 1, col = 1;
-    for (size_t i = 0; i < off; i++) {
-        if (buf[i] == '\n') {
-            line++;
-            col = 1;
-        } else {
-            col++;
-        }
-    }
-    if (off >= len) {
-        cli_error("%s is not valid JSON: unexpected end at byte %zu "
-                  "(line %zu, column %zu)", what, off, line, col);
-    } else {
-        char near[24];
-        size_t k = 0;
-        for (size_t i = off; i < len && k < 16 && buf[i] != '\n'; i++)
-            near[k++] = (unsigned char)buf[i] < 0x20 ? ' ' : buf[i];
-        near[k] = '\0';
-        cli_error("%s is not valid JSON: error at byte %zu (line %zu, "
-                  "column %zu) near '%s'", what, off, line, col, near);
-    }
-    return -1;
-}
-
-/* Loads --data: inline, @file or - (stdin). Returns CLI_OK or an exit code. */
-static int load_data(publish_args_t *a, const char *spec)
-{
-    const char *what = "--data";
-    char what_buf[300];
-    if (spec[0] == '@' || strcmp(spec, "-") == 0) {
-        const char *path = spec[0] == '@' ? spec + 1 : "-";
-        a->data = cli_read_all(path, &a->data_len);
-        if (!a->data) {
-            cli_error("cannot read --data %s: %s",
-                      strcmp(path, "-") == 0 ? "from standard input" : path,
-                      strerror(errno));
-            return CLI_FAIL;
-        }
-        snprintf(what_buf, sizeof what_buf, "--data %s",
-                 strcmp(path, "-") == 0 ? "(standard input)" : path);
-        what = what_buf;
-    } else {
-        a->data = strdup(spec);
-        if (!a->data) {
-            cli_error("out of memory");
-            return CLI_FAIL;
-        }
-        a->data_len = strlen(spec);
-    }
-    a->data_is_json = !a->content_type || is_json_type(a->content_type);
-    if (a->data_is_json && check_json(what, a->data, a->data_len) != 0)
-        return CLI_USAGE;
-    return CLI_OK;
-}
-
-/* Builds one event from the arguments; prints why and returns NULL when the
- * library refuses a value. */
-static evbus_event_t *build_event(const publish_args_t *a)
-{
-    evbus_event_t *ev = evbus_event_new(a->type, a->source);
-    if (!ev) {
-        cli_error("cannot create the event (type '%s', source '%s')", a->type,
-                  a->source);
-        return NULL;
-    }
-    if (a->id && evbus_event_set_id(ev, a->id) != EVBUS_OK) {
-        cli_error("invalid --id '%s': must be non-empty without control "
-                  "characters", a->id);
-        goto fail;
-    }
-    if (a->subject && evbus_event_set_subject(ev, a->subject) != EVBUS_OK) {
-        cli_error("invalid --subject '%s'", a->subject);
-        goto fail;
-    }
-    for (int i = 0; i < a->n_ext; i++) {
-        const char *eq = strchr(a->ext[i], '=');
-        char name[64];
-        size_t nl = eq ? (size_t)(eq - a->ext[i]) : 0;
-        if (!eq || nl == 0 || nl >= sizeof name) {
-            cli_error("invalid --ext '%s': expected NAME=VALUE", a->ext[i]);
-            goto fail;
-        }
-        memcpy(name, a->ext[i], nl);
-        name[nl] = '\0';
-        if (evbus_event_set_ext(ev, name, eq + 1) != EVBUS_OK) {
-            cli_error("invalid --ext '%s': names are 1-20 lowercase letters "
-                      "or digits, not a CloudEvents attribute name; values "
-                      "have no control characters", a->ext[i]);
-            goto fail;
-        }
-    }
-    if (a->data) {
-        int rc;
-        if (!a->content_type)
-            rc = evbus_event_set_data_json(ev, a->data);
-        else
-            rc = evbus_event_set_data(ev, a->data, a->data_len,
-                                      a->content_type);
-        if (rc != EVBUS_OK) {
-            if (a->content_type &&
-                evbus_event_set_datacontenttype(ev, a->content_type) !=
-                    EVBUS_OK)
-                cli_error("invalid --content-type '%s': expected type/subtype",
-                          a->content_type);
-            else
-                cli_error("data refused: %s", evbus_strerror(rc));
-            goto fail;
-        }
-    } else if (a->content_type &&
-               evbus_event_set_datacontenttype(ev, a->content_type) !=
-                   EVBUS_OK) {
-        cli_error("invalid --content-type '%s': expected type/subtype",
-                  a->content_type);
-        goto fail;
-    }
-    char why[256] = "";
-    if (evbus_event_validate(ev, why, sizeof why) != EVBUS_OK) {
-        cli_error("invalid event: %s", why);
-        goto fail;
-    }
-    return ev;
-fail:
-    evbus_event_free(ev);
-    return NULL;
-}
+    "publish failed, 2 on a usage error or invalid input (nothing published;\n"
+    "with --event, the events before the invalid one were published).\n";
 
 typedef struct {
     long failed;
     long accepted;
+    long queued;
     int print_ids;
 } async_state_t;
 
@@ -234,38 +84,147 @@ static void on_delivery(const evbus_event_t *ev, int err, void *opaque)
     }
 }
 
-static int publish_many(evbus_t *bus, const char *topic,
-                        const publish_args_t *a, long count)
+/* How long one publish waits in all for room while the broker applies
+ * back-pressure (EVBUS_EAGAIN) before it is reported as failed: --wait,
+ * default 30 s. */
+static long backpressure_wait_ms = 30000;
+
+static void sleep_ms(long ms)
 {
-    async_state_t st = {0, 0, !cli_quiet};
-    long queued = 0;
-    for (long i = 0; i < count && !cli_stop_requested(); i++) {
-        evbus_event_t *ev = build_event(a);
-        if (!ev)
-            break;
-        int rc = evbus_publish_async(bus, topic, ev, on_delivery, &st);
-        if (rc != EVBUS_OK) {
-            cli_error("publish to %s failed: %s", topic, evbus_strerror(rc));
-            evbus_event_free(ev);
-            break;
-        }
-        evbus_event_free(ev);
-        queued++;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Why a publish was refused; returns the exit code it calls for. Invalid
+ * input (name, size, event) is 2 like every other invalid input. */
+static int publish_failed(const char *topic, const evbus_event_t *ev,
+                          size_t max_bytes, int err)
+{
+    if (err == EVBUS_ETOOBIG) {
+        size_t len = 0;
+        free(evbus_event_to_json(ev, &len));
+        cli_error("publish to %s refused: event %s is %zu bytes encoded, "
+                  "over the bus's size limit (max_event_bytes %zu)",
+                  topic, evbus_event_id(ev), len, max_bytes);
+        return CLI_USAGE;
     }
+    if (err == EVBUS_EAGAIN)
+        cli_error("publish to %s failed after waiting %.3g s for room "
+                  "(--wait): %s",
+                  topic, (double)backpressure_wait_ms / 1000.0,
+                  evbus_strerror(err));
+    else
+        cli_error("publish to %s failed: %s", topic, evbus_strerror(err));
+    return err == EVBUS_EINVAL ? CLI_USAGE : CLI_FAIL;
+}
+
+/* evbus_publish, trying again on EVBUS_EAGAIN with a growing pause for up
+ * to backpressure_wait_ms. */
+static int publish_sync(evbus_t *bus, const char *topic,
+                        const evbus_event_t *ev)
+{
+    long long deadline = cli_now_ms() + backpressure_wait_ms;
+    long pause = 10;
+    for (;;) {
+        int rc = evbus_publish(bus, topic, ev);
+        if (rc != EVBUS_EAGAIN || cli_stop_requested() ||
+            cli_now_ms() >= deadline)
+            return rc;
+        sleep_ms(pause);
+        pause = pause < 500 ? pause * 2 : 1000;
+    }
+}
+
+/* evbus_publish_async; on EVBUS_EAGAIN (max_pending unconfirmed) it lets
+ * confirmations arrive with evbus_flush and tries again, for up to
+ * backpressure_wait_ms without any confirmation. */
+static int queue_async(evbus_t *bus, const char *topic, const evbus_event_t *ev,
+                       async_state_t *st)
+{
+    long long deadline = cli_now_ms() + backpressure_wait_ms;
+    long settled = st->accepted + st->failed;
+    for (;;) {
+        int rc = evbus_publish_async(bus, topic, ev, on_delivery, st);
+        if (rc == EVBUS_OK)
+            st->queued++;
+        if (rc != EVBUS_EAGAIN || cli_stop_requested())
+            return rc;
+        if (st->accepted + st->failed != settled) {
+            settled = st->accepted + st->failed;
+            deadline = cli_now_ms() + backpressure_wait_ms;
+        } else if (cli_now_ms() >= deadline) {
+            return rc;
+        }
+        int frc = evbus_flush(bus, 100);
+        if (frc != EVBUS_OK && frc != EVBUS_ETIMEDOUT)
+            return frc;
+    }
+}
+
+/* Waits for every queued publish; returns CLI_OK when all were accepted. */
+static int finish_async(evbus_t *bus, const char *topic, async_state_t *st,
+                        long wanted)
+{
     const int flush_ms = 60000;
     int rc = evbus_flush(bus, flush_ms);
     fflush(stdout);
     if (rc == EVBUS_ETIMEDOUT)
         cli_error("%ld publishes still unconfirmed after %d s",
-                  queued - st.accepted - st.failed, flush_ms / 1000);
+                  st->queued - st->accepted - st->failed, flush_ms / 1000);
     else if (rc != EVBUS_OK)
         cli_error("flush failed: %s", evbus_strerror(rc));
-    if (st.failed || rc != EVBUS_OK || st.accepted != count) {
-        cli_error("%ld of %ld events published to %s", st.accepted, count,
+    if (st->failed || rc != EVBUS_OK || st->accepted != wanted) {
+        cli_error("%ld of %ld events published to %s", st->accepted, wanted,
                   topic);
         return CLI_FAIL;
     }
     return CLI_OK;
+}
+
+static int publish_count(evbus_t *bus, const char *topic,
+                         const publish_args_t *a, long count)
+{
+    async_state_t st = {0, 0, 0, !cli_quiet};
+    int rc = CLI_OK;
+    for (long i = 0; i < count && !cli_stop_requested(); i++) {
+        evbus_event_t *ev = pub_build_event(a);
+        if (!ev) {
+            rc = CLI_USAGE;
+            break;
+        }
+        int qrc = queue_async(bus, topic, ev, &st);
+        if (qrc != EVBUS_OK)
+            rc = publish_failed(topic, ev, a->max_bytes, qrc);
+        evbus_event_free(ev);
+        if (rc != CLI_OK)
+            break;
+    }
+    int frc = finish_async(bus, topic, &st, count);
+    return rc != CLI_OK ? rc : frc;
+}
+
+/* --event: first is the event already read (and checked) before the bus
+ * was opened; the rest are read and published one by one. */
+static int publish_events(evbus_t *bus, const char *topic, event_reader_t *r,
+                          evbus_event_t *first, size_t max_bytes)
+{
+    async_state_t st = {0, 0, 0, !cli_quiet};
+    int rc = CLI_OK;
+    evbus_event_t *ev = first;
+    while (ev && !cli_stop_requested()) {
+        int qrc = queue_async(bus, topic, ev, &st);
+        if (qrc != EVBUS_OK)
+            rc = publish_failed(topic, ev, max_bytes, qrc);
+        evbus_event_free(ev);
+        ev = NULL;
+        if (rc != CLI_OK)
+            break;
+        if (evr_next(r, &ev) < 0)
+            rc = CLI_USAGE;
+    }
+    evbus_event_free(ev);
+    int frc = finish_async(bus, topic, &st, st.queued);
+    return rc != CLI_OK ? rc : frc;
 }
 
 int cmd_publish(int argc, char **argv)
@@ -274,40 +233,87 @@ int cmd_publish(int argc, char **argv)
         {"type", required_argument, NULL, 't'},
         {"source", required_argument, NULL, 's'},
         {"subject", required_argument, NULL, 'S'},
+        {"time", required_argument, NULL, 'T'},
+        {"dataschema", required_argument, NULL, 'D'},
         {"ext", required_argument, NULL, 'e'},
+        {"ext-int", required_argument, NULL, 'I'},
+        {"ext-bool", required_argument, NULL, 'B'},
         {"data", required_argument, NULL, 'd'},
         {"content-type", required_argument, NULL, 'c'},
         {"id", required_argument, NULL, 'i'},
         {"count", required_argument, NULL, 'n'},
+        {"event", required_argument, NULL, 'E'},
+        {"wait", required_argument, NULL, 'w'},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     publish_args_t a;
     memset(&a, 0, sizeof a);
-    const char *data_spec = NULL;
+    const char *data_spec = NULL, *event_path = NULL;
     long count = 1;
+    int attrs = 0; /* options that describe the event itself */
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "t:s:S:e:d:c:i:n:qvh", longs, NULL)) !=
-           -1) {
+    while ((c = getopt_long(argc, argv, "t:s:S:T:D:e:I:B:d:c:i:n:E:w:qvh",
+                            longs, NULL)) != -1) {
         switch (c) {
-        case 't': a.type = optarg; break;
-        case 's': a.source = optarg; break;
-        case 'S': a.subject = optarg; break;
+        case 't':
+            a.type = optarg;
+            attrs++;
+            break;
+        case 's':
+            a.source = optarg;
+            attrs++;
+            break;
+        case 'S':
+            a.subject = optarg;
+            attrs++;
+            break;
+        case 'T':
+            a.time = optarg;
+            attrs++;
+            break;
+        case 'D':
+            a.dataschema = optarg;
+            attrs++;
+            break;
         case 'e':
-            if (a.n_ext == MAX_EXTS)
-                return cli_usage_error("publish", "at most %d --ext options",
-                                       MAX_EXTS);
-            a.ext[a.n_ext++] = optarg;
+        case 'I':
+        case 'B':
+            if (a.n_ext == PUB_MAX_EXTS)
+                return cli_usage_error("publish",
+                                       "at most %d extension "
+                                       "options",
+                                       PUB_MAX_EXTS);
+            a.ext[a.n_ext].spec = optarg;
+            a.ext[a.n_ext++].kind = c == 'e'   ? EXT_STRING
+                                    : c == 'I' ? EXT_INT
+                                               : EXT_BOOL;
+            attrs++;
             break;
         case 'd':
             if (data_spec)
                 return cli_usage_error("publish", "--data given twice");
             data_spec = optarg;
+            attrs++;
             break;
-        case 'c': a.content_type = optarg; break;
-        case 'i': a.id = optarg; break;
+        case 'c':
+            a.content_type = optarg;
+            attrs++;
+            break;
+        case 'i':
+            a.id = optarg;
+            attrs++;
+            break;
+        case 'E':
+            event_path = optarg;
+            break;
+        case 'w':
+            if (cli_parse_seconds("publish", "--wait", optarg,
+                                  &backpressure_wait_ms) != 0)
+                return CLI_USAGE;
+            break;
         case 'n':
             if (cli_parse_long("publish", "--count", optarg, 1, 100000000L,
                                &count) != 0)
@@ -327,49 +333,72 @@ int cmd_publish(int argc, char **argv)
                                "argument%s", argc - optind,
                                argc - optind == 1 ? "" : "s");
     const char *url = argv[optind], *topic = argv[optind + 1];
-    if (!a.type || !*a.type)
+    if (event_path && (attrs || count > 1))
+        return cli_usage_error("publish",
+                               "--event reads whole events: it "
+                               "cannot be combined with --type, --source, "
+                               "--data, --count or other attribute options");
+    if (!event_path && (!a.type || !*a.type))
         return cli_usage_error("publish", "--type is required");
-    if (!a.source || !*a.source)
+    if (!event_path && (!a.source || !*a.source))
         return cli_usage_error("publish", "--source is required");
     if (a.id && count > 1)
         return cli_usage_error("publish", "--id cannot be combined with "
                                "--count > 1 (every event needs its own id)");
-    if (cli_check_topic("publish", "TOPIC", topic) != 0)
+    if (cli_check_name("publish", "TOPIC", topic, url) != 0)
         return CLI_USAGE;
+    a.max_bytes = cli_max_event_bytes(url);
 
+    /* Read and check the (first) event before opening the bus, so bad
+     * input never touches the broker. */
     int rc = CLI_OK;
-    if (data_spec && (rc = load_data(&a, data_spec)) != CLI_OK) {
-        free(a.data);
-        return rc;
-    }
-    /* Build one event before opening the bus, so bad input never touches
-     * the broker. */
-    evbus_event_t *ev = build_event(&a);
-    if (!ev) {
-        free(a.data);
-        return CLI_USAGE;
-    }
-    evbus_t *bus = cli_open(url);
-    if (!bus) {
-        evbus_event_free(ev);
-        free(a.data);
-        return CLI_FAIL;
-    }
-    cli_stop_on_signals(bus);
-    if (count == 1) {
-        int prc = evbus_publish(bus, topic, ev);
-        if (prc != EVBUS_OK) {
-            cli_error("publish to %s failed: %s", topic, evbus_strerror(prc));
-            rc = CLI_FAIL;
-        } else if (!cli_quiet) {
-            printf("%s\n", evbus_event_id(ev));
+    event_reader_t reader;
+    memset(&reader, 0, sizeof reader);
+    evbus_event_t *ev = NULL;
+    if (event_path) {
+        if (evr_open(&reader, event_path, a.max_bytes) != 0) {
+            cli_error("cannot read --event %s: %s", event_path,
+                      strerror(errno));
+            return CLI_FAIL;
         }
-    } else {
-        rc = publish_many(bus, topic, &a, count);
+        int got = evr_next(&reader, &ev);
+        if (got == 0)
+            cli_error("--event %s holds no event", reader.name);
+        if (got <= 0)
+            rc = CLI_USAGE;
+    } else if (data_spec && (rc = pub_load_data(&a, data_spec)) == CLI_OK) {
+        ev = pub_build_event(&a);
+        rc = ev ? CLI_OK : CLI_USAGE;
+    } else if (!data_spec) {
+        ev = pub_build_event(&a);
+        rc = ev ? CLI_OK : CLI_USAGE;
+    }
+    if (rc == CLI_OK && pub_check_size(ev, a.max_bytes, "the event") != 0)
+        rc = CLI_USAGE;
+    evbus_t *bus = rc == CLI_OK ? cli_open(url) : NULL;
+    if (rc == CLI_OK && !bus)
+        rc = CLI_FAIL;
+    if (bus && cli_check_name_bus("publish", "TOPIC", topic, bus) != 0)
+        rc = CLI_USAGE;
+    if (rc == CLI_OK) {
+        cli_stop_on_signals(bus);
+        if (event_path) {
+            rc = publish_events(bus, topic, &reader, ev, a.max_bytes);
+            ev = NULL; /* publish_events frees it */
+        } else if (count == 1) {
+            int prc = publish_sync(bus, topic, ev);
+            if (prc != EVBUS_OK)
+                rc = publish_failed(topic, ev, a.max_bytes, prc);
+            else if (!cli_quiet)
+                printf("%s\n", evbus_event_id(ev));
+        } else {
+            rc = publish_count(bus, topic, &a, count);
+        }
+        cli_stop_on_signals(NULL);
     }
     evbus_event_free(ev);
-    cli_stop_on_signals(NULL);
     evbus_close(bus);
+    evr_close(&reader);
     free(a.data);
     if (fflush(stdout) != 0 && rc == CLI_OK) {
         cli_error("writing the ids failed: %s", strerror(errno));

@@ -157,10 +157,12 @@ int cmd_tail(int argc, char **argv)
                                "argument%s", argc - optind,
                                argc - optind == 1 ? "" : "s");
     const char *url = argv[optind], *topic = argv[optind + 1];
-    if (cli_check_topic("tail", "TOPIC", topic) != 0)
+    if (cli_check_name("tail", "TOPIC", topic, url) != 0)
         return CLI_USAGE;
     if (group && !*group)
         return cli_usage_error("tail", "--group is empty");
+    if (group && cli_check_name("tail", "--group", group, url) != 0)
+        return CLI_USAGE;
     if (group && from_beginning)
         return cli_usage_error(
             "tail", "--from-beginning cannot rewind the existing group '%s' "
@@ -177,6 +179,11 @@ int cmd_tail(int argc, char **argv)
     evbus_t *bus = cli_open(url);
     if (!bus)
         return CLI_FAIL;
+    if (cli_check_name_bus("tail", "TOPIC", topic, bus) != 0 ||
+        cli_check_name_bus("tail", "--group", group, bus) != 0) {
+        evbus_close(bus);
+        return CLI_USAGE;
+    }
     if (from_beginning && !(evbus_features(bus) & EVBUS_FEAT_PERSISTENT)) {
         cli_error("--from-beginning: %s:// keeps no history (only events "
                   "published while tail runs are seen)", evbus_scheme(bus));
