@@ -121,13 +121,16 @@ static size_t ops_buffered(const sq_bus_t *b)
     return n;
 }
 
-/* After the transaction that applied them committed. */
+/* After the transaction that applied them committed. The watcher's flush
+ * deadline stays: it wakes once, finds nothing and clears it, while the
+ * next settles see a deadline set and need not poke it (one wakeup per
+ * OPS_FLUSH_MS, not one per settle, when every settle is followed by a
+ * record_attempts that writes it). */
 static void ops_written(sq_bus_t *b)
 {
     for (sq_sub_t *s = b->subs; s; s = s->next)
         s->nops = 0;
     b->sub_gen++;
-    atomic_store(&b->ops_due_ms, INT64_MAX);
 }
 
 void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
@@ -151,6 +154,7 @@ void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
         return;
     }
     ops_written(b);
+    atomic_store(&b->ops_due_ms, INT64_MAX);
 }
 
 int evbus__sqlite_record_attempts(void *priv, void *bsub,
@@ -591,21 +595,24 @@ int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
         s->held = l->next;
     if (l->next)
         l->next->prev = l->prev;
-    bool first = s->nops == 1;
+    /* Unless a fetch or record_attempts writes them first, the watcher
+     * does by this deadline (set under sub_mu: while settles are
+     * buffered, ops_due_ms is never later than the first one's). */
+    bool poke = false;
+    if (s->nops == 1) {
+        int64_t due = (int64_t)evbus__mono_ms() + OPS_FLUSH_MS;
+        if (due < atomic_load(&b->ops_due_ms)) {
+            atomic_store(&b->ops_due_ms, due);
+            poke = true;
+        }
+    }
     if (s->nops >= OPS_FLUSH_COUNT)
         evbus__sqlite_flush_ops_locked(b);
     pthread_mutex_unlock(&b->sub_mu);
     free(l);
     msg->cookie = NULL;
     msg->payload = NULL;
-    if (first) {
-        /* The watcher writes them if no fetch comes first. */
-        int64_t due = (int64_t)evbus__mono_ms() + OPS_FLUSH_MS;
-        int64_t cur = atomic_load(&b->ops_due_ms);
-        if (due < cur) {
-            atomic_store(&b->ops_due_ms, due);
-            evbus__sqlite_watcher_poke(b);
-        }
-    }
+    if (poke)
+        evbus__sqlite_watcher_poke(b);
     return EVBUS_OK;
 }
