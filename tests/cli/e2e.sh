@@ -176,6 +176,36 @@ expect_rc 0 "dlq list after raw replay" "$evbus" dlq list "$url" "$t3" --timeout
 [ "$(count_of "$tmp/out" "evbus.deadletter.undecodable")" -ge 2 ] ||
     fail "replayed raw bytes were not dead-lettered again as undecodable"
 
+echo "== truncated dead letters: listed, shown, never replayed, reading bounded"
+# url with one more query option
+with_opt() { case $1 in *\?*) echo "$1&$2" ;; *) echo "$1?$2" ;; esac; }
+t5=$topic.big
+printf '"%0150000d"' 0 >"$tmp/big.json"
+expect_rc 0 "publish a 150 kB event" "$evbus" publish "$(with_opt "$url" max_event_bytes=200000)" "$t5" \
+    --type a.b.c --source /s --id "big-$$" --data "@$tmp/big.json"
+# A consumer limited to 64 kB dead-letters it as undecodable; base64 makes
+# the dead letter larger still, so its data is cut to fit (dlqtruncated).
+"$dropper" "$(with_opt "$url" max_event_bytes=65536)" "$t5" 1 || fail "dropper did not dead-letter the big event"
+expect_rc 0 "dlq list of a truncated dead letter" "$evbus" dlq list "$url" "$t5" --timeout "$idle" &&
+    contains "$tmp/out" "over max_event_bytes 65536" "reason of the oversized event" &&
+    contains "$tmp/out" "[data truncated to fit max_event_bytes: " "truncation shown in the list" &&
+    contains "$tmp/out" " of 1501" "original size shown"
+dl=$(awk 'NR == 2 { print $1 }' "$tmp/out")
+expect_rc 0 "dlq show" "$evbus" dlq show "$url" "$t5" --id "$dl" --timeout "$idle" &&
+    contains "$tmp/out" "truncated    yes: the data was 1501" "dlq show says why" &&
+    contains "$tmp/out" "It cannot be replayed" "dlq show says it cannot be replayed"
+expect_rc 1 "dlq show of an unknown id" "$evbus" dlq show "$url" "$t5" --id nope --timeout "$idle"
+expect_rc 1 "dlq replay --id of a truncated dead letter" "$evbus" dlq replay "$url" "$t5" --id "$dl" --timeout "$idle" &&
+    contains "$tmp/err" "not replaying $dl: its data was truncated" "replay refused and named"
+[ -s "$tmp/out" ] && fail "a truncated dead letter was replayed: $(cat "$tmp/out")"
+# A reader whose own limit is smaller does not read the dead letter at all,
+# says so, and leaves no copy on the dead-letter topic's own DLQ.
+expect_rc 0 "dlq list under a 4 kB limit" "$evbus" dlq list "$(with_opt "$url" max_event_bytes=4096)" "$t5" --timeout "$idle" &&
+    contains "$tmp/err" "1 entry of $t5.dlq could not be read" "unreadable dead letter counted" &&
+    contains "$tmp/err" "0 dead letters in $t5.dlq" "nothing listed under the small limit"
+expect_rc 0 "dlq list of the DLQ's DLQ" "$evbus" dlq list "$url" "$t5.dlq" --timeout "$idle" &&
+    contains "$tmp/err" "0 dead letters in $t5.dlq.dlq" "listing added nothing to $t5.dlq.dlq"
+
 if [ "$fails" -ne 0 ]; then
     echo "$fails check(s) failed on $url" >&2
     exit 1
