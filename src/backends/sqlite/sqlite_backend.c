@@ -17,6 +17,9 @@
  *                          (default 100000)
  *   max_queue_bytes        ... or payload bytes waiting (default 64 MiB)
  *   synchronous            normal (default) | full
+ *   max_db_bytes           largest size the database file may grow to;
+ *                          beyond it writes fail as "disk full" (default
+ *                          0 = no limit)
  */
 #include <libgen.h>
 #include <limits.h>
@@ -44,6 +47,7 @@ static int read_opts(const evbus_url_t *url, sq_opts_t *o, char *errstr,
         {"poll_interval_ms", 1000, 1, 3600LL * 1000, &o->poll_interval_ms},
         {"max_queue", 100000, 1, 100000000, &o->max_queue},
         {"max_queue_bytes", 64LL << 20, 1, 1LL << 40, &o->max_queue_bytes},
+        {"max_db_bytes", 0, 0, 1LL << 50, &o->max_db_bytes},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         int err = evbus_url_param_int(url, ints[i].key, ints[i].def,
@@ -78,8 +82,10 @@ static void release_all(sq_bus_t *b)
     pthread_cond_destroy(&b->q_cv);
     pthread_cond_destroy(&b->q_idle);
     free(b->path);
+    free(b->real_path);
     free(b->dir);
     free(b->wal_name);
+    free(b->db_name);
 }
 
 /* The directory and -wal file name the watcher looks at. The file exists
@@ -88,21 +94,22 @@ static void release_all(sq_bus_t *b)
 static int watch_names(sq_bus_t *b, char *errstr, size_t n)
 {
     char *real = realpath(b->path, NULL);
-    const char *p = real ? real : b->path;
-    char *d1 = strdup(p), *d2 = strdup(p);
+    b->real_path = real ? real : strdup(b->path);
+    const char *p = b->real_path;
+    char *d1 = p ? strdup(p) : NULL, *d2 = p ? strdup(p) : NULL;
     if (d1 && d2) {
         b->dir = strdup(dirname(d1));
-        if (asprintf(&b->wal_name, "%s-wal", basename(d2)) < 0)
+        b->db_name = strdup(basename(d2));
+        if (!b->db_name || asprintf(&b->wal_name, "%s-wal", b->db_name) < 0)
             b->wal_name = NULL;
     }
     free(d1);
     free(d2);
-    free(real);
-    if (!b->dir || !b->wal_name) {
+    if (!b->dir || !b->wal_name || !b->db_name) {
         snprintf(errstr, n, "sqlite: out of memory");
         return EVBUS_ENOMEM;
     }
-    return EVBUS_OK;
+    return evbus__sqlite_file_identify(b, errstr, n);
 }
 
 static int sqlite_be_open(void *priv, evbus_host_t *host,
@@ -167,6 +174,10 @@ static void sqlite_be_close(void *priv) { release_all(priv); }
 static int sqlite_be_health(void *priv, char *errstr, size_t n)
 {
     sq_bus_t *b = priv;
+    if (evbus__sqlite_file_ok(b) != EVBUS_OK) {
+        evbus__sqlite_why(b, NULL, EVBUS_EIO, errstr, n);
+        return EVBUS_EIO;
+    }
     pthread_mutex_lock(&b->pub_mu);
     sqlite3_stmt *st = evbus__sqlite_stmt(&b->pub, SQ_HEALTH);
     int64_t v = 0;

@@ -133,7 +133,7 @@ int evbus__sqlite_begin(sq_conn_t *c)
         /* The busy handler is skipped in a few cases (WAL recovery by
          * another process); keep trying until our own deadline. */
         if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
-            return evbus__sqlite_err(rc);
+            return evbus__sqlite_fail(c, rc);
         if ((long long)(evbus__mono_ms() - t0) >= c->busy_timeout_ms)
             return EVBUS_EBUSY;
         struct timespec ts = {0, 200000};
@@ -159,7 +159,7 @@ int evbus__sqlite_commit(sq_conn_t *c)
         if (((rc & 0xff) != SQLITE_BUSY) ||
             (long long)(evbus__mono_ms() - t0) >= c->busy_timeout_ms) {
             evbus__sqlite_rollback(c);
-            return evbus__sqlite_err(rc);
+            return evbus__sqlite_fail(c, rc);
         }
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
@@ -204,7 +204,7 @@ int evbus__sqlite_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
      * write lock. */
     int rc = topic_lookup(c, topic, id);
     if (rc != SQLITE_OK)
-        return evbus__sqlite_err(rc);
+        return evbus__sqlite_fail(c, rc);
     if (*id == 0) {
         int err = evbus__sqlite_begin(c);
         if (err != EVBUS_OK)
@@ -220,7 +220,7 @@ int evbus__sqlite_topic_id(sq_conn_t *c, const char *topic, int64_t *id)
         }
         if (rc != SQLITE_OK) {
             evbus__sqlite_rollback(c);
-            return evbus__sqlite_err(rc);
+            return evbus__sqlite_fail(c, rc);
         }
         if ((err = evbus__sqlite_commit(c)) != EVBUS_OK)
             return err;
@@ -284,6 +284,14 @@ static int check_path(const char *path, char *errstr, size_t n)
     return err;
 }
 
+int evbus__sqlite_fail(sq_conn_t *c, int rc)
+{
+    if ((rc & 0xff) != SQLITE_OK && (rc & 0xff) != SQLITE_ROW &&
+        (rc & 0xff) != SQLITE_DONE)
+        c->fail_rc = rc;
+    return evbus__sqlite_err(rc);
+}
+
 int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
                              char *errstr, size_t n, const char *what)
 {
@@ -305,12 +313,34 @@ int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
                          msg ? msg : sqlite3_errstr(rc));
             sqlite3_free(msg);
             evbus__sqlite_rollback(c);
-            return evbus__sqlite_err(rc);
+            return evbus__sqlite_fail(c, rc);
         }
         sqlite3_free(msg);
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* max_db_bytes: SQLite answers SQLITE_FULL ("disk full") for a write that
+ * would grow the file beyond it, as for a full file system. The limit is
+ * per connection; it never shrinks a larger file. */
+static int limit_size(sq_conn_t *c, const char *path, long long bytes,
+                      char *errstr, size_t n)
+{
+    sqlite3_stmt *st = NULL;
+    long long page = 4096;
+    if (sqlite3_prepare_v2(c->db, "PRAGMA page_size", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        page = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (page <= 0)
+        page = 4096;
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%lld",
+             (bytes + page - 1) / page);
+    return evbus__sqlite_exec_retry(c, path, sql, errstr, n,
+                                    "setting max_db_bytes");
 }
 
 int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
@@ -363,6 +393,8 @@ int evbus__sqlite_conn_open(sq_conn_t *c, const char *path, const sq_opts_t *o,
     sqlite3_finalize(st);
     if (err == EVBUS_OK)
         err = evbus__sqlite_schema_ensure(c, path, create, errstr, n);
+    if (err == EVBUS_OK && o->max_db_bytes > 0)
+        err = limit_size(c, path, o->max_db_bytes, errstr, n);
     if (err != EVBUS_OK) {
         evbus__sqlite_conn_close(c);
         return err;

@@ -41,6 +41,9 @@
 #define OPS_FLUSH_MS 100
 /* ... or at once when this many are buffered. */
 #define OPS_FLUSH_COUNT 1024
+/* A failing fetch is tried again after this, doubling up to the max. */
+#define FETCH_BACKOFF_MS 50
+#define FETCH_BACKOFF_MAX_MS 1000
 
 static uint64_t random_owner(void)
 {
@@ -58,13 +61,13 @@ static int exec_vals(sq_conn_t *c, sq_stmt_id_t id, const int64_t *v, int n)
 {
     sqlite3_stmt *st = evbus__sqlite_stmt(c, id);
     if (!st)
-        return evbus__sqlite_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
     int np = sqlite3_bind_parameter_count(st);
     for (int i = 0; i < n && i < np; i++)
         sqlite3_bind_int64(st, i + 1, v[i]);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_fail(c, rc);
 }
 
 static int exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid, int64_t seq,
@@ -163,6 +166,8 @@ int evbus__sqlite_record_attempts(void *priv, void *bsub,
     sq_bus_t *b = priv;
     sq_sub_t *s = bsub;
     atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
+    if (evbus__sqlite_file_ok(b) != EVBUS_OK)
+        return EVBUS_EIO; /* the core gives the events back */
     pthread_mutex_lock(&b->sub_mu);
     int err = evbus__sqlite_begin(&b->sub);
     if (err == EVBUS_OK)
@@ -260,7 +265,7 @@ int evbus__sqlite_subscribe(void *priv, const char *topic, const char *group,
             sqlite3_clear_bindings(st);
         }
         err = rc == SQLITE_OK && s->gid > 0 ? evbus__sqlite_commit(c)
-                                            : evbus__sqlite_err(rc);
+                                            : evbus__sqlite_fail(c, rc);
         if (err != EVBUS_OK)
             evbus__sqlite_rollback(c);
     }
@@ -347,7 +352,7 @@ static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
     sq_conn_t *c = &s->bus->sub;
     sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DUE_SEL);
     if (!st)
-        return evbus__sqlite_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->gid);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_int64(st, 3, max);
@@ -378,7 +383,7 @@ static int lease_due(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
         m->first_attempt_ms = sqlite3_column_int64(st, 5);
     }
     sqlite3_reset(st);
-    int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
+    int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_fail(c, rc);
     int64_t until = now + s->bus->o.visibility_timeout_ms;
     for (int i = 0; i < n && err == EVBUS_OK; i++)
         err = exec_gid_seq(c, SQ_LEASE_UPD, s->gid, (int64_t)out[i].cookie_u64,
@@ -399,14 +404,14 @@ static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
     sq_conn_t *c = &s->bus->sub;
     sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_CURSOR_GET);
     if (!st)
-        return evbus__sqlite_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->gid);
     int64_t cursor;
     int rc = evbus__sqlite_step_int(st, 0, &cursor);
     if (rc != SQLITE_OK)
-        return evbus__sqlite_err(rc);
+        return evbus__sqlite_fail(c, rc);
     if (!(st = evbus__sqlite_stmt(c, SQ_NEW_SEL)))
-        return evbus__sqlite_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->topic_id);
     sqlite3_bind_int64(st, 2, cursor);
     sqlite3_bind_int64(st, 3, max);
@@ -423,7 +428,7 @@ static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
         fill_msg(s, &out[n++], l);
     }
     sqlite3_reset(st);
-    int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
+    int err = rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_fail(c, rc);
     int64_t until = now + s->bus->o.visibility_timeout_ms;
     for (int i = 0; i < n && err == EVBUS_OK; i++)
         err = exec_gid_seq(c, SQ_PEND_INS, s->gid, (int64_t)out[i].cookie_u64,
@@ -475,14 +480,41 @@ static int ready(sq_sub_t *s, int64_t now, bool *yes)
     sq_conn_t *c = &s->bus->sub;
     sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_READY);
     if (!st)
-        return evbus__sqlite_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, s->gid);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_int64(st, 3, s->topic_id);
     int64_t v;
     int rc = evbus__sqlite_step_int(st, 0, &v);
     *yes = v != 0;
-    return evbus__sqlite_err(rc);
+    return evbus__sqlite_fail(c, rc);
+}
+
+/* Updates s's fetch backoff after a fetch (caller holds sub_mu). True
+ * when the cause of a failure should be logged: why is filled then. */
+static bool fetch_outcome(sq_sub_t *s, int err, uint64_t mono, char *why,
+                          size_t n)
+{
+    if (err == EVBUS_OK) {
+        if (s->fetch_err) {
+            s->fetch_err = 0;
+            s->fetch_backoff_ms = 0;
+            evbus__lograte_ok(&s->fetch_log);
+        }
+        return false;
+    }
+    s->fetch_backoff_ms = s->fetch_backoff_ms
+                              ? (s->fetch_backoff_ms * 2 > FETCH_BACKOFF_MAX_MS
+                                     ? FETCH_BACKOFF_MAX_MS
+                                     : s->fetch_backoff_ms * 2)
+                              : FETCH_BACKOFF_MS;
+    s->fetch_retry_ms = mono + s->fetch_backoff_ms;
+    s->fetch_err = err;
+    uint64_t repeats;
+    if (!evbus__lograte_fail(&s->fetch_log, err, &repeats) || repeats > 0)
+        return false;
+    evbus__sqlite_why(s->bus, &s->bus->sub, err, why, n);
+    return true;
 }
 
 int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
@@ -491,8 +523,18 @@ int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     sq_sub_t *s = bsub;
     if (max <= 0)
         return 0;
-    atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
+    uint64_t mono = evbus__mono_ms();
+    atomic_store(&b->progress_ms, (int64_t)mono);
+    /* The file is gone (logged once), or failing: answer the error
+     * without touching the file until the backoff passed. */
+    if (evbus__sqlite_file_ok(b) != EVBUS_OK)
+        return EVBUS_EIO;
     pthread_mutex_lock(&b->sub_mu);
+    if (s->fetch_err && mono < s->fetch_retry_ms) {
+        int err = s->fetch_err;
+        pthread_mutex_unlock(&b->sub_mu);
+        return err;
+    }
     sq_conn_t *c = &b->sub;
     int64_t now = evbus__wall_ms();
     int64_t dv = data_version(c);
@@ -553,13 +595,15 @@ int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     }
     if (err == EVBUS_OK && n == 0)
         remember_idle(s, dv, now);
+    char why[600];
+    bool log_cause = fetch_outcome(s, err, mono, why, sizeof why);
     pthread_mutex_unlock(&b->sub_mu);
-    if (err != EVBUS_OK) {
+    /* The core counts and logs repeated fetch failures; this line only
+     * says why (disk full, which file), once per different error. */
+    if (log_cause)
         evbus_host_log(b->host, EVBUS_LOG_WARN, "fetch from %s failed: %s",
-                       s->topic, evbus_strerror(err));
-        return err;
-    }
-    return n;
+                       s->topic, why);
+    return err != EVBUS_OK ? err : n;
 }
 
 int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,

@@ -28,10 +28,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
 #include "support/clock.h"
+#include "support/lograte.h"
 #include "support/sqlite_err.h"
 
 /* ------------------------------------------------------------ options */
@@ -44,6 +46,7 @@ typedef struct sq_opts {
     long long poll_interval_ms;      /* data_version safety check */
     long long max_queue;             /* async publishes waiting at most */
     long long max_queue_bytes;       /* ... and their payload bytes */
+    long long max_db_bytes;          /* database size limit, 0 = none */
     bool sync_full;                  /* synchronous=FULL instead of NORMAL */
 } sq_opts_t;
 
@@ -93,6 +96,7 @@ typedef struct sq_conn {
     uint64_t busy_since_ms; /* busy handler: when this wait began */
     sq_topic_ent_t *topics; /* topic id cache (ids never change) */
     size_t ntopics, cap_topics;
+    int fail_rc; /* SQLite code of the last failure (the why) */
 } sq_conn_t;
 
 /* ------------------------------------------------------------ subscriptions */
@@ -127,6 +131,11 @@ typedef struct sq_sub {
     uint64_t seen_gen;     /* bus->sub_gen then */
     int64_t next_due_ms;   /* earliest lease expiry / retry then */
     bool idle_known;       /* the three fields above are valid */
+    /* A failing fetch is tried again after a backoff (50 ms doubling to
+     * 1 s); meanwhile fetch answers fetch_err without touching the file. */
+    int fetch_err;
+    uint64_t fetch_retry_ms, fetch_backoff_ms;
+    evbus__lograte_t fetch_log; /* the cause, logged once per change */
     struct sq_sub *next;
 } sq_sub_t;
 
@@ -176,12 +185,22 @@ typedef struct sq_bus {
     int wake_fd;          /* eventfd: pokes the watcher */
     int ino_fd, ino_wd;   /* inotify on the directory, watch or -1 */
     char *dir, *wal_name; /* directory of the file, "<name>-wal" */
+    char *db_name;        /* "<name>": deleted or moved -> check at once */
     bool watcher_started;
     pthread_t watcher;
     atomic_bool stop;
     _Atomic int64_t next_due_ms; /* earliest moment something turns due */
     _Atomic int64_t ops_due_ms;  /* buffered settles must be written by */
     _Atomic int64_t progress_ms; /* last fetch or settle (monotonic) */
+
+    /* the database file's identity (sqlite_file.c) */
+    char *real_path; /* symbolic links resolved */
+    dev_t file_dev;
+    ino_t file_ino;
+    atomic_bool gone;            /* the path no longer names our file */
+    char gone_why[512];          /* written once, before gone is set */
+    evbus__lograte_t pub_log;    /* publish failures (under pub_mu) */
+    evbus__lograte_t writer_log; /* async publish failures (writer) */
 } sq_bus_t;
 
 /* ---------------------------------------------------- sqlite_conn.c */
@@ -202,6 +221,8 @@ void evbus__sqlite_rollback(sq_conn_t *c);
  * busy (journal_mode=WAL and schema creation need locks briefly). On
  * failure the open transaction is rolled back and errstr names path and
  * what was being done. */
+/* Remembers rc as c's last failure and maps it (evbus__sqlite_err). */
+int evbus__sqlite_fail(sq_conn_t *c, int rc);
 int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
                              char *errstr, size_t n, const char *what);
 /* Topic id, creating the topic in its own transaction when new. */
@@ -215,6 +236,21 @@ int evbus__sqlite_step_int(sqlite3_stmt *st, int64_t def, int64_t *out);
  * the reason in errstr. */
 int evbus__sqlite_schema_ensure(sq_conn_t *c, const char *path, bool create,
                                 char *errstr, size_t n);
+
+/* ---------------------------------------------------- sqlite_file.c */
+/* Remembers which file b->real_path names now (device and inode). */
+int evbus__sqlite_file_identify(sq_bus_t *b, char *errstr, size_t n);
+/* Watcher: checks that the path still names that file; the first time it
+ * does not, logs an ERROR naming the path and marks the bus gone. Returns
+ * true when gone. */
+bool evbus__sqlite_file_check(sq_bus_t *b);
+/* EVBUS_OK, or EVBUS_EIO once the file was deleted or replaced. Any
+ * thread. */
+int evbus__sqlite_file_ok(sq_bus_t *b);
+/* Why an operation on connection c failed with err, naming the file:
+ * "disk full ...", "... was deleted", or the error's name. */
+void evbus__sqlite_why(sq_bus_t *b, const sq_conn_t *c, int err, char *buf,
+                       size_t n);
 
 /* ---------------------------------------------------- sqlite_publish.c */
 int evbus__sqlite_publish(void *priv, const char *topic,

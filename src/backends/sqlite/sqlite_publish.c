@@ -12,6 +12,7 @@
  * WAL and survives a crash of any process; a power loss may lose the last
  * commits. synchronous=full fsyncs the WAL on every commit.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,14 +27,14 @@ static int insert_event(sq_conn_t *c, int64_t topic_id, int64_t now,
 {
     sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_EV_INS);
     if (!st)
-        return evbus__sqlite_err(sqlite3_errcode(c->db));
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
     sqlite3_bind_int64(st, 1, topic_id);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_blob64(st, 3, len ? payload : "", len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_err(rc);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_fail(c, rc);
 }
 
 static void notify_local(sq_bus_t *b)
@@ -44,14 +45,45 @@ static void notify_local(sq_bus_t *b)
         evbus_host_notify(b->host);
 }
 
+/* Failures are logged through a lograte (one line per interval with a
+ * count, and a line when it works again), with the reason naming the
+ * file. rate_note updates the state (under the lock that guards it),
+ * rate_emit logs (with no lock held). */
+static bool rate_note(evbus__lograte_t *r, int err, uint64_t *n)
+{
+    if (err != EVBUS_OK)
+        return evbus__lograte_fail(r, err, n);
+    *n = evbus__lograte_ok(r);
+    return *n > 0;
+}
+
+static void rate_emit(sq_bus_t *b, int err, uint64_t n, const char *what,
+                      const char *why)
+{
+    if (err == EVBUS_OK)
+        evbus_host_log(b->host, EVBUS_LOG_INFO,
+                       "%s works again after %llu failures", what,
+                       (unsigned long long)n);
+    else if (n)
+        evbus_host_log(b->host, EVBUS_LOG_WARN,
+                       "%s still failing: %s (%llu times since the last "
+                       "report)",
+                       what, why, (unsigned long long)n);
+    else
+        evbus_host_log(b->host, EVBUS_LOG_WARN, "%s failed: %s", what, why);
+}
+
 int evbus__sqlite_publish(void *priv, const char *topic,
                           const evbus_event_t *ev, const void *payload,
                           size_t len)
 {
     sq_bus_t *b = priv;
     int64_t tid;
+    char why[600] = "";
     pthread_mutex_lock(&b->pub_mu);
-    int err = evbus__sqlite_topic_id(&b->pub, topic, &tid);
+    int err = evbus__sqlite_file_ok(b);
+    if (err == EVBUS_OK)
+        err = evbus__sqlite_topic_id(&b->pub, topic, &tid);
     if (err == EVBUS_OK)
         err = evbus__sqlite_begin(&b->pub);
     if (err == EVBUS_OK) {
@@ -61,21 +93,27 @@ int evbus__sqlite_publish(void *priv, const char *topic,
         else
             evbus__sqlite_rollback(&b->pub);
     }
+    if (err != EVBUS_OK)
+        evbus__sqlite_why(b, &b->pub, err, why, sizeof why);
+    uint64_t n;
+    bool emit = rate_note(&b->pub_log, err, &n);
     pthread_mutex_unlock(&b->pub_mu);
     if (err == EVBUS_OK)
         notify_local(b);
-    else
-        evbus_host_log(b->host, EVBUS_LOG_WARN, "publish to %s failed: %s",
-                       topic, evbus_strerror(err));
+    if (emit) {
+        char what[300];
+        snprintf(what, sizeof what, "publish to %s", topic);
+        rate_emit(b, err, n, what, why);
+    }
     return err;
 }
 
 /* Writes a batch in one transaction. Returns the outcome for all. */
-static int write_batch(sq_bus_t *b, sq_item_t *head)
+static int write_batch(sq_bus_t *b, sq_item_t *head, char *why, size_t n)
 {
     sq_conn_t *c = &b->pub;
     pthread_mutex_lock(&b->pub_mu);
-    int err = EVBUS_OK;
+    int err = evbus__sqlite_file_ok(b);
     /* Topic ids first: a new topic is created in its own transaction. */
     for (sq_item_t *it = head; it && err == EVBUS_OK; it = it->next)
         err = evbus__sqlite_topic_id(c, it->topic, &it->topic_id);
@@ -90,6 +128,8 @@ static int write_batch(sq_bus_t *b, sq_item_t *head)
         else
             evbus__sqlite_rollback(c);
     }
+    if (err != EVBUS_OK)
+        evbus__sqlite_why(b, c, err, why, n);
     pthread_mutex_unlock(&b->pub_mu);
     return err;
 }
@@ -139,12 +179,12 @@ static void *writer_main(void *arg)
         pthread_cond_broadcast(&b->q_idle); /* room for blocked producers */
         pthread_mutex_unlock(&b->q_mu);
 
-        int err = write_batch(b, head);
-        if (err != EVBUS_OK)
-            evbus_host_log(b->host, EVBUS_LOG_WARN,
-                           "asynchronous publish of %ld events failed: %s", n,
-                           evbus_strerror(err));
-        else
+        char why[600] = "";
+        int err = write_batch(b, head, why, sizeof why);
+        uint64_t times;
+        if (rate_note(&b->writer_log, err, &times))
+            rate_emit(b, err, times, "asynchronous publishing", why);
+        if (err == EVBUS_OK)
             notify_local(b);
         while (head) {
             sq_item_t *next = head->next;
@@ -167,6 +207,8 @@ int evbus__sqlite_publish_async(void *priv, const char *topic,
                                 void *token)
 {
     sq_bus_t *b = priv;
+    if (evbus__sqlite_file_ok(b) != EVBUS_OK)
+        return EVBUS_EIO; /* logged once when it was found out */
     size_t tlen = strlen(topic) + 1;
     sq_item_t *it = malloc(sizeof *it + tlen + len);
     if (!it)

@@ -10,7 +10,10 @@
  *   - a PRAGMA data_version check every poll_interval_ms, in case inotify
  *     misses something (network file systems) or is unavailable (then the
  *     check runs every 10 ms);
- *   - retention: deleting acknowledged events older than retention_ms.
+ *   - retention: deleting acknowledged events older than retention_ms;
+ *   - checking that the path still names the file it opened, every
+ *     poll_interval_ms and when inotify sees the name deleted or moved
+ *     (sqlite_file.c).
  * An idle bus therefore costs one wakeup per poll_interval_ms.
  */
 #include <errno.h>
@@ -171,7 +174,8 @@ static void manage_watch(sq_bus_t *b)
         return;
     if (want && b->ino_wd < 0) {
         b->ino_wd = inotify_add_watch(b->ino_fd, b->dir,
-                                      IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+                                      IN_MODIFY | IN_CREATE | IN_MOVED_TO |
+                                          IN_DELETE | IN_MOVED_FROM);
         if (b->ino_wd < 0)
             evbus_host_log(b->host, EVBUS_LOG_WARN,
                            "inotify on %s failed (%s); checking for new "
@@ -183,8 +187,9 @@ static void manage_watch(sq_bus_t *b)
     }
 }
 
-/* Reads all pending inotify events; true when the -wal file changed. */
-static bool drain_inotify(sq_bus_t *b)
+/* Reads all pending inotify events; true when the -wal file changed.
+ * *file_moved: the database file's name was deleted, moved or created. */
+static bool drain_inotify(sq_bus_t *b, bool *file_moved)
 {
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     bool hit = false;
@@ -196,8 +201,10 @@ static bool drain_inotify(sq_bus_t *b)
             struct inotify_event *e = (struct inotify_event *)p;
             if (e->len && strcmp(e->name, b->wal_name) == 0)
                 hit = true;
+            if (e->len && strcmp(e->name, b->db_name) == 0)
+                *file_moved = true;
             if (e->mask & IN_Q_OVERFLOW)
-                hit = true;
+                hit = *file_moved = true;
             p += sizeof *e + e->len;
         }
     }
@@ -215,6 +222,9 @@ static void *watcher_main(void *arg)
     int64_t renew_every =
         b->o.visibility_timeout_ms / 3 > 0 ? b->o.visibility_timeout_ms / 3 : 1;
     int64_t next_renew = mono + renew_every;
+    /* The file identity check runs with or without subscriptions: a
+     * publisher must learn too that its file is gone. */
+    int64_t next_file = mono + b->o.poll_interval_ms;
     int64_t last_dv = aux_data_version(&b->aux);
     while (!atomic_load(&b->stop)) {
         manage_watch(b);
@@ -224,7 +234,7 @@ static void *watcher_main(void *arg)
                                ? b->o.poll_interval_ms
                                : min64(b->o.poll_interval_ms, FALLBACK_POLL_MS);
         mono = (int64_t)evbus__mono_ms();
-        int64_t wake = next_ret;
+        int64_t wake = min64(next_ret, next_file);
         if (subs) {
             wake = min64(wake, next_dv);
             wake = min64(wake, next_renew);
@@ -250,12 +260,18 @@ static void *watcher_main(void *arg)
             ssize_t r = read(b->wake_fd, &v, sizeof v);
             (void)r;
         }
-        if ((pfd[1].revents & POLLIN) && drain_inotify(b)) {
+        bool moved = false;
+        if ((pfd[1].revents & POLLIN) && drain_inotify(b, &moved)) {
             evbus_host_notify(b->host);
             /* Coalesce: a busy writer modifies the file thousands of times
              * a second; one wakeup per millisecond is plenty. */
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
+        }
+        mono = (int64_t)evbus__mono_ms();
+        if (moved || mono >= next_file) {
+            evbus__sqlite_file_check(b);
+            next_file = mono + b->o.poll_interval_ms;
         }
         due = atomic_load(&b->next_due_ms);
         if (due != INT64_MAX && evbus__wall_ms() >= due &&
