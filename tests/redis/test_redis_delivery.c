@@ -141,6 +141,112 @@ START_TEST(repeated_short_reads_dead_letter_nothing)
 }
 END_TEST
 
+static long long pending_of(redisContext *c, const char *topic,
+                            const char *consumer)
+{
+    redisReply *r =
+        redisCommand(c, "XPENDING %s g - + 1000 %s", topic, consumer);
+    long long n =
+        r && r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+static bool has_consumer(redisContext *c, const char *topic, const char *name)
+{
+    redisReply *r = redisCommand(c, "XINFO CONSUMERS %s g", topic);
+    bool found = false;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements;
+         i++)
+        if (r->element[i]->elements >= 2 &&
+            strcmp(r->element[i]->element[1]->str, name) == 0)
+            found = true;
+    freeReplyObject(r);
+    return found;
+}
+
+/* A member closes while entries are buffered and never handed out, and
+ * while entries were read for it that its fetcher never took in (a reply
+ * in flight when the connection was shut; simulated by reading as that
+ * consumer from outside). All of them go back at once: the next member
+ * (default claim timeout, 30 s) gets them first, oldest first, long before
+ * the claim timeout, and the closed member leaves the group. */
+START_TEST(clean_close_hands_back_everything_fetched)
+{
+    enum { EVENTS = 30 };
+    start_plain();
+    char topic[128];
+    tu_topic(topic, sizeof topic, "handback");
+    evbus_t *pub = open_ok(NULL);
+    publish_n(pub, topic, EVENTS);
+    evbus_close(pub);
+
+    redisContext *c = tu_raw(&srv, NULL);
+    evbus_t *a = open_ok("?consumer=member-a&batch=5");
+    counter_t none = {0};
+    ck_assert_ptr_nonnull(subscribe_max3(a, topic, &none));
+    /* Never polled: the fetcher fills its buffer (2 x batch) and waits. */
+    long long end = tu_now_ms() + 10000;
+    while (pending_of(c, topic, "member-a") < 10 && tu_now_ms() < end)
+        usleep(10000);
+    ck_assert_int_eq(pending_of(c, topic, "member-a"), 10);
+    /* The reply that never arrived. */
+    freeReplyObject(redisCommand(
+        c, "XREADGROUP GROUP g member-a COUNT 5 STREAMS %s >", topic));
+    ck_assert_int_eq(pending_of(c, topic, "member-a"), 15);
+    evbus_close(a);
+    ck_assert_int_eq(none.calls, 0);
+    ck_assert_int_eq(pending_of(c, topic, "member-a"), 0);
+    ck_assert(!has_consumer(c, topic, "member-a"));
+
+    evbus_t *b = open_ok(NULL);
+    counter_t seen = {0};
+    ck_assert_ptr_nonnull(subscribe_max3(b, topic, &seen));
+    ck_assert_int_eq(tu_poll_until(b, &seen.calls, EVENTS, 10000), EVENTS);
+    ck_assert_int_eq(seen.first_seq, 0);
+    ck_assert_int_eq(seen.max_attempt, 1);
+    evbus_close(b);
+    redisFree(c);
+    test_redis_stop(&srv);
+}
+END_TEST
+
+/* Restarts do not pile up consumers: a closed member leaves the group, and
+ * a subscribing member removes long-idle members that hold nothing. */
+START_TEST(closed_and_dead_members_leave_the_group)
+{
+    start_plain();
+    char topic[128];
+    tu_topic(topic, sizeof topic, "members");
+    redisContext *c = tu_raw(&srv, NULL);
+    freeReplyObject(redisCommand(c, "XGROUP CREATE %s g 0 MKSTREAM", topic));
+    /* A member that died long ago holding nothing. */
+    freeReplyObject(
+        redisCommand(c, "XGROUP CREATECONSUMER %s g long-dead", topic));
+    for (int run = 0; run < 3; run++) {
+        evbus_t *bus = open_ok("?claim_timeout_ms=100");
+        counter_t none = {0};
+        ck_assert_ptr_nonnull(subscribe_max3(bus, topic, &none));
+        evbus_poll(bus, 10);
+        evbus_close(bus);
+        redisReply *r = redisCommand(c, "XINFO CONSUMERS %s g", topic);
+        ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
+        /* Only long-dead, which is not idle for long enough yet. */
+        ck_assert_int_eq(r->elements, 1);
+        freeReplyObject(r);
+    }
+    ck_assert(has_consumer(c, topic, "long-dead"));
+    usleep(10500 * 1000); /* the least idle time the sweep waits for */
+    evbus_t *bus = open_ok("?claim_timeout_ms=100");
+    counter_t none = {0};
+    ck_assert_ptr_nonnull(subscribe_max3(bus, topic, &none));
+    ck_assert(!has_consumer(c, topic, "long-dead"));
+    evbus_close(bus);
+    redisFree(c);
+    test_redis_stop(&srv);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("redis-delivery");
@@ -148,6 +254,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, hand_outs_without_a_handler_are_not_charged);
     tcase_add_test(tc, repeated_short_reads_dead_letter_nothing);
+    tcase_add_test(tc, clean_close_hands_back_everything_fetched);
+    tcase_add_test(tc, closed_and_dead_members_leave_the_group);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -16,6 +16,7 @@
  * the XACK of an entry is followed by an HDEL of its field, pipelined.
  * An entry without a field was never handed to a handler: attempts 0.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,16 +132,32 @@ int evbus__redis_record_attempts(void *priv, void *bsub,
         argv[2 + 2 * i] = m->idstr;
         argv[3 + 2 * i] = vals[i];
     }
+    /* Acks settled since the last call go first, in the same round trip:
+     * a handler that kills the process must not take the acks of the
+     * events handled before it along (they would be handled again and
+     * charged again). */
+    pthread_mutex_lock(&s->mu);
+    rds_msg_t *acks = s->acks;
+    s->acks = NULL;
+    pthread_mutex_unlock(&s->mu);
     char why[300];
-    redisContext *c;
+    redisContext *c = NULL;
     int rc = rds_pool_get(b, &c, why, sizeof why);
+    bool acked = false;
     if (rc == EVBUS_OK) {
-        redisReply *r = rds_command(c, 2 * n + 2, argv, NULL);
-        if (!r || r->type != REDIS_REPLY_INTEGER)
-            rc = rds_error(c, r, why, sizeof why);
-        freeReplyObject(r);
+        redisReply *r[4] = {NULL, NULL, NULL, NULL};
+        int nack = evbus__redis_append_acks(s, c, acks);
+        redisAppendCommandArgv(c, 2 * n + 2, argv, NULL);
+        acked = evbus__redis_exchange(c, nack + 1, r) == REDIS_OK;
+        redisReply *hset = r[nack];
+        if (!hset || hset->type != REDIS_REPLY_INTEGER)
+            rc = rds_error(c, hset, why, sizeof why);
+        for (int i = 0; i <= nack; i++)
+            freeReplyObject(r[i]);
         rds_pool_put(b, c);
     }
+    if (acks && rds_settle_done(s, acks, NULL, acked))
+        evbus__redis_push_settle_job(s);
     if (rc != EVBUS_OK)
         evbus_host_log(b->host, EVBUS_LOG_WARN,
                        "recording %d attempt(s) on %s/%s failed: %s", n,

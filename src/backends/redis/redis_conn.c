@@ -10,8 +10,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <hiredis/sds.h>
-
 #include "redis_internal.h"
 
 uint64_t rds_now_ms(void)
@@ -182,31 +180,43 @@ void rds_thread_block_sigpipe(void)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
+int evbus__redis_exchange(redisContext *c, int n, redisReply **out)
+{
+    /* hiredis writes with write(): with SIGPIPE blocked for the call, a
+     * SIGPIPE it raises stays pending, and is taken here unless one was
+     * pending before (then it is the application's). */
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    int rc = REDIS_OK;
+    for (int i = 0; i < n; i++) {
+        out[i] = NULL;
+        if (rc == REDIS_OK && redisGetReply(c, (void **)&out[i]) != REDIS_OK)
+            rc = REDIS_ERR;
+    }
+    if (!was_pending) {
+        sigemptyset(&pending);
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE)) {
+            struct timespec zero = {0, 0};
+            sigtimedwait(&pipe_set, NULL, &zero);
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 redisReply *rds_command(redisContext *c, int argc, const char **argv,
                         const size_t *argvlen)
 {
     if (c->err || redisAppendCommandArgv(c, argc, argv, argvlen) != REDIS_OK)
         return NULL;
-    /* Send the buffer ourselves with MSG_NOSIGNAL (hiredis would write()
-     * it), then let hiredis read the reply. */
-    size_t len = sdslen(c->obuf), off = 0;
-    while (off < len) {
-        ssize_t n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            c->err = REDIS_ERR_IO;
-            snprintf(c->errstr, sizeof c->errstr, "%s",
-                     n < 0 ? strerror(errno) : "connection closed");
-            return NULL;
-        }
-        off += (size_t)n;
-    }
-    sdsfree(c->obuf);
-    c->obuf = sdsempty();
-    redisReply *r = NULL;
-    if (!c->obuf || redisGetReply(c, (void **)&r) != REDIS_OK)
-        return NULL;
+    redisReply *r;
+    evbus__redis_exchange(c, 1, &r);
     return r;
 }
 

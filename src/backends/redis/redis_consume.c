@@ -35,9 +35,6 @@
 
 #include "redis_internal.h"
 
-/* Idle time given to released entries: far beyond any claim timeout. */
-#define RELEASE_IDLE_MS "315360000000"
-
 static atomic_uint consumer_counter;
 
 static const char *const no_data_field =
@@ -56,8 +53,6 @@ static void msg_list_free(rds_msg_t *m)
 }
 
 static void schedule_settle(rds_sub_t *s);
-static void push_settle_job(rds_sub_t *s);
-static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks);
 
 void rds_sub_unref(rds_sub_t *s)
 {
@@ -387,7 +382,7 @@ static int read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
     if (block > 0)
         s->fetcher_active = false;
     pthread_mutex_unlock(&s->mu);
-    int nack = append_acks(s, s->c, acks);
+    int nack = evbus__redis_append_acks(s, s->c, acks);
     redisAppendCommandArgv(s->c, argc, argv, NULL);
     redisReply *r = NULL;
     bool acked = true;
@@ -403,7 +398,7 @@ static int read_group(rds_sub_t *s, fetch_state_t *st, int count, int block)
     if (acks) {
         st->last_ack_ms = rds_now_ms();
         if (rds_settle_done(s, acks, NULL, acked))
-            push_settle_job(s);
+            evbus__redis_push_settle_job(s);
     }
     if (!acked || redisGetReply(s->c, (void **)&r) != REDIS_OK)
         r = NULL;
@@ -440,7 +435,7 @@ static void flush_acks(rds_sub_t *s, fetch_state_t *st)
     pthread_mutex_unlock(&s->mu);
     if (!acks)
         return;
-    int replies = append_acks(s, s->c, acks);
+    int replies = evbus__redis_append_acks(s, s->c, acks);
     st->last_ack_ms = rds_now_ms();
     bool ok = true;
     for (int i = 0; i < replies && ok; i++) {
@@ -449,7 +444,7 @@ static void flush_acks(rds_sub_t *s, fetch_state_t *st)
         freeReplyObject(r);
     }
     if (rds_settle_done(s, acks, NULL, ok))
-        push_settle_job(s);
+        evbus__redis_push_settle_job(s);
     if (!ok)
         command_failed(s, st, NULL, "XACK");
 }
@@ -719,6 +714,8 @@ int rds_subscribe(void *priv, const char *topic, const char *group,
         if (rc != EVBUS_OK)
             snprintf(why, sizeof why, "XGROUP CREATE %.100s %.60s failed: %.120s",
                      topic, group, reason);
+        else
+            evbus__redis_sweep_consumers(s, s->c);
     }
     if (rc == EVBUS_OK &&
         pthread_create(&s->thread, NULL, fetcher_main, s) != 0) {
@@ -772,7 +769,7 @@ int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 
 /* Queues a settle job for what s has collected; the caller set
  * s->settle_queued (under s->mu) and so owns this step. */
-static void push_settle_job(rds_sub_t *s)
+void evbus__redis_push_settle_job(rds_sub_t *s)
 {
     rds_job_t *job = calloc(1, sizeof *job);
     if (job) {
@@ -799,7 +796,7 @@ static void schedule_settle(rds_sub_t *s)
         s->settle_queued = true;
     pthread_mutex_unlock(&s->mu);
     if (need)
-        push_settle_job(s);
+        evbus__redis_push_settle_job(s);
 }
 
 int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
@@ -828,7 +825,7 @@ int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         s->settle_queued = true;
     pthread_mutex_unlock(&s->mu);
     if (need)
-        push_settle_job(s);
+        evbus__redis_push_settle_job(s);
     return EVBUS_OK;
 }
 
@@ -836,7 +833,7 @@ int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
  * to read (0 for an empty list). Out of memory, an XACK of nothing keeps
  * the reply count right; those entries stay pending and come back after
  * claim_timeout_ms (a duplicate, never a loss). */
-static int append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
+int evbus__redis_append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
 {
     size_t n = 0;
     for (rds_msg_t *m = acks; m; m = m->next)
@@ -896,7 +893,7 @@ int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
         return 0;
     }
     if (na)
-        replies += append_acks(s, c, *acks);
+        replies += evbus__redis_append_acks(s, c, *acks);
     if (nr) {
         int argc = 0;
         argv[argc++] = "XCLAIM";
@@ -907,7 +904,7 @@ int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
         for (rds_msg_t *m = *releases; m; m = m->next)
             argv[argc++] = m->idstr;
         argv[argc++] = "IDLE";
-        argv[argc++] = RELEASE_IDLE_MS;
+        argv[argc++] = EVBUS__REDIS_RELEASE_IDLE_MS;
         argv[argc++] = "JUSTID";
         redisAppendCommandArgv(c, argc, argv, NULL);
         replies++;
@@ -962,16 +959,14 @@ void rds_unsubscribe(void *priv, void *bsub)
     if (s->thread_started)
         pthread_join(s->thread, NULL);
 
-    /* Entries buffered but never handed out go back for other members. */
+    /* Entries buffered but never handed out are no longer held: the
+     * handback below gives them to the group with everything else still
+     * pending for this consumer. */
     pthread_mutex_lock(&s->mu);
-    while (s->buf_head) {
-        rds_msg_t *m = s->buf_head;
-        s->buf_head = m->next;
+    for (rds_msg_t *m = s->buf_head; m; m = m->next)
         rds_idset_del(&s->held, m->id);
-        m->next = s->releases;
-        s->releases = m;
-    }
-    s->buf_tail = NULL;
+    msg_list_free(s->buf_head);
+    s->buf_head = s->buf_tail = NULL;
     s->nbuf = 0;
     pthread_mutex_unlock(&s->mu);
 
@@ -999,5 +994,6 @@ void rds_unsubscribe(void *priv, void *bsub)
             break;
         }
     }
+    evbus__redis_handback(s);
     rds_sub_unref(s);
 }

@@ -79,6 +79,10 @@ void rds_backoff_ok(rds_backoff_t *b);
  * sends with MSG_NOSIGNAL; the backend's own threads block SIGPIPE for
  * good (rds_thread_block_sigpipe). */
 void rds_thread_block_sigpipe(void);
+/* Sends what was appended to c and reads n replies into out (NULL from
+ * the first failure on), with SIGPIPE blocked for the call and a SIGPIPE
+ * it raised discarded. REDIS_OK or REDIS_ERR (c->err set). */
+int evbus__redis_exchange(redisContext *c, int n, redisReply **out);
 /* redisCommandArgv without SIGPIPE (argvlen NULL = strlen). NULL on an
  * I/O failure (c->err set). */
 redisReply *rds_command(redisContext *c, int argc, const char **argv,
@@ -248,6 +252,12 @@ int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
 /* Run by the writer thread for a RDS_JOB_SETTLE (see redis_writer.c):
  * takes the sub's queued acks/releases and appends their commands to c.
  * Returns how many replies to read (0 = nothing to send). */
+/* Queues a settle job for what s has collected (s->settle_queued or a
+ * failed send put it there). */
+void evbus__redis_push_settle_job(rds_sub_t *s);
+/* Appends one XACK (and the HDEL of the attempt records) of the listed
+ * messages to c; returns the replies to read (0 for an empty list). */
+int evbus__redis_append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks);
 int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
                       rds_msg_t **releases);
 /* After the replies: ok = true when the server answered (acks are final),
@@ -257,6 +267,22 @@ int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
 bool rds_settle_done(rds_sub_t *s, rds_msg_t *acks, rds_msg_t *releases,
                      bool ok);
 void rds_sub_unref(rds_sub_t *s);
+
+/* redis_handback.c: leaving a group cleanly. */
+/* The consumer that entries handed back belong to until a member claims
+ * them, and the idle time they get (far beyond any claim timeout, so the
+ * next claim scan takes them). */
+#define EVBUS__REDIS_HANDBACK "evbus-handback"
+#define EVBUS__REDIS_RELEASE_IDLE_MS "315360000000"
+/* After s's fetcher stopped and its acks were confirmed: hands back every
+ * entry still pending for s's consumer that s does not hold, then deletes
+ * the consumer when nothing of it is left pending. Uses a pooled
+ * connection; failures are logged (the entries then come back after
+ * claim_timeout_ms). */
+void evbus__redis_handback(rds_sub_t *s);
+/* Deletes consumers of s's group that hold nothing and were idle far
+ * longer than a live member ever is. Best effort, on c. */
+void evbus__redis_sweep_consumers(rds_sub_t *s, redisContext *c);
 
 /* redis_attempts.c: durable attempt counts, one hash per group. */
 /* "evbus:attempts:{topic}:group"; malloc'ed, NULL when out of memory. */
