@@ -157,7 +157,7 @@ START_TEST(encode_then_decode_gives_the_same_event)
     char err[256];
     evbus_event_t *ev = evbus_event_from_json(src, strlen(src), err, sizeof err);
     ck_assert_msg(ev != NULL, "%s", err);
-    rd_kafka_headers_t *h = kafka_wire_binary_headers(ev);
+    rd_kafka_headers_t *h = evbus__kafka_wire_binary_headers(ev);
     ck_assert_ptr_null(header(h, "content-type", buf, sizeof buf));
     ck_assert_str_eq(header(h, "ce_subject", buf, sizeof buf), "\xc3\xa9");
     ck_assert_str_eq(header(h, "ce_n", buf, sizeof buf), "7");
@@ -173,7 +173,7 @@ START_TEST(encode_then_decode_gives_the_same_event)
                                           "application/x-thing"),
                      EVBUS_OK);
     ck_assert_int_eq(evbus_event_set_ext(ev, "k", "v"), EVBUS_OK);
-    h = kafka_wire_binary_headers(ev);
+    h = evbus__kafka_wire_binary_headers(ev);
     ck_assert_str_eq(header(h, "content-type", buf, sizeof buf),
                      "application/x-thing");
     evbus_event_t *back = decode_ok(evbus_event_data(ev), 2, h);

@@ -24,7 +24,7 @@
 
 /* ------------------------------------------------------------ errors */
 
-int kafka_topic_check(const char *topic)
+int evbus__kafka_topic_check(const char *topic)
 {
     size_t len = topic ? strlen(topic) : 0;
     if (len == 0 || len > 249 || !strcmp(topic, ".") || !strcmp(topic, ".."))
@@ -38,7 +38,7 @@ int kafka_topic_check(const char *topic)
     return EVBUS_OK;
 }
 
-int kafka_map_err(rd_kafka_resp_err_t err)
+int evbus__kafka_map_err(rd_kafka_resp_err_t err)
 {
     switch (err) {
     case RD_KAFKA_RESP_ERR_NO_ERROR:
@@ -133,7 +133,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
                    rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-void kafka_set_log_callbacks(rd_kafka_conf_t *conf)
+void evbus__kafka_set_log_callbacks(rd_kafka_conf_t *conf)
 {
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -167,8 +167,6 @@ static int set_defaults(rd_kafka_conf_t *pconf, rd_kafka_conf_t *cconf,
     };
     static const char *const consumer[][2] = {
         {"auto.offset.reset", "earliest"},
-        {"enable.auto.commit", "true"},
-        {"auto.commit.interval.ms", "1000"}, /* fewer repeats after a crash */
         {"enable.auto.offset.store", "false"},
         {"allow.auto.create.topics", "true"},
         {"enable.partition.eof", "false"},
@@ -285,10 +283,15 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     rc = set_defaults(pconf, cconf, brokers, errstr, n);
     if (!rc)
         rc = apply_passthrough(url, pconf, cconf, errstr, n);
-    /* At-least-once depends on storing offsets only for settled work. */
+    /* At-least-once depends on committing only settled work, and the
+     * attempts travel in the metadata of the backend's own commits
+     * (kafka_attempts.c): auto-commit would overwrite it. */
     if (!rc)
         rc = conf_set(cconf, "enable.auto.offset.store", "false",
                       "enable.auto.offset.store", errstr, n);
+    if (!rc)
+        rc = conf_set(cconf, "enable.auto.commit", "false",
+                      "enable.auto.commit", errstr, n);
     /* Refuse a misspelt option before spending connect_timeout_ms on the
      * cluster (the core would refuse it after open anyway). */
     const char *unused = rc ? NULL : evbus_url_unused(url);
@@ -305,7 +308,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
         return rc;
     }
     kb->consumer_conf = cconf;
-    rc = kafka_producer_open(kb, pconf, errstr, n); /* takes pconf */
+    rc = evbus__kafka_producer_open(kb, pconf, errstr, n); /* takes pconf */
     if (rc) {
         kafka_close(kb);
         return rc;
@@ -339,8 +342,8 @@ static void kafka_close(void *priv)
 {
     kafka_bus_t *kb = priv;
     atomic_store(&kb->closing, true);
-    kafka_groups_close(kb);
-    kafka_producer_close(kb);
+    evbus__kafka_groups_close(kb);
+    evbus__kafka_producer_close(kb);
     if (kb->consumer_conf)
         rd_kafka_conf_destroy(kb->consumer_conf);
     kb->consumer_conf = NULL;
@@ -359,8 +362,8 @@ static int kafka_health(void *priv, char *errstr, size_t n)
     if (err) {
         snprintf(errstr, n, "kafka: metadata request failed within %d ms: %s",
                  tmo, rd_kafka_err2str(err));
-        return kafka_map_err(err) == EVBUS_ETIMEDOUT ? EVBUS_ETIMEDOUT
-                                                     : EVBUS_ECONN;
+        return evbus__kafka_map_err(err) == EVBUS_ETIMEDOUT ? EVBUS_ETIMEDOUT
+                                                            : EVBUS_ECONN;
     }
     int brokers = md->broker_cnt;
     rd_kafka_metadata_destroy(md);
@@ -386,12 +389,13 @@ const evbus_backend_t evbus_backend_kafka = {
                 EVBUS_FEAT_CROSS_PROCESS,
     .open = kafka_open,
     .close = kafka_close,
-    .publish = kafka_publish,
-    .publish_async = kafka_publish_async,
-    .flush = kafka_flush,
-    .subscribe = kafka_subscribe,
-    .unsubscribe = kafka_unsubscribe,
-    .fetch = kafka_fetch,
-    .settle = kafka_settle,
+    .publish = evbus__kafka_publish,
+    .publish_async = evbus__kafka_publish_async,
+    .flush = evbus__kafka_flush,
+    .subscribe = evbus__kafka_subscribe,
+    .unsubscribe = evbus__kafka_unsubscribe,
+    .fetch = evbus__kafka_fetch,
+    .settle = evbus__kafka_settle,
     .health = kafka_health,
+    .record_attempts = evbus__kafka_record_attempts,
 };

@@ -2,7 +2,7 @@
  * kafka:// consuming, one subscription's side: its buffer, the state of its
  * assigned partitions and its offsets. The group's consumer and its poll
  * thread (kafka_group.c) hand it the records of its topic
- * (kafka_sub_buffer); fetch() drains the buffer without blocking.
+ * (evbus__kafka_sub_buffer); fetch() drains the buffer without blocking.
  *
  * Offsets (at-least-once): enable.auto.offset.store=false; a partition's
  * records stay in an offset-ordered list until settled. settle(ACK) marks a
@@ -42,12 +42,13 @@ static void msg_free(kafka_msg_t *m)
 
 static void part_unref(kafka_part_t *p)
 {
-    if (--p->refs == 0)
+    if (--p->refs == 0) {
+        free(p->prior);
         free(p);
+    }
 }
 
-/* The attached state of partition id, created on first use. Locked. */
-static kafka_part_t *part_get(kafka_sub_t *s, int32_t id)
+kafka_part_t *evbus__kafka_part_get(kafka_sub_t *s, int32_t id)
 {
     if (id < 0)
         return NULL;
@@ -67,57 +68,16 @@ static kafka_part_t *part_get(kafka_sub_t *s, int32_t id)
             return NULL;
         p->partition = id;
         p->refs = 1;
-        p->pending_store = -1;
+        p->commit_off = -1;
+        p->window_end = -1;
+        p->window_prev = -2;
+        p->suspect_end = -1;
         s->parts[id] = p;
     }
     return s->parts[id];
 }
 
-void kafka_sub_flush_stores(kafka_sub_t *s)
-{
-    if (!s->stores_dirty)
-        return;
-    s->stores_dirty = false;
-    int cnt = 0;
-    for (size_t i = 0; i < s->nparts; i++)
-        if (s->parts[i] && s->parts[i]->pending_store >= 0)
-            cnt++;
-    if (!cnt)
-        return;
-    rd_kafka_topic_partition_list_t *l =
-        rd_kafka_topic_partition_list_new(cnt);
-    if (!l) {
-        s->stores_dirty = true; /* try again next round */
-        return;
-    }
-    for (size_t i = 0; i < s->nparts; i++) {
-        kafka_part_t *p = s->parts[i];
-        if (!p || p->pending_store < 0)
-            continue;
-        rd_kafka_topic_partition_list_add(l, s->topic, p->partition)->offset =
-            p->pending_store;
-        p->pending_store = -1;
-    }
-    rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->rk, l);
-    if (err) {
-        evbus_host_log(s->kb->host, EVBUS_LOG_WARN,
-                       "storing offsets of %s (group %s) failed: %s", s->topic,
-                       s->group, rd_kafka_err2str(err));
-    } else {
-        for (int i = 0; i < l->cnt; i++)
-            if (l->elems[i].err)
-                evbus_host_log(s->kb->host, EVBUS_LOG_WARN,
-                               "storing offset %lld of %s [%d] failed: %s",
-                               (long long)l->elems[i].offset, s->topic,
-                               (int)l->elems[i].partition,
-                               rd_kafka_err2str(l->elems[i].err));
-            else
-                s->stored_total++;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
-/* Pops the acked prefix of p's records; schedules the store. Locked. */
+/* Pops the acked prefix of p's records; schedules the commit. Locked. */
 static void advance(kafka_sub_t *s, kafka_part_t *p)
 {
     int64_t last = -1;
@@ -131,8 +91,9 @@ static void advance(kafka_sub_t *s, kafka_part_t *p)
         p->refs--; /* still attached: never reaches 0 here */
     }
     if (last >= 0) {
-        p->pending_store = last + 1;
-        s->stores_dirty = true;
+        p->commit_off = last + 1;
+        p->commit_dirty = true;
+        s->commits_dirty = true;
     }
 }
 
@@ -173,8 +134,8 @@ static void buffer_drop_revoked(kafka_sub_t *s)
     s->ready_tail = last;
 }
 
-void kafka_sub_revoke_locked(kafka_sub_t *s,
-                             const rd_kafka_topic_partition_list_t *list)
+void evbus__kafka_sub_revoke_locked(kafka_sub_t *s,
+                                    const rd_kafka_topic_partition_list_t *list)
 {
     for (size_t i = 0; i < s->nparts; i++) {
         kafka_part_t *p = s->parts[i];
@@ -194,8 +155,8 @@ void kafka_sub_revoke_locked(kafka_sub_t *s,
 }
 
 /* So that the acks of records the core is handling still count. */
-void kafka_sub_wait_for_settles(kafka_sub_t *s,
-                                const rd_kafka_topic_partition_list_t *list)
+void evbus__kafka_sub_wait_for_settles(
+    kafka_sub_t *s, const rd_kafka_topic_partition_list_t *list)
 {
     struct timespec end;
     clock_gettime(CLOCK_REALTIME, &end);
@@ -234,7 +195,7 @@ static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
     m->rkm = rkm;
     m->offset = rkm->offset;
     char *why = NULL;
-    int rc = kafka_wire_classify(rkm, &m->event, &why);
+    int rc = evbus__kafka_wire_classify(rkm, &m->event, &why);
     if (rc == EVBUS_ENOMEM) {
         free(why);
         free(m);
@@ -247,22 +208,20 @@ static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
     return m;
 }
 
-void kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
+void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
 {
     kafka_msg_t *recs[KAFKA_POLL_BATCH];
+    int oom_part = -1;
     for (int i = 0; i < n; i++)
         recs[i] = make_record(batch[i]);
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < n; i++) {
         kafka_msg_t *m = recs[i];
-        kafka_part_t *p = part_get(s, batch[i]->partition);
+        kafka_part_t *p = evbus__kafka_part_get(s, batch[i]->partition);
         if (!m || !p) {
             /* Out of memory: the record cannot be tracked, so nothing of
              * its partition may be stored past it until reassignment. */
-            evbus_host_log(s->kb->host, EVBUS_LOG_ERROR,
-                           "%s [%d]: out of memory; offsets of this "
-                           "partition frozen until it is reassigned",
-                           s->topic, (int)batch[i]->partition);
+            oom_part = (int)batch[i]->partition;
             if (p && !p->head) {
                 /* a released placeholder blocks the watermark */
                 kafka_msg_t *ph = calloc(1, sizeof *ph);
@@ -285,6 +244,7 @@ void kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
             continue;
         }
         m->part = p;
+        evbus__kafka_arrival(s, p, m);
         p->refs++;
         if (p->tail)
             p->tail->next_part = m;
@@ -298,14 +258,18 @@ void kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
         s->ready_tail = m;
         s->ready_len++;
     }
-    kafka_sub_flush_stores(s);
     pthread_mutex_unlock(&s->mu);
+    if (oom_part >= 0)
+        evbus_host_log(s->kb->host, EVBUS_LOG_ERROR,
+                       "%s [%d]: out of memory; offsets of this partition "
+                       "frozen until it is reassigned",
+                       s->topic, oom_part);
 }
 
 /* ------------------------------------------------------------ lifetime */
 
-kafka_sub_t *kafka_sub_new(kafka_bus_t *kb, const char *topic,
-                           const char *group)
+kafka_sub_t *evbus__kafka_sub_new(kafka_bus_t *kb, const char *topic,
+                                  const char *group)
 {
     kafka_sub_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -317,13 +281,13 @@ kafka_sub_t *kafka_sub_new(kafka_bus_t *kb, const char *topic,
     s->topic = strdup(topic);
     s->group = strdup(group);
     if (!s->topic || !s->group) {
-        kafka_sub_free(s);
+        evbus__kafka_sub_free(s);
         return NULL;
     }
     return s;
 }
 
-void kafka_sub_free(kafka_sub_t *s)
+void evbus__kafka_sub_free(kafka_sub_t *s)
 {
     free(s->parts);
     free(s->topic);
@@ -334,7 +298,7 @@ void kafka_sub_free(kafka_sub_t *s)
     free(s);
 }
 
-size_t kafka_sub_ready_len(kafka_sub_t *s)
+size_t evbus__kafka_sub_ready_len(kafka_sub_t *s)
 {
     pthread_mutex_lock(&s->mu);
     size_t n = s->ready_len;
@@ -342,10 +306,10 @@ size_t kafka_sub_ready_len(kafka_sub_t *s)
     return n;
 }
 
-void kafka_sub_let_go(kafka_sub_t *s)
+void evbus__kafka_sub_let_go(kafka_sub_t *s)
 {
+    evbus__kafka_commit_sub(s);
     pthread_mutex_lock(&s->mu);
-    kafka_sub_flush_stores(s);
     s->ready_head = s->ready_tail = NULL;
     s->ready_len = 0;
     for (size_t i = 0; i < s->nparts; i++)
@@ -362,7 +326,7 @@ void kafka_sub_let_go(kafka_sub_t *s)
 
 /* ------------------------------------------------------------ vtable */
 
-int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
+int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
     (void)priv;
     kafka_sub_t *s = bsub;
@@ -384,24 +348,60 @@ int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         o->event = m->event;
         m->event = NULL;
         o->decode_error = m->decode_error;
-        o->attempts = 0; /* Kafka keeps no count (yet) */
+        o->attempts = m->attempts;
+        o->first_attempt_ms = m->first_ms;
+        o->prev_delay_ms = m->prev_delay_ms;
         o->cookie = m;
         o->cookie_u64 = (uint64_t)m->offset;
     }
     if (s->room_waiting && s->ready_len <= KAFKA_BUF_LOW)
         pthread_cond_signal(&s->room_cv);
-    kafka_sub_flush_stores(s);
     pthread_mutex_unlock(&s->mu);
     return n;
 }
 
-int kafka_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-                 int delay_ms)
+/* Puts a released record back into the buffer ahead of the later records
+ * of its partition, so that this member fetches it again (evbus_stop gives
+ * back what was fetched and not handled; nothing else would redeliver it
+ * before a rebalance). A record that cannot be rebuilt stays released and
+ * pins its partition's offset until the next owner reads it. Locked. */
+static void requeue(kafka_sub_t *s, kafka_msg_t *m)
+{
+    if (!m->rkm) {
+        m->state = KMSG_RELEASED;
+        return;
+    }
+    if (!m->decode_error) {
+        /* The core took the binary-mode event; decode it again. */
+        char *why = NULL;
+        int rc = evbus__kafka_wire_classify(m->rkm, &m->event, &why);
+        if (rc == EVBUS_ENOMEM) {
+            free(why);
+            m->state = KMSG_RELEASED;
+            return;
+        }
+        if (rc != EVBUS_OK)
+            m->decode_error = why ? why : strdup("undecodable Kafka record");
+    }
+    m->state = KMSG_BUFFERED;
+    kafka_msg_t **pp = &s->ready_head;
+    while (*pp && !((*pp)->part == m->part && (*pp)->offset > m->offset))
+        pp = &(*pp)->next_ready;
+    m->next_ready = *pp;
+    *pp = m;
+    if (!m->next_ready)
+        s->ready_tail = m;
+    s->ready_len++;
+}
+
+int evbus__kafka_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                        evbus_settle_t how, int delay_ms)
 {
     (void)priv;
     (void)delay_ms;
     kafka_sub_t *s = bsub;
     kafka_msg_t *m = msg->cookie;
+    bool back = false;
     if (!m)
         return EVBUS_EINVAL;
     pthread_mutex_lock(&s->mu);
@@ -417,22 +417,25 @@ int kafka_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
         msg_free(m);
         part_unref(p);
     } else {
-        if (m->rkm) {
-            rd_kafka_message_destroy(m->rkm);
-            m->rkm = NULL;
-        }
-        free(m->decode_error);
-        m->decode_error = NULL;
         if (how == EVBUS_SETTLE_ACK) {
+            if (m->rkm) {
+                rd_kafka_message_destroy(m->rkm);
+                m->rkm = NULL;
+            }
+            free(m->decode_error);
+            m->decode_error = NULL;
             m->state = KMSG_ACKED;
             advance(s, p);
         } else {
-            /* RELEASE (or RETRY, never requested: no DELAYED_RETRY):
-             * unacked, it keeps the watermark below itself. */
-            m->state = KMSG_RELEASED;
+            /* RELEASE (or RETRY, never requested: no DELAYED_RETRY): it
+             * must come back, and keeps the watermark below itself. */
+            requeue(s, m);
+            back = m->state == KMSG_BUFFERED;
         }
     }
     pthread_cond_broadcast(&s->settled_cv);
     pthread_mutex_unlock(&s->mu);
+    if (back)
+        evbus_host_notify(s->kb->host);
     return EVBUS_OK;
 }

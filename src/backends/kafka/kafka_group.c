@@ -11,10 +11,11 @@
  * topic has no subscription (just unsubscribed) is dropped without storing
  * its offset, so whoever owns the partition next reads it again.
  *
- * Topic set: the first subscription of a group creates the consumer and
- * subscribes synchronously (errors reach evbus_subscribe). Later ones only
- * mark the set changed; the thread calls rd_kafka_subscribe(union) at its
- * next round (<= 100 ms), so several subscribes in a row cause one rejoin.
+ * Topic set: the first subscription of a group creates the consumer;
+ * every subscription only marks the set changed, and the thread calls
+ * rd_kafka_subscribe(union) once it has not changed for a round (100 ms)
+ * and no earlier subscribe still waits for its assignment (update_topics),
+ * so several subscribes in a row cause one join.
  * A non-last unsubscribe commits its offsets at once but the smaller set is
  * applied only after SHRINK_GRACE_MS: a bus closing all its subscriptions
  * leaves the group once (the last one closes the consumer, whose revoke
@@ -42,6 +43,10 @@
 #define WAIT_FULL_MS 500     /* longest wait for fetch() in one round */
 #define STUCK_MS 5000        /* one subscription: pause after this long full */
 #define RETRY_SUBSCRIBE_MS 5000 /* after rd_kafka_subscribe failed */
+#define COMMIT_MS 1000          /* periodic commit: what a crash repeats */
+#define JOIN_WAIT_MS                                                           \
+    30000 /* longest wait for an assignment before a                           \
+             changed topic set is applied anyway */
 
 static long long mono_ms(void)
 {
@@ -99,6 +104,72 @@ static rd_kafka_topic_partition_list_t *assigned_of(kafka_group_t *g,
 
 /* ------------------------------------------------------------ rebalance */
 
+/* Reads the committed offsets and metadata of parts (no lock held: a
+ * broker call), gives each subscription its partitions' state and returns
+ * the offsets to assign from (the caller destroys it; NULL when the read
+ * failed: then librdkafka fetches the offsets itself and no attempts
+ * carry over). */
+static rd_kafka_topic_partition_list_t *
+adopt_committed(kafka_group_t *g, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *c =
+        rd_kafka_topic_partition_list_copy(parts);
+    if (!c)
+        return NULL;
+    rd_kafka_resp_err_t err = rd_kafka_committed(g->rk, c, g->kb->timeout_ms);
+    if (err) {
+        evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
+                       "group %s: reading the committed offsets failed (%s); "
+                       "attempts recorded by earlier members are not seen",
+                       g->id, rd_kafka_err2str(err));
+        rd_kafka_topic_partition_list_destroy(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&g->mu);
+    for (kafka_sub_t *s = g->subs; s; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        evbus__kafka_adopt(s, c);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+    for (int i = 0; i < c->cnt; i++) {
+        if (c->elems[i].err || c->elems[i].offset < 0)
+            c->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+        c->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    return c;
+}
+
+/* Revoke: lets running work settle, commits what is safe with its
+ * attempts (one commit for the consumer) and detaches the partitions. */
+static void on_revoke(kafka_group_t *g, rd_kafka_topic_partition_list_t *parts,
+                      bool lost)
+{
+    if (!lost) {
+        pthread_mutex_lock(&g->mu);
+        for (kafka_sub_t *s = g->subs; s; s = s->next)
+            evbus__kafka_sub_wait_for_settles(s, parts);
+        pthread_mutex_unlock(&g->mu);
+    }
+    rd_kafka_topic_partition_list_t *l =
+        lost ? NULL : rd_kafka_topic_partition_list_new(parts->cnt);
+    pthread_mutex_lock(&g->commit_mu);
+    pthread_mutex_lock(&g->mu);
+    for (kafka_sub_t *s = g->subs; s; s = s->next) {
+        pthread_mutex_lock(&s->mu);
+        if (l)
+            evbus__kafka_commit_build(s, l, parts, true);
+        evbus__kafka_sub_revoke_locked(s, parts);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+    rd_kafka_resp_err_t err = l ? evbus__kafka_commit_send(g, l) : 0;
+    pthread_mutex_unlock(&g->commit_mu);
+    evbus__kafka_commit_log(g, err, "revoke");
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -110,11 +181,15 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         evbus_host_log(host, EVBUS_LOG_INFO,
                        "group %s: assigned %d partition(s)", g->id,
                        parts->cnt);
+        rd_kafka_topic_partition_list_t *from = adopt_committed(g, parts);
         if (coop)
-            e = rd_kafka_incremental_assign(rk, parts);
+            e = rd_kafka_incremental_assign(rk, from ? from : parts);
         else
-            rd_kafka_assign(rk, parts);
+            rd_kafka_assign(rk, from ? from : parts);
+        if (from)
+            rd_kafka_topic_partition_list_destroy(from);
         pthread_mutex_lock(&g->mu);
+        g->joining = false;
         for (kafka_sub_t *s = g->subs; s; s = s->next) {
             if (!s->paused)
                 continue;
@@ -129,26 +204,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         bool lost = rd_kafka_assignment_lost(rk);
         evbus_host_log(host, EVBUS_LOG_INFO, "group %s: %s %d partition(s)",
                        g->id, lost ? "lost" : "revoked", parts->cnt);
-        /* Per subscription: let running work settle, store what is safe,
-         * detach; then one commit for the whole consumer. */
-        pthread_mutex_lock(&g->mu);
-        for (kafka_sub_t *s = g->subs; s; s = s->next) {
-            if (!lost)
-                kafka_sub_wait_for_settles(s, parts);
-            pthread_mutex_lock(&s->mu);
-            if (!lost)
-                kafka_sub_flush_stores(s);
-            kafka_sub_revoke_locked(s, parts);
-            pthread_mutex_unlock(&s->mu);
-        }
-        pthread_mutex_unlock(&g->mu);
-        if (!lost) {
-            rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
-            if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                evbus_host_log(host, EVBUS_LOG_WARN,
-                               "group %s: commit on revoke failed: %s", g->id,
-                               rd_kafka_err2str(cerr));
-        }
+        on_revoke(g, parts, lost);
         if (coop)
             e = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -159,7 +215,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         pthread_mutex_lock(&g->mu);
         for (kafka_sub_t *s = g->subs; s; s = s->next) {
             pthread_mutex_lock(&s->mu);
-            kafka_sub_revoke_locked(s, NULL);
+            evbus__kafka_sub_revoke_locked(s, NULL);
             pthread_mutex_unlock(&s->mu);
         }
         pthread_mutex_unlock(&g->mu);
@@ -206,6 +262,8 @@ static rd_kafka_resp_err_t apply_topics_locked(kafka_group_t *g)
     g->napplied = n;
     g->topics_changed = false;
     g->shrink_at = 0;
+    g->joining = true; /* until the assignment arrives */
+    g->joined_at = mono_ms();
     return RD_KAFKA_RESP_ERR_NO_ERROR;
 oom:
     if (l)
@@ -216,44 +274,87 @@ oom:
     return RD_KAFKA_RESP_ERR__FAIL;
 }
 
-/* Seeks the assigned partitions of s->topic back to the committed offsets:
- * a subscription that takes over a topic the consumer kept reading (and
- * dropping) since the previous subscription of it ended. g->mu held. */
-static void rewind_sub(kafka_group_t *g, kafka_sub_t *s)
+/* A subscription that takes over a topic the consumer kept reading (and
+ * dropping) since the previous subscription of it ended: seeks its
+ * assigned partitions back to the committed offsets and adopts their
+ * attempts. The broker calls run without g->mu; the subscription is
+ * looked up again afterwards (it may have gone). Poll thread only. */
+static void rewind_one(kafka_group_t *g)
 {
-    s->rewind = false;
-    rd_kafka_topic_partition_list_t *l = assigned_of(g, s->topic);
-    if (!l)
-        return; /* not assigned: a later assignment starts at the commit */
-    rd_kafka_resp_err_t err = rd_kafka_committed(g->rk, l, 5000);
+    pthread_mutex_lock(&g->mu);
+    kafka_sub_t *s = g->subs;
+    while (s && !s->rewind)
+        s = s->next;
+    char *topic = s ? strdup(s->topic) : NULL;
+    rd_kafka_topic_partition_list_t *l = topic ? assigned_of(g, topic) : NULL;
+    if (s && (!topic || !l))
+        s->rewind = false; /* not assigned: a later assignment adopts */
+    pthread_mutex_unlock(&g->mu);
+    if (!l) {
+        free(topic);
+        return;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_committed(g->rk, l, g->kb->timeout_ms);
     if (!err) {
-        for (int i = 0; i < l->cnt; i++)
-            if (l->elems[i].offset < 0)
-                l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(g->rk, l, 5000);
+        rd_kafka_topic_partition_list_t *to =
+            rd_kafka_topic_partition_list_copy(l);
+        for (int i = 0; to && i < to->cnt; i++)
+            if (to->elems[i].offset < 0)
+                to->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_error_t *e =
+            to ? rd_kafka_seek_partitions(g->rk, to, g->kb->timeout_ms) : NULL;
         if (e) {
             evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
                            "%s (group %s): seek to the committed offsets: %s",
-                           s->topic, g->id, rd_kafka_error_string(e));
+                           topic, g->id, rd_kafka_error_string(e));
             rd_kafka_error_destroy(e);
         }
+        if (to)
+            rd_kafka_topic_partition_list_destroy(to);
     } else {
         evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
                        "%s (group %s): reading the committed offsets: %s",
-                       s->topic, g->id, rd_kafka_err2str(err));
+                       topic, g->id, rd_kafka_err2str(err));
     }
+    pthread_mutex_lock(&g->mu);
+    s = sub_of(g, topic);
+    if (s && s->rewind) {
+        s->rewind = false;
+        pthread_mutex_lock(&s->mu);
+        if (!err)
+            evbus__kafka_adopt(s, l);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
     rd_kafka_topic_partition_list_destroy(l);
+    free(topic);
 }
 
 /* At the start of a poll round: rewinds taken-over topics and applies a
- * changed topic set (a smaller one only after the grace). */
+ * changed topic set (a smaller one only after the grace). Subscriptions
+ * made in a row coalesce: the set is applied once it has not changed for
+ * a poll round, and never while the previous subscribe still waits for
+ * its assignment (a second JoinGroup then makes the broker discard the
+ * first and the group can stall for a long time). */
 static void update_topics(kafka_group_t *g)
 {
+    for (int i = 0; i < 64; i++) { /* bounded: a few per round */
+        pthread_mutex_lock(&g->mu);
+        bool more = false;
+        for (kafka_sub_t *s = g->subs; s && !more; s = s->next)
+            more = s->rewind;
+        pthread_mutex_unlock(&g->mu);
+        if (!more)
+            break;
+        rewind_one(g);
+    }
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     pthread_mutex_lock(&g->mu);
-    for (kafka_sub_t *s = g->subs; s; s = s->next)
-        if (s->rewind)
-            rewind_sub(g, s);
-    if (g->topics_changed && g->nsubs > 0 && mono_ms() >= g->retry_at) {
+    long long now = mono_ms();
+    bool settled = now - g->changed_at >= POLL_MS;
+    bool joined = !g->joining || now - g->joined_at >= JOIN_WAIT_MS;
+    if (g->topics_changed && g->nsubs > 0 && now >= g->retry_at && settled &&
+        joined) {
         bool shrinks = false;
         for (int i = 0; i < g->napplied && !shrinks; i++)
             shrinks = !sub_of(g, g->applied[i]);
@@ -263,34 +364,25 @@ static void update_topics(kafka_group_t *g)
         if (!shrinks && !grows) {
             g->topics_changed = false;
             g->shrink_at = 0;
-        } else if (grows || mono_ms() >= g->shrink_at) {
-            rd_kafka_resp_err_t err = apply_topics_locked(g);
-            g->retry_at = err ? mono_ms() + RETRY_SUBSCRIBE_MS : 0;
-            if (err)
-                evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
-                               "group %s: changing the topic set failed "
-                               "(again in %d ms): %s",
-                               g->id, RETRY_SUBSCRIBE_MS,
-                               rd_kafka_err2str(err));
-            else
-                evbus_host_log(g->kb->host, EVBUS_LOG_DEBUG,
-                               "group %s: now subscribed to %d topic(s)",
-                               g->id, g->napplied);
+        } else if (grows || now >= g->shrink_at) {
+            err = apply_topics_locked(g);
+            g->retry_at = err ? now + RETRY_SUBSCRIBE_MS : 0;
         }
     }
     pthread_mutex_unlock(&g->mu);
+    if (err) /* logged without a lock held */
+        evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
+                       "group %s: changing the topic set failed (again in "
+                       "%d ms): %s",
+                       g->id, RETRY_SUBSCRIBE_MS, rd_kafka_err2str(err));
 }
 
 /* ------------------------------------------------------------ backpressure */
 
-static void pause_sub(kafka_group_t *g, kafka_sub_t *s, bool pause, size_t len)
+/* g->mu held; the caller logs the pause after unlocking. */
+static void pause_sub(kafka_group_t *g, kafka_sub_t *s, bool pause)
 {
     rd_kafka_topic_partition_list_t *l = assigned_of(g, s->topic);
-    if (pause)
-        evbus_host_log(g->kb->host, EVBUS_LOG_INFO,
-                       "%s (group %s): %zu records wait for the application; "
-                       "pausing fetch",
-                       s->topic, g->id, len);
     if (l) {
         if (pause)
             rd_kafka_pause_partitions(g->rk, l);
@@ -335,26 +427,36 @@ static bool backpressure(kafka_group_t *g)
 {
     long long now = mono_ms();
     bool any_paused = false;
+    int pauses = 0;
+    char note[400];
     pthread_mutex_lock(&g->mu);
     bool alone = g->nsubs == 1;
-    if (alone && kafka_sub_ready_len(g->subs) >= KAFKA_BUF_HIGH &&
+    if (alone && evbus__kafka_sub_ready_len(g->subs) >= KAFKA_BUF_HIGH &&
         !atomic_load(&g->stop))
         wait_for_room(g, g->subs);
     for (kafka_sub_t *s = g->subs; s; s = s->next) {
-        size_t len = kafka_sub_ready_len(s);
+        size_t len = evbus__kafka_sub_ready_len(s);
         if (len < KAFKA_BUF_HIGH)
             s->full_since = 0;
         else if (!s->full_since)
             s->full_since = now;
         bool full = s->full_since &&
                     (!alone || now - s->full_since > STUCK_MS);
-        if (!s->paused && full)
-            pause_sub(g, s, true, len);
-        else if (s->paused && len <= KAFKA_BUF_LOW)
-            pause_sub(g, s, false, len);
+        if (!s->paused && full) {
+            pause_sub(g, s, true);
+            if (!pauses++)
+                snprintf(note, sizeof note,
+                         "%s (group %s): %zu records wait for the "
+                         "application; pausing fetch",
+                         s->topic, g->id, len);
+        } else if (s->paused && len <= KAFKA_BUF_LOW) {
+            pause_sub(g, s, false);
+        }
         any_paused |= s->paused;
     }
     pthread_mutex_unlock(&g->mu);
+    if (pauses)
+        evbus_host_log(g->kb->host, EVBUS_LOG_INFO, "%s", note);
     return any_paused;
 }
 
@@ -399,20 +501,33 @@ static void route(kafka_group_t *g, rd_kafka_message_t **batch, int n)
             batch[j] = NULL;
         }
         if (k)
-            kafka_sub_buffer(s, mine, k);
+            evbus__kafka_sub_buffer(s, mine, k);
     }
     pthread_mutex_unlock(&g->mu);
 }
 
-static void flush_all(kafka_group_t *g)
+/* Commits the partitions whose offset or attempts changed (the
+ * periodic commit that replaces auto-commit, see kafka_attempts.c). */
+static void commit_changed(kafka_group_t *g)
 {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    if (!l)
+        return;
+    pthread_mutex_lock(&g->commit_mu);
     pthread_mutex_lock(&g->mu);
     for (kafka_sub_t *s = g->subs; s; s = s->next) {
         pthread_mutex_lock(&s->mu);
-        kafka_sub_flush_stores(s);
+        if (s->commits_dirty) {
+            s->commits_dirty = false;
+            evbus__kafka_commit_build(s, l, NULL, false);
+        }
         pthread_mutex_unlock(&s->mu);
     }
     pthread_mutex_unlock(&g->mu);
+    rd_kafka_resp_err_t err = evbus__kafka_commit_send(g, l);
+    pthread_mutex_unlock(&g->commit_mu);
+    evbus__kafka_commit_log(g, err, "periodic");
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void *poll_main(void *arg)
@@ -439,8 +554,10 @@ static void *poll_main(void *arg)
         if (n) {
             route(g, batch, n);
             evbus_host_notify(g->kb->host);
-        } else {
-            flush_all(g);
+        }
+        if (mono_ms() >= g->next_commit) {
+            commit_changed(g);
+            g->next_commit = mono_ms() + COMMIT_MS;
         }
     }
     return NULL;
@@ -457,6 +574,7 @@ static void group_free(kafka_group_t *g)
     free(g->applied);
     free(g->id);
     pthread_mutex_destroy(&g->mu);
+    pthread_mutex_destroy(&g->commit_mu);
     pthread_cond_destroy(&g->cv);
     free(g);
 }
@@ -481,6 +599,7 @@ static kafka_group_t *group_open(kafka_bus_t *kb, kafka_sub_t *s,
     }
     g->kb = kb;
     pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->commit_mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     char why[512];
     if (rd_kafka_conf_set(conf, "group.id", group, why, sizeof why) !=
@@ -493,7 +612,7 @@ static kafka_group_t *group_open(kafka_bus_t *kb, kafka_sub_t *s,
     }
     rd_kafka_conf_set_opaque(conf, g);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    kafka_set_log_callbacks(conf);
+    evbus__kafka_set_log_callbacks(conf);
     g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!g->rk) {
         rd_kafka_conf_destroy(conf);
@@ -507,14 +626,10 @@ static kafka_group_t *group_open(kafka_bus_t *kb, kafka_sub_t *s,
     s->rk = g->rk;
     g->subs = s;
     g->nsubs = 1;
-    rd_kafka_resp_err_t err = apply_topics_locked(g); /* nobody else yet */
-    if (err) {
-        snprintf(errstr, n, "kafka: cannot subscribe to %s: %s", s->topic,
-                 rd_kafka_err2str(err));
-        group_free(g);
-        *rc = kafka_map_err(err);
-        return NULL;
-    }
+    /* The thread subscribes once the topic set settles, so that the
+     * subscriptions a service makes at start-up join the group once. */
+    g->topics_changed = true;
+    g->changed_at = mono_ms();
     if (pthread_create(&g->thread, NULL, poll_main, g) != 0) {
         snprintf(errstr, n, "kafka: cannot start the consumer thread");
         rd_kafka_consumer_close(g->rk);
@@ -543,18 +658,18 @@ static void group_close(kafka_group_t *g)
 
 /* ------------------------------------------------------------ vtable */
 
-int kafka_subscribe(void *priv, const char *topic, const char *group,
-                    void **bsub, char *errstr, size_t n)
+int evbus__kafka_subscribe(void *priv, const char *topic, const char *group,
+                           void **bsub, char *errstr, size_t n)
 {
     kafka_bus_t *kb = priv;
-    if (kafka_topic_check(topic) != EVBUS_OK) {
+    if (evbus__kafka_topic_check(topic) != EVBUS_OK) {
         snprintf(errstr, n,
                  "kafka: '%s' is not a Kafka topic name (1-249 of "
                  "[A-Za-z0-9._-])",
                  topic);
         return EVBUS_EINVAL;
     }
-    kafka_sub_t *s = kafka_sub_new(kb, topic, group);
+    kafka_sub_t *s = evbus__kafka_sub_new(kb, topic, group);
     if (!s) {
         snprintf(errstr, n, "kafka: out of memory");
         return EVBUS_ENOMEM;
@@ -588,19 +703,20 @@ int kafka_subscribe(void *priv, const char *topic, const char *group,
             g->subs = s;
             g->nsubs++;
             g->topics_changed = true;
+            g->changed_at = mono_ms();
         }
         pthread_mutex_unlock(&g->mu);
     }
     pthread_mutex_unlock(&kb->groups_mu);
     if (rc != EVBUS_OK) {
-        kafka_sub_free(s);
+        evbus__kafka_sub_free(s);
         return rc;
     }
     *bsub = s;
     return EVBUS_OK;
 }
 
-void kafka_unsubscribe(void *priv, void *bsub)
+void evbus__kafka_unsubscribe(void *priv, void *bsub)
 {
     kafka_bus_t *kb = priv;
     kafka_sub_t *s = bsub;
@@ -630,27 +746,22 @@ void kafka_unsubscribe(void *priv, void *bsub)
         pthread_cond_wait(&g->cv, &g->mu);
     if (!last) {
         g->topics_changed = true;
+        g->changed_at = mono_ms();
         g->shrink_at = mono_ms() + SHRINK_GRACE_MS;
     }
     pthread_mutex_unlock(&g->mu);
     pthread_mutex_unlock(&kb->groups_mu);
 
-    kafka_sub_let_go(s);
-    if (last) {
+    /* Commits its offsets now (clean: no window); the consumer keeps its
+     * partitions (and drops their records) until the smaller topic set is
+     * applied. */
+    evbus__kafka_sub_let_go(s);
+    if (last)
         group_close(g);
-    } else {
-        /* Commit its offsets now; the consumer keeps its partitions (and
-         * drops their records) until the smaller topic set is applied. */
-        rd_kafka_resp_err_t err = rd_kafka_commit(g->rk, NULL, 0);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            evbus_host_log(kb->host, EVBUS_LOG_WARN,
-                           "%s (group %s): commit at unsubscribe failed: %s",
-                           s->topic, g->id, rd_kafka_err2str(err));
-    }
-    kafka_sub_free(s);
+    evbus__kafka_sub_free(s);
 }
 
-void kafka_groups_close(kafka_bus_t *kb)
+void evbus__kafka_groups_close(kafka_bus_t *kb)
 {
     /* The core unsubscribes everything before closing the bus; this only
      * runs when it did not. */
@@ -667,8 +778,8 @@ void kafka_groups_close(kafka_bus_t *kb)
         while (g->subs) {
             kafka_sub_t *s = g->subs;
             g->subs = s->next;
-            kafka_sub_let_go(s);
-            kafka_sub_free(s);
+            evbus__kafka_sub_let_go(s);
+            evbus__kafka_sub_free(s);
         }
         group_close(g);
         g = next;

@@ -36,6 +36,7 @@
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
+#include "support/lograte.h"
 
 #define KAFKA_CT_STRUCTURED "application/cloudevents+json"
 
@@ -90,7 +91,22 @@ typedef struct kafka_msg {
     kafka_msg_state_t state;
     evbus_event_t *event;         /* binary-mode decode, handed to the core */
     char *decode_error;           /* why the record is not an event */
+    /* Its retry context as last recorded (or read from the commit
+     * metadata of a previous owner); reported by fetch. */
+    int attempts;
+    int prev_delay_ms;
+    int64_t first_ms;
+    bool exact; /* carried as an exact metadata entry */
 } kafka_msg_t;
+
+/* An exact entry read from the committed metadata at assignment, for a
+ * record not fetched yet (see kafka_attempts.c). */
+typedef struct kafka_prior {
+    int64_t offset;
+    int attempts;
+    int prev_delay_ms;
+    int64_t first_ms;
+} kafka_prior_t;
 
 /* What this member knows about one assigned partition. A partition that is
  * revoked is detached and lives on only while the core holds messages of
@@ -101,7 +117,14 @@ struct kafka_part {
     int refs;                    /* records pointing here, +1 while attached */
     int handed;                  /* records the core holds */
     kafka_msg_t *head, *tail;    /* records not yet popped, offset order */
-    int64_t pending_store;       /* offset to store at the next flush, or -1 */
+    /* Commits and attempts (kafka_attempts.c). */
+    int64_t commit_off;   /* L: next offset to consume, -1 unknown */
+    bool commit_dirty;    /* L or the metadata changed since sent */
+    int64_t window_end;   /* W: records up to it may have started */
+    int64_t window_prev;  /* W before an unsent widening, else -2 */
+    int64_t suspect_end;  /* a previous owner's W (suspects) */
+    kafka_prior_t *prior; /* the previous owner's exact entries */
+    int nprior;
 };
 
 struct kafka_group;
@@ -122,13 +145,13 @@ typedef struct kafka_sub {
     size_t ready_len;
     kafka_part_t **parts;        /* attached partitions by id */
     size_t nparts;
-    bool stores_dirty;           /* some part has a pending_store */
+    bool commits_dirty;          /* some part has commit_dirty */
     pthread_cond_t room_cv;      /* fetch() drained a full buffer */
     bool room_waiting;           /* the poll thread waits on room_cv */
     bool leaving;                /* unsubscribing: stop waiting for room */
     bool paused;                 /* its partitions are paused (g->mu) */
     long long full_since;        /* poll thread only: buffer full since */
-    long stored_total;           /* offsets stored (tests, debugging) */
+    evbus__lograte_t meta_full;  /* s->mu: exact entries over the budget */
 } kafka_sub_t;
 
 /* The consumer of one (bus, group id). */
@@ -140,6 +163,15 @@ typedef struct kafka_group {
     pthread_t thread;
     bool thread_started;
     atomic_bool stop;
+
+    pthread_mutex_t commit_mu; /* one commit at a time: taken before
+                                  mu and every kafka_sub_t.mu, so that
+                                  metadata reaches the broker in the
+                                  order it was built */
+    long long next_commit;     /* poll thread: periodic commit due */
+    bool joining;              /* g->mu: subscribed, no assignment yet */
+    long long joined_at;       /* g->mu: when that subscribe was made */
+    long long changed_at;      /* g->mu: last change of the topic set */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* waiting_on changed */
@@ -157,10 +189,10 @@ typedef struct kafka_group {
 
 /* EVBUS_OK when topic is a legal Kafka topic name (1-249 characters of
  * [A-Za-z0-9._-]), else EVBUS_EINVAL. */
-int kafka_topic_check(const char *topic);
+int evbus__kafka_topic_check(const char *topic);
 
 /* rd_kafka error -> evbus error code. */
-int kafka_map_err(rd_kafka_resp_err_t err);
+int evbus__kafka_map_err(rd_kafka_resp_err_t err);
 
 /* The bus behind a handle's opaque: a kafka_bus_t (producer) or a
  * kafka_group_t (consumer); both start with a kafka_bus_t pointer. */
@@ -171,13 +203,13 @@ static inline kafka_bus_t *kafka_opaque_bus(void *opaque)
 
 /* Routes librdkafka log lines and client errors through evbus_host_log
  * (the handle's opaque must be set, see kafka_opaque_bus). */
-void kafka_set_log_callbacks(rd_kafka_conf_t *conf);
+void evbus__kafka_set_log_callbacks(rd_kafka_conf_t *conf);
 
 /* ------------------------------------------------------------- wire */
 
 /* Headers for a binary-mode record of ev (ce_* attributes, content-type).
  * Returns a new list the caller owns, or NULL when out of memory. */
-rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev);
+rd_kafka_headers_t *evbus__kafka_wire_binary_headers(const evbus_event_t *ev);
 
 /*
  * Classifies a consumed record by the CloudEvents Kafka binding:
@@ -189,8 +221,8 @@ rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev);
  * On a record that cannot be an event returns EVBUS_EDECODE with the reason
  * in *why (malloc'd, caller frees). Otherwise EVBUS_OK.
  */
-int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
-                        char **why);
+int evbus__kafka_wire_classify(const rd_kafka_message_t *rkm,
+                               evbus_event_t **event, char **why);
 /* The same for a record's value and headers (h NULL = no headers), without
  * a consumed message: what the classifier and the fuzz target call.
  * Thread-safe; h is only read. */
@@ -200,46 +232,77 @@ int evbus__kafka_wire_decode(const void *value, size_t len,
 
 /* ------------------------------------------------------------- producer */
 
-int kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
-                        char *errstr, size_t n);
-void kafka_producer_close(kafka_bus_t *kb);
-int kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
-                  const void *payload, size_t len);
-int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
-                        const void *payload, size_t len,
-                        evbus_publish_done_fn done, void *token);
-int kafka_flush(void *priv, int timeout_ms);
+int evbus__kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
+                               char *errstr, size_t n);
+void evbus__kafka_producer_close(kafka_bus_t *kb);
+int evbus__kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                         const void *payload, size_t len);
+int evbus__kafka_publish_async(void *priv, const char *topic,
+                               const evbus_event_t *ev, const void *payload,
+                               size_t len, evbus_publish_done_fn done,
+                               void *token);
+int evbus__kafka_flush(void *priv, int timeout_ms);
 
 /* ------------------------------------------------------------- consumer */
 
 /* kafka_consume.c: one subscription's buffer, partitions and offsets. */
-kafka_sub_t *kafka_sub_new(kafka_bus_t *kb, const char *topic,
-                           const char *group);
-void kafka_sub_free(kafka_sub_t *s);
-/* Stores the coalesced offsets. s->mu held. */
-void kafka_sub_flush_stores(kafka_sub_t *s);
+kafka_sub_t *evbus__kafka_sub_new(kafka_bus_t *kb, const char *topic,
+                                  const char *group);
+void evbus__kafka_sub_free(kafka_sub_t *s);
+/* The attached state of partition id, created on first use; NULL when
+ * out of memory. s->mu held. */
+kafka_part_t *evbus__kafka_part_get(kafka_sub_t *s, int32_t id);
 /* Waits (bounded) until the core settled every record it holds of the
  * partitions of s->topic in list. s->mu not held. */
-void kafka_sub_wait_for_settles(kafka_sub_t *s,
-                                const rd_kafka_topic_partition_list_t *list);
+void evbus__kafka_sub_wait_for_settles(
+    kafka_sub_t *s, const rd_kafka_topic_partition_list_t *list);
 /* Detaches the partitions of s->topic in list (NULL: all). s->mu held. */
-void kafka_sub_revoke_locked(kafka_sub_t *s,
-                             const rd_kafka_topic_partition_list_t *list);
+void evbus__kafka_sub_revoke_locked(
+    kafka_sub_t *s, const rd_kafka_topic_partition_list_t *list);
 /* Appends records of s->topic to the buffer (takes them). s->mu not held. */
-void kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n);
+void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n);
 /* At unsubscribe: stores what is safe, lets go of the rest (unacked records
  * are read again by the next owner) and detaches every partition. */
-void kafka_sub_let_go(kafka_sub_t *s);
-size_t kafka_sub_ready_len(kafka_sub_t *s);
+void evbus__kafka_sub_let_go(kafka_sub_t *s);
+size_t evbus__kafka_sub_ready_len(kafka_sub_t *s);
+
+/* kafka_attempts.c: commits carrying the attempts (see there). */
+/* Adopts the committed offsets and metadata of list (rd_kafka_committed)
+ * for the partitions of s->topic: commit offset, suspects, prior exact
+ * entries. s->mu held. */
+void evbus__kafka_adopt(kafka_sub_t *s,
+                        const rd_kafka_topic_partition_list_t *list);
+/* What fetch reports and record_attempts records for a buffered record
+ * (prior entry or suspect). s->mu held. */
+void evbus__kafka_arrival(kafka_sub_t *s, kafka_part_t *p, kafka_msg_t *m);
+/* Appends to out the commits of s's attached partitions: the changed
+ * ones (only == NULL) or those in only; clean = leaving them for good
+ * (no window unless the core still holds records). s->mu held. */
+void evbus__kafka_commit_build(kafka_sub_t *s,
+                               rd_kafka_topic_partition_list_t *out,
+                               const rd_kafka_topic_partition_list_t *only,
+                               bool clean);
+/* Commits list synchronously (g->commit_mu held, no other lock).
+ * Returns the librdkafka error (none for nothing to commit). */
+rd_kafka_resp_err_t
+evbus__kafka_commit_send(kafka_group_t *g, rd_kafka_topic_partition_list_t *l);
+/* Logs a failed commit (call with no lock held). */
+void evbus__kafka_commit_log(kafka_group_t *g, rd_kafka_resp_err_t err,
+                             const char *what);
+/* Clean commit of every attached partition of s (unsubscribe). Takes
+ * g->commit_mu and s->mu. */
+void evbus__kafka_commit_sub(kafka_sub_t *s);
+int evbus__kafka_record_attempts(void *priv, void *bsub,
+                                 evbus_msg_t *const *msgs, int n);
 
 /* kafka_group.c: the consumers. */
-int kafka_subscribe(void *priv, const char *topic, const char *group,
-                    void **bsub, char *errstr, size_t n);
-void kafka_unsubscribe(void *priv, void *bsub);
-int kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
-int kafka_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-                 int delay_ms);
+int evbus__kafka_subscribe(void *priv, const char *topic, const char *group,
+                           void **bsub, char *errstr, size_t n);
+void evbus__kafka_unsubscribe(void *priv, void *bsub);
+int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int evbus__kafka_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                        evbus_settle_t how, int delay_ms);
 /* Ends every consumer still open (bus close). */
-void kafka_groups_close(kafka_bus_t *kb);
+void evbus__kafka_groups_close(kafka_bus_t *kb);
 
 #endif /* EVBUS_KAFKA_INTERNAL_H */

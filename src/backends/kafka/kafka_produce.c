@@ -51,7 +51,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
                         void *opaque)
 {
     kafka_bus_t *kb = opaque;
-    int err = kafka_map_err(m->err);
+    int err = evbus__kafka_map_err(m->err);
     if ((uintptr_t)m->_private & TAG_ASYNC) {
         if (m->err && m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE &&
             m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
@@ -100,7 +100,7 @@ static void *dr_thread_main(void *arg)
     unsigned long seen = atomic_load(&kb->app_polls);
     while (!atomic_load(&kb->dr_stop)) {
         /* While the application keeps publishing asynchronously it serves
-         * the reports itself (see kafka_publish_async); a second thread
+         * the reports itself (see evbus__kafka_publish_async); a second thread
          * waking on the same queue only fights it for the queue's lock and
          * for the CPU. Stand by until it stops, then serve what is left. */
         unsigned long now = atomic_load_explicit(&kb->app_polls,
@@ -117,12 +117,12 @@ static void *dr_thread_main(void *arg)
     return NULL;
 }
 
-int kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
-                        char *errstr, size_t n)
+int evbus__kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
+                               char *errstr, size_t n)
 {
     rd_kafka_conf_set_opaque(pconf, kb);
     rd_kafka_conf_set_dr_msg_cb(pconf, on_delivery);
-    kafka_set_log_callbacks(pconf);
+    evbus__kafka_set_log_callbacks(pconf);
     char why[512];
     kb->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, why, sizeof why);
     if (!kb->producer) {
@@ -139,7 +139,7 @@ int kafka_producer_open(kafka_bus_t *kb, rd_kafka_conf_t *pconf,
     return EVBUS_OK;
 }
 
-void kafka_producer_close(kafka_bus_t *kb)
+void evbus__kafka_producer_close(kafka_bus_t *kb)
 {
     if (!kb->producer)
         return;
@@ -185,7 +185,7 @@ static int produce(kafka_bus_t *kb, const char *topic, const evbus_event_t *ev,
 {
     if (atomic_load(&kb->closing))
         return EVBUS_ECLOSED;
-    if (kafka_topic_check(topic) != EVBUS_OK) {
+    if (evbus__kafka_topic_check(topic) != EVBUS_OK) {
         evbus_host_log(kb->host, EVBUS_LOG_WARN,
                        "'%s' is not a Kafka topic name (1-249 of "
                        "[A-Za-z0-9._-])",
@@ -212,7 +212,7 @@ static int produce(kafka_bus_t *kb, const char *topic, const evbus_event_t *ev,
                                   (ssize_t)strlen(KAFKA_CT_STRUCTURED)),
                 RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
         } else {
-            rd_kafka_headers_t *hdrs = kafka_wire_binary_headers(ev);
+            rd_kafka_headers_t *hdrs = evbus__kafka_wire_binary_headers(ev);
             if (!hdrs)
                 return EVBUS_ENOMEM;
             err = rd_kafka_producev(
@@ -231,7 +231,7 @@ static int produce(kafka_bus_t *kb, const char *topic, const evbus_event_t *ev,
             evbus_host_log(kb->host, EVBUS_LOG_WARN,
                            "cannot produce to %s: %s", topic,
                            rd_kafka_err2str(err));
-            return kafka_map_err(err);
+            return evbus__kafka_map_err(err);
         }
         /* The local queue is full: wait for delivery reports to make room
          * rather than failing a publish the broker could take. */
@@ -239,8 +239,8 @@ static int produce(kafka_bus_t *kb, const char *topic, const evbus_event_t *ev,
     }
 }
 
-int kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
-                  const void *payload, size_t len)
+int evbus__kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                         const void *payload, size_t len)
 {
     kafka_bus_t *kb = priv;
     kafka_pub_t p;
@@ -262,9 +262,10 @@ int kafka_publish(void *priv, const char *topic, const evbus_event_t *ev,
     return rc;
 }
 
-int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
-                        const void *payload, size_t len,
-                        evbus_publish_done_fn done, void *token)
+int evbus__kafka_publish_async(void *priv, const char *topic,
+                               const evbus_event_t *ev, const void *payload,
+                               size_t len, evbus_publish_done_fn done,
+                               void *token)
 {
     kafka_bus_t *kb = priv;
     /* The first done function seen becomes the usual one (the core always
@@ -304,7 +305,7 @@ int kafka_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
     return EVBUS_OK;
 }
 
-int kafka_flush(void *priv, int timeout_ms)
+int evbus__kafka_flush(void *priv, int timeout_ms)
 {
     kafka_bus_t *kb = priv;
     /* rd_kafka_flush also sends lingering batches at once. A report may

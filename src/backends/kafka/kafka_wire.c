@@ -29,7 +29,7 @@ static void add_attr(rd_kafka_headers_t *h, const char *name, const char *v)
         rd_kafka_header_add(h, name, -1, v, (ssize_t)strlen(v));
 }
 
-rd_kafka_headers_t *kafka_wire_binary_headers(const evbus_event_t *ev)
+rd_kafka_headers_t *evbus__kafka_wire_binary_headers(const evbus_event_t *ev)
 {
     size_t next = evbus_event_ext_count(ev);
     rd_kafka_headers_t *h = rd_kafka_headers_new(8 + next);
@@ -212,8 +212,8 @@ static int value_starts(const void *v, size_t size, const char *prefix)
     return v && size >= n && strncasecmp(v, prefix, n) == 0;
 }
 
-int kafka_wire_classify(const rd_kafka_message_t *rkm, evbus_event_t **event,
-                        char **why)
+int evbus__kafka_wire_classify(const rd_kafka_message_t *rkm,
+                               evbus_event_t **event, char **why)
 {
     rd_kafka_headers_t *h = NULL;
     if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)

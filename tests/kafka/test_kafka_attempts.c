@@ -1,0 +1,263 @@
+/*
+ * kafka:// - attempts recorded in the commit metadata (kafka_attempts.c)
+ * and one group on several topics, on an in-process mock cluster:
+ *   - a clean restart charges no extra attempt (no suspects after a clean
+ *     close), even for events released unhandled by evbus_stop;
+ *   - an event retried in one process continues its count in the next;
+ *   - a bus subscribing one group to three topics back to back gets all
+ *     three assigned, every time (issue 15.8).
+ * Verdicts come from counts; timeouts only guard against hangs.
+ */
+#include <check.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kafka_test_util.h"
+
+#define HANG_MS 120000
+
+static kt_mock_t mock;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static evbus_t *open_or_fail(const char *url)
+{
+    char err[512] = "";
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(bus != NULL, "open %s: %s", url, err);
+    return bus;
+}
+
+static void publish_range(evbus_t *bus, const char *topic, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        evbus_event_t *ev = kt_event(i);
+        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
+                         EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    ck_assert_int_eq(evbus_flush(bus, HANG_MS), EVBUS_OK);
+}
+
+/* Counts handler calls and the highest attempt number per seq. */
+typedef struct {
+    pthread_mutex_t mu;
+    evbus_t *stop_bus; /* evbus_stop at the first call when set */
+    int retry_seq;     /* answers RETRY for this seq (-1 none) */
+    int calls, acked;
+    int max_attempt[KT_MAX_SEQ];
+} att_t;
+
+static void att_init(att_t *a)
+{
+    memset(a, 0, sizeof *a);
+    pthread_mutex_init(&a->mu, NULL);
+    a->retry_seq = -1;
+}
+
+static evbus_result_t att_handler(const evbus_event_t *ev, void *opaque)
+{
+    att_t *a = opaque;
+    const char *seq_s = evbus_event_ext(ev, "seq");
+    int seq = seq_s ? atoi(seq_s) : -1;
+    int attempt = evbus_delivery_attempt();
+    pthread_mutex_lock(&a->mu);
+    bool stop = a->stop_bus && a->calls == 0;
+    a->calls++;
+    if (seq >= 0 && seq < KT_MAX_SEQ && attempt > a->max_attempt[seq])
+        a->max_attempt[seq] = attempt;
+    bool retry = seq == a->retry_seq;
+    if (!retry)
+        a->acked++;
+    pthread_mutex_unlock(&a->mu);
+    if (stop)
+        evbus_stop(a->stop_bus);
+    return retry ? EVBUS_RETRY : EVBUS_ACK;
+}
+
+static int att_acked(att_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    int n = a->acked;
+    pthread_mutex_unlock(&a->mu);
+    return n;
+}
+
+static void poll_acked(evbus_t *bus, att_t *a, int want)
+{
+    long long end = now_ms() + HANG_MS;
+    while (att_acked(a) < want && now_ms() < end)
+        evbus_poll(bus, 50);
+}
+
+/* ------------------------------------------------------------ restart */
+
+/* A consumer stopped with a backlog (evbus_stop: what was fetched and not
+ * handled goes back) and closed cleanly; the next one handles the rest,
+ * every event at attempt 1. */
+START_TEST(clean_restart_charges_no_extra_attempts)
+{
+    enum { N = 600 };
+    char topic[128];
+    kt_topic(topic, sizeof topic, "restart");
+    evbus_t *bus = open_or_fail(mock.url);
+    att_t *a = malloc(sizeof *a);
+    att_init(a);
+    a->stop_bus = bus;
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", att_handler, a));
+    publish_range(bus, topic, 0, N);
+    ck_assert_int_eq(evbus_run(bus), EVBUS_OK); /* stops after one call */
+    poll_acked(bus, a, N / 2);
+    int first = att_acked(a);
+    ck_assert_int_ge(first, N / 2);
+    ck_assert_int_lt(first, N); /* some left for the next consumer */
+    evbus_close(bus);
+
+    a->stop_bus = NULL;
+    bus = open_or_fail(mock.url);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", att_handler, a));
+    poll_acked(bus, a, N);
+    ck_assert_int_ge(att_acked(a), N);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(a->max_attempt[i] == 1,
+                      "event %d reached attempt %d after a clean restart", i,
+                      a->max_attempt[i]);
+    evbus_close(bus);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+END_TEST
+
+/* An event retried twice in one process is attempt 3 in the next one: the
+ * count travels in the commit metadata. */
+START_TEST(retry_count_survives_a_restart)
+{
+    char topic[128];
+    kt_topic(topic, sizeof topic, "carry");
+    evbus_t *bus = open_or_fail(mock.url);
+    att_t *a = malloc(sizeof *a);
+    att_init(a);
+    a->retry_seq = 1;
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_attempts = 10;
+    retry.initial_ms = 1;
+    retry.max_ms = 5;
+    o.retry = &retry;
+    char err[256];
+    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
+                                               a, err, sizeof err));
+    publish_range(bus, topic, 0, 3);
+    long long end = now_ms() + HANG_MS;
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        bool done = a->max_attempt[1] >= 2 && a->acked >= 2;
+        pthread_mutex_unlock(&a->mu);
+        if (done || now_ms() >= end)
+            break;
+        evbus_poll(bus, 20);
+    }
+    evbus_close(bus); /* releases the retrying event */
+    pthread_mutex_lock(&a->mu);
+    int before = a->max_attempt[1];
+    a->retry_seq = -1;
+    pthread_mutex_unlock(&a->mu);
+    ck_assert_int_ge(before, 2);
+
+    bus = open_or_fail(mock.url);
+    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
+                                               a, err, sizeof err));
+    end = now_ms() + HANG_MS;
+    while (a->max_attempt[1] <= before && now_ms() < end)
+        evbus_poll(bus, 20);
+    ck_assert_int_eq(a->max_attempt[1], before + 1);
+    ck_assert_int_eq(a->max_attempt[0], 1);
+    ck_assert_int_eq(a->max_attempt[2], 1);
+    evbus_close(bus);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+END_TEST
+
+/* ------------------------------------------------------------ topics */
+
+typedef struct {
+    atomic_int got[3];
+} three_t;
+
+static evbus_result_t count_topic(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    atomic_int *n = opaque;
+    atomic_fetch_add(n, 1);
+    return EVBUS_ACK;
+}
+
+/* One bus, one group, three topics subscribed back to back: all three
+ * receive, 20 times in a row. */
+START_TEST(three_topics_back_to_back_all_receive)
+{
+    enum { TRIES = 20 };
+    int complete = 0;
+    for (int t = 0; t < TRIES; t++) {
+        char topics[3][128], group[64];
+        snprintf(group, sizeof group, "three-%d", t);
+        evbus_t *bus = open_or_fail(mock.url);
+        for (int k = 0; k < 3; k++) {
+            char name[32];
+            snprintf(name, sizeof name, "three%d", k);
+            kt_topic(topics[k], sizeof topics[k], name);
+            publish_range(bus, topics[k], 0, 1);
+        }
+        three_t c;
+        for (int k = 0; k < 3; k++)
+            atomic_init(&c.got[k], 0);
+        for (int k = 0; k < 3; k++)
+            ck_assert_ptr_nonnull(
+                evbus_subscribe(bus, topics[k], group, count_topic, &c.got[k]));
+        long long end = now_ms() + HANG_MS;
+        int have = 0;
+        while (now_ms() < end) {
+            have = 0;
+            for (int k = 0; k < 3; k++)
+                have += atomic_load(&c.got[k]) > 0;
+            if (have == 3)
+                break;
+            evbus_poll(bus, 50);
+        }
+        complete += have == 3;
+        evbus_close(bus);
+    }
+    ck_assert_int_eq(complete, TRIES);
+}
+END_TEST
+
+static void setup(void) { kt_mock_start(&mock, 3, ""); }
+static void teardown(void) { kt_mock_stop(&mock); }
+
+int main(void)
+{
+    Suite *s = suite_create("kafka-attempts");
+    TCase *tc = tcase_create("attempts");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, clean_restart_charges_no_extra_attempts);
+    tcase_add_test(tc, retry_count_survives_a_restart);
+    tcase_add_test(tc, three_topics_back_to_back_all_receive);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
