@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "sqlite_internal.h"
+#include "support/cond.h"
 
 static int read_opts(const evbus_url_t *url, sq_opts_t *o, char *errstr,
                      size_t n)
@@ -139,7 +140,7 @@ static int sqlite_be_open(void *priv, evbus_host_t *host,
     pthread_mutex_init(&b->sub_mu, NULL);
     pthread_mutex_init(&b->q_mu, NULL);
     pthread_cond_init(&b->q_cv, NULL);
-    pthread_cond_init(&b->q_idle, NULL);
+    evbus__cond_init(&b->q_idle); /* flush waits with a timeout */
     b->path = strdup(path);
     if (!b->path) {
         snprintf(errstr, n, "sqlite: out of memory");

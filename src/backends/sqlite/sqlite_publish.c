@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "sqlite_internal.h"
+#include "support/cond.h"
 
 #define BATCH_MAX_ITEMS 8192
 #define BATCH_MAX_BYTES (16u << 20)
@@ -259,22 +260,11 @@ int evbus__sqlite_publish_async(void *priv, const char *topic,
 int evbus__sqlite_flush(void *priv, int timeout_ms)
 {
     sq_bus_t *b = priv;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    if (timeout_ms >= 0) {
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec until = evbus__deadline_in(timeout_ms);
     int err = EVBUS_OK;
     pthread_mutex_lock(&b->q_mu);
     while (b->q_len > 0 || b->q_busy > 0) {
-        if (timeout_ms < 0) {
-            pthread_cond_wait(&b->q_idle, &b->q_mu);
-        } else if (pthread_cond_timedwait(&b->q_idle, &b->q_mu, &until) != 0) {
+        if (evbus__cond_wait_until(&b->q_idle, &b->q_mu, &until) != 0) {
             if (b->q_len > 0 || b->q_busy > 0)
                 err = EVBUS_ETIMEDOUT;
             break;
