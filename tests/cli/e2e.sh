@@ -141,7 +141,7 @@ not_contains "$tmp/out" dlqtopic "replayed event has dlqtopic stripped"
 not_contains "$tmp/out" dlqattempts "replayed event has dlqattempts stripped"
 grep "pay-2-$$" "$tmp/out" | tail -n1 | grep -qF '"data":{"amount":20}' ||
     fail "replayed pay-2 lost its data"
-contains "$tmp/err" "payload on $t3 was not a CloudEvent" "tail reports the undecodable bytes"
+contains "$tmp/err" "1 payload on $t3 could not be read (not a CloudEvent, or over max_event_bytes" "tail reports the undecodable bytes"
 
 expect_rc 1 "dlq replay --id unknown" "$evbus" dlq replay "$url" "$t3" --id nope --timeout "$idle"
 contains "$tmp/err" "no dead letter with id nope in $t3.dlq" "replay of an unknown id"
@@ -191,6 +191,10 @@ expect_rc 0 "dlq list of a truncated dead letter" "$evbus" dlq list "$url" "$t5"
     contains "$tmp/out" "[data truncated to fit max_event_bytes: " "truncation shown in the list" &&
     contains "$tmp/out" " of 1501" "original size shown"
 dl=$(awk 'NR == 2 { print $1 }' "$tmp/out")
+# tail under the 64 kB limit says the event is over it, with the limit.
+expect_rc 0 "tail of the big event under a 64 kB limit" "$evbus" tail "$(with_opt "$url" max_event_bytes=65536)" "$t5" --timeout "$idle" &&
+    contains "$tmp/err" "1 payload on $t5 could not be read (not a CloudEvent, or over max_event_bytes 65536 of this URL)" "tail names the limit"
+[ -s "$tmp/out" ] && fail "tail printed an event over its limit"
 expect_rc 0 "dlq show" "$evbus" dlq show "$url" "$t5" --id "$dl" --timeout "$idle" &&
     contains "$tmp/out" "truncated    yes: the data was 1501" "dlq show says why" &&
     contains "$tmp/out" "It cannot be replayed" "dlq show says it cannot be replayed"

@@ -86,10 +86,12 @@ static evbus_result_t on_event(const evbus_event_t *ev, void *opaque)
     return EVBUS_ACK;
 }
 
-/* Says on stderr when payloads that are not CloudEvents were met (the
- * handler never sees them; the core dead-letters them). */
+/* Says on stderr when payloads the bus could not decode were met: not
+ * CloudEvents, or CloudEvents over this URL's max_event_bytes (the handler
+ * never sees them; the core dead-letters them). */
 static void report_undecodable(evbus_sub_t *sub, const char *topic,
-                               const char *sink, uint64_t *reported)
+                               const char *sink, size_t max_bytes,
+                               uint64_t *reported)
 {
     evbus_sub_metrics_t m;
     evbus_sub_metrics_init(&m);
@@ -98,10 +100,10 @@ static void report_undecodable(evbus_sub_t *sub, const char *topic,
         return;
     uint64_t n = m.undecodable - *reported;
     *reported = m.undecodable;
-    cli_error("%llu payload%s on %s %s not a CloudEvent: dead-lettered to %s",
-              (unsigned long long)n, n == 1 ? "" : "s", topic,
-              n == 1 ? "was" : "were", sink ? sink : "the group's dead-letter "
-              "topic");
+    cli_error("%llu payload%s on %s could not be read (not a CloudEvent, or "
+              "over max_event_bytes %zu of this URL): dead-lettered to %s",
+              (unsigned long long)n, n == 1 ? "" : "s", topic, max_bytes,
+              sink ? sink : "the group's dead-letter topic");
 }
 
 int cmd_tail(int argc, char **argv)
@@ -221,6 +223,7 @@ int cmd_tail(int argc, char **argv)
 
     int rc = CLI_OK;
     uint64_t undecodable = 0;
+    size_t max_bytes = cli_max_event_bytes(url);
     long long idle_since = cli_now_ms();
     long first_wait_ms = timeout_ms ? cli_first_wait_ms(bus, timeout_ms) : 0;
     int got_any = 0;
@@ -253,7 +256,7 @@ int cmd_tail(int argc, char **argv)
             got_any = 1;
         }
         report_undecodable(sub, topic, private ? TAIL_DLQ_SINK : NULL,
-                           &undecodable);
+                           max_bytes, &undecodable);
         if (st.write_failed || cli_stop_requested() ||
             (st.count && st.printed >= st.count))
             break;
