@@ -170,6 +170,10 @@ int evbus__sqlite_record_attempts(void *priv, void *bsub,
         return EVBUS_EIO; /* the core gives the events back */
     pthread_mutex_lock(&b->sub_mu);
     int err = evbus__sqlite_begin(&b->sub);
+    /* The buffered settles go first, in the same commit: an event whose
+     * handler answered ACK must not be handled (and charged) again when
+     * the process dies in the next handler. Without them a crash-looping
+     * poison event dead-letters the events handled before it too. */
     if (err == EVBUS_OK)
         err = apply_all_ops(b);
     for (int i = 0; i < n && err == EVBUS_OK; i++) {
