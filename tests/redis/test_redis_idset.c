@@ -22,11 +22,11 @@ START_TEST(idset_matches_a_reference)
         /* Clustered ids, like a stream's: same ms, consecutive seq. */
         rds_id_t id = {1700000000000ull + (uint64_t)(k / 7), (uint64_t)(k % 7)};
         if (rand() % 3) {
-            ck_assert_int_eq(rds_idset_add(&s, id), EVBUS_OK);
+            ck_assert_int_eq(evbus__redis_idset_add(&s, id), EVBUS_OK);
             count += !ref[k];
             ref[k] = 1;
         } else {
-            rds_idset_del(&s, id);
+            evbus__redis_idset_del(&s, id);
             count -= ref[k];
             ref[k] = 0;
         }
@@ -34,25 +34,25 @@ START_TEST(idset_matches_a_reference)
             for (int j = 0; j < UNIVERSE; j++) {
                 rds_id_t q = {1700000000000ull + (uint64_t)(j / 7),
                               (uint64_t)(j % 7)};
-                ck_assert_int_eq(rds_idset_has(&s, q), ref[j]);
+                ck_assert_int_eq(evbus__redis_idset_has(&s, q), ref[j]);
             }
         ck_assert_uint_eq(s.len, count);
     }
-    rds_idset_free(&s);
+    evbus__redis_idset_free(&s);
 }
 END_TEST
 
 START_TEST(id_parser)
 {
     rds_id_t id;
-    ck_assert(rds_id_parse("1526919030474-55", 16, &id));
+    ck_assert(evbus__redis_id_parse("1526919030474-55", 16, &id));
     ck_assert_uint_eq(id.ms, 1526919030474ull);
     ck_assert_uint_eq(id.seq, 55);
-    ck_assert(!rds_id_parse("1526919030474", 13, &id));
-    ck_assert(!rds_id_parse("-5", 2, &id));
-    ck_assert(!rds_id_parse("5-", 2, &id));
-    ck_assert(!rds_id_parse("1-2-3", 5, &id));
-    ck_assert(!rds_id_parse("a-1", 3, &id));
+    ck_assert(!evbus__redis_id_parse("1526919030474", 13, &id));
+    ck_assert(!evbus__redis_id_parse("-5", 2, &id));
+    ck_assert(!evbus__redis_id_parse("5-", 2, &id));
+    ck_assert(!evbus__redis_id_parse("1-2-3", 5, &id));
+    ck_assert(!evbus__redis_id_parse("a-1", 3, &id));
 }
 END_TEST
 

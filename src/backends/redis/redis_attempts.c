@@ -78,7 +78,7 @@ int evbus__redis_attempts_load(rds_sub_t *s, redisContext *c, rds_msg_t *list)
                 parse_value(m, r->element[i]->str, r->element[i]->len);
     } else {
         char why[300];
-        rc = rds_error(c, r, why, sizeof why);
+        rc = evbus__redis_error(c, r, why, sizeof why);
         evbus_host_log(s->bus->host, EVBUS_LOG_WARN,
                        "reading attempt counts of %s/%s failed: %s", s->topic,
                        s->group, why);
@@ -142,7 +142,7 @@ int evbus__redis_record_attempts(void *priv, void *bsub,
     pthread_mutex_unlock(&s->mu);
     char why[300];
     redisContext *c = NULL;
-    int rc = rds_pool_get(b, &c, why, sizeof why);
+    int rc = evbus__redis_pool_get(b, &c, why, sizeof why);
     bool acked = false;
     if (rc == EVBUS_OK) {
         redisReply *r[4] = {NULL, NULL, NULL, NULL};
@@ -151,12 +151,12 @@ int evbus__redis_record_attempts(void *priv, void *bsub,
         acked = evbus__redis_exchange(c, nack + 1, r) == REDIS_OK;
         redisReply *hset = r[nack];
         if (!hset || hset->type != REDIS_REPLY_INTEGER)
-            rc = rds_error(c, hset, why, sizeof why);
+            rc = evbus__redis_error(c, hset, why, sizeof why);
         for (int i = 0; i <= nack; i++)
             freeReplyObject(r[i]);
-        rds_pool_put(b, c);
+        evbus__redis_pool_put(b, c);
     }
-    if (acks && rds_settle_done(s, acks, NULL, acked))
+    if (acks && evbus__redis_settle_done(s, acks, NULL, acked))
         evbus__redis_push_settle_job(s);
     if (rc != EVBUS_OK)
         evbus_host_log(b->host, EVBUS_LOG_WARN,

@@ -116,15 +116,15 @@ static int rds_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     pthread_mutex_init(&b->pool_mu, NULL);
     /* Connect now, so a wrong host, password or db fails evbus_open. */
     redisContext *c;
-    rc = rds_connect(&b->o, b->o.command_timeout_ms, &c, errstr, n);
+    rc = evbus__redis_connect(&b->o, b->o.command_timeout_ms, &c, errstr, n);
     if (rc == EVBUS_OK) {
-        rds_pool_put(b, c);
-        rc = rds_writer_start(b);
+        evbus__redis_pool_put(b, c);
+        rc = evbus__redis_writer_start(b);
         if (rc != EVBUS_OK)
             snprintf(errstr, n, "cannot start the redis writer thread");
     }
     if (rc != EVBUS_OK) {
-        rds_pool_free(b);
+        evbus__redis_pool_free(b);
         pthread_mutex_destroy(&b->pool_mu);
         opts_free(&b->o);
         return rc;
@@ -137,8 +137,8 @@ static int rds_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
 static void rds_close(void *priv)
 {
     rds_bus_t *b = priv;
-    rds_writer_stop(b);
-    rds_pool_free(b);
+    evbus__redis_writer_stop(b);
+    evbus__redis_pool_free(b);
     pthread_mutex_destroy(&b->pool_mu);
     opts_free(&b->o);
 }
@@ -147,15 +147,15 @@ static int rds_health(void *priv, char *errstr, size_t n)
 {
     rds_bus_t *b = priv;
     redisContext *c;
-    int rc = rds_pool_get(b, &c, errstr, n);
+    int rc = evbus__redis_pool_get(b, &c, errstr, n);
     if (rc != EVBUS_OK)
         return rc;
     const char *argv[] = {"PING"};
-    redisReply *r = rds_command(c, 1, argv, NULL);
+    redisReply *r = evbus__redis_command(c, 1, argv, NULL);
     if (!r || r->type == REDIS_REPLY_ERROR)
-        rc = rds_error(c, r, errstr, n);
+        rc = evbus__redis_error(c, r, errstr, n);
     freeReplyObject(r);
-    rds_pool_put(b, c);
+    evbus__redis_pool_put(b, c);
     return rc;
 }
 
@@ -167,13 +167,13 @@ const evbus_backend_t evbus_backend_redis = {
                 EVBUS_FEAT_CROSS_PROCESS | EVBUS_FEAT_BYTES_ONLY,
     .open = rds_open,
     .close = rds_close,
-    .publish = rds_publish,
-    .publish_async = rds_publish_async,
-    .flush = rds_flush,
-    .subscribe = rds_subscribe,
-    .unsubscribe = rds_unsubscribe,
-    .fetch = rds_fetch,
-    .settle = rds_settle,
+    .publish = evbus__redis_publish,
+    .publish_async = evbus__redis_publish_async,
+    .flush = evbus__redis_flush,
+    .subscribe = evbus__redis_subscribe,
+    .unsubscribe = evbus__redis_unsubscribe,
+    .fetch = evbus__redis_fetch,
+    .settle = evbus__redis_settle,
     .health = rds_health,
     .record_attempts = evbus__redis_record_attempts,
 };

@@ -12,27 +12,33 @@
 
 #include "redis_internal.h"
 
-uint64_t rds_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static struct timeval ms_tv(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
 }
 
-int rds_error(const redisContext *c, const redisReply *r, char *errstr,
-              size_t n)
+/* Whether c's I/O failure was a timeout. hiredis >= 1.0 says so in c->err;
+ * older versions report REDIS_ERR_IO and leave errno as the failed read,
+ * write or connect set it, so callers classify right after the call (the
+ * helpers here keep errno intact). */
+static bool timed_out(const redisContext *c)
+{
+#ifdef REDIS_ERR_TIMEOUT
+    if (c->err == REDIS_ERR_TIMEOUT)
+        return true;
+#endif
+    return c->err == REDIS_ERR_IO &&
+           (errno == EAGAIN || errno == EWOULDBLOCK || errno == ETIMEDOUT ||
+            errno == EINPROGRESS);
+}
+
+int evbus__redis_error(const redisContext *c, const redisReply *r, char *errstr,
+                       size_t n)
 {
     if (!r || (c && c->err)) {
         const char *why = c && c->err ? c->errstr : "no reply";
-        bool timeout = c && c->err == REDIS_ERR_IO &&
-                       (strstr(why, "temporarily unavailable") ||
-                        strstr(why, "timed out"));
+        bool timeout = c && timed_out(c);
         snprintf(errstr, n, "redis connection failed: %s%s", why,
                  timeout ? " (command timeout)" : "");
         return timeout ? EVBUS_ETIMEDOUT : EVBUS_ECONN;
@@ -68,20 +74,20 @@ int rds_error(const redisContext *c, const redisReply *r, char *errstr,
 static int setup_cmd(redisContext *c, int argc, const char **argv,
                      const char *what, char *errstr, size_t n)
 {
-    redisReply *r = rds_command(c, argc, argv, NULL);
+    redisReply *r = evbus__redis_command(c, argc, argv, NULL);
     if (r && r->type != REDIS_REPLY_ERROR) {
         freeReplyObject(r);
         return EVBUS_OK;
     }
     char why[256];
-    int rc = rds_error(c, r, why, sizeof why);
+    int rc = evbus__redis_error(c, r, why, sizeof why);
     snprintf(errstr, n, "%s: %s", what, why);
     freeReplyObject(r);
     return rc;
 }
 
-int rds_connect(const rds_opts_t *o, int sock_timeout_ms, redisContext **out,
-                char *errstr, size_t n)
+int evbus__redis_connect(const rds_opts_t *o, int sock_timeout_ms,
+                         redisContext **out, char *errstr, size_t n)
 {
     *out = NULL;
     redisContext *c =
@@ -91,8 +97,7 @@ int rds_connect(const rds_opts_t *o, int sock_timeout_ms, redisContext **out,
         return EVBUS_ENOMEM;
     }
     if (c->err) {
-        bool timeout = strstr(c->errstr, "timed out") ||
-                       strstr(c->errstr, "in progress");
+        bool timeout = timed_out(c);
         snprintf(errstr, n, "cannot connect to redis at %s:%d: %s%s", o->host,
                  o->port, c->errstr,
                  timeout ? " (connect_timeout_ms elapsed)" : "");
@@ -141,38 +146,23 @@ int rds_connect(const rds_opts_t *o, int sock_timeout_ms, redisContext **out,
     return EVBUS_OK;
 }
 
-void rds_backoff_failed(rds_backoff_t *b, int cap_ms)
+void evbus__redis_backoff_failed(rds_backoff_t *b, int cap_ms)
 {
     b->cur_ms = b->cur_ms ? b->cur_ms * 2 : RDS_BACKOFF_MIN_MS;
     if (b->cur_ms > cap_ms)
         b->cur_ms = cap_ms;
-    b->next_ms = rds_now_ms() + (uint64_t)b->cur_ms;
+    b->next_ms = evbus__mono_ms() + (uint64_t)b->cur_ms;
 }
 
-void rds_backoff_ok(rds_backoff_t *b)
+void evbus__redis_backoff_ok(rds_backoff_t *b)
 {
     b->cur_ms = 0;
     b->next_ms = 0;
 }
 
-void rds_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
-{
-    if (ms <= 0)
-        return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(cv, mu, &ts);
-}
-
 /* ------------------------------------------------------------ SIGPIPE */
 
-void rds_thread_block_sigpipe(void)
+void evbus__redis_thread_block_sigpipe(void)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -192,11 +182,13 @@ int evbus__redis_exchange(redisContext *c, int n, redisReply **out)
     sigpending(&pending);
     bool was_pending = sigismember(&pending, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    int rc = REDIS_OK;
+    int rc = REDIS_OK, saved_errno = 0;
     for (int i = 0; i < n; i++) {
         out[i] = NULL;
-        if (rc == REDIS_OK && redisGetReply(c, (void **)&out[i]) != REDIS_OK)
+        if (rc == REDIS_OK && redisGetReply(c, (void **)&out[i]) != REDIS_OK) {
             rc = REDIS_ERR;
+            saved_errno = errno; /* for the timeout check in _error */
+        }
     }
     if (!was_pending) {
         sigemptyset(&pending);
@@ -207,11 +199,13 @@ int evbus__redis_exchange(redisContext *c, int n, redisReply **out)
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != REDIS_OK)
+        errno = saved_errno;
     return rc;
 }
 
-redisReply *rds_command(redisContext *c, int argc, const char **argv,
-                        const size_t *argvlen)
+redisReply *evbus__redis_command(redisContext *c, int argc, const char **argv,
+                                 const size_t *argvlen)
 {
     if (c->err || redisAppendCommandArgv(c, argc, argv, argvlen) != REDIS_OK)
         return NULL;
@@ -220,50 +214,9 @@ redisReply *rds_command(redisContext *c, int argc, const char **argv,
     return r;
 }
 
-/* ------------------------------------------------------------ RESP */
-
-/* Writes "<prefix><decimal>\r\n" at p; returns the end. */
-static char *put_len(char *p, char prefix, size_t v)
-{
-    char digits[24];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    *p++ = prefix;
-    while (n)
-        *p++ = digits[--n];
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-size_t rds_resp_size(int argc, const size_t *lens)
-{
-    size_t n = 24; /* "*<argc>\r\n" */
-    for (int i = 0; i < argc; i++)
-        n += lens[i] + 24 + 2;
-    return n;
-}
-
-size_t rds_resp_write(char *out, int argc, const char *const *argv,
-                      const size_t *lens)
-{
-    char *p = put_len(out, '*', (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        p = put_len(p, '$', lens[i]);
-        memcpy(p, argv[i], lens[i]);
-        p += lens[i];
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    return (size_t)(p - out);
-}
-
 /* ------------------------------------------------------------ entry ids */
 
-bool rds_id_parse(const char *s, size_t len, rds_id_t *out)
+bool evbus__redis_id_parse(const char *s, size_t len, rds_id_t *out)
 {
     uint64_t v[2] = {0, 0};
     int part = 0;
@@ -305,7 +258,7 @@ static bool id_eq(rds_id_t a, rds_id_t b)
     return a.ms == b.ms && a.seq == b.seq;
 }
 
-bool rds_idset_has(const rds_idset_t *s, rds_id_t id)
+bool evbus__redis_idset_has(const rds_idset_t *s, rds_id_t id)
 {
     if (!s->len)
         return false;
@@ -326,13 +279,13 @@ static int idset_grow(rds_idset_t *s)
     }
     for (size_t i = 0; i < s->cap; i++)
         if (s->used[i])
-            rds_idset_add(&n, s->slots[i]);
-    rds_idset_free(s);
+            evbus__redis_idset_add(&n, s->slots[i]);
+    evbus__redis_idset_free(s);
     *s = n;
     return EVBUS_OK;
 }
 
-int rds_idset_add(rds_idset_t *s, rds_id_t id)
+int evbus__redis_idset_add(rds_idset_t *s, rds_id_t id)
 {
     if ((s->len + 1) * 2 > s->cap && idset_grow(s) != EVBUS_OK)
         return EVBUS_ENOMEM;
@@ -346,7 +299,7 @@ int rds_idset_add(rds_idset_t *s, rds_id_t id)
     return EVBUS_OK;
 }
 
-void rds_idset_del(rds_idset_t *s, rds_id_t id)
+void evbus__redis_idset_del(rds_idset_t *s, rds_id_t id)
 {
     if (!s->len)
         return;
@@ -374,7 +327,7 @@ void rds_idset_del(rds_idset_t *s, rds_id_t id)
     s->len--;
 }
 
-void rds_idset_free(rds_idset_t *s)
+void evbus__redis_idset_free(rds_idset_t *s)
 {
     free(s->slots);
     free(s->used);

@@ -38,9 +38,10 @@ static int claim_to_handback(rds_sub_t *s, redisContext *c, const char **ids,
     argv[argc++] = "IDLE";
     argv[argc++] = EVBUS__REDIS_RELEASE_IDLE_MS;
     argv[argc++] = "JUSTID";
-    redisReply *r = rds_command(c, argc, argv, NULL);
-    int rc = r && r->type == REDIS_REPLY_ARRAY ? EVBUS_OK
-                                               : rds_error(c, r, why, whylen);
+    redisReply *r = evbus__redis_command(c, argc, argv, NULL);
+    int rc = r && r->type == REDIS_REPLY_ARRAY
+                 ? EVBUS_OK
+                 : evbus__redis_error(c, r, why, whylen);
     freeReplyObject(r);
     return rc;
 }
@@ -55,9 +56,9 @@ static int handback_page(rds_sub_t *s, redisContext *c, char *start,
     snprintf(count, sizeof count, "%d", PAGE);
     const char *argv[] = {"XPENDING", s->topic, s->group,   start,
                           "+",        count,    s->consumer};
-    redisReply *r = rds_command(c, 7, argv, NULL);
+    redisReply *r = evbus__redis_command(c, 7, argv, NULL);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        int rc = rds_error(c, r, why, whylen);
+        int rc = evbus__redis_error(c, r, why, whylen);
         freeReplyObject(r);
         return rc;
     }
@@ -70,9 +71,9 @@ static int handback_page(rds_sub_t *s, redisContext *c, char *start,
         rds_id_t id;
         if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 ||
             e->element[0]->type != REDIS_REPLY_STRING ||
-            !rds_id_parse(e->element[0]->str, e->element[0]->len, &id))
+            !evbus__redis_id_parse(e->element[0]->str, e->element[0]->len, &id))
             continue;
-        if (rds_idset_has(&s->held, id))
+        if (evbus__redis_idset_has(&s->held, id))
             (*kept)++; /* an ack not yet confirmed: not ours to give */
         else
             ids[n++] = e->element[0]->str;
@@ -90,7 +91,7 @@ void evbus__redis_handback(rds_sub_t *s)
     rds_bus_t *b = s->bus;
     char why[300] = "";
     redisContext *c = NULL;
-    int rc = rds_pool_get(b, &c, why, sizeof why);
+    int rc = evbus__redis_pool_get(b, &c, why, sizeof why);
     char start[48] = "-";
     int kept = 0;
     while (rc == EVBUS_OK) {
@@ -102,9 +103,9 @@ void evbus__redis_handback(rds_sub_t *s)
         /* Nothing of ours is pending any more: leave the group. */
         const char *argv[] = {"XGROUP", "DELCONSUMER", s->topic, s->group,
                               s->consumer};
-        redisReply *r = rds_command(c, 5, argv, NULL);
+        redisReply *r = evbus__redis_command(c, 5, argv, NULL);
         if (!r || r->type != REDIS_REPLY_INTEGER)
-            rc = rds_error(c, r, why, sizeof why);
+            rc = evbus__redis_error(c, r, why, sizeof why);
         freeReplyObject(r);
     }
     if (rc < 0)
@@ -112,7 +113,7 @@ void evbus__redis_handback(rds_sub_t *s)
                        "leaving %s/%s as %s: %s; entries it still had come "
                        "back after claim_timeout_ms",
                        s->topic, s->group, s->consumer, why);
-    rds_pool_put(b, c);
+    evbus__redis_pool_put(b, c);
 }
 
 /* One consumer of an XINFO CONSUMERS reply (RESP2: a flat name/value
@@ -150,7 +151,7 @@ void evbus__redis_sweep_consumers(rds_sub_t *s, redisContext *c)
     if (dead_ms < 10000)
         dead_ms = 10000;
     const char *argv[] = {"XINFO", "CONSUMERS", s->topic, s->group};
-    redisReply *r = rds_command(c, 4, argv, NULL);
+    redisReply *r = evbus__redis_command(c, 4, argv, NULL);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(r);
         return; /* only tidying: the next subscribe tries again */
@@ -165,7 +166,7 @@ void evbus__redis_sweep_consumers(rds_sub_t *s, redisContext *c)
             strcmp(name, s->consumer) == 0)
             continue;
         const char *del[] = {"XGROUP", "DELCONSUMER", s->topic, s->group, name};
-        redisReply *d = rds_command(c, 5, del, NULL);
+        redisReply *d = evbus__redis_command(c, 5, del, NULL);
         if (d && d->type == REDIS_REPLY_INTEGER)
             removed++;
         freeReplyObject(d);

@@ -26,6 +26,8 @@
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
+#include "support/clock.h"
+#include "support/cond.h"
 
 /* ------------------------------------------------------------ options */
 
@@ -48,19 +50,17 @@ typedef struct rds_opts {
 
 /* ------------------------------------------------------------ connections */
 
-uint64_t rds_now_ms(void);
-
 /* Connects to the server in o, authenticates and selects the database.
  * sock_timeout_ms is the read/write timeout set on the socket afterwards.
  * Returns EVBUS_OK and *out, or an error (ECONN, ETIMEDOUT, EAUTH, EOPTION)
  * with a one-line reason in errstr. */
-int rds_connect(const rds_opts_t *o, int sock_timeout_ms, redisContext **out,
-                char *errstr, size_t n);
+int evbus__redis_connect(const rds_opts_t *o, int sock_timeout_ms,
+                         redisContext **out, char *errstr, size_t n);
 
 /* The evbus error for a failed command: c->err set (I/O: ECONN/ETIMEDOUT),
  * or an error reply (mapped by its prefix). Writes a reason into errstr. */
-int rds_error(const redisContext *c, const redisReply *r, char *errstr,
-              size_t n);
+int evbus__redis_error(const redisContext *c, const redisReply *r, char *errstr,
+                       size_t n);
 
 /* Exponential reconnect backoff: 0 while healthy, then doubling from
  * RDS_BACKOFF_MIN_MS up to the configured cap after each failed connect. */
@@ -69,34 +69,24 @@ typedef struct {
     int cur_ms;
     uint64_t next_ms; /* no connect attempt before this */
 } rds_backoff_t;
-void rds_backoff_failed(rds_backoff_t *b, int cap_ms);
-void rds_backoff_ok(rds_backoff_t *b);
+void evbus__redis_backoff_failed(rds_backoff_t *b, int cap_ms);
+void evbus__redis_backoff_ok(rds_backoff_t *b);
 
 /* SIGPIPE: hiredis writes with write(), so writing to a connection the
  * server (or our own unsubscribe) closed raises SIGPIPE, whose default
  * action kills the process. Calls on application threads (synchronous
- * publish, health, connection setup, subscribe) use rds_command, which
+ * publish, health, connection setup, subscribe) use evbus__redis_command, which
  * sends with MSG_NOSIGNAL; the backend's own threads block SIGPIPE for
- * good (rds_thread_block_sigpipe). */
-void rds_thread_block_sigpipe(void);
+ * good (evbus__redis_thread_block_sigpipe). */
+void evbus__redis_thread_block_sigpipe(void);
 /* Sends what was appended to c and reads n replies into out (NULL from
  * the first failure on), with SIGPIPE blocked for the call and a SIGPIPE
  * it raised discarded. REDIS_OK or REDIS_ERR (c->err set). */
 int evbus__redis_exchange(redisContext *c, int n, redisReply **out);
 /* redisCommandArgv without SIGPIPE (argvlen NULL = strlen). NULL on an
  * I/O failure (c->err set). */
-redisReply *rds_command(redisContext *c, int argc, const char **argv,
-                        const size_t *argvlen);
-
-/* Sleeps on cv (mu held) until ms pass or *stop becomes true. */
-void rds_timedwait(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
-
-/* RESP (the wire format) of an argument vector, as redisFormatCommandArgv
- * makes it but into a caller's buffer of at least rds_resp_size() bytes and
- * without printf. rds_resp_write returns the bytes written. */
-size_t rds_resp_size(int argc, const size_t *lens);
-size_t rds_resp_write(char *out, int argc, const char *const *argv,
-                      const size_t *lens);
+redisReply *evbus__redis_command(redisContext *c, int argc, const char **argv,
+                                 const size_t *argvlen);
 
 /* ------------------------------------------------------------ entry ids */
 
@@ -105,7 +95,7 @@ typedef struct {
 } rds_id_t;
 
 /* Parses "1526919030474-55"; false when malformed. */
-bool rds_id_parse(const char *s, size_t len, rds_id_t *out);
+bool evbus__redis_id_parse(const char *s, size_t len, rds_id_t *out);
 
 /* A set of entry ids (open addressing). Not thread-safe. */
 typedef struct {
@@ -114,10 +104,11 @@ typedef struct {
     size_t cap, len;
 } rds_idset_t;
 
-bool rds_idset_has(const rds_idset_t *s, rds_id_t id);
-int rds_idset_add(rds_idset_t *s, rds_id_t id); /* EVBUS_OK or ENOMEM */
-void rds_idset_del(rds_idset_t *s, rds_id_t id);
-void rds_idset_free(rds_idset_t *s);
+bool evbus__redis_idset_has(const rds_idset_t *s, rds_id_t id);
+int evbus__redis_idset_add(rds_idset_t *s,
+                           rds_id_t id); /* EVBUS_OK or ENOMEM */
+void evbus__redis_idset_del(rds_idset_t *s, rds_id_t id);
+void evbus__redis_idset_free(rds_idset_t *s);
 
 /* ------------------------------------------------------------ messages */
 
@@ -148,8 +139,8 @@ typedef enum { RDS_JOB_PUB, RDS_JOB_SETTLE } rds_job_kind_t;
 typedef struct rds_job {
     struct rds_job *next;
     rds_job_kind_t kind;
-    /* RDS_JOB_PUB: the XADD in wire format (RESP), stored after the job in
-     * the same allocation */
+    /* RDS_JOB_PUB: the XADD in wire format, made by redisFormatCommandArgv
+     * (freed with redisFreeCommand) */
     char *cmd;
     size_t len;
     evbus_publish_done_fn done;
@@ -172,7 +163,6 @@ typedef struct rds_writer {
     bool waiting, stop;
     redisContext *c;        /* the thread's own connection */
     rds_backoff_t backoff;
-    struct rds_bus *bus;
 } rds_writer_t;
 
 /* ------------------------------------------------------------ bus */
@@ -212,7 +202,6 @@ typedef struct rds_sub {
      * while the XACK is not yet confirmed. The claim and pending reads skip
      * them, so the member never delivers a message twice to itself. */
     rds_idset_t held;
-    int nheld_out; /* handed out and not settled */
 
     /* Settled, waiting for the writer: XACK these, give those back. */
     rds_msg_t *acks, *releases;
@@ -224,31 +213,36 @@ typedef struct rds_sub {
 } rds_sub_t;
 
 /* redis_publish.c */
-int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
-                const void *payload, size_t len);
-int rds_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
-                      const void *payload, size_t len,
-                      evbus_publish_done_fn done, void *token);
-int rds_flush(void *priv, int timeout_ms);
+int evbus__redis_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                         const void *payload, size_t len);
+int evbus__redis_publish_async(void *priv, const char *topic,
+                               const evbus_event_t *ev, const void *payload,
+                               size_t len, evbus_publish_done_fn done,
+                               void *token);
+int evbus__redis_flush(void *priv, int timeout_ms);
 /* Pool of connections for synchronous calls. */
-int rds_pool_get(rds_bus_t *b, redisContext **out, char *errstr, size_t n);
-void rds_pool_put(rds_bus_t *b, redisContext *c); /* NULL-safe; frees if bad */
-void rds_pool_free(rds_bus_t *b);
+int evbus__redis_pool_get(rds_bus_t *b, redisContext **out, char *errstr,
+                          size_t n);
+void evbus__redis_pool_put(rds_bus_t *b,
+                           redisContext *c); /* NULL-safe; frees if bad */
+void evbus__redis_pool_free(rds_bus_t *b);
 
 /* redis_writer.c */
-int rds_writer_start(rds_bus_t *b);
-void rds_writer_stop(rds_bus_t *b); /* fails what is still queued */
+int evbus__redis_writer_start(rds_bus_t *b);
+void evbus__redis_writer_stop(rds_bus_t *b); /* fails what is still queued */
+/* Frees a job and its command. */
+void evbus__redis_job_free(rds_job_t *j);
 /* Queues a job; returns EVBUS_OK, or EAGAIN when the publish queue is full
  * (PUB only) or ECLOSED. */
-int rds_writer_push(rds_bus_t *b, rds_job_t *job);
+int evbus__redis_writer_push(rds_bus_t *b, rds_job_t *job);
 
-/* redis_consume.c */
-int rds_subscribe(void *priv, const char *topic, const char *group,
-                  void **bsub, char *errstr, size_t n);
-void rds_unsubscribe(void *priv, void *bsub);
-int rds_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
-int rds_settle(void *priv, void *bsub, evbus_msg_t *msg, evbus_settle_t how,
-               int delay_ms);
+/* redis_consume.c: a subscription's life */
+int evbus__redis_subscribe(void *priv, const char *topic, const char *group,
+                           void **bsub, char *errstr, size_t n);
+void evbus__redis_unsubscribe(void *priv, void *bsub);
+int evbus__redis_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+int evbus__redis_settle(void *priv, void *bsub, evbus_msg_t *msg,
+                        evbus_settle_t how, int delay_ms);
 /* Run by the writer thread for a RDS_JOB_SETTLE (see redis_writer.c):
  * takes the sub's queued acks/releases and appends their commands to c.
  * Returns how many replies to read (0 = nothing to send). */
@@ -258,15 +252,30 @@ void evbus__redis_push_settle_job(rds_sub_t *s);
 /* Appends one XACK (and the HDEL of the attempt records) of the listed
  * messages to c; returns the replies to read (0 for an empty list). */
 int evbus__redis_append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks);
-int rds_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
-                      rds_msg_t **releases);
+int evbus__redis_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
+                               rds_msg_t **releases);
 /* After the replies: ok = true when the server answered (acks are final),
  * false when the connection failed (they are put back to be sent again).
  * Returns true when the caller must queue its job again (keeping its
  * reference on s), false when it drops the job and its reference. */
-bool rds_settle_done(rds_sub_t *s, rds_msg_t *acks, rds_msg_t *releases,
-                     bool ok);
-void rds_sub_unref(rds_sub_t *s);
+bool evbus__redis_settle_done(rds_sub_t *s, rds_msg_t *acks,
+                              rds_msg_t *releases, bool ok);
+void evbus__redis_sub_unref(rds_sub_t *s);
+
+/* redis_entries.c */
+/* Frees a list of messages and the events they still own. */
+void evbus__redis_msg_list_free(rds_msg_t *m);
+
+/* redis_fetcher.c */
+/* The fetcher thread's body (arg: the rds_sub_t). */
+void *evbus__redis_fetcher_main(void *arg);
+/* XGROUP CREATE topic group 0 MKSTREAM; an existing group is fine. */
+int evbus__redis_create_group(redisContext *c, const char *topic,
+                              const char *group, char *errstr, size_t n);
+
+/* redis_settle.c */
+/* Makes sure a settle job is queued for what s has collected. */
+void evbus__redis_schedule_settle(rds_sub_t *s);
 
 /* redis_handback.c: leaving a group cleanly. */
 /* The consumer that entries handed back belong to until a member claims

@@ -16,7 +16,8 @@
 
 #define POOL_MAX ((int)(sizeof(((rds_bus_t *)0)->idle) / sizeof(redisContext *)))
 
-int rds_pool_get(rds_bus_t *b, redisContext **out, char *errstr, size_t n)
+int evbus__redis_pool_get(rds_bus_t *b, redisContext **out, char *errstr,
+                          size_t n)
 {
     pthread_mutex_lock(&b->pool_mu);
     if (b->nidle) {
@@ -24,7 +25,7 @@ int rds_pool_get(rds_bus_t *b, redisContext **out, char *errstr, size_t n)
         pthread_mutex_unlock(&b->pool_mu);
         return EVBUS_OK;
     }
-    uint64_t now = rds_now_ms();
+    uint64_t now = evbus__mono_ms();
     if (now < b->pool_backoff.next_ms) {
         /* The last connect failed: do not hammer the server, fail fast. */
         uint64_t left = b->pool_backoff.next_ms - now;
@@ -35,17 +36,18 @@ int rds_pool_get(rds_bus_t *b, redisContext **out, char *errstr, size_t n)
         return EVBUS_ECONN;
     }
     pthread_mutex_unlock(&b->pool_mu);
-    int rc = rds_connect(&b->o, b->o.command_timeout_ms, out, errstr, n);
+    int rc =
+        evbus__redis_connect(&b->o, b->o.command_timeout_ms, out, errstr, n);
     pthread_mutex_lock(&b->pool_mu);
     if (rc == EVBUS_OK)
-        rds_backoff_ok(&b->pool_backoff);
+        evbus__redis_backoff_ok(&b->pool_backoff);
     else if (rc == EVBUS_ECONN || rc == EVBUS_ETIMEDOUT)
-        rds_backoff_failed(&b->pool_backoff, b->o.reconnect_max_ms);
+        evbus__redis_backoff_failed(&b->pool_backoff, b->o.reconnect_max_ms);
     pthread_mutex_unlock(&b->pool_mu);
     return rc;
 }
 
-void rds_pool_put(rds_bus_t *b, redisContext *c)
+void evbus__redis_pool_put(rds_bus_t *b, redisContext *c)
 {
     if (!c)
         return;
@@ -63,7 +65,7 @@ void rds_pool_put(rds_bus_t *b, redisContext *c)
         redisFree(c);
 }
 
-void rds_pool_free(rds_bus_t *b)
+void evbus__redis_pool_free(rds_bus_t *b)
 {
     while (b->nidle)
         redisFree(b->idle[--b->nidle]);
@@ -98,14 +100,14 @@ static void xadd_args(const rds_bus_t *b, xadd_args_t *a, const char *topic,
     a->argc = i;
 }
 
-int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
-                const void *payload, size_t len)
+int evbus__redis_publish(void *priv, const char *topic, const evbus_event_t *ev,
+                         const void *payload, size_t len)
 {
     (void)ev;
     rds_bus_t *b = priv;
     char why[300];
     redisContext *c;
-    int rc = rds_pool_get(b, &c, why, sizeof why);
+    int rc = evbus__redis_pool_get(b, &c, why, sizeof why);
     if (rc != EVBUS_OK) {
         evbus_host_log(b->host, EVBUS_LOG_WARN, "publish to %s failed: %s",
                        topic, why);
@@ -113,37 +115,43 @@ int rds_publish(void *priv, const char *topic, const evbus_event_t *ev,
     }
     xadd_args_t a;
     xadd_args(b, &a, topic, payload, len);
-    redisReply *r = rds_command(c, a.argc, a.argv, a.argvlen);
+    redisReply *r = evbus__redis_command(c, a.argc, a.argv, a.argvlen);
     if (r && r->type == REDIS_REPLY_STRING) {
         rc = EVBUS_OK;
     } else {
         /* No reply means the outcome is unknown: report it as failed. */
-        rc = rds_error(c, r, why, sizeof why);
+        rc = evbus__redis_error(c, r, why, sizeof why);
         evbus_host_log(b->host, EVBUS_LOG_WARN, "publish to %s failed: %s",
                        topic, why);
     }
     freeReplyObject(r);
-    rds_pool_put(b, c);
+    evbus__redis_pool_put(b, c);
     return rc;
 }
 
-/* The job and its XADD in wire format in one allocation (this is the hot
- * path of publish_async). */
+/* The job and its XADD in wire format, formatted here on the publishing
+ * thread so the writer only copies bytes. */
 static rds_job_t *job_with_command(const xadd_args_t *a)
 {
-    size_t n = rds_resp_size(a->argc, a->argvlen);
-    rds_job_t *job = malloc(sizeof *job + n);
+    rds_job_t *job = calloc(1, sizeof *job);
     if (!job)
         return NULL;
-    memset(job, 0, sizeof *job);
-    job->cmd = (char *)(job + 1);
-    job->len = rds_resp_write(job->cmd, a->argc, a->argv, a->argvlen);
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, a->argc, (const char **)a->argv,
+                                     a->argvlen);
+    if (len < 0 || !cmd) {
+        free(job);
+        return NULL;
+    }
+    job->cmd = cmd;
+    job->len = (size_t)len;
     return job;
 }
 
-int rds_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
-                      const void *payload, size_t len,
-                      evbus_publish_done_fn done, void *token)
+int evbus__redis_publish_async(void *priv, const char *topic,
+                               const evbus_event_t *ev, const void *payload,
+                               size_t len, evbus_publish_done_fn done,
+                               void *token)
 {
     (void)ev;
     rds_bus_t *b = priv;
@@ -156,29 +164,29 @@ int rds_publish_async(void *priv, const char *topic, const evbus_event_t *ev,
     job->done = done;
     job->token = token;
     /* Waits at most this long for a connection before it is failed. */
-    job->deadline_ms = rds_now_ms() + (uint64_t)b->o.command_timeout_ms;
-    int rc = rds_writer_push(b, job);
+    job->deadline_ms = evbus__mono_ms() + (uint64_t)b->o.command_timeout_ms;
+    int rc = evbus__redis_writer_push(b, job);
     if (rc != EVBUS_OK)
-        free(job);
+        evbus__redis_job_free(job);
     return rc;
 }
 
-int rds_flush(void *priv, int timeout_ms)
+int evbus__redis_flush(void *priv, int timeout_ms)
 {
     rds_bus_t *b = priv;
     rds_writer_t *w = &b->w;
-    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-                                       : rds_now_ms() + (uint64_t)timeout_ms;
+    uint64_t deadline =
+        timeout_ms < 0 ? UINT64_MAX : evbus__mono_ms() + (uint64_t)timeout_ms;
     int rc = EVBUS_OK;
     pthread_mutex_lock(&w->mu);
     while (w->queued_pubs + w->busy_pubs > 0) {
-        uint64_t now = rds_now_ms();
+        uint64_t now = evbus__mono_ms();
         if (now >= deadline) {
             rc = EVBUS_ETIMEDOUT;
             break;
         }
-        rds_timedwait(&w->idle_cv, &w->mu,
-                      deadline - now > 100 ? 100 : (int)(deadline - now));
+        evbus__cond_wait_ms(&w->idle_cv, &w->mu,
+                            deadline - now > 100 ? 100 : (int)(deadline - now));
     }
     pthread_mutex_unlock(&w->mu);
     return rc;

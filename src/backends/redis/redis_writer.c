@@ -24,12 +24,14 @@
 /* Most jobs sent in one pipeline round. */
 #define WRITER_BATCH 2048
 
-static void job_free(rds_job_t *j)
+void evbus__redis_job_free(rds_job_t *j)
 {
-    free(j); /* a PUB job's command lives in the same allocation */
+    if (j->cmd)
+        redisFreeCommand(j->cmd);
+    free(j);
 }
 
-int rds_writer_push(rds_bus_t *b, rds_job_t *job)
+int evbus__redis_writer_push(rds_bus_t *b, rds_job_t *job)
 {
     rds_writer_t *w = &b->w;
     job->next = NULL;
@@ -97,9 +99,9 @@ static long long fail_pubs(rds_job_t *list, int err)
             list->done(list->token, err);
             n++;
         } else {
-            rds_sub_unref(list->sub);
+            evbus__redis_sub_unref(list->sub);
         }
-        job_free(list);
+        evbus__redis_job_free(list);
         list = next;
     }
     return n;
@@ -127,7 +129,8 @@ static long long run_batch(rds_bus_t *b, slot_t *slots, int n,
             redisAppendFormattedCommand(c, s->job->cmd, s->job->len);
             s->replies = 1;
         } else {
-            s->replies = rds_settle_append(s->job->sub, c, &s->acks, &s->rels);
+            s->replies =
+                evbus__redis_settle_append(s->job->sub, c, &s->acks, &s->rels);
         }
     }
     int wdone = 0;
@@ -137,19 +140,19 @@ static long long run_batch(rds_bus_t *b, slot_t *slots, int n,
     int err = EVBUS_OK;
     char why[300] = "";
     if (c->err)
-        err = rds_error(c, NULL, why, sizeof why);
+        err = evbus__redis_error(c, NULL, why, sizeof why);
     for (int i = 0; i < n; i++) {
         slot_t *s = &slots[i];
         int jerr = err;
         for (int k = 0; k < s->replies && jerr == EVBUS_OK; k++) {
             redisReply *r = NULL;
             if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
-                err = jerr = rds_error(c, NULL, why, sizeof why);
+                err = jerr = evbus__redis_error(c, NULL, why, sizeof why);
                 break;
             }
             if (r->type == REDIS_REPLY_ERROR) {
                 char rwhy[300];
-                int rc = rds_error(c, r, rwhy, sizeof rwhy);
+                int rc = evbus__redis_error(c, r, rwhy, sizeof rwhy);
                 if (s->job->kind == RDS_JOB_PUB) {
                     jerr = rc; /* the server refused: a definite answer */
                     evbus_host_log(b->host, EVBUS_LOG_WARN,
@@ -168,17 +171,18 @@ static long long run_batch(rds_bus_t *b, slot_t *slots, int n,
             /* jerr from the connection = no reply = outcome unknown */
             s->job->done(s->job->token, jerr);
             completed++;
-            job_free(s->job);
+            evbus__redis_job_free(s->job);
             continue;
         }
         bool sent = err == EVBUS_OK;
-        if (rds_settle_done(s->job->sub, s->acks, s->rels, sent) && !sent) {
+        if (evbus__redis_settle_done(s->job->sub, s->acks, s->rels, sent) &&
+            !sent) {
             *rtail = s->job;
             rtail = &s->job->next;
             s->job->next = NULL;
         } else {
-            rds_sub_unref(s->job->sub);
-            job_free(s->job);
+            evbus__redis_sub_unref(s->job->sub);
+            evbus__redis_job_free(s->job);
         }
     }
     if (err != EVBUS_OK) {
@@ -197,10 +201,10 @@ static void *writer_main(void *arg)
 {
     rds_bus_t *b = arg;
     rds_writer_t *w = &b->w;
-    rds_thread_block_sigpipe();
+    evbus__redis_thread_block_sigpipe();
     slot_t *slots = calloc(WRITER_BATCH, sizeof *slots);
     if (!slots)
-        return NULL; /* rds_writer_stop fails what is queued */
+        return NULL; /* evbus__redis_writer_stop fails what is queued */
     bool was_down = false;
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
@@ -211,7 +215,7 @@ static void *writer_main(void *arg)
             continue;
         }
         if (!w->c) {
-            uint64_t now = rds_now_ms();
+            uint64_t now = evbus__mono_ms();
             rds_job_t *expired = take_expired(w, now);
             if (expired) {
                 pthread_mutex_unlock(&w->mu);
@@ -222,17 +226,18 @@ static void *writer_main(void *arg)
             }
             if (now < w->backoff.next_ms) {
                 uint64_t left = w->backoff.next_ms - now;
-                rds_timedwait(&w->work_cv, &w->mu, left > 50 ? 50 : (int)left);
+                evbus__cond_wait_ms(&w->work_cv, &w->mu,
+                                    left > 50 ? 50 : (int)left);
                 continue;
             }
             pthread_mutex_unlock(&w->mu);
             char why[300];
             redisContext *c = NULL;
-            int rc = rds_connect(&b->o, b->o.command_timeout_ms, &c, why,
-                                 sizeof why);
+            int rc = evbus__redis_connect(&b->o, b->o.command_timeout_ms, &c,
+                                          why, sizeof why);
             pthread_mutex_lock(&w->mu);
             if (rc != EVBUS_OK) {
-                rds_backoff_failed(&w->backoff, b->o.reconnect_max_ms);
+                evbus__redis_backoff_failed(&w->backoff, b->o.reconnect_max_ms);
                 if (!was_down)
                     evbus_host_log(b->host, EVBUS_LOG_WARN,
                                    "writer cannot connect: %s; retrying with "
@@ -246,7 +251,7 @@ static void *writer_main(void *arg)
                                "writer reconnected to %s:%d", b->o.host,
                                b->o.port);
             was_down = false;
-            rds_backoff_ok(&w->backoff);
+            evbus__redis_backoff_ok(&w->backoff);
             w->c = c;
         }
         int n = 0;
@@ -282,13 +287,12 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int rds_writer_start(rds_bus_t *b)
+int evbus__redis_writer_start(rds_bus_t *b)
 {
     rds_writer_t *w = &b->w;
-    w->bus = b;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->work_cv, NULL);
-    pthread_cond_init(&w->idle_cv, NULL);
+    evbus__cond_init(&w->work_cv);
+    evbus__cond_init(&w->idle_cv);
     if (pthread_create(&w->thread, NULL, writer_main, b) != 0) {
         pthread_cond_destroy(&w->idle_cv);
         pthread_cond_destroy(&w->work_cv);
@@ -299,7 +303,7 @@ int rds_writer_start(rds_bus_t *b)
     return EVBUS_OK;
 }
 
-void rds_writer_stop(rds_bus_t *b)
+void evbus__redis_writer_stop(rds_bus_t *b)
 {
     rds_writer_t *w = &b->w;
     if (!w->started)
