@@ -189,9 +189,57 @@ START_TEST(retry_count_survives_a_restart)
 }
 END_TEST
 
+/* ------------------------------------------------------------ dlq */
+
+static evbus_result_t drop_seq1(const evbus_event_t *ev, void *opaque)
+{
+    atomic_int *acked = opaque;
+    const char *seq = evbus_event_ext(ev, "seq");
+    if (seq && strcmp(seq, "1") == 0)
+        return EVBUS_DROP;
+    atomic_fetch_add(acked, 1);
+    return EVBUS_ACK;
+}
+
+/* dlq_failure=ACK: an event whose dead letter the broker refuses for good
+ * is dropped - and no longer holds its partition's committed offset. */
+START_TEST(dlq_failure_ack_unpins_the_offset)
+{
+    enum { N = 5 };
+    char topic[128], url[1200];
+    kt_topic(topic, sizeof topic, "dlqack");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
+    snprintf(url, sizeof url, "faulty+%s&reject_dlq=1", mock.url);
+    evbus_t *bus = open_or_fail(url);
+    publish_range(bus, topic, 0, N);
+    atomic_int acked;
+    atomic_init(&acked, 0);
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.dlq_failure = EVBUS_DLQ_FAILURE_ACK;
+    char err[256];
+    evbus_sub_t *sub = evbus_subscribe_opts(bus, topic, "dq", &o, drop_seq1,
+                                            &acked, err, sizeof err);
+    ck_assert_msg(sub != NULL, "%s", err);
+    evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
+    long long end = now_ms() + HANG_MS;
+    while ((atomic_load(&acked) < N - 1 || m.dlq_failed < 1) &&
+           now_ms() < end) {
+        evbus_poll(bus, 50);
+        ck_assert_int_eq(evbus_sub_metrics_get(sub, &m), EVBUS_OK);
+    }
+    ck_assert_int_eq(m.dlq_failed, 1);
+    ck_assert_int_eq(atomic_load(&acked), N - 1);
+    evbus_close(bus);
+    ck_assert_int_eq(kt_committed(mock.brokers, "dq", topic, 0), N);
+}
+END_TEST
+
 /* ------------------------------------------------------------ topics */
 
 typedef struct {
+    evbus_t *bus;
     atomic_int got[3];
 } three_t;
 
@@ -203,40 +251,62 @@ static evbus_result_t count_topic(const evbus_event_t *ev, void *opaque)
     return EVBUS_ACK;
 }
 
+static int topics_received(three_t *c)
+{
+    int have = 0;
+    for (int k = 0; k < 3; k++)
+        have += atomic_load(&c->got[k]) > 0;
+    return have;
+}
+
 /* One bus, one group, three topics subscribed back to back: all three
- * receive, 20 times in a row. */
+ * receive, 20 times in a row. The tries run PAR at a time, each with its
+ * own bus and group (the mock delays a new group's first join 3 s). */
 START_TEST(three_topics_back_to_back_all_receive)
 {
-    enum { TRIES = 20 };
+    enum { TRIES = 20, PAR = 10 };
     int complete = 0;
-    for (int t = 0; t < TRIES; t++) {
-        char topics[3][128], group[64];
-        snprintf(group, sizeof group, "three-%d", t);
-        evbus_t *bus = open_or_fail(mock.url);
-        for (int k = 0; k < 3; k++) {
-            char name[32];
-            snprintf(name, sizeof name, "three%d", k);
-            kt_topic(topics[k], sizeof topics[k], name);
-            publish_range(bus, topics[k], 0, 1);
-        }
-        three_t c;
-        for (int k = 0; k < 3; k++)
-            atomic_init(&c.got[k], 0);
-        for (int k = 0; k < 3; k++)
-            ck_assert_ptr_nonnull(
-                evbus_subscribe(bus, topics[k], group, count_topic, &c.got[k]));
-        long long end = now_ms() + HANG_MS;
-        int have = 0;
-        while (now_ms() < end) {
-            have = 0;
+    for (int t0 = 0; t0 < TRIES; t0 += PAR) {
+        three_t *c = calloc(PAR, sizeof *c);
+        ck_assert_ptr_nonnull(c);
+        for (int i = 0; i < PAR; i++) {
+            char topics[3][128], group[64];
+            snprintf(group, sizeof group, "three-%d", t0 + i);
+            c[i].bus = open_or_fail(mock.url);
+            for (int k = 0; k < 3; k++) {
+                char name[32];
+                snprintf(name, sizeof name, "three%d", k);
+                kt_topic(topics[k], sizeof topics[k], name);
+                ck_assert_int_eq(
+                    rd_kafka_mock_topic_create(mock.mc, topics[k], 2, 1), 0);
+                evbus_event_t *ev = kt_event(k);
+                ck_assert_int_eq(evbus_publish_async(c[i].bus, topics[k], ev,
+                                                     NULL, NULL),
+                                 EVBUS_OK);
+                evbus_event_free(ev);
+                atomic_init(&c[i].got[k], 0);
+            }
+            ck_assert_int_eq(evbus_flush(c[i].bus, HANG_MS), EVBUS_OK);
             for (int k = 0; k < 3; k++)
-                have += atomic_load(&c.got[k]) > 0;
-            if (have == 3)
-                break;
-            evbus_poll(bus, 50);
+                ck_assert_ptr_nonnull(evbus_subscribe(c[i].bus, topics[k],
+                                                      group, count_topic,
+                                                      &c[i].got[k]));
         }
-        complete += have == 3;
-        evbus_close(bus);
+        long long end = now_ms() + HANG_MS;
+        int done = 0;
+        while (now_ms() < end) {
+            done = 0;
+            for (int i = 0; i < PAR; i++)
+                done += topics_received(&c[i]) == 3;
+            if (done == PAR)
+                break;
+            for (int i = 0; i < PAR; i++)
+                evbus_poll(c[i].bus, 10);
+        }
+        complete += done;
+        for (int i = 0; i < PAR; i++)
+            evbus_close(c[i].bus);
+        free(c);
     }
     ck_assert_int_eq(complete, TRIES);
 }
@@ -253,6 +323,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, clean_restart_charges_no_extra_attempts);
     tcase_add_test(tc, retry_count_survives_a_restart);
+    tcase_add_test(tc, dlq_failure_ack_unpins_the_offset);
     tcase_add_test(tc, three_topics_back_to_back_all_receive);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
