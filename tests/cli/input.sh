@@ -104,6 +104,25 @@ expect_rc 2 "--event with --type" "$evbus" publish "$db" e2 --event "$tmp/two.nd
     contains "$tmp/err" "cannot be combined" "--event excludes attribute options"
 [ "$(events_on e2)" = 0 ] || fail "refused --event input still published"
 
+echo "== --event - from a stream that pauses: ids are printed before it ends"
+mkfifo "$tmp/fifo" || fail "mkfifo"
+"$evbus" publish "$db" st --event - <"$tmp/fifo" >"$tmp/stream.out" 2>"$tmp/stream.err" &
+pid=$!
+exec 4>"$tmp/fifo"
+echo '{"specversion":"1.0","id":"s-1","source":"/s","type":"a.b.c"}' >&4
+# Hang guard only: the verdict is whether s-1 was confirmed while the input
+# was still open.
+for _ in $(seq 600); do
+    grep -qx s-1 "$tmp/stream.out" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+grep -qx s-1 "$tmp/stream.out" || fail "s-1 not printed while --event - waited for more input"
+echo '{"specversion":"1.0","id":"s-2","source":"/s","type":"a.b.c"}' >&4
+exec 4>&-
+wait "$pid" || fail "--event - of a stream exited $?: $(cat "$tmp/stream.err")"
+[ "$(tr '\n' ' ' <"$tmp/stream.out")" = "s-1 s-2 " ] || fail "stream printed $(cat "$tmp/stream.out")"
+
 echo "== --ext-int, --ext-bool, --time, --dataschema"
 expect_rc 0 "typed extensions and attributes" "$evbus" publish "$db" x --type a.b.c --source /s \
     --ext-int seq=42 --ext-bool urgent=false --time 2026-01-02T03:04:05Z --dataschema https://example.com/s.json -q

@@ -7,9 +7,12 @@
  * gets there instead of being read whole.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "publish.h"
@@ -18,8 +21,8 @@ int evr_open(event_reader_t *r, const char *path, size_t max_bytes)
 {
     memset(r, 0, sizeof *r);
     int is_stdin = strcmp(path, "-") == 0;
-    r->f = is_stdin ? stdin : fopen(path, "rb");
-    if (!r->f)
+    r->fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0)
         return -1;
     r->name = is_stdin ? "(standard input)" : path;
     r->max_bytes = max_bytes;
@@ -29,10 +32,48 @@ int evr_open(event_reader_t *r, const char *path, size_t max_bytes)
 
 void evr_close(event_reader_t *r)
 {
-    if (r->f && r->f != stdin)
-        fclose(r->f);
+    if (r->name && r->fd != STDIN_FILENO)
+        close(r->fd);
     free(r->buf);
-    memset(r, 0, sizeof *r);
+    r->buf = NULL;
+    r->name = NULL;
+}
+
+/* The next input byte, or EOF at the end or on an error (r->err). */
+static int next_byte(event_reader_t *r)
+{
+    if (r->pos == r->end) {
+        if (r->eof)
+            return EOF;
+        ssize_t n;
+        do
+            n = read(r->fd, r->in, sizeof r->in);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+            r->eof = 1;
+            r->err = n < 0 ? errno : 0;
+            return EOF;
+        }
+        r->pos = 0;
+        r->end = (size_t)n;
+    }
+    return r->in[r->pos++];
+}
+
+int evr_would_block(event_reader_t *r)
+{
+    /* Whitespace after an event (its newline) is not the next event. */
+    while (r->pos < r->end &&
+           (r->in[r->pos] == ' ' || r->in[r->pos] == '\t' ||
+            r->in[r->pos] == '\r' || r->in[r->pos] == '\n')) {
+        if (r->in[r->pos] == '\n')
+            r->line++;
+        r->pos++;
+    }
+    if (r->pos < r->end || r->eof)
+        return 0;
+    struct pollfd p = {r->fd, POLLIN, 0};
+    return poll(&p, 1, 0) == 0;
 }
 
 /* Appends c to the object being read; -1 when that would pass max_bytes. */
@@ -58,13 +99,14 @@ int evr_next(event_reader_t *r, evbus_event_t **out)
 {
     int c;
     *out = NULL;
-    while ((c = getc(r->f)) != EOF &&
+    while ((c = next_byte(r)) != EOF &&
            (c == ' ' || c == '\t' || c == '\r' || c == '\n'))
         if (c == '\n')
             r->line++;
     if (c == EOF) {
-        if (ferror(r->f)) {
-            cli_error("--event %s: read error: %s", r->name, strerror(errno));
+        if (r->err) {
+            cli_error("--event %s: read error: %s", r->name,
+                      strerror(r->err));
             return -1;
         }
         return 0;
@@ -78,7 +120,7 @@ int evr_next(event_reader_t *r, evbus_event_t **out)
     }
     size_t n = 0;
     int depth = 0, in_string = 0, escaped = 0;
-    for (; c != EOF; c = getc(r->f)) {
+    for (; c != EOF; c = next_byte(r)) {
         int rc = put(r, &n, c);
         if (rc != 0) {
             if (rc == -2)
@@ -105,6 +147,10 @@ int evr_next(event_reader_t *r, evbus_event_t **out)
         } else if ((c == '}' || c == ']') && --depth == 0) {
             break;
         }
+    }
+    if (c == EOF && r->err) {
+        cli_error("--event %s: read error: %s", r->name, strerror(r->err));
+        return -1;
     }
     if (c == EOF) {
         cli_error("--event %s: event %ld (line %ld) ends before its closing "

@@ -219,6 +219,14 @@ static int publish_events(evbus_t *bus, const char *topic, event_reader_t *r,
         ev = NULL;
         if (rc != CLI_OK)
             break;
+        /* A stream (kcat | evbus publish --event -) may pause for long:
+         * confirm and print what was published before waiting for more. */
+        if (evr_would_block(r)) {
+            int frc = evbus_flush(bus, 60000);
+            fflush(stdout);
+            if (frc != EVBUS_OK && frc != EVBUS_ETIMEDOUT)
+                cli_error("flush failed: %s", evbus_strerror(frc));
+        }
         if (evr_next(r, &ev) < 0)
             rc = CLI_USAGE;
     }

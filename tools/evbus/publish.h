@@ -7,7 +7,6 @@
 #define EVBUS_CLI_PUBLISH_H
 
 #include <stddef.h>
-#include <stdio.h>
 
 #include <evbus/evbus.h>
 
@@ -46,8 +45,11 @@ int pub_check_size(const evbus_event_t *ev, size_t max_bytes, const char *what);
  * (one per line, or simply one after another). Each object is bounded by
  * max_bytes: a longer one is refused without being read whole. */
 typedef struct {
-    FILE *f;
+    int fd;
     const char *name; /* for messages: the path or "standard input" */
+    unsigned char in[65536]; /* read(2) buffer: in[pos..end) not yet used */
+    size_t pos, end;
+    int eof, err;
     size_t max_bytes;
     long line;  /* line of the next byte, from 1 */
     long index; /* events read so far */
@@ -62,5 +64,10 @@ void evr_close(event_reader_t *r);
 /* The next event: 1 with *out set (caller frees), 0 at the end of the
  * input, -1 after printing why the input is refused (what, where). */
 int evr_next(event_reader_t *r, evbus_event_t **out);
+
+/* 1 when reading the next event would wait for more input (a pipe or
+ * terminal with nothing buffered or ready; buffered whitespace is skipped):
+ * the moment to report what was published so far. */
+int evr_would_block(event_reader_t *r);
 
 #endif
