@@ -105,8 +105,7 @@ int evr_next(event_reader_t *r, evbus_event_t **out)
             r->line++;
     if (c == EOF) {
         if (r->err) {
-            cli_error("--event %s: read error: %s", r->name,
-                      strerror(r->err));
+            cli_error("--event %s: read error: %s", r->name, strerror(r->err));
             return -1;
         }
         return 0;
