@@ -6,6 +6,8 @@
  */
 #include <check.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "test_util.h"
 
@@ -247,6 +249,72 @@ START_TEST(closed_and_dead_members_leave_the_group)
 }
 END_TEST
 
+typedef struct {
+    volatile int calls;
+    char reason[256];
+    size_t data_len;
+    long long truncated; /* dlqtruncated: the bytes the core was given */
+} dead_t;
+
+static evbus_result_t on_dead(const evbus_event_t *ev, void *opaque)
+{
+    dead_t *d = opaque;
+    const char *why = evbus_event_ext(ev, "dlqreason");
+    snprintf(d->reason, sizeof d->reason, "%s", why ? why : "");
+    d->data_len = evbus_event_data_len(ev);
+    const char *cut = evbus_event_ext(ev, "dlqtruncated");
+    d->truncated = cut ? atoll(cut) : -1;
+    d->calls++;
+    return EVBUS_ACK;
+}
+
+/* An entry larger than max_event_bytes is reported as such and
+ * dead-lettered as a bounded, truncated copy; the events around it are
+ * delivered. */
+START_TEST(oversized_entries_are_dead_lettered_truncated)
+{
+    enum { BIG = 200000, MAX = 8192 };
+    start_plain();
+    char topic[128], dlq[160];
+    tu_topic(topic, sizeof topic, "big");
+    snprintf(dlq, sizeof dlq, "%s.dlq", topic);
+    redisContext *c = tu_raw(&srv, NULL);
+    char *big = malloc(BIG + 200);
+    ck_assert_ptr_nonnull(big);
+    int n = snprintf(big, 200,
+                     "{\"specversion\":\"1.0\",\"id\":\"big\","
+                     "\"source\":\"/t\",\"type\":\"t\",\"data\":\"");
+    memset(big + n, 'x', BIG);
+    strcpy(big + n + BIG, "\"}");
+    freeReplyObject(redisCommand(c, "XGROUP CREATE %s g 0 MKSTREAM", topic));
+    freeReplyObject(
+        redisCommand(c, "XADD %s * data %s metadata {}", topic, big));
+    free(big);
+    char suffix[64];
+    snprintf(suffix, sizeof suffix, "?max_event_bytes=%d", MAX);
+    evbus_t *bus = open_ok(suffix);
+    publish_n(bus, topic, 3);
+    counter_t seen = {0};
+    dead_t d = {0};
+    ck_assert_ptr_nonnull(subscribe_max3(bus, topic, &seen));
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, dlq, "ops", on_dead, &d));
+    long long end = tu_now_ms() + 10000;
+    while ((seen.calls < 3 || d.calls < 1) && tu_now_ms() < end)
+        evbus_poll(bus, 50);
+    ck_assert_int_eq(seen.calls, 3);
+    ck_assert_int_eq(d.calls, 1);
+    ck_assert_msg(strstr(d.reason, "over max_event_bytes"), "reason: %s",
+                  d.reason);
+    ck_assert_msg(strstr(d.reason, "200"), "reason: %s", d.reason);
+    ck_assert_int_le(d.data_len, MAX);
+    /* The consumer never handed (or kept) the whole entry. */
+    ck_assert_int_le(d.truncated, MAX);
+    evbus_close(bus);
+    redisFree(c);
+    test_redis_stop(&srv);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("redis-delivery");
@@ -256,6 +324,7 @@ int main(void)
     tcase_add_test(tc, repeated_short_reads_dead_letter_nothing);
     tcase_add_test(tc, clean_close_hands_back_everything_fetched);
     tcase_add_test(tc, closed_and_dead_members_leave_the_group);
+    tcase_add_test(tc, oversized_entries_are_dead_lettered_truncated);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -25,11 +25,13 @@ void evbus__redis_msg_list_free(rds_msg_t *m)
 }
 
 /* Makes a message from one [id, [field, value, ...]] entry. *deleted is set
- * for an entry whose fields are nil (deleted while pending). With
- * decode_max > 0 the CloudEvent is decoded here (then the bytes are not
- * kept: the core only needs them for an undecodable payload). */
-static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
-                               size_t decode_max)
+ * for an entry whose fields are nil (deleted while pending). With decode
+ * the CloudEvent is decoded here (then the bytes are not kept: the core
+ * only needs them for an undecodable payload). Data over max_bytes is not
+ * copied whole: the message keeps its first max_bytes bytes and says why,
+ * and the core dead-letters that truncated copy. */
+static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted, bool decode,
+                               size_t max_bytes)
 {
     *deleted = false;
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
@@ -53,14 +55,21 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
     } else {
         *deleted = true;
     }
+    bool too_big = data && data->len > max_bytes;
     evbus_event_t *ev = NULL;
-    if (data && decode_max) {
+    if (data && decode && !too_big) {
         char why[8];
-        ev = evbus_event_from_json_limit(data->str, data->len, decode_max, why,
+        ev = evbus_event_from_json_limit(data->str, data->len, max_bytes, why,
                                          sizeof why);
     }
-    size_t len = data && !ev ? data->len : 0;
-    rds_msg_t *m = malloc(sizeof *m + len + 1);
+    size_t len = data && !ev ? (too_big ? max_bytes : data->len) : 0;
+    char why[120] = "";
+    if (too_big)
+        snprintf(why, sizeof why,
+                 "%zu bytes, over max_event_bytes %zu (kept the first %zu)",
+                 data->len, max_bytes, len);
+    size_t whylen = too_big ? strlen(why) + 1 : 0;
+    rds_msg_t *m = malloc(sizeof *m + len + 1 + whylen);
     if (!m) {
         evbus_event_free(ev);
         return NULL;
@@ -77,6 +86,11 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
     if (len)
         memcpy(m->payload, data->str, len);
     m->payload[len] = '\0';
+    if (too_big) {
+        /* Owned by the message, which outlives its settle. */
+        memcpy(m->payload + len + 1, why, whylen);
+        m->decode_error = m->payload + len + 1;
+    }
     return m;
 }
 
@@ -130,8 +144,7 @@ int evbus__redis_take_entries(rds_sub_t *s, const redisReply *entries,
     pthread_mutex_lock(&s->mu);
     bool decode_here = known_new && s->nbuf >= s->bus->o.batch;
     pthread_mutex_unlock(&s->mu);
-    size_t decode_max =
-        decode_here ? evbus_host_max_event_bytes(s->bus->host) : 0;
+    size_t max_bytes = evbus_host_max_event_bytes(s->bus->host);
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
@@ -154,7 +167,7 @@ int evbus__redis_take_entries(rds_sub_t *s, const redisReply *entries,
                 continue; /* we still hold it: not a new delivery */
         }
         bool del;
-        rds_msg_t *m = entry_to_msg(e, &del, decode_max);
+        rds_msg_t *m = entry_to_msg(e, &del, decode_here, max_bytes);
         if (!m)
             continue;
         if (del) {
