@@ -45,7 +45,7 @@
 #include "kafka_internal.h"
 #include "support/clock.h"
 
-#define WINDOW 256    /* records per started-window commit */
+#define WINDOW 1024   /* records per started-window commit */
 #define MAX_EXACT 64  /* exact entries per partition (<= 56 bytes) */
 #define META_MAX 4000 /* below the broker's 4096-byte limit */
 #define META_TAG "evbus1"
