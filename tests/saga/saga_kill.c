@@ -394,8 +394,10 @@ int main(int argc, char **argv)
                 done = e;
                 until = now_ms() + HANG_MS;
             } else if (now_ms() >= until) {
-                fprintf(stderr, "saga-kill: no saga ended for %d s (%lld of"
-                                " %d ended): a hang\n", HANG_MS / 1000, e, n);
+                fprintf(stderr,
+                        "saga-kill: no saga ended for %d s (%lld of"
+                        " %d ended): a hang\n",
+                        HANG_MS / 1000, e, n);
                 break;
             }
         }
