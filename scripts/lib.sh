@@ -60,11 +60,12 @@ install_prefix() {
 # The interop suite's third-party peers (tests/interop): node and npm from
 # Debian when missing, then the pinned packages (package-lock.json) with
 # npm ci, which needs the npm registry. Without them the interop tests
-# report a skip with the reason, never a pass.
+# report a skip with the reason, never a pass; returns 1 then.
 install_interop_peers() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     ensure_packages nodejs npm
   fi
-  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) ||
-    echo "npm ci failed in tests/interop: the interop tests will be skipped"
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error) && return
+  echo "npm ci failed in tests/interop: the interop tests will be skipped"
+  return 1
 }
