@@ -19,24 +19,11 @@
 #include <unistd.h>
 
 #include "evbus/evbus.h"
+#include "tmpdb.h"
 
-static char tmpdir[256];
-static char dbpath[300];
+static void setup(void) { tmpdb_setup("evbus-sqlite-test"); }
 
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/evbus-sqlite-test.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-    snprintf(dbpath, sizeof dbpath, "%s/bus.db", tmpdir);
-}
-
-static void teardown(void)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    int r = system(cmd);
-    (void)r;
-}
+static void teardown(void) { tmpdb_teardown(); }
 
 static uint64_t now_ms(void)
 {
@@ -615,7 +602,6 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("sqlite");
     TCase *tc = tcase_create("sqlite");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
@@ -629,13 +615,8 @@ int main(void)
     tcase_add_test(tc, idle_subscriber_wakes_for_other_process);
     tcase_add_test(tc, held_lock_waits_then_reports_ebusy);
     tcase_add_test(tc, poison_event_that_crashes_consumers_is_dead_lettered);
-    suite_add_tcase(s, tc);
     if (geteuid() == 0)
         printf("note: running as root, so the read-only file case of "
                "open_errors_are_clear cannot be exercised\n");
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tmpdb_run("sqlite", tc);
 }

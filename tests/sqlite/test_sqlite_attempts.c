@@ -17,24 +17,11 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "tmpdb.h"
 
-static char tmpdir[256];
-static char dbpath[300];
+static void setup(void) { tmpdb_setup("sqlite-attempts"); }
 
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sqlite-attempts.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-    snprintf(dbpath, sizeof dbpath, "%s/bus.db", tmpdir);
-}
-
-static void teardown(void)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    int r = system(cmd);
-    (void)r;
-}
+static void teardown(void) { tmpdb_teardown(); }
 
 static void exec_sql(const char *sql)
 {
@@ -266,7 +253,6 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("sqlite-attempts");
     TCase *tc = tcase_create("attempts");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
@@ -274,10 +260,5 @@ int main(void)
     tcase_add_test(tc, newer_schema_is_refused);
     tcase_add_test(tc, recorded_attempt_survives_sigkill);
     tcase_add_test(tc, retry_delay_becomes_prev_delay);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tmpdb_run("sqlite-attempts", tc);
 }

@@ -16,9 +16,7 @@
 #include <unistd.h>
 
 #include "evbus/evbus.h"
-
-static char tmpdir[256];
-static char dbpath[PATH_MAX + 16];
+#include "tmpdb.h"
 
 /* ---- log capture */
 
@@ -73,11 +71,7 @@ static void dump_lines(void)
 
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/sqlite-file.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-    char real[PATH_MAX];
-    ck_assert_ptr_nonnull(realpath(tmpdir, real));
-    snprintf(dbpath, sizeof dbpath, "%s/bus.db", real);
+    tmpdb_setup("sqlite-file");
     nlines = 0;
     evbus_set_log(capture, EVBUS_LOG_INFO, NULL);
 }
@@ -87,10 +81,7 @@ static void teardown(void)
     if (getenv("EVBUS_TEST_DUMP_LOG")) /* to read the messages */
         dump_lines();
     evbus_set_log(NULL, 0, NULL);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    int r = system(cmd);
-    (void)r;
+    tmpdb_teardown();
 }
 
 static evbus_t *open_at(const char *path, const char *query)
@@ -281,7 +272,6 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("sqlite-file");
     TCase *tc = tcase_create("file");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
@@ -289,10 +279,5 @@ int main(void)
     tcase_add_test(tc, replaced_file_is_detected);
     tcase_add_test(tc, disk_full_is_reported_with_the_path);
     tcase_add_test(tc, failing_fetch_logs_its_cause_once);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tmpdb_run("sqlite-file", tc);
 }

@@ -14,24 +14,11 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "tmpdb.h"
 
-static char tmpdir[256];
-static char dbpath[300];
+static void setup(void) { tmpdb_setup("evbus-sqlite-lease"); }
 
-static void setup(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/evbus-sqlite-lease.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-    snprintf(dbpath, sizeof dbpath, "%s/bus.db", tmpdir);
-}
-
-static void teardown(void)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    int r = system(cmd);
-    (void)r;
-}
+static void teardown(void) { tmpdb_teardown(); }
 
 static long pending_rows(void)
 {
@@ -212,17 +199,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("sqlite-lease");
     TCase *tc = tcase_create("lease");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, two_members_share_leases);
     tcase_add_test(tc, settles_are_written_without_a_fetch);
     tcase_add_test(tc, leases_renewed_while_making_progress);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tmpdb_run("sqlite-lease", tc);
 }
