@@ -251,6 +251,65 @@ START_TEST(retry_delay_becomes_prev_delay)
 }
 END_TEST
 
+static int calls, seen_attempt[8];
+static evbus_result_t retry_twice(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    (void)opaque;
+    if (calls < 8)
+        seen_attempt[calls] = evbus_delivery_attempt();
+    return ++calls < 3 ? EVBUS_RETRY : EVBUS_ACK;
+}
+
+/* attempts=memory: nothing is written per handler call (the backend
+ * answers ENOTSUP) and the core counts in memory, across the broker-side
+ * retries too. */
+START_TEST(attempts_in_memory_option)
+{
+    char url[400], err[256] = "";
+    snprintf(url, sizeof url, "sqlite://%s?attempts=sometimes", dbpath);
+    ck_assert_ptr_null(evbus_open(url, err, sizeof err));
+    ck_assert_msg(strstr(err, "attempts=sometimes"), "%s", err);
+
+    evbus_t *bus = open_bus("?attempts=memory");
+    ck_assert_int_eq(evbus_publish_raw(bus, "raw", "x", 1), EVBUS_OK);
+    void *s;
+    ck_assert_int_eq(
+        bus->be->subscribe(bus->priv, "raw", "g", &s, err, sizeof err),
+        EVBUS_OK);
+    evbus_msg_t m, *mp = &m;
+    fetch_one(bus, s, &m);
+    m.attempts = 1;
+    ck_assert_int_eq(bus->be->record_attempts(bus->priv, s, &mp, 1),
+                     EVBUS_ENOTSUP);
+    ck_assert_int_eq(query_int("SELECT attempts FROM evbus_pending"), 0);
+    ck_assert_int_eq(bus->be->settle(bus->priv, s, &m, EVBUS_SETTLE_ACK, 0),
+                     EVBUS_OK);
+    bus->be->unsubscribe(bus->priv, s);
+
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.initial_ms = 10;
+    retry.max_ms = 10;
+    retry.max_attempts = 5;
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.retry = &retry;
+    evbus_event_t *ev = evbus_event_new("test.attempts", "/test");
+    ck_assert_int_eq(evbus_publish(bus, "t", ev), EVBUS_OK);
+    evbus_event_free(ev);
+    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, "t", "g", &o, retry_twice,
+                                               NULL, err, sizeof err));
+    for (int i = 0; i < 3000 && calls < 3; i++) /* hang guard */
+        evbus_poll(bus, 10);
+    ck_assert_int_eq(calls, 3);
+    ck_assert_int_eq(seen_attempt[0], 1);
+    ck_assert_int_eq(seen_attempt[1], 2);
+    ck_assert_int_eq(seen_attempt[2], 3);
+    evbus_close(bus);
+}
+END_TEST
+
 int main(void)
 {
     TCase *tc = tcase_create("attempts");
@@ -260,5 +319,6 @@ int main(void)
     tcase_add_test(tc, newer_schema_is_refused);
     tcase_add_test(tc, recorded_attempt_survives_sigkill);
     tcase_add_test(tc, retry_delay_becomes_prev_delay);
+    tcase_add_test(tc, attempts_in_memory_option);
     return tmpdb_run("sqlite-attempts", tc);
 }

@@ -17,6 +17,9 @@
  *                          (default 100000)
  *   max_queue_bytes        ... or payload bytes waiting (default 64 MiB)
  *   synchronous            normal (default) | full
+ *   attempts               durable (default): each handler call is
+ *                          recorded in the file first | memory: the core
+ *                          counts in memory (faster; a crash forgets)
  *   max_db_bytes           largest size the database file may grow to;
  *                          beyond it writes fail as "disk full" (default
  *                          0 = no limit)
@@ -65,6 +68,16 @@ static int read_opts(const evbus_url_t *url, sq_opts_t *o, char *errstr,
     } else {
         snprintf(errstr, n, "option synchronous=%s: expected normal or full",
                  sync);
+        return EVBUS_EOPTION;
+    }
+    const char *att = evbus_url_param(url, "attempts");
+    if (!att || strcmp(att, "durable") == 0) {
+        o->attempts_in_memory = false;
+    } else if (strcmp(att, "memory") == 0) {
+        o->attempts_in_memory = true;
+    } else {
+        snprintf(errstr, n, "option attempts=%s: expected durable or memory",
+                 att);
         return EVBUS_EOPTION;
     }
     return EVBUS_OK;

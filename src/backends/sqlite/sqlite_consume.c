@@ -165,6 +165,10 @@ int evbus__sqlite_record_attempts(void *priv, void *bsub,
 {
     sq_bus_t *b = priv;
     sq_sub_t *s = bsub;
+    /* attempts=memory: the core counts in memory (backend.h), trading
+     * crash-loop protection for one commit less per handler call. */
+    if (b->o.attempts_in_memory)
+        return EVBUS_ENOTSUP;
     atomic_store(&b->progress_ms, (int64_t)evbus__mono_ms());
     if (evbus__sqlite_file_ok(b) != EVBUS_OK)
         return EVBUS_EIO; /* the core gives the events back */

@@ -48,6 +48,7 @@ typedef struct sq_opts {
     long long max_queue_bytes;       /* ... and their payload bytes */
     long long max_db_bytes;          /* database size limit, 0 = none */
     bool sync_full;                  /* synchronous=FULL instead of NORMAL */
+    bool attempts_in_memory;         /* record_attempts answers ENOTSUP */
 } sq_opts_t;
 
 /* ------------------------------------------------------------ connections */
