@@ -23,8 +23,9 @@ static void tmpdb_setup(const char *name)
     snprintf(dir, sizeof dir, "/tmp/%s.XXXXXX", name);
     ck_assert_ptr_nonnull(mkdtemp(dir));
     ck_assert_ptr_nonnull(realpath(dir, real));
-    ck_assert_uint_lt(strlen(real), sizeof tmpdir);
-    snprintf(tmpdir, sizeof tmpdir, "%s", real);
+    size_t len = strlen(real);
+    ck_assert_uint_lt(len, sizeof tmpdir);
+    memcpy(tmpdir, real, len + 1);
     snprintf(dbpath, sizeof dbpath, "%s/bus.db", tmpdir);
 }
 
