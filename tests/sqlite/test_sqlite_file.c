@@ -270,6 +270,67 @@ START_TEST(failing_fetch_logs_its_cause_once)
 }
 END_TEST
 
+/* The handler takes the write lock from another connection and keeps it:
+ * its ACK cannot be written, the watcher retries every 100 ms. */
+static sqlite3 *locker;
+static evbus_result_t lock_then_ack(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    (void)opaque;
+    ck_assert_int_eq(sqlite3_open(dbpath, &locker), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                     SQLITE_OK);
+    handled++;
+    return EVBUS_ACK;
+}
+
+static long long pending_rows(void)
+{
+    sqlite3 *db;
+    ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM "
+                                        "evbus_pending",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    long long n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+START_TEST(failing_ack_writes_are_rate_limited)
+{
+    evbus_t *bus = open_at(dbpath, "?busy_timeout_ms=0");
+    evbus_event_t *ev = event();
+    ck_assert_int_eq(evbus_publish(bus, "t", ev), EVBUS_OK);
+    evbus_event_free(ev);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, "t", "g", lock_then_ack, NULL));
+    for (int i = 0; i < 2000 && handled < 1; i++) /* hang guard */
+        evbus_poll(bus, 10);
+    ck_assert_int_eq(handled, 1);
+    /* About a second of retries (ten or so) while the lock is held. */
+    for (int i = 0; i < 100; i++)
+        evbus_poll(bus, 10);
+    int failed = count_lines("sqlite", EVBUS_LOG_WARN,
+                             "writing acknowledgements failed", dbpath);
+    if (failed < 1 || failed > 2)
+        dump_lines();
+    ck_assert_int_ge(failed, 1);
+    ck_assert_int_le(failed, 2);
+    ck_assert_int_eq(pending_rows(), 1);
+    sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(locker);
+    for (int i = 0; i < 3000 && pending_rows() > 0; i++) /* hang guard */
+        evbus_poll(bus, 10);
+    ck_assert_int_eq(pending_rows(), 0);
+    ck_assert_int_eq(handled, 1);
+    evbus_close(bus);
+}
+END_TEST
+
 int main(void)
 {
     TCase *tc = tcase_create("file");
@@ -279,5 +340,6 @@ int main(void)
     tcase_add_test(tc, replaced_file_is_detected);
     tcase_add_test(tc, disk_full_is_reported_with_the_path);
     tcase_add_test(tc, failing_fetch_logs_its_cause_once);
+    tcase_add_test(tc, failing_ack_writes_are_rate_limited);
     return tmpdb_run("sqlite-file", tc);
 }

@@ -8,10 +8,10 @@
  * the other members for visibility_timeout_ms.
  *
  * settle does not write at once: ACK/RETRY/RELEASE are buffered and written
- * in the next fetch's transaction (or by the watcher within ~100 ms when no
- * fetch comes). A crash before that only means the lease expires and the
- * event is delivered again: at-least-once, and only for events this member
- * held a lease on.
+ * in the next fetch's or record_attempts' transaction (or by the watcher
+ * within ~100 ms when neither comes). A crash before that only means the lease
+ * expires and the event is delivered again: at-least-once, and only for events
+ * this member held a lease on.
  *
  * Lease renewal: while the polling thread makes progress (a fetch or settle
  * within the last visibility timeout) the watcher renews the leases of
@@ -30,6 +30,7 @@
  * not charged. evbus_pending.deliveries counts leases and, with owner,
  * names the current one: a member that lost its lease changes nothing.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,29 @@ static void ops_written(sq_bus_t *b)
     b->sub_gen++;
 }
 
+void evbus__sqlite_sub_unlock(sq_bus_t *b)
+{
+    char msg[sizeof b->sub_msg];
+    int level = b->sub_msg_level;
+    if (level)
+        memcpy(msg, b->sub_msg, sizeof msg);
+    b->sub_msg_level = 0;
+    pthread_mutex_unlock(&b->sub_mu);
+    if (level)
+        evbus_host_log(b->host, level, "%s", msg);
+}
+
+/* Leaves a line for evbus__sqlite_sub_unlock (caller holds sub_mu). */
+__attribute__((format(printf, 3, 4))) static void
+sub_log(sq_bus_t *b, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->sub_msg, sizeof b->sub_msg, fmt, ap);
+    va_end(ap);
+    b->sub_msg_level = level;
+}
+
 void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
 {
     if (ops_buffered(b) == 0) {
@@ -149,13 +173,23 @@ void evbus__sqlite_flush_ops_locked(sq_bus_t *b)
         err = evbus__sqlite_commit(&b->sub);
     else
         evbus__sqlite_rollback(&b->sub);
+    uint64_t repeats;
     if (err != EVBUS_OK) {
-        evbus_host_log(b->host, EVBUS_LOG_WARN,
-                       "writing acknowledgements failed: %s; will retry",
-                       evbus_strerror(err));
+        /* Retried every OPS_FLUSH_MS; logged once, then with a count. */
+        if (evbus__lograte_fail(&b->ops_log, err, &repeats)) {
+            char why[600];
+            evbus__sqlite_why(b, &b->sub, err, why, sizeof why);
+            sub_log(b, EVBUS_LOG_WARN,
+                    "writing acknowledgements failed: %s; will retry%s", why,
+                    repeats ? " (failed again since the last report)" : "");
+        }
         atomic_store(&b->ops_due_ms, (int64_t)evbus__mono_ms() + OPS_FLUSH_MS);
         return;
     }
+    if ((repeats = evbus__lograte_ok(&b->ops_log)) > 0)
+        sub_log(b, EVBUS_LOG_INFO,
+                "writing acknowledgements works again after %llu failures",
+                (unsigned long long)repeats);
     ops_written(b);
     atomic_store(&b->ops_due_ms, INT64_MAX);
 }
@@ -226,10 +260,10 @@ void evbus__sqlite_extend_leases_locked(sq_bus_t *b)
     else
         evbus__sqlite_rollback(&b->sub);
     if (err != EVBUS_OK)
-        evbus_host_log(b->host, EVBUS_LOG_WARN,
-                       "renewing leases failed: %s; events may be delivered "
-                       "to another member",
-                       evbus_strerror(err));
+        sub_log(b, EVBUS_LOG_WARN,
+                "renewing leases failed: %s; events may be delivered to "
+                "another member",
+                evbus_strerror(err));
 }
 
 int evbus__sqlite_subscribe(void *priv, const char *topic, const char *group,
@@ -306,17 +340,17 @@ void evbus__sqlite_unsubscribe(void *priv, void *bsub)
     for (int tries = 0; s->nops > 0 && tries < 3; tries++)
         evbus__sqlite_flush_ops_locked(b);
     if (s->nops > 0)
-        evbus_host_log(b->host, EVBUS_LOG_WARN,
-                       "%zu settles on %s could not be written; those events "
-                       "are delivered again after their lease expires",
-                       s->nops, s->topic);
+        sub_log(b, EVBUS_LOG_WARN,
+                "%zu settles on %s could not be written; those events are "
+                "delivered again after their lease expires",
+                s->nops, s->topic);
     for (sq_sub_t **pp = &b->subs; *pp; pp = &(*pp)->next)
         if (*pp == s) {
             *pp = s->next;
             break;
         }
     atomic_fetch_sub(&b->nsubs, 1);
-    pthread_mutex_unlock(&b->sub_mu);
+    evbus__sqlite_sub_unlock(b);
     free(s->ops);
     free(s->topic);
     free(s->group);
@@ -660,7 +694,7 @@ int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
     }
     if (s->nops >= OPS_FLUSH_COUNT)
         evbus__sqlite_flush_ops_locked(b);
-    pthread_mutex_unlock(&b->sub_mu);
+    evbus__sqlite_sub_unlock(b);
     free(l);
     msg->cookie = NULL;
     msg->payload = NULL;

@@ -168,6 +168,11 @@ typedef struct sq_bus {
     sq_sub_t *subs; /* under sub_mu */
     atomic_int nsubs;
     uint64_t sub_gen; /* bumped when sub commits change pending rows */
+    /* A line formatted under sub_mu, logged by evbus__sqlite_sub_unlock
+     * after the unlock (log callbacks never run under a library lock). */
+    char sub_msg[700];
+    int sub_msg_level;        /* 0 = none */
+    evbus__lograte_t ops_log; /* failed settle writes (under sub_mu) */
 
     /* async publishing: queue + writer thread */
     pthread_mutex_t q_mu;
@@ -276,6 +281,8 @@ int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
  * settles, in one committed transaction (backend.h record_attempts). */
 int evbus__sqlite_record_attempts(void *priv, void *bsub,
                                   evbus_msg_t *const *msgs, int n);
+/* Unlocks sub_mu, then logs the line a locked section left, if any. */
+void evbus__sqlite_sub_unlock(sq_bus_t *b);
 /* Writes every subscription's buffered settles (caller holds sub_mu). */
 void evbus__sqlite_flush_ops_locked(sq_bus_t *b);
 /* Renews the leases of every fetched, unsettled event (caller holds

@@ -281,7 +281,7 @@ static void *watcher_main(void *arg)
         if (mono >= atomic_load(&b->ops_due_ms)) {
             pthread_mutex_lock(&b->sub_mu);
             evbus__sqlite_flush_ops_locked(b);
-            pthread_mutex_unlock(&b->sub_mu);
+            evbus__sqlite_sub_unlock(b);
         }
         if (subs && mono >= next_dv) {
             int64_t dv = aux_data_version(&b->aux);
@@ -296,7 +296,7 @@ static void *watcher_main(void *arg)
                 b->o.visibility_timeout_ms) {
                 pthread_mutex_lock(&b->sub_mu);
                 evbus__sqlite_extend_leases_locked(b);
-                pthread_mutex_unlock(&b->sub_mu);
+                evbus__sqlite_sub_unlock(b);
             }
             next_renew = (int64_t)evbus__mono_ms() + renew_every;
         }
