@@ -413,3 +413,24 @@ void evbus__sqlite_conn_close(sq_conn_t *c)
         sqlite3_close_v2(c->db);
     memset(c, 0, sizeof *c);
 }
+
+int evbus__sqlite_exec_vals(sq_conn_t *c, sq_stmt_id_t id, const int64_t *v,
+                            int n)
+{
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, id);
+    if (!st)
+        return evbus__sqlite_fail(c, sqlite3_errcode(c->db));
+    int np = sqlite3_bind_parameter_count(st);
+    for (int i = 0; i < n && i < np; i++)
+        sqlite3_bind_int64(st, i + 1, v[i]);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? EVBUS_OK : evbus__sqlite_fail(c, rc);
+}
+
+int evbus__sqlite_exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid,
+                               int64_t seq, int64_t a3, int64_t a4, int64_t a5)
+{
+    const int64_t v[] = {gid, seq, a3, a4, a5};
+    return evbus__sqlite_exec_vals(c, id, v, 5);
+}

@@ -227,6 +227,13 @@ void evbus__sqlite_rollback(sq_conn_t *c);
  * busy (journal_mode=WAL and schema creation need locks briefly). On
  * failure the open transaction is rolled back and errstr names path and
  * what was being done. */
+/* Runs a statement that returns no rows with v[0..n-1] bound to ?1..?n (as
+ * many as it has); resets it. EVBUS_OK or the error (remembered in c). */
+int evbus__sqlite_exec_vals(sq_conn_t *c, sq_stmt_id_t id, const int64_t *v,
+                            int n);
+/* The same for the usual (gid, seq, a3, a4, a5) parameters. */
+int evbus__sqlite_exec_gid_seq(sq_conn_t *c, sq_stmt_id_t id, int64_t gid,
+                               int64_t seq, int64_t a3, int64_t a4, int64_t a5);
 /* Remembers rc as c's last failure and maps it (evbus__sqlite_err). */
 int evbus__sqlite_fail(sq_conn_t *c, int rc);
 int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
@@ -275,19 +282,31 @@ int evbus__sqlite_subscribe(void *priv, const char *topic, const char *group,
                             void **bsub, char *errstr, size_t n);
 void evbus__sqlite_unsubscribe(void *priv, void *bsub);
 int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
+
+/* ---------------------------------------------------- sqlite_settle.c */
 int evbus__sqlite_settle(void *priv, void *bsub, evbus_msg_t *msg,
                          evbus_settle_t how, int delay_ms);
 /* Stores the retry context of attempts about to start, with the buffered
  * settles, in one committed transaction (backend.h record_attempts). */
 int evbus__sqlite_record_attempts(void *priv, void *bsub,
                                   evbus_msg_t *const *msgs, int n);
-/* Unlocks sub_mu, then logs the line a locked section left, if any. */
-void evbus__sqlite_sub_unlock(sq_bus_t *b);
-/* Writes every subscription's buffered settles (caller holds sub_mu). */
+/* The buffered settles of every subscription: how many; written inside
+ * the caller's transaction on b->sub; marked written after it committed.
+ * The caller holds sub_mu. */
+size_t evbus__sqlite_ops_buffered(const sq_bus_t *b);
+int evbus__sqlite_apply_ops(sq_bus_t *b);
+void evbus__sqlite_ops_written(sq_bus_t *b);
+/* Writes every subscription's buffered settles in a transaction of its
+ * own (caller holds sub_mu). */
 void evbus__sqlite_flush_ops_locked(sq_bus_t *b);
 /* Renews the leases of every fetched, unsettled event (caller holds
  * sub_mu). */
 void evbus__sqlite_extend_leases_locked(sq_bus_t *b);
+/* Leaves a line to log once sub_mu is released (caller holds it)... */
+void evbus__sqlite_sub_log(sq_bus_t *b, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* ... by this: unlocks sub_mu, then logs that line, if any. */
+void evbus__sqlite_sub_unlock(sq_bus_t *b);
 
 /* ---------------------------------------------------- sqlite_watch.c */
 int evbus__sqlite_watcher_start(sq_bus_t *b, char *errstr, size_t n);
