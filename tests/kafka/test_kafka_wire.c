@@ -146,6 +146,51 @@ static const char *header(rd_kafka_headers_t *h, const char *name, char *buf,
     return buf;
 }
 
+/* Commit metadata comes from the broker: whatever another client wrote
+ * there, or garbage, is ignored - never a crash, never a wrong count. */
+START_TEST(commit_metadata_parses_only_its_own_format)
+{
+    kafka_meta_t m;
+    const char *good = "evbus1;w=1033;10:3:1764000000000:25;12:2:0:0";
+    ck_assert(evbus__kafka_meta_parse(good, strlen(good), &m));
+    ck_assert_int_eq(m.window, 1033);
+    ck_assert_int_eq(m.n, 2);
+    ck_assert_int_eq(m.e[0].offset, 10);
+    ck_assert_int_eq(m.e[0].attempts, 3);
+    ck_assert_int_eq(m.e[0].first_ms, 1764000000000LL);
+    ck_assert_int_eq(m.e[0].prev_delay_ms, 25);
+    free(m.e);
+    ck_assert(evbus__kafka_meta_parse("evbus1", 6, &m)); /* clean */
+    ck_assert_int_eq(m.window, -1);
+    ck_assert_int_eq(m.n, 0);
+    free(m.e);
+    static const char *const bad[] = {
+        "", "evbus", "evbus2;w=1", "evbus1;", "evbus1;w=", "evbus1;w=-5",
+        "evbus1;w=99999999999999999999", "evbus1;10:0:0:0", "evbus1;10:3:0",
+        "evbus1;10:3:0:0;", "evbus1;10:3:0:0x", "evbus1;x", "{\"a\":1}",
+        "evbus1;10:3:0:99999999999", "evbus1;w=1;w"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(!evbus__kafka_meta_parse(bad[i], strlen(bad[i]), &m),
+                      "accepted '%s'", bad[i]);
+        ck_assert_ptr_null(m.e);
+        ck_assert_int_eq(m.window, -1);
+    }
+    const char nul[] = "evbus1;w=1\0;2:2:0:0";
+    ck_assert(!evbus__kafka_meta_parse(nul, sizeof nul - 1, &m));
+    ck_assert(!evbus__kafka_meta_parse(NULL, 0, &m));
+    /* more entries than the budget: refused as a whole */
+    char big[4096];
+    size_t len = (size_t)snprintf(big, sizeof big, "evbus1");
+    for (int i = 0; i < 65; i++)
+        len += (size_t)snprintf(big + len, sizeof big - len, ";%d:2:0:0", i);
+    ck_assert(!evbus__kafka_meta_parse(big, len, &m));
+    static char huge[5000];
+    memset(huge, '1', sizeof huge);
+    memcpy(huge, "evbus1;w=", 9);
+    ck_assert(!evbus__kafka_meta_parse(huge, sizeof huge, &m));
+}
+END_TEST
+
 START_TEST(encode_then_decode_gives_the_same_event)
 {
     char buf[256];
@@ -192,6 +237,7 @@ int main(void)
     tcase_add_test(tc, binary_content_type_is_datacontenttype);
     tcase_add_test(tc, binary_headers_must_be_utf8);
     tcase_add_test(tc, encode_then_decode_gives_the_same_event);
+    tcase_add_test(tc, commit_metadata_parses_only_its_own_format);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

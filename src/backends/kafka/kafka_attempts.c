@@ -52,12 +52,6 @@
 
 /* ------------------------------------------------------------ format */
 
-typedef struct {
-    int64_t window; /* -1 none */
-    kafka_prior_t *e;
-    int n;
-} meta_t;
-
 static bool parse_i64(const char **pp, int64_t min, int64_t max, int64_t *out)
 {
     const char *p = *pp;
@@ -76,9 +70,7 @@ static bool parse_i64(const char **pp, int64_t min, int64_t max, int64_t *out)
     return true;
 }
 
-/* Parses what this backend wrote; anything else (another client's
- * metadata, garbage) is ignored as a whole: false. */
-static bool meta_parse(const char *s, size_t len, meta_t *m)
+bool evbus__kafka_meta_parse(const char *s, size_t len, kafka_meta_t *m)
 {
     m->window = -1;
     m->e = NULL;
@@ -175,8 +167,9 @@ void evbus__kafka_adopt(kafka_sub_t *s,
         if (!p)
             continue; /* out of memory: no prior state, counts restart */
         p->commit_off = e->err || e->offset < 0 ? -1 : e->offset;
-        meta_t m;
-        if (!e->err && meta_parse(e->metadata, e->metadata_size, &m)) {
+        kafka_meta_t m;
+        if (!e->err &&
+            evbus__kafka_meta_parse(e->metadata, e->metadata_size, &m)) {
             free(p->prior);
             p->prior = m.e;
             p->nprior = m.n;
@@ -228,16 +221,21 @@ void evbus__kafka_commit_build(kafka_sub_t *s,
         } else if (!p->commit_dirty && !clean) {
             continue;
         }
-        p->commit_dirty = false;
         size_t len = meta_build(p, clean, buf);
+        void *meta = malloc(len); /* freed with the list */
+        if (!meta) {
+            /* A commit without it would drop the window and the entries:
+             * none now, the next one carries it. */
+            s->commits_dirty = true;
+            continue;
+        }
+        memcpy(meta, buf, len);
+        p->commit_dirty = false;
         rd_kafka_topic_partition_t *e =
             rd_kafka_topic_partition_list_add(out, s->topic, p->partition);
         e->offset = p->commit_off;
-        e->metadata = malloc(len); /* freed with the list */
-        if (e->metadata) {
-            memcpy(e->metadata, buf, len);
-            e->metadata_size = len;
-        }
+        e->metadata = meta;
+        e->metadata_size = len;
     }
 }
 

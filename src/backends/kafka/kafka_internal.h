@@ -267,6 +267,17 @@ void evbus__kafka_sub_let_go(kafka_sub_t *s);
 size_t evbus__kafka_sub_ready_len(kafka_sub_t *s);
 
 /* kafka_attempts.c: commits carrying the attempts (see there). */
+/* Commit metadata as this backend writes it. */
+typedef struct kafka_meta {
+    int64_t window;   /* -1 none */
+    kafka_prior_t *e; /* malloc'd, the caller frees it */
+    int n;
+} kafka_meta_t;
+/* Parses len bytes of commit metadata (from the broker: any bytes).
+ * Returns true and fills *m for this backend's format; false for
+ * anything else (another client's metadata, garbage), *m then empty.
+ * Thread-safe. */
+bool evbus__kafka_meta_parse(const char *s, size_t len, kafka_meta_t *m);
 /* Adopts the committed offsets and metadata of list (rd_kafka_committed)
  * for the partitions of s->topic: commit offset, suspects, prior exact
  * entries. s->mu held. */
