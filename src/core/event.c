@@ -195,6 +195,24 @@ evbus_event_t *evbus_event_new(const char *type, const char *source)
     return ev;
 }
 
+evbus_event_t *evbus__event_new_with_id(const char *type, const char *source,
+                                        const char *id, size_t n_ext)
+{
+    if (check_plain("id", id) != EVBUS_OK ||
+        check_plain("type", type) != EVBUS_OK ||
+        check_plain("source", source) != EVBUS_OK)
+        return NULL;
+    size_t il = strlen(id), tl = strlen(type), sl = strlen(source);
+    char *cur;
+    evbus_event_t *ev = evbus__event_alloc(n_ext, il + tl + sl + 3, &cur);
+    if (!ev)
+        return NULL;
+    ev->id = evbus__blk_put(&cur, id, il);
+    ev->type = evbus__blk_put(&cur, type, tl);
+    ev->source = evbus__blk_put(&cur, source, sl);
+    return ev;
+}
+
 static size_t slen(const char *s)
 {
     return s ? strlen(s) + 1 : 0;
