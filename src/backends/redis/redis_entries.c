@@ -25,13 +25,11 @@ void evbus__redis_msg_list_free(rds_msg_t *m)
 }
 
 /* Makes a message from one [id, [field, value, ...]] entry. *deleted is set
- * for an entry whose fields are nil (deleted while pending). With decode
- * the CloudEvent is decoded here (then the bytes are not kept: the core
- * only needs them for an undecodable payload). Data over max_bytes is not
- * copied whole: the message keeps its first max_bytes bytes and says why,
- * and the core dead-letters that truncated copy. */
-static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted, bool decode,
-                               size_t max_bytes)
+ * for an entry whose fields are nil (deleted while pending). With
+ * decode_max > 0 the CloudEvent is decoded here (then the bytes are not
+ * kept: the core only needs them for an undecodable payload). */
+static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted,
+                               size_t decode_max)
 {
     *deleted = false;
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
@@ -55,21 +53,14 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted, bool decode,
     } else {
         *deleted = true;
     }
-    bool too_big = data && data->len > max_bytes;
     evbus_event_t *ev = NULL;
-    if (data && decode && !too_big) {
+    if (data && decode_max) {
         char why[8];
-        ev = evbus_event_from_json_limit(data->str, data->len, max_bytes, why,
+        ev = evbus_event_from_json_limit(data->str, data->len, decode_max, why,
                                          sizeof why);
     }
-    size_t len = data && !ev ? (too_big ? max_bytes : data->len) : 0;
-    char why[120] = "";
-    if (too_big)
-        snprintf(why, sizeof why,
-                 "%zu bytes, over max_event_bytes %zu (kept the first %zu)",
-                 data->len, max_bytes, len);
-    size_t whylen = too_big ? strlen(why) + 1 : 0;
-    rds_msg_t *m = malloc(sizeof *m + len + 1 + whylen);
+    size_t len = data && !ev ? data->len : 0;
+    rds_msg_t *m = malloc(sizeof *m + len + 1);
     if (!m) {
         evbus_event_free(ev);
         return NULL;
@@ -86,11 +77,6 @@ static rds_msg_t *entry_to_msg(const redisReply *e, bool *deleted, bool decode,
     if (len)
         memcpy(m->payload, data->str, len);
     m->payload[len] = '\0';
-    if (too_big) {
-        /* Owned by the message, which outlives its settle. */
-        memcpy(m->payload + len + 1, why, whylen);
-        m->decode_error = m->payload + len + 1;
-    }
     return m;
 }
 
@@ -144,7 +130,8 @@ int evbus__redis_take_entries(rds_sub_t *s, const redisReply *entries,
     pthread_mutex_lock(&s->mu);
     bool decode_here = known_new && s->nbuf >= s->bus->o.batch;
     pthread_mutex_unlock(&s->mu);
-    size_t max_bytes = evbus_host_max_event_bytes(s->bus->host);
+    size_t decode_max =
+        decode_here ? evbus_host_max_event_bytes(s->bus->host) : 0;
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
         if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
@@ -167,7 +154,7 @@ int evbus__redis_take_entries(rds_sub_t *s, const redisReply *entries,
                 continue; /* we still hold it: not a new delivery */
         }
         bool del;
-        rds_msg_t *m = entry_to_msg(e, &del, decode_here, max_bytes);
+        rds_msg_t *m = entry_to_msg(e, &del, decode_max);
         if (!m)
             continue;
         if (del) {
