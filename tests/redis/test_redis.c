@@ -2,7 +2,7 @@
  * redis:// backend tests against a real redis-server started per test:
  * URL and connection errors, AUTH (requirepass and ACL users), SELECT,
  * the Dapr pubsub.redis entry layout in both directions, deleted pending
- * entries, delivery counts driving dead letters, re-reading our own pending
+ * entries, recorded attempts driving dead letters, re-reading our own pending
  * entries, failures while the server is away, and that a member keeps the
  * messages it holds for a retry.
  */

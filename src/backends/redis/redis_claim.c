@@ -64,7 +64,7 @@ void evbus__redis_claim_step(rds_sub_t *s, rds_fetch_state_t *st, int count)
     pthread_mutex_unlock(&s->mu);
     int n = evbus__redis_take_entries(s, r->element[1], false, NULL, 0);
     if (n == EVBUS_ECONN) {
-        evbus__redis_drop_conn(s, "reading delivery counts failed");
+        evbus__redis_drop_conn(s, "reading attempt records failed");
     } else {
         pthread_mutex_lock(&s->mu);
         int got = s->nbuf - before;

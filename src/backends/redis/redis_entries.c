@@ -108,7 +108,7 @@ static void ack_deleted(rds_sub_t *s, const char **ids, int n)
 
 /* Turns an array of entries into buffered messages. known_new: entries
  * from '>' (never held before, delivered for the first time); otherwise
- * held ones are skipped and delivery counts looked up. Returns how many
+ * held ones are skipped and attempt records looked up. Returns how many
  * entries the array had (including skipped and deleted), or an error. */
 int evbus__redis_take_entries(rds_sub_t *s, const redisReply *entries,
                               bool known_new, char *last_id,
@@ -126,7 +126,7 @@ int evbus__redis_take_entries(rds_sub_t *s, const redisReply *entries,
      * new entries itself; when the poller is about to run dry they go in
      * undecoded and the core decodes them on the polling thread. So both
      * cores work, whichever stage is slower. Re-read and claimed entries
-     * are decoded by the core (their delivery counts come first). */
+     * are decoded by the core (their attempt records come first). */
     pthread_mutex_lock(&s->mu);
     bool decode_here = known_new && s->nbuf >= s->bus->o.batch;
     pthread_mutex_unlock(&s->mu);

@@ -144,7 +144,7 @@ static int read_group(rds_sub_t *s, rds_fetch_state_t *st, int count, int block)
                                       !st->pending_phase, st->pending_from,
                                       sizeof st->pending_from);
     if (n == EVBUS_ECONN) {
-        evbus__redis_drop_conn(s, "reading delivery counts failed");
+        evbus__redis_drop_conn(s, "reading attempt records failed");
         n = -1;
     } else if (n > 0) {
         /* We come straight back: the next rounds carry the acks. */

@@ -9,7 +9,8 @@
  *     blocked (redis_writer.c);
  *   - one fetcher thread per subscription that runs XREADGROUP / XAUTOCLAIM,
  *     sends its subscription's acks while entries keep coming, and buffers
- *     entries for the non-blocking fetch() (redis_consume.c).
+ *     entries for the non-blocking fetch() (redis_fetcher.c, redis_claim.c,
+ *     redis_entries.c; settling: redis_settle.c).
  * Every connection reconnects on its own with exponential backoff.
  */
 #ifndef EVBUS_REDIS_INTERNAL_H
@@ -75,9 +76,10 @@ void evbus__redis_backoff_ok(rds_backoff_t *b);
 /* SIGPIPE: hiredis writes with write(), so writing to a connection the
  * server (or our own unsubscribe) closed raises SIGPIPE, whose default
  * action kills the process. Calls on application threads (synchronous
- * publish, health, connection setup, subscribe) use evbus__redis_command, which
- * sends with MSG_NOSIGNAL; the backend's own threads block SIGPIPE for
- * good (evbus__redis_thread_block_sigpipe). */
+ * publish, health, connection setup, subscribe, record_attempts, the
+ * handback on unsubscribe) go through evbus__redis_exchange, which blocks
+ * SIGPIPE for the call; the backend's own threads block it for good
+ * (evbus__redis_thread_block_sigpipe). */
 void evbus__redis_thread_block_sigpipe(void);
 /* Sends what was appended to c and reads n replies into out (NULL from
  * the first failure on), with SIGPIPE blocked for the call and a SIGPIPE
