@@ -314,6 +314,67 @@ START_TEST(oversized_entries_are_dead_lettered_truncated)
 }
 END_TEST
 
+typedef struct {
+    evbus_t *bus;
+    volatile int calls;
+    int order[64];
+} order_t;
+
+static evbus_result_t note_order(const evbus_event_t *ev, void *opaque)
+{
+    order_t *o = opaque;
+    if (o->calls < 64)
+        o->order[o->calls] = atoi(evbus_event_id(ev) + 3);
+    o->calls++;
+    return EVBUS_ACK;
+}
+
+/* A member that keeps running (caught up, waiting for new entries) gets
+ * the entries another member handed back on close before the entries
+ * published after that close, not one claim interval later behind them. */
+START_TEST(handed_back_entries_come_before_newer_ones)
+{
+    start_plain();
+    char topic[128];
+    tu_topic(topic, sizeof topic, "order");
+    evbus_t *pub = open_ok(NULL);
+    publish_n(pub, topic, 30); /* ev-0 .. ev-29 */
+    redisContext *c = tu_raw(&srv, NULL);
+    evbus_t *a = open_ok("?consumer=member-a&batch=5");
+    counter_t none = {0};
+    ck_assert_ptr_nonnull(subscribe_max3(a, topic, &none));
+    long long end = tu_now_ms() + 10000;
+    while (pending_of(c, topic, "member-a") < 10 && tu_now_ms() < end)
+        usleep(10000);
+    ck_assert_int_eq(pending_of(c, topic, "member-a"), 10); /* ev-0..9 */
+
+    evbus_t *b = open_ok(NULL); /* claim timeout 30 s: scans every 2 s */
+    order_t seen = {0};
+    ck_assert_ptr_nonnull(evbus_subscribe(b, topic, "g", note_order, &seen));
+    ck_assert_int_eq(tu_poll_until(b, &seen.calls, 20, 10000), 20);
+    evbus_close(a); /* hands back ev-0..9 */
+    ck_assert_int_eq(none.calls, 0);
+    for (int i = 30; i < 40; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "ev-%d", i);
+        evbus_event_t *ev = evbus_event_new("test.redis.delivery", "/tests");
+        ck_assert_int_eq(evbus_event_set_id(ev, id), EVBUS_OK);
+        ck_assert_int_eq(evbus_publish(pub, topic, ev), EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    ck_assert_int_eq(tu_poll_until(b, &seen.calls, 40, 10000), 40);
+    for (int i = 20; i < 30; i++)
+        ck_assert_msg(seen.order[i] < 10,
+                      "call %d got ev-%d before the "
+                      "handed-back ones",
+                      i, seen.order[i]);
+    evbus_close(b);
+    evbus_close(pub);
+    redisFree(c);
+    test_redis_stop(&srv);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("redis-delivery");
@@ -324,6 +385,7 @@ int main(void)
     tcase_add_test(tc, clean_close_hands_back_everything_fetched);
     tcase_add_test(tc, closed_and_dead_members_leave_the_group);
     tcase_add_test(tc, oversized_entries_are_dead_lettered_truncated);
+    tcase_add_test(tc, handed_back_entries_come_before_newer_ones);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -117,6 +117,16 @@ static int read_group(rds_sub_t *s, rds_fetch_state_t *st, int count, int block)
     pthread_mutex_unlock(&s->mu);
     int nack = evbus__redis_append_acks(s, s->c, acks);
     redisAppendCommandArgv(s->c, argc, argv, NULL);
+    /* Runs once the read returned (a blocked command holds back the ones
+     * behind it): were entries handed back meanwhile by a member that
+     * closed? Then they go into the buffer before what this read got. */
+    bool check_handback = !st->pending_phase;
+    if (check_handback) {
+        const char *xp[] = {
+            "XPENDING",           s->topic, s->group, "-", "+", "1",
+            EVBUS__REDIS_HANDBACK};
+        redisAppendCommandArgv(s->c, 7, xp, NULL);
+    }
     redisReply *r = NULL;
     bool acked = true;
     for (int i = 0; i < nack && acked; i++) {
@@ -135,10 +145,31 @@ static int read_group(rds_sub_t *s, rds_fetch_state_t *st, int count, int block)
     }
     if (!acked || redisGetReply(s->c, (void **)&r) != REDIS_OK)
         r = NULL;
+    bool handback = false;
+    if (r && check_handback) {
+        redisReply *hb = NULL;
+        if (redisGetReply(s->c, (void **)&hb) != REDIS_OK) {
+            freeReplyObject(r);
+            r = NULL;
+        } else {
+            handback = hb && hb->type == REDIS_REPLY_ARRAY && hb->elements > 0;
+        }
+        freeReplyObject(hb);
+    }
     if (!r || r->type == REDIS_REPLY_ERROR) {
         evbus__redis_command_failed(s, st, r, "XREADGROUP");
         freeReplyObject(r);
         return -1;
+    }
+    if (handback) {
+        st->claiming = true;
+        strcpy(st->claim_cursor, "0-0");
+        while (st->claiming && s->c)
+            evbus__redis_claim_step(s, st, s->bus->o.batch);
+        if (!s->c) { /* what the read got is re-read after the reconnect */
+            freeReplyObject(r);
+            return -1;
+        }
     }
     int n = evbus__redis_take_entries(s, evbus__redis_stream_entries(r),
                                       !st->pending_phase, st->pending_from,
