@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kafka_test_util.h"
 
@@ -189,6 +191,68 @@ START_TEST(retry_count_survives_a_restart)
 }
 END_TEST
 
+/* A consumer that handled everything and then died (no close) leaves no
+ * suspects behind: with max_attempts 1 the next consumer handles every
+ * later event instead of dead-lettering them unhandled. */
+START_TEST(crash_when_idle_makes_no_suspects)
+{
+    enum { N = 20 };
+    char topic[128];
+    kt_topic(topic, sizeof topic, "idlecrash");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
+    evbus_t *bus = open_or_fail(mock.url);
+    publish_range(bus, topic, 0, N);
+    evbus_close(bus);
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_attempts = 1;
+    o.retry = &retry;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        att_t *a = malloc(sizeof *a);
+        att_init(a);
+        evbus_t *b = evbus_open(mock.url, NULL, 0);
+        if (!b || !evbus_subscribe_opts(b, topic, "ic", &o, att_handler, a,
+                                        NULL, 0))
+            _exit(71);
+        poll_acked(b, a, N);
+        if (att_acked(a) < N)
+            _exit(72);
+        long long end = now_ms() + 2500; /* a periodic commit, idle */
+        while (now_ms() < end)
+            evbus_poll(b, 50);
+        _exit(0); /* dies without closing */
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "consumer ended with 0x%x", status);
+
+    bus = open_or_fail(mock.url);
+    publish_range(bus, topic, N, 2 * N);
+    att_t *a = malloc(sizeof *a);
+    att_init(a);
+    evbus_sub_t *sub =
+        evbus_subscribe_opts(bus, topic, "ic", &o, att_handler, a, NULL, 0);
+    ck_assert_ptr_nonnull(sub);
+    poll_acked(bus, a, N);
+    ck_assert_int_eq(att_acked(a), N);
+    for (int i = N; i < 2 * N; i++)
+        ck_assert_msg(a->max_attempt[i] == 1, "event %d at attempt %d", i,
+                      a->max_attempt[i]);
+    evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
+    ck_assert_int_eq(evbus_sub_metrics_get(sub, &m), EVBUS_OK);
+    ck_assert_int_eq(m.dead_lettered, 0);
+    evbus_close(bus);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+END_TEST
+
 /* ------------------------------------------------------------ dlq */
 
 static evbus_result_t drop_seq1(const evbus_event_t *ev, void *opaque)
@@ -323,6 +387,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, clean_restart_charges_no_extra_attempts);
     tcase_add_test(tc, retry_count_survives_a_restart);
+    tcase_add_test(tc, crash_when_idle_makes_no_suspects);
     tcase_add_test(tc, dlq_failure_ack_unpins_the_offset);
     tcase_add_test(tc, three_topics_back_to_back_all_receive);
     suite_add_tcase(s, tc);

@@ -121,16 +121,26 @@ static void meta_add(char *buf, size_t *len, int64_t o, int a, int64_t f, int p)
         *len += (size_t)w;
 }
 
+/* Whether p's window must stay in its metadata: a record handed to a
+ * handler is not covered by the commit offset yet, or suspects of a
+ * previous owner wait. Otherwise (all started work acked, or an idle
+ * partition) a crash must not make the next records suspects - with
+ * max_attempts 1 they would be dead-lettered unhandled. */
+static bool window_open(const kafka_part_t *p)
+{
+    return p->max_started >= p->commit_off || p->suspect_end >= p->commit_off;
+}
+
 /* The metadata of p. s->mu held. */
 static size_t meta_build(const kafka_part_t *p, bool clean, char *buf)
 {
     size_t len = (size_t)snprintf(buf, META_MAX, "%s", META_TAG);
-    if (p->window_end >= 0 && !(clean && p->handed == 0))
+    if (p->window_end >= 0 && window_open(p) && !(clean && p->handed == 0))
         len += (size_t)snprintf(buf + len, META_MAX - len, ";w=%" PRId64,
                                 p->window_end);
     int n = 0;
     for (const kafka_msg_t *m = p->head; m && n < MAX_EXACT; m = m->next_part)
-        if (m->exact && m->state != KMSG_ACKED) {
+        if ((m->exact || (clean && m->started)) && m->state != KMSG_ACKED) {
             meta_add(buf, &len, m->offset, m->attempts, m->first_ms,
                      m->prev_delay_ms);
             n++;
@@ -231,6 +241,10 @@ void evbus__kafka_commit_build(kafka_sub_t *s,
         }
         memcpy(meta, buf, len);
         p->commit_dirty = false;
+        if (!window_open(p)) { /* sent without it: the next start syncs */
+            p->window_end = -1;
+            p->window_prev = -2;
+        }
         rd_kafka_topic_partition_t *e =
             rd_kafka_topic_partition_list_add(out, s->topic, p->partition);
         e->offset = p->commit_off;
@@ -289,6 +303,9 @@ static bool note_attempt(kafka_sub_t *s, const evbus_msg_t *msg, bool *full)
     m->attempts = msg->attempts;
     m->first_ms = msg->first_attempt_ms;
     m->prev_delay_ms = msg->prev_delay_ms;
+    m->started = true;
+    if (m->offset > p->max_started)
+        p->max_started = m->offset;
     if (msg->attempts >= 2) {
         if (!m->exact && exact_count(p) >= MAX_EXACT) {
             *full = true;

@@ -72,6 +72,7 @@ kafka_part_t *evbus__kafka_part_get(kafka_sub_t *s, int32_t id)
         p->window_end = -1;
         p->window_prev = -2;
         p->suspect_end = -1;
+        p->max_started = -1;
         s->parts[id] = p;
     }
     return s->parts[id];
