@@ -116,7 +116,23 @@ adopt_committed(kafka_group_t *g, const rd_kafka_topic_partition_list_t *parts)
         rd_kafka_topic_partition_list_copy(parts);
     if (!c)
         return NULL;
-    rd_kafka_resp_err_t err = rd_kafka_committed(g->rk, c, g->kb->timeout_ms);
+    /* Without them the attempts of earlier members are lost (a crash-looping
+     * poison event would start at 1 every time): retry until the connect
+     * timeout while the coordinator is busy (a rebalance, a dead member). */
+    long long end = mono_ms() + g->kb->timeout_ms;
+    rd_kafka_resp_err_t err;
+    for (int i = 0;; i++) {
+        long long left = end - mono_ms();
+        err = rd_kafka_committed(g->rk, c, left > 0 ? (int)left : 1);
+        for (int k = 0; !err && k < c->cnt; k++)
+            err = c->elems[k].err;
+        if (!err || mono_ms() >= end || atomic_load(&g->stop))
+            break;
+        struct timespec ts = {0, (long)(50 << (i < 4 ? i : 4)) * 1000000L};
+        nanosleep(&ts, NULL);
+        for (int k = 0; k < c->cnt; k++)
+            c->elems[k].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
     if (err) {
         evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
                        "group %s: reading the committed offsets failed (%s); "

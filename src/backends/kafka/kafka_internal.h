@@ -97,7 +97,7 @@ typedef struct kafka_msg {
     int prev_delay_ms;
     int64_t first_ms;
     bool exact; /* carried as an exact metadata entry */
-    bool started;  /* record_attempts saw it: a handler ran or runs */
+    bool started; /* record_attempts saw it: a handler ran or runs */
 } kafka_msg_t;
 
 /* An exact entry read from the committed metadata at assignment, for a
@@ -124,7 +124,7 @@ struct kafka_part {
     int64_t window_end;   /* W: records up to it may have started */
     int64_t window_prev;  /* W before an unsent widening, else -2 */
     int64_t suspect_end;  /* a previous owner's W (suspects) */
-    int64_t max_started; /* highest offset handed to a handler, or -1 */
+    int64_t max_started;  /* highest offset handed to a handler, or -1 */
     kafka_prior_t *prior; /* the previous owner's exact entries */
     int nprior;
 };
