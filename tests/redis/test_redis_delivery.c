@@ -143,6 +143,55 @@ START_TEST(repeated_short_reads_dead_letter_nothing)
 }
 END_TEST
 
+/* What a handler sees of its own attempt record in Redis. */
+typedef struct {
+    redisContext *raw;
+    char key[256];
+    volatile int calls;
+    long long fields_seen;
+} peek_t;
+
+static evbus_result_t peek_record(const evbus_event_t *ev, void *opaque)
+{
+    (void)ev;
+    peek_t *p = opaque;
+    p->fields_seen = tu_int(p->raw, "HLEN %s", p->key);
+    p->calls++;
+    return EVBUS_ACK;
+}
+
+static long long record_fields_during_handler(const char *suffix)
+{
+    char topic[128];
+    tu_topic(topic, sizeof topic, "attopt");
+    evbus_t *bus = open_ok(suffix);
+    publish_n(bus, topic, 1);
+    peek_t p = {0};
+    p.raw = tu_raw(&srv, NULL);
+    snprintf(p.key, sizeof p.key, "evbus:attempts:{%s}:g", topic);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", peek_record, &p));
+    ck_assert_int_eq(tu_poll_until(bus, &p.calls, 1, 10000), 1);
+    evbus_close(bus);
+    redisFree(p.raw);
+    return p.fields_seen;
+}
+
+/* attempts=durable (the default) has the record in Redis while the handler
+ * runs; attempts=memory writes none (the core counts); anything else is
+ * refused at open. */
+START_TEST(attempts_option_durable_or_memory)
+{
+    start_plain();
+    ck_assert_int_eq(record_fields_during_handler(NULL), 1);
+    ck_assert_int_eq(record_fields_during_handler("?attempts=memory"), 0);
+    char url[256], err[512] = "";
+    ck_assert_ptr_null(evbus_open(
+        tu_url(url, sizeof url, &srv, "?attempts=sometimes"), err, sizeof err));
+    ck_assert_msg(strstr(err, "attempts=sometimes") != NULL, "%s", err);
+    test_redis_stop(&srv);
+}
+END_TEST
+
 static long long pending_of(redisContext *c, const char *topic,
                             const char *consumer)
 {
@@ -386,6 +435,7 @@ int main(void)
     tcase_add_test(tc, closed_and_dead_members_leave_the_group);
     tcase_add_test(tc, oversized_entries_are_dead_lettered_truncated);
     tcase_add_test(tc, handed_back_entries_come_before_newer_ones);
+    tcase_add_test(tc, attempts_option_durable_or_memory);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

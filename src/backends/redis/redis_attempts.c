@@ -113,6 +113,10 @@ int evbus__redis_record_attempts(void *priv, void *bsub,
 {
     rds_bus_t *b = priv;
     rds_sub_t *s = bsub;
+    /* attempts=memory: the core counts in memory (backend.h), trading
+     * crash-loop protection for one round trip less per handler call. */
+    if (b->o.attempts_in_memory)
+        return EVBUS_ENOTSUP;
     if (n <= 0)
         return EVBUS_OK;
     /* "attempts:prev:first" is at most 10 + 1 + 10 + 1 + 19 bytes. */

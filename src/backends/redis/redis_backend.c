@@ -15,6 +15,9 @@
  *                        evbus_publish_async answers EVBUS_EAGAIN (65536)
  *   consumer             fixed consumer name (default hostname-pid-counter,
  *                        unique per subscription)
+ *   attempts             durable (default): each handler call is recorded
+ *                        in Redis first | memory: the core counts in
+ *                        memory (one round trip less; a crash forgets)
  * See docs/backends/redis.md.
  */
 #include <stdio.h>
@@ -96,6 +99,13 @@ static int parse_opts(rds_opts_t *o, const evbus_url_t *url, char *errstr,
         if (!(o->consumer = strdup(consumer)))
             goto oom;
     }
+    const char *att = evbus_url_param(url, "attempts");
+    if (att && strcmp(att, "memory") != 0 && strcmp(att, "durable") != 0) {
+        snprintf(errstr, n, "option attempts=%s: expected durable or memory",
+                 att);
+        return EVBUS_EOPTION;
+    }
+    o->attempts_in_memory = att && strcmp(att, "memory") == 0;
     return EVBUS_OK;
 oom:
     snprintf(errstr, n, "out of memory");

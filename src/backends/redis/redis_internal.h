@@ -47,6 +47,7 @@ typedef struct rds_opts {
     long long maxlen;     /* XADD MAXLEN ~ n; 0 = no trimming */
     long long max_queued; /* publish_async queue limit */
     char *consumer;       /* fixed consumer name, NULL = generated */
+    bool attempts_in_memory; /* record_attempts answers ENOTSUP */
 } rds_opts_t;
 
 /* ------------------------------------------------------------ connections */
