@@ -14,8 +14,9 @@ if [ -n "$bad" ]; then
   echo "$so exports names outside evbus_:"; echo "$bad" | head -50
   status=1
 fi
+# AddressSanitizer adds __odr_asan.<name> beside each global: not ours.
 bad=$(nm -g --defined-only "$ar" 2>/dev/null | awk 'NF==3{print $3}' |
-      grep -v '^evbus_' | grep -v '^EVBUS_')
+      grep -v '^evbus_' | grep -v '^EVBUS_' | grep -v '^__odr_asan[.]evbus_')
 if [ -n "$bad" ]; then
   echo "$ar defines $(echo "$bad" | wc -l) global names outside evbus_:"
   echo "$bad" | head -50
