@@ -210,3 +210,30 @@ int64_t kt_committed(const char *brokers, const char *group,
     rd_kafka_destroy(rk);
     return off;
 }
+
+long long kt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+evbus_t *kt_open(const char *url)
+{
+    char err[512] = "";
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(bus != NULL, "open %s: %s", url, err);
+    return bus;
+}
+
+void kt_publish_range(evbus_t *bus, const char *topic, int from, int to,
+                      int flush_ms)
+{
+    for (int i = from; i < to; i++) {
+        evbus_event_t *ev = kt_event(i);
+        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
+                         EVBUS_OK);
+        evbus_event_free(ev);
+    }
+    ck_assert_int_eq(evbus_flush(bus, flush_ms), EVBUS_OK);
+}

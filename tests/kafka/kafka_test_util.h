@@ -31,6 +31,17 @@ void kt_topic(char *buf, size_t n, const char *name);
 /* An event with extension seq=<seq> and JSON data {"seq":N}. */
 evbus_event_t *kt_event(int seq);
 
+/* Monotonic milliseconds, for hang guards. */
+long long kt_now_ms(void);
+
+/* evbus_open, failing the test with the reason when it fails. */
+evbus_t *kt_open(const char *url);
+
+/* Publishes kt_event(from .. to-1) asynchronously, then flushes (the
+ * flush may take flush_ms before the test fails). */
+void kt_publish_range(evbus_t *bus, const char *topic, int from, int to,
+                      int flush_ms);
+
 typedef enum { KT_ACK, KT_RETRY_SEQ, KT_STOP_AFTER } kt_mode_t;
 
 typedef struct kt_collector {

@@ -23,32 +23,6 @@
 
 static kt_mock_t mock;
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static evbus_t *open_or_fail(const char *url)
-{
-    char err[512] = "";
-    evbus_t *bus = evbus_open(url, err, sizeof err);
-    ck_assert_msg(bus != NULL, "open %s: %s", url, err);
-    return bus;
-}
-
-static void publish_range(evbus_t *bus, const char *topic, int from, int to)
-{
-    for (int i = from; i < to; i++) {
-        evbus_event_t *ev = kt_event(i);
-        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
-                         EVBUS_OK);
-        evbus_event_free(ev);
-    }
-    ck_assert_int_eq(evbus_flush(bus, HANG_MS), EVBUS_OK);
-}
-
 /* Counts handler calls and the highest attempt number per seq. */
 typedef struct {
     pthread_mutex_t mu;
@@ -95,8 +69,8 @@ static int att_acked(att_t *a)
 
 static void poll_acked(evbus_t *bus, att_t *a, int want)
 {
-    long long end = now_ms() + HANG_MS;
-    while (att_acked(a) < want && now_ms() < end)
+    long long end = kt_now_ms() + HANG_MS;
+    while (att_acked(a) < want && kt_now_ms() < end)
         evbus_poll(bus, 50);
 }
 
@@ -110,12 +84,12 @@ START_TEST(clean_restart_charges_no_extra_attempts)
     enum { N = 600 };
     char topic[128];
     kt_topic(topic, sizeof topic, "restart");
-    evbus_t *bus = open_or_fail(mock.url);
+    evbus_t *bus = kt_open(mock.url);
     att_t *a = malloc(sizeof *a);
     att_init(a);
     a->stop_bus = bus;
     ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", att_handler, a));
-    publish_range(bus, topic, 0, N);
+    kt_publish_range(bus, topic, 0, N, HANG_MS);
     ck_assert_int_eq(evbus_run(bus), EVBUS_OK); /* stops after one call */
     poll_acked(bus, a, N / 2);
     int first = att_acked(a);
@@ -124,7 +98,7 @@ START_TEST(clean_restart_charges_no_extra_attempts)
     evbus_close(bus);
 
     a->stop_bus = NULL;
-    bus = open_or_fail(mock.url);
+    bus = kt_open(mock.url);
     ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", att_handler, a));
     poll_acked(bus, a, N);
     ck_assert_int_ge(att_acked(a), N);
@@ -144,7 +118,7 @@ START_TEST(retry_count_survives_a_restart)
 {
     char topic[128];
     kt_topic(topic, sizeof topic, "carry");
-    evbus_t *bus = open_or_fail(mock.url);
+    evbus_t *bus = kt_open(mock.url);
     att_t *a = malloc(sizeof *a);
     att_init(a);
     a->retry_seq = 1;
@@ -159,13 +133,13 @@ START_TEST(retry_count_survives_a_restart)
     char err[256];
     ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
                                                a, err, sizeof err));
-    publish_range(bus, topic, 0, 3);
-    long long end = now_ms() + HANG_MS;
+    kt_publish_range(bus, topic, 0, 3, HANG_MS);
+    long long end = kt_now_ms() + HANG_MS;
     for (;;) {
         pthread_mutex_lock(&a->mu);
         bool done = a->max_attempt[1] >= 2 && a->acked >= 2;
         pthread_mutex_unlock(&a->mu);
-        if (done || now_ms() >= end)
+        if (done || kt_now_ms() >= end)
             break;
         evbus_poll(bus, 20);
     }
@@ -176,11 +150,11 @@ START_TEST(retry_count_survives_a_restart)
     pthread_mutex_unlock(&a->mu);
     ck_assert_int_ge(before, 2);
 
-    bus = open_or_fail(mock.url);
+    bus = kt_open(mock.url);
     ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
                                                a, err, sizeof err));
-    end = now_ms() + HANG_MS;
-    while (a->max_attempt[1] <= before && now_ms() < end)
+    end = kt_now_ms() + HANG_MS;
+    while (a->max_attempt[1] <= before && kt_now_ms() < end)
         evbus_poll(bus, 20);
     ck_assert_int_eq(a->max_attempt[1], before + 1);
     ck_assert_int_eq(a->max_attempt[0], 1);
@@ -200,8 +174,8 @@ START_TEST(crash_when_idle_makes_no_suspects)
     char topic[128];
     kt_topic(topic, sizeof topic, "idlecrash");
     ck_assert_int_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
-    evbus_t *bus = open_or_fail(mock.url);
-    publish_range(bus, topic, 0, N);
+    evbus_t *bus = kt_open(mock.url);
+    kt_publish_range(bus, topic, 0, N, HANG_MS);
     evbus_close(bus);
     evbus_sub_opts_t o;
     evbus_sub_opts_init(&o);
@@ -221,8 +195,8 @@ START_TEST(crash_when_idle_makes_no_suspects)
         poll_acked(b, a, N);
         if (att_acked(a) < N)
             _exit(72);
-        long long end = now_ms() + 2500; /* a periodic commit, idle */
-        while (now_ms() < end)
+        long long end = kt_now_ms() + 2500; /* a periodic commit, idle */
+        while (kt_now_ms() < end)
             evbus_poll(b, 50);
         _exit(0); /* dies without closing */
     }
@@ -231,8 +205,8 @@ START_TEST(crash_when_idle_makes_no_suspects)
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "consumer ended with 0x%x", status);
 
-    bus = open_or_fail(mock.url);
-    publish_range(bus, topic, N, 2 * N);
+    bus = kt_open(mock.url);
+    kt_publish_range(bus, topic, N, 2 * N, HANG_MS);
     att_t *a = malloc(sizeof *a);
     att_init(a);
     evbus_sub_t *sub =
@@ -274,8 +248,8 @@ START_TEST(dlq_failure_ack_unpins_the_offset)
     kt_topic(topic, sizeof topic, "dlqack");
     ck_assert_int_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
     snprintf(url, sizeof url, "faulty+%s&reject_dlq=1", mock.url);
-    evbus_t *bus = open_or_fail(url);
-    publish_range(bus, topic, 0, N);
+    evbus_t *bus = kt_open(url);
+    kt_publish_range(bus, topic, 0, N, HANG_MS);
     atomic_int acked;
     atomic_init(&acked, 0);
     evbus_sub_opts_t o;
@@ -287,9 +261,9 @@ START_TEST(dlq_failure_ack_unpins_the_offset)
     ck_assert_msg(sub != NULL, "%s", err);
     evbus_sub_metrics_t m;
     evbus_sub_metrics_init(&m);
-    long long end = now_ms() + HANG_MS;
+    long long end = kt_now_ms() + HANG_MS;
     while ((atomic_load(&acked) < N - 1 || m.dlq_failed < 1) &&
-           now_ms() < end) {
+           kt_now_ms() < end) {
         evbus_poll(bus, 50);
         ck_assert_int_eq(evbus_sub_metrics_get(sub, &m), EVBUS_OK);
     }
@@ -336,7 +310,7 @@ START_TEST(three_topics_back_to_back_all_receive)
         for (int i = 0; i < PAR; i++) {
             char topics[3][128], group[64];
             snprintf(group, sizeof group, "three-%d", t0 + i);
-            c[i].bus = open_or_fail(mock.url);
+            c[i].bus = kt_open(mock.url);
             for (int k = 0; k < 3; k++) {
                 char name[32];
                 snprintf(name, sizeof name, "three%d", k);
@@ -356,9 +330,9 @@ START_TEST(three_topics_back_to_back_all_receive)
                                                       group, count_topic,
                                                       &c[i].got[k]));
         }
-        long long end = now_ms() + HANG_MS;
+        long long end = kt_now_ms() + HANG_MS;
         int done = 0;
-        while (now_ms() < end) {
+        while (kt_now_ms() < end) {
             done = 0;
             for (int i = 0; i < PAR; i++)
                 done += topics_received(&c[i]) == 3;

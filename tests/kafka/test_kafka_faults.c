@@ -15,21 +15,6 @@
 
 #include "kafka_test_util.h"
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static evbus_t *open_or_fail(const char *url)
-{
-    char err[512] = "";
-    evbus_t *bus = evbus_open(url, err, sizeof err);
-    ck_assert_msg(bus != NULL, "open %s: %s", url, err);
-    return bus;
-}
-
 static atomic_int async_failed;
 static void count_failure(const evbus_event_t *ev, int err, void *opaque)
 {
@@ -79,8 +64,8 @@ static void warm_up(evbus_t *pub, evbus_t **buses, kt_collector_t *c,
                     const char *topic, int probe)
 {
     publish_range(pub, topic, probe, probe + 1);
-    long long end = now_ms() + 30000;
-    while (!c->seen[probe] && now_ms() < end)
+    long long end = kt_now_ms() + 30000;
+    while (!c->seen[probe] && kt_now_ms() < end)
         for (evbus_t **b = buses; *b; b++)
             evbus_poll(*b, 20);
     ck_assert_msg(c->seen[probe], "group never started reading %s", topic);
@@ -94,7 +79,7 @@ START_TEST(brokers_down_and_up_mid_run)
     char topic[128];
     kt_topic(topic, sizeof topic, "brokers");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 4, 3), 0);
-    evbus_t *pub = open_or_fail(m.url), *con = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url), *con = kt_open(m.url);
     kt_collector_t c;
     kt_collector_init(&c, KT_ACK);
     ck_assert_ptr_nonnull(evbus_subscribe(con, topic, "g", kt_handler, &c));
@@ -105,10 +90,10 @@ START_TEST(brokers_down_and_up_mid_run)
     pub_job_t job = {pub, topic, 0, N, 10, 0};
     pthread_t th;
     pthread_create(&th, NULL, publisher, &job);
-    long long t0 = now_ms();
+    long long t0 = kt_now_ms();
     int stage = 0;
-    while (kt_distinct(&c, N) < N && now_ms() - t0 < 120000) {
-        long long t = now_ms() - t0;
+    while (kt_distinct(&c, N) < N && kt_now_ms() - t0 < 120000) {
+        long long t = kt_now_ms() - t0;
         if (stage == 0 && t > 300) {
             rd_kafka_mock_broker_set_down(m.mc, 2); /* one broker */
             stage = 1;
@@ -145,7 +130,7 @@ START_TEST(injected_produce_fetch_and_commit_errors)
     kt_mock_start(&m, 3, "");
     char topic[128];
     kt_topic(topic, sizeof topic, "injected");
-    evbus_t *pub = open_or_fail(m.url), *con = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url), *con = kt_open(m.url);
     kt_collector_t c;
     kt_collector_init(&c, KT_ACK);
     ck_assert_ptr_nonnull(evbus_subscribe(con, topic, "g", kt_handler, &c));
@@ -174,8 +159,8 @@ START_TEST(injected_produce_fetch_and_commit_errors)
     pub_job_t job = {pub, topic, 0, N, 0, 0};
     pthread_t th;
     pthread_create(&th, NULL, publisher, &job);
-    long long t0 = now_ms();
-    while (kt_distinct(&c, N) < N && now_ms() - t0 < 90000)
+    long long t0 = kt_now_ms();
+    while (kt_distinct(&c, N) < N && kt_now_ms() - t0 < 90000)
         evbus_poll(con, 20);
     pthread_join(th, NULL);
     ck_assert_int_eq(job.sync_failed, 0);
@@ -202,10 +187,10 @@ START_TEST(consumer_closed_mid_stream_new_member_takes_over)
     char topic[128];
     kt_topic(topic, sizeof topic, "takeover");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 4, 3), 0);
-    evbus_t *pub = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url);
     publish_range(pub, topic, 0, N);
 
-    evbus_t *a = open_or_fail(m.url);
+    evbus_t *a = kt_open(m.url);
     kt_collector_t ca;
     kt_collector_init(&ca, KT_STOP_AFTER);
     ca.stop_after = FIRST;
@@ -224,7 +209,7 @@ START_TEST(consumer_closed_mid_stream_new_member_takes_over)
     ck_assert_int_eq(kt_acked(&ca), FIRST);
     evbus_close(a); /* mid-stream: most events were never acked */
 
-    evbus_t *b = open_or_fail(m.url);
+    evbus_t *b = kt_open(m.url);
     kt_collector_t cb;
     kt_collector_init(&cb, KT_ACK);
     ck_assert_ptr_nonnull(
@@ -261,7 +246,7 @@ START_TEST(member_joins_mid_stream)
     char topic[128];
     kt_topic(topic, sizeof topic, "join");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 4, 3), 0);
-    evbus_t *pub = open_or_fail(m.url), *a = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url), *a = kt_open(m.url);
     kt_collector_t c; /* shared by both members */
     kt_collector_init(&c, KT_ACK);
     ck_assert_ptr_nonnull(evbus_subscribe(a, topic, "join", kt_handler, &c));
@@ -273,11 +258,11 @@ START_TEST(member_joins_mid_stream)
     pthread_create(&th, NULL, publisher, &job);
     while (kt_acked(&c) < 400)
         evbus_poll(a, 20);
-    evbus_t *b = open_or_fail(m.url);
+    evbus_t *b = kt_open(m.url);
     ck_assert_ptr_nonnull(evbus_subscribe(b, topic, "join", kt_handler, &c));
     evbus_t *both[] = {a, b, NULL};
-    long long t0 = now_ms();
-    while (kt_distinct(&c, N) < N && now_ms() - t0 < 90000)
+    long long t0 = kt_now_ms();
+    while (kt_distinct(&c, N) < N && kt_now_ms() - t0 < 90000)
         for (evbus_t **x = both; *x; x++)
             evbus_poll(*x, 10);
     pthread_join(th, NULL);

@@ -16,42 +16,16 @@
 
 #include "kafka_test_util.h"
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static evbus_t *open_or_fail(const char *url)
-{
-    char err[512] = "";
-    evbus_t *bus = evbus_open(url, err, sizeof err);
-    ck_assert_msg(bus != NULL, "open %s: %s", url, err);
-    return bus;
-}
-
-static void publish_range(evbus_t *bus, const char *topic, int from, int to)
-{
-    for (int i = from; i < to; i++) {
-        evbus_event_t *ev = kt_event(i);
-        ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
-                         EVBUS_OK);
-        evbus_event_free(ev);
-    }
-    ck_assert_int_eq(evbus_flush(bus, 60000), EVBUS_OK);
-}
-
 /* Polls buses until every collector acked its want or ms pass. */
 static void poll_all(evbus_t **buses, kt_collector_t **cs, const int *want,
                      int ms)
 {
-    long long end = now_ms() + ms;
+    long long end = kt_now_ms() + ms;
     for (;;) {
         bool done = true;
         for (int i = 0; cs[i]; i++)
             done &= kt_acked(cs[i]) >= want[i];
-        if (done || now_ms() >= end)
+        if (done || kt_now_ms() >= end)
             return;
         for (evbus_t **b = buses; *b; b++)
             evbus_poll(*b, 20);
@@ -60,8 +34,8 @@ static void poll_all(evbus_t **buses, kt_collector_t **cs, const int *want,
 
 static void poll_for(evbus_t **buses, int ms)
 {
-    long long end = now_ms() + ms;
-    while (now_ms() < end)
+    long long end = kt_now_ms() + ms;
+    while (kt_now_ms() < end)
         for (evbus_t **b = buses; *b; b++)
             evbus_poll(*b, 20);
 }
@@ -132,16 +106,16 @@ START_TEST(two_topics_one_group_close_commits_everything)
     kt_topic(tb, sizeof tb, "grp-b");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 3, 1), 0);
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 3, 1), 0);
-    evbus_t *pub = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url);
 
-    evbus_t *bus = open_or_fail(m.url);
+    evbus_t *bus = kt_open(m.url);
     kt_collector_t ca, cb;
     kt_collector_init(&ca, KT_ACK);
     kt_collector_init(&cb, KT_ACK);
     ck_assert_ptr_nonnull(evbus_subscribe(bus, ta, "pair", kt_handler, &ca));
     ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "pair", kt_handler, &cb));
-    publish_range(pub, ta, 0, N);
-    publish_range(pub, tb, 0, N);
+    kt_publish_range(pub, ta, 0, N, 60000);
+    kt_publish_range(pub, tb, 0, N, 60000);
     evbus_t *buses[] = {bus, NULL};
     kt_collector_t *cs[] = {&ca, &cb, NULL};
     int want[] = {N, N};
@@ -156,9 +130,9 @@ START_TEST(two_topics_one_group_close_commits_everything)
                   "%d commit warnings during close, last: %s",
                   atomic_load(&commit_warnings), last_warning);
 
-    publish_range(pub, ta, N, 2 * N);
-    publish_range(pub, tb, N, 2 * N);
-    bus = open_or_fail(m.url);
+    kt_publish_range(pub, ta, N, 2 * N, 60000);
+    kt_publish_range(pub, tb, N, 2 * N, 60000);
+    bus = kt_open(m.url);
     kt_collector_t na, nb;
     kt_collector_init(&na, KT_ACK);
     kt_collector_init(&nb, KT_ACK);
@@ -199,8 +173,8 @@ START_TEST(unsubscribe_one_of_two_mid_stream)
     kt_topic(tb, sizeof tb, "drop");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 3, 1), 0);
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 3, 1), 0);
-    evbus_t *pub = open_or_fail(m.url);
-    evbus_t *bus = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url);
+    evbus_t *bus = kt_open(m.url);
     kt_collector_t ca, cb;
     kt_collector_init(&ca, KT_ACK);
     kt_collector_init(&cb, KT_STOP_AFTER);
@@ -216,8 +190,8 @@ START_TEST(unsubscribe_one_of_two_mid_stream)
     evbus_sub_t *sb =
         evbus_subscribe_opts(bus, tb, "mixed", &o, kt_handler, &cb, NULL, 0);
     ck_assert_ptr_nonnull(sb);
-    publish_range(pub, ta, 0, N / 2);
-    publish_range(pub, tb, 0, N);
+    kt_publish_range(pub, ta, 0, N / 2, 60000);
+    kt_publish_range(pub, tb, 0, N, 60000);
     evbus_t *buses[] = {bus, NULL, NULL};
     kt_collector_t *cs[] = {&ca, &cb, NULL};
     int want[] = {N / 2, FIRST};
@@ -228,7 +202,7 @@ START_TEST(unsubscribe_one_of_two_mid_stream)
 
     ck_assert_int_eq(evbus_unsubscribe(sb), EVBUS_OK);
     /* the other subscription goes on through the topic-set change */
-    publish_range(pub, ta, N / 2, N);
+    kt_publish_range(pub, ta, N / 2, N, 60000);
     want[0] = N;
     cs[1] = NULL;
     poll_all(buses, cs, want, 60000);
@@ -238,7 +212,7 @@ START_TEST(unsubscribe_one_of_two_mid_stream)
            ca.dups);
 
     /* a later member of the group takes the unacked rest of tb */
-    evbus_t *later = open_or_fail(m.url);
+    evbus_t *later = kt_open(m.url);
     kt_collector_t cc;
     kt_collector_init(&cc, KT_ACK);
     ck_assert_ptr_nonnull(
@@ -280,8 +254,8 @@ START_TEST(resubscribe_within_grace_gets_the_rest)
     kt_topic(tb, sizeof tb, "again");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 2, 1), 0);
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 2, 1), 0);
-    evbus_t *pub = open_or_fail(m.url);
-    evbus_t *bus = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url);
+    evbus_t *bus = kt_open(m.url);
     kt_collector_t ca, cb, cb2;
     kt_collector_init(&ca, KT_ACK);
     kt_collector_init(&cb, KT_STOP_AFTER);
@@ -298,7 +272,7 @@ START_TEST(resubscribe_within_grace_gets_the_rest)
     evbus_sub_t *sb =
         evbus_subscribe_opts(bus, tb, "again", &o, kt_handler, &cb, NULL, 0);
     ck_assert_ptr_nonnull(sb);
-    publish_range(pub, tb, 0, N);
+    kt_publish_range(pub, tb, 0, N, 60000);
     evbus_t *buses[] = {bus, NULL};
     ck_assert_int_eq(kt_poll_until(buses, &cb, kt_acked, FIRST, 60000),
                      FIRST);
@@ -335,7 +309,7 @@ START_TEST(same_topic_same_group_twice_is_refused)
     char t[128], t2[128];
     kt_topic(t, sizeof t, "twice");
     kt_topic(t2, sizeof t2, "other");
-    evbus_t *bus = open_or_fail(m.url);
+    evbus_t *bus = kt_open(m.url);
     kt_collector_t c1, c2, c3;
     kt_collector_init(&c1, KT_ACK);
     kt_collector_init(&c2, KT_ACK);
@@ -353,7 +327,7 @@ START_TEST(same_topic_same_group_twice_is_refused)
     pthread_mutex_unlock(&log_mu);
     ck_assert_ptr_nonnull(evbus_subscribe(bus, t, "g2", kt_handler, &c2));
     ck_assert_ptr_nonnull(evbus_subscribe(bus, t2, "g", kt_handler, &c3));
-    publish_range(bus, t, 0, N);
+    kt_publish_range(bus, t, 0, N, 60000);
     evbus_t *buses[] = {bus, NULL};
     kt_collector_t *cs[] = {&c1, &c2, NULL};
     int want[] = {N, N};
@@ -383,9 +357,9 @@ START_TEST(full_subscription_does_not_stall_the_other)
     kt_topic(tb, sizeof tb, "lively");
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, ta, 8, 1), 0);
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, tb, 2, 1), 0);
-    evbus_t *pub = open_or_fail(m.url);
-    publish_range(pub, ta, 0, NA);
-    evbus_t *bus = open_or_fail(m.url);
+    evbus_t *pub = kt_open(m.url);
+    kt_publish_range(pub, ta, 0, NA, 60000);
+    evbus_t *bus = kt_open(m.url);
     kt_collector_t ca, cb;
     kt_collector_init(&ca, KT_STOP_AFTER); /* stop_after 0: RETRY all */
     kt_collector_init(&cb, KT_ACK);
@@ -403,13 +377,13 @@ START_TEST(full_subscription_does_not_stall_the_other)
         evbus_subscribe_opts(bus, ta, "slow", &o, kt_handler, &ca, NULL, 0));
     ck_assert_ptr_nonnull(evbus_subscribe(bus, tb, "slow", kt_handler, &cb));
     evbus_t *buses[] = {bus, NULL};
-    long long end = now_ms() + 60000;
-    while (atomic_load(&pause_logs) == 0 && now_ms() < end)
+    long long end = kt_now_ms() + 60000;
+    while (atomic_load(&pause_logs) == 0 && kt_now_ms() < end)
         evbus_poll(bus, 20);
     ck_assert_msg(atomic_load(&pause_logs) > 0,
                   "the full subscription was never paused");
     ck_assert_int_eq(kt_acked(&ca), 0);
-    publish_range(pub, tb, 0, NB);
+    kt_publish_range(pub, tb, 0, NB, 60000);
     ck_assert_int_eq(kt_poll_until(buses, &cb, kt_acked, NB, 20000), NB);
     pthread_mutex_lock(&ca.mu);
     ca.mode = KT_ACK;
