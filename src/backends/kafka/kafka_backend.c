@@ -244,7 +244,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     kb->self = kb;
     kb->host = host;
     pthread_mutex_init(&kb->mu, NULL);
-    pthread_cond_init(&kb->cv, NULL);
+    evbus__cond_init(&kb->cv);
     pthread_mutex_init(&kb->groups_mu, NULL);
 
     const char *brokers = evbus_url_hostlist(url);

@@ -159,14 +159,7 @@ void evbus__kafka_sub_revoke_locked(kafka_sub_t *s,
 void evbus__kafka_sub_wait_for_settles(
     kafka_sub_t *s, const rd_kafka_topic_partition_list_t *list)
 {
-    struct timespec end;
-    clock_gettime(CLOCK_REALTIME, &end);
-    end.tv_sec += REVOKE_WAIT_MS / 1000;
-    end.tv_nsec += (long)(REVOKE_WAIT_MS % 1000) * 1000000L;
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec++;
-        end.tv_nsec -= 1000000000L;
-    }
+    struct timespec end = evbus__deadline_in(REVOKE_WAIT_MS);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         int busy = 0;
@@ -178,7 +171,7 @@ void evbus__kafka_sub_wait_for_settles(
                 busy += s->parts[id]->handed;
         }
         if (!busy ||
-            pthread_cond_timedwait(&s->settled_cv, &s->mu, &end) == ETIMEDOUT)
+            evbus__cond_wait_until(&s->settled_cv, &s->mu, &end) == ETIMEDOUT)
             break;
     }
     pthread_mutex_unlock(&s->mu);
@@ -277,8 +270,8 @@ kafka_sub_t *evbus__kafka_sub_new(kafka_bus_t *kb, const char *topic,
         return NULL;
     s->kb = kb;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->settled_cv, NULL);
-    pthread_cond_init(&s->room_cv, NULL);
+    evbus__cond_init(&s->settled_cv);
+    evbus__cond_init(&s->room_cv);
     s->topic = strdup(topic);
     s->group = strdup(group);
     if (!s->topic || !s->group) {

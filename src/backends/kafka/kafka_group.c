@@ -48,13 +48,6 @@
     30000 /* longest wait for an assignment before a                           \
              changed topic set is applied anyway */
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The subscription of topic, NULL if none. g->mu held. */
 static kafka_sub_t *sub_of(kafka_group_t *g, const char *topic)
 {
@@ -119,14 +112,14 @@ adopt_committed(kafka_group_t *g, const rd_kafka_topic_partition_list_t *parts)
     /* Without them the attempts of earlier members are lost (a crash-looping
      * poison event would start at 1 every time): retry until the connect
      * timeout while the coordinator is busy (a rebalance, a dead member). */
-    long long end = mono_ms() + g->kb->timeout_ms;
+    long long end = (long long)evbus__mono_ms() + g->kb->timeout_ms;
     rd_kafka_resp_err_t err;
     for (int i = 0;; i++) {
-        long long left = end - mono_ms();
+        long long left = end - (long long)evbus__mono_ms();
         err = rd_kafka_committed(g->rk, c, left > 0 ? (int)left : 1);
         for (int k = 0; !err && k < c->cnt; k++)
             err = c->elems[k].err;
-        if (!err || mono_ms() >= end || atomic_load(&g->stop))
+        if (!err || (long long)evbus__mono_ms() >= end || atomic_load(&g->stop))
             break;
         struct timespec ts = {0, (long)(50 << (i < 4 ? i : 4)) * 1000000L};
         nanosleep(&ts, NULL);
@@ -279,7 +272,7 @@ static rd_kafka_resp_err_t apply_topics_locked(kafka_group_t *g)
     g->topics_changed = false;
     g->shrink_at = 0;
     g->joining = true; /* until the assignment arrives */
-    g->joined_at = mono_ms();
+    g->joined_at = (long long)evbus__mono_ms();
     return RD_KAFKA_RESP_ERR_NO_ERROR;
 oom:
     if (l)
@@ -366,7 +359,7 @@ static void update_topics(kafka_group_t *g)
     }
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     pthread_mutex_lock(&g->mu);
-    long long now = mono_ms();
+    long long now = (long long)evbus__mono_ms();
     bool settled = now - g->changed_at >= POLL_MS;
     bool joined = !g->joining || now - g->joined_at >= JOIN_WAIT_MS;
     if (g->topics_changed && g->nsubs > 0 && now >= g->retry_at && settled &&
@@ -417,18 +410,12 @@ static void wait_for_room(kafka_group_t *g, kafka_sub_t *s)
 {
     g->waiting_on = s;
     pthread_mutex_unlock(&g->mu);
-    struct timespec end;
-    clock_gettime(CLOCK_REALTIME, &end);
-    end.tv_nsec += WAIT_FULL_MS * 1000000L;
-    while (end.tv_nsec >= 1000000000L) {
-        end.tv_sec++;
-        end.tv_nsec -= 1000000000L;
-    }
+    struct timespec end = evbus__deadline_in(WAIT_FULL_MS);
     pthread_mutex_lock(&s->mu);
     s->room_waiting = true;
     while (s->ready_len > KAFKA_BUF_LOW && !s->leaving &&
            !atomic_load(&g->stop))
-        if (pthread_cond_timedwait(&s->room_cv, &s->mu, &end) == ETIMEDOUT)
+        if (evbus__cond_wait_until(&s->room_cv, &s->mu, &end) == ETIMEDOUT)
             break;
     s->room_waiting = false;
     pthread_mutex_unlock(&s->mu);
@@ -441,7 +428,7 @@ static void wait_for_room(kafka_group_t *g, kafka_sub_t *s)
  * subscription is paused. */
 static bool backpressure(kafka_group_t *g)
 {
-    long long now = mono_ms();
+    long long now = (long long)evbus__mono_ms();
     bool any_paused = false;
     int pauses = 0;
     char note[400];
@@ -571,9 +558,9 @@ static void *poll_main(void *arg)
             route(g, batch, n);
             evbus_host_notify(g->kb->host);
         }
-        if (mono_ms() >= g->next_commit) {
+        if ((long long)evbus__mono_ms() >= g->next_commit) {
             commit_changed(g);
-            g->next_commit = mono_ms() + COMMIT_MS;
+            g->next_commit = (long long)evbus__mono_ms() + COMMIT_MS;
         }
     }
     return NULL;
@@ -645,7 +632,7 @@ static kafka_group_t *group_open(kafka_bus_t *kb, kafka_sub_t *s,
     /* The thread subscribes once the topic set settles, so that the
      * subscriptions a service makes at start-up join the group once. */
     g->topics_changed = true;
-    g->changed_at = mono_ms();
+    g->changed_at = (long long)evbus__mono_ms();
     if (pthread_create(&g->thread, NULL, poll_main, g) != 0) {
         snprintf(errstr, n, "kafka: cannot start the consumer thread");
         rd_kafka_consumer_close(g->rk);
@@ -719,7 +706,7 @@ int evbus__kafka_subscribe(void *priv, const char *topic, const char *group,
             g->subs = s;
             g->nsubs++;
             g->topics_changed = true;
-            g->changed_at = mono_ms();
+            g->changed_at = (long long)evbus__mono_ms();
         }
         pthread_mutex_unlock(&g->mu);
     }
@@ -762,8 +749,8 @@ void evbus__kafka_unsubscribe(void *priv, void *bsub)
         pthread_cond_wait(&g->cv, &g->mu);
     if (!last) {
         g->topics_changed = true;
-        g->changed_at = mono_ms();
-        g->shrink_at = mono_ms() + SHRINK_GRACE_MS;
+        g->changed_at = (long long)evbus__mono_ms();
+        g->shrink_at = (long long)evbus__mono_ms() + SHRINK_GRACE_MS;
     }
     pthread_mutex_unlock(&g->mu);
     pthread_mutex_unlock(&kb->groups_mu);

@@ -36,6 +36,8 @@
 
 #include "evbus/backend.h"
 #include "evbus/evbus.h"
+#include "support/clock.h"
+#include "support/cond.h"
 #include "support/lograte.h"
 
 #define KAFKA_CT_STRUCTURED "application/cloudevents+json"

@@ -167,14 +167,7 @@ static void wait_for_room(kafka_bus_t *kb)
 {
     atomic_fetch_add(&kb->space_waiters, 1);
     pthread_mutex_lock(&kb->mu);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 10 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&kb->cv, &kb->mu, &ts);
+    evbus__cond_wait_ms(&kb->cv, &kb->mu, 10);
     pthread_mutex_unlock(&kb->mu);
     atomic_fetch_sub(&kb->space_waiters, 1);
 }
