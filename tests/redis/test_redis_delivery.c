@@ -216,6 +216,20 @@ static bool has_consumer(redisContext *c, const char *topic, const char *name)
     return found;
 }
 
+/* Opens member-a (batch 5) on topic and, never polling it, waits until its
+ * fetcher has filled its buffer: 2 x batch = 10 entries pending for it. */
+static evbus_t *open_filled_member_a(redisContext *c, const char *topic,
+                                     counter_t *none)
+{
+    evbus_t *a = open_ok("?consumer=member-a&batch=5");
+    ck_assert_ptr_nonnull(subscribe_max3(a, topic, none));
+    long long end = tu_now_ms() + 10000; /* hang guard */
+    while (pending_of(c, topic, "member-a") < 10 && tu_now_ms() < end)
+        usleep(10000);
+    ck_assert_int_eq(pending_of(c, topic, "member-a"), 10);
+    return a;
+}
+
 /* A member closes while entries are buffered and never handed out, and
  * while entries were read for it that its fetcher never took in (a reply
  * in flight when the connection was shut; simulated by reading as that
@@ -233,14 +247,8 @@ START_TEST(clean_close_hands_back_everything_fetched)
     evbus_close(pub);
 
     redisContext *c = tu_raw(&srv, NULL);
-    evbus_t *a = open_ok("?consumer=member-a&batch=5");
     counter_t none = {0};
-    ck_assert_ptr_nonnull(subscribe_max3(a, topic, &none));
-    /* Never polled: the fetcher fills its buffer (2 x batch) and waits. */
-    long long end = tu_now_ms() + 10000;
-    while (pending_of(c, topic, "member-a") < 10 && tu_now_ms() < end)
-        usleep(10000);
-    ck_assert_int_eq(pending_of(c, topic, "member-a"), 10);
+    evbus_t *a = open_filled_member_a(c, topic, &none);
     /* The reply that never arrived. */
     freeReplyObject(redisCommand(
         c, "XREADGROUP GROUP g member-a COUNT 5 STREAMS %s >", topic));
@@ -389,13 +397,8 @@ START_TEST(handed_back_entries_come_before_newer_ones)
     evbus_t *pub = open_ok(NULL);
     publish_n(pub, topic, 30); /* ev-0 .. ev-29 */
     redisContext *c = tu_raw(&srv, NULL);
-    evbus_t *a = open_ok("?consumer=member-a&batch=5");
     counter_t none = {0};
-    ck_assert_ptr_nonnull(subscribe_max3(a, topic, &none));
-    long long end = tu_now_ms() + 10000;
-    while (pending_of(c, topic, "member-a") < 10 && tu_now_ms() < end)
-        usleep(10000);
-    ck_assert_int_eq(pending_of(c, topic, "member-a"), 10); /* ev-0..9 */
+    evbus_t *a = open_filled_member_a(c, topic, &none); /* ev-0..9 */
 
     evbus_t *b = open_ok(NULL); /* claim timeout 30 s: scans every 2 s */
     order_t seen = {0};
