@@ -18,7 +18,8 @@
  *   pub   publish (any thread, under pub_mu) and the async writer thread
  *   sub   subscribe/fetch/settle/unsubscribe and the watcher's ack flush
  *         (under sub_mu)
- *   aux   the watcher thread alone: PRAGMA data_version, retention
+ *   aux   the watcher thread alone: PRAGMA data_version, retention,
+ *         and the WAL checkpoints sub's commits would otherwise run
  */
 #ifndef EVBUS_SQLITE_INTERNAL_H
 #define EVBUS_SQLITE_INTERNAL_H
@@ -198,6 +199,8 @@ typedef struct sq_bus {
     _Atomic int64_t next_due_ms; /* earliest moment something turns due */
     _Atomic int64_t ops_due_ms;  /* buffered settles must be written by */
     _Atomic int64_t progress_ms; /* last fetch or settle (monotonic) */
+    atomic_bool ckpt_due;        /* sub's commits grew the WAL: the
+                                    watcher checkpoints it (passive) */
 
     /* the database file's identity (sqlite_file.c) */
     char *real_path; /* symbolic links resolved */

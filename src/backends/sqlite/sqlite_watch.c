@@ -31,6 +31,9 @@
 
 #define FALLBACK_POLL_MS 10
 #define RETENTION_CHUNK 5000
+/* WAL pages after which sub's commits ask for a checkpoint (SQLite's own
+ * automatic checkpoint threshold). */
+#define CKPT_PAGES 1000
 
 void evbus__sqlite_watcher_poke(sq_bus_t *b)
 {
@@ -213,6 +216,20 @@ static bool drain_inotify(sq_bus_t *b, bool *file_moved)
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* The WAL hook of the sub connection, in place of SQLite's automatic
+ * checkpoint: that one runs inside the commit that crosses the threshold,
+ * fsync included, so a record_attempts before handler calls would stall
+ * every worker for milliseconds. The watcher checkpoints instead. */
+static int sub_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    sq_bus_t *b = arg;
+    if (pages >= CKPT_PAGES && !atomic_exchange(&b->ckpt_due, true))
+        evbus__sqlite_watcher_poke(b);
+    return SQLITE_OK;
+}
+
 static void *watcher_main(void *arg)
 {
     sq_bus_t *b = arg;
@@ -260,6 +277,9 @@ static void *watcher_main(void *arg)
             ssize_t r = read(b->wake_fd, &v, sizeof v);
             (void)r;
         }
+        if (atomic_exchange(&b->ckpt_due, false))
+            sqlite3_wal_checkpoint_v2(b->aux.db, NULL,
+                                      SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         bool moved = false;
         if ((pfd[1].revents & POLLIN) && drain_inotify(b, &moved)) {
             evbus_host_notify(b->host);
@@ -324,7 +344,9 @@ int evbus__sqlite_watcher_start(sq_bus_t *b, char *errstr, size_t n)
                        strerror(errno), FALLBACK_POLL_MS);
     atomic_store(&b->next_due_ms, INT64_MAX);
     atomic_store(&b->ops_due_ms, INT64_MAX);
+    sqlite3_wal_hook(b->sub.db, sub_wal_hook, b);
     if (pthread_create(&b->watcher, NULL, watcher_main, b) != 0) {
+        sqlite3_wal_autocheckpoint(b->sub.db, CKPT_PAGES);
         snprintf(errstr, n, "sqlite: cannot start the watcher thread");
         close(b->wake_fd);
         b->wake_fd = -1;
