@@ -108,6 +108,7 @@ evbus_t *evbus_open(const char *url, char *errstr, size_t n)
     bus->url = u;
     snprintf(bus->scheme, sizeof bus->scheme, "%s", evbus_url_scheme(u));
     pthread_mutex_init(&bus->mu, NULL);
+    pthread_mutex_init(&bus->work_mu, NULL);
     evbus__cond_init(&bus->cv);
     pthread_cond_init(&bus->role_cv, NULL);
     bus->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -143,6 +144,7 @@ fail:
     if (bus->wake_fd >= 0)
         close(bus->wake_fd);
     pthread_mutex_destroy(&bus->mu);
+    pthread_mutex_destroy(&bus->work_mu);
     pthread_cond_destroy(&bus->cv);
     pthread_cond_destroy(&bus->role_cv);
     free(bus->priv);
@@ -216,6 +218,7 @@ void evbus_close(evbus_t *bus)
     evbus__heap_free(&bus->heap);
     close(bus->wake_fd);
     pthread_mutex_destroy(&bus->mu);
+    pthread_mutex_destroy(&bus->work_mu);
     pthread_cond_destroy(&bus->cv);
     pthread_cond_destroy(&bus->role_cv);
     evbus__url_free(bus->url);

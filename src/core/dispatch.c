@@ -19,7 +19,9 @@
  * broker-side retry, so a crash neither resets a poison event's count nor
  * charges events that never reached a handler.
  *
- * Everything here runs on the thread that holds the poll role (poll.c).
+ * Everything here runs on the thread that holds the poll role (poll.c), or
+ * on a worker the sleeping poller lends its right to (workers.h); both
+ * hold bus->work_mu.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -330,26 +332,38 @@ static int run_or_queue(evbus_t *bus, evbus_sub_t *sub, evbus_msg_t *msg,
 
 /* ------------------------------------------------------------ workers */
 
-/* Acts on the answers sub's workers gave. Returns how many. */
-static int collect(evbus_t *bus, evbus_sub_t *sub)
+/* Acts on one worker's answer. */
+static void finish(evbus_t *bus, evbus_sub_t *sub, evbus_job_t *job)
+{
+    sub->started--;
+    evbus__lanes_done(&sub->lanes, job);
+    outcome(bus, sub, &job->msg, job->event, &job->ctx, job->result);
+    free(job);
+}
+
+/* Acts on a list of answers. Returns how many. */
+static int finish_all(evbus_t *bus, evbus_sub_t *sub, evbus_job_t *job)
 {
     int n = 0;
-    evbus_job_t *job = evbus__pool_take_done(&sub->pool);
     while (job) {
         evbus_job_t *next = job->next;
-        sub->started--;
-        evbus__lanes_done(&sub->lanes, job);
-        outcome(bus, sub, &job->msg, job->event, &job->ctx, job->result);
-        free(job);
+        finish(bus, sub, job);
         job = next;
         n++;
     }
     return n;
 }
 
-/* Hands jobs whose key is free to idle workers, their attempts recorded
- * in one call first. */
-static void start_jobs(evbus_t *bus, evbus_sub_t *sub)
+/* Acts on the answers sub's workers handed back. Returns how many. */
+static int collect(evbus_t *bus, evbus_sub_t *sub)
+{
+    return finish_all(bus, sub, evbus__pool_take_done(&sub->pool));
+}
+
+/* Starts jobs whose key is free, as many as workers are idle, their
+ * attempts recorded in one call first. The first of them is returned
+ * when mine (for the calling worker), the rest handed to the workers. */
+static evbus_job_t *start_jobs(evbus_t *bus, evbus_sub_t *sub, bool mine)
 {
     int n = 0;
     evbus_job_t *head = NULL, **tail = &head;
@@ -363,7 +377,7 @@ static void start_jobs(evbus_t *bus, evbus_sub_t *sub)
         tail = &job->next;
     }
     if (n == 0)
-        return;
+        return NULL;
     if (record(bus, sub, sub->recbuf, n) != EVBUS_OK) {
         while (head) {
             evbus_job_t *next = head->next;
@@ -373,10 +387,23 @@ static void start_jobs(evbus_t *bus, evbus_sub_t *sub)
             free(head);
             head = next;
         }
-        return;
+        return NULL;
     }
     sub->started += n;
+    evbus_job_t *own = NULL;
+    if (mine) {
+        own = head;
+        head = head->next;
+        own->next = NULL;
+    }
     evbus__pool_assign(&sub->pool, head);
+    return own;
+}
+
+static bool may_start(evbus_t *bus, evbus_sub_t *sub)
+{
+    return !atomic_load(&bus->stop) &&
+           !atomic_load_explicit(&sub->removed, memory_order_relaxed);
 }
 
 int evbus__workers_round(evbus_t *bus, evbus_sub_t *sub)
@@ -384,10 +411,58 @@ int evbus__workers_round(evbus_t *bus, evbus_sub_t *sub)
     if (sub->concurrency <= 1)
         return 0;
     int n = collect(bus, sub);
-    if (!atomic_load(&bus->stop) &&
-        !atomic_load_explicit(&sub->removed, memory_order_relaxed))
-        start_jobs(bus, sub);
+    if (may_start(bus, sub))
+        start_jobs(bus, sub, false);
     return n;
+}
+
+/* Would the poller's next round fetch for sub (see fetch_sub)? While
+ * few events wait for a worker, or too few of them could start at once
+ * (a batch of a few keys, as from one Kafka partition, waits mostly
+ * behind its own keys), up to max_inflight. */
+static bool wants_fetch(const evbus_sub_t *s)
+{
+    int room = s->max_inflight - s->inflight;
+    /* Fetching for more keys asks for a batch worth the round trip. */
+    int batch = s->max_inflight / 8 + 1;
+    if (batch > EVBUS_FETCH_BATCH / 4)
+        batch = EVBUS_FETCH_BATCH / 4;
+    return room > 0 && (s->lanes.waiting <= (size_t)s->concurrency ||
+                        (room >= batch &&
+                         s->lanes.startable < (size_t)s->concurrency));
+}
+
+bool evbus__workers_answer(evbus_sub_t *sub, evbus_job_t *job,
+                           evbus_job_t **next)
+{
+    evbus_t *bus = sub->bus;
+    *next = NULL;
+    if (pthread_mutex_trylock(&bus->work_mu) != 0)
+        return false;
+    if (!bus->lend) { /* the poller is busy, or nobody polls */
+        pthread_mutex_unlock(&bus->work_mu);
+        return false;
+    }
+    bool wanted = wants_fetch(sub);
+    size_t held = bus->heap.len;
+    evbus__pool_begin_acting(&sub->pool);
+    int n = 0;
+    do {
+        n += finish_all(bus, sub, job);
+        evbus_job_t *own = may_start(bus, sub) ? start_jobs(bus, sub, !*next)
+                                               : NULL;
+        if (own)
+            *next = own;
+    } while ((job = evbus__pool_take_done_or_end(&sub->pool)));
+    /* Wake the poller only for what it must do itself: fetch again (the
+     * lanes ran low or room came back), or a retry timer that may be due
+     * before its sleep ends. */
+    bool wake = (!wanted && wants_fetch(sub)) || bus->heap.len != held;
+    atomic_fetch_add_explicit(&bus->lent_calls, n, memory_order_relaxed);
+    pthread_mutex_unlock(&bus->work_mu);
+    if (wake)
+        evbus_host_notify(&bus->host);
+    return true;
 }
 
 void evbus__workers_drain(evbus_t *bus, evbus_sub_t *sub)
@@ -529,8 +604,7 @@ static int fetch_sub(evbus_t *bus, evbus_sub_t *s)
     int room = s->max_inflight - s->inflight;
     /* With workers: fetch only while few jobs wait for one (the bulkhead:
      * back-pressure goes to the broker, no queue grows). */
-    if (room <= 0 ||
-        (s->concurrency > 1 && s->lanes.waiting > (size_t)s->concurrency))
+    if (room <= 0 || (s->concurrency > 1 && !wants_fetch(s)))
         return 0;
     if (room > EVBUS_FETCH_BATCH)
         room = EVBUS_FETCH_BATCH;

@@ -195,6 +195,18 @@ struct evbus {
 
     evbus_heap_t heap;       /* poll-role holder only */
 
+    /* The poller holds work_mu from taking the role to leaving it, except
+     * while it sleeps with nothing to do: then `lend` is set and a worker
+     * that finishes a job may take work_mu and act for the poller on its
+     * subscription's answers (collect, settle, record, start; never fetch).
+     * Workers only ever try-lock it, so the poller may wait for them
+     * (drain, join) while holding it. A control step (close, unsubscribe
+     * with nobody polling) needs no lock: lend is false then. */
+    pthread_mutex_t work_mu;
+    bool lend;               /* under work_mu */
+    _Atomic int lent_calls;  /* answers workers acted on for the poller,
+                                counted in evbus_poll's result */
+
     _Atomic uint64_t published, publish_failed, faults_injected;
     _Atomic uint64_t publish_eagain;
 };
@@ -225,6 +237,12 @@ evbus_result_t evbus__run_handler(struct evbus_sub *sub,
  * waiting jobs to idle workers (unless stopping). Returns answers
  * collected. */
 int evbus__workers_round(evbus_t *bus, struct evbus_sub *sub);
+/* On a worker, after it ran job: acts on the answer here when the poller
+ * lends its right (see struct evbus), collecting the other answers and
+ * starting jobs too; *next receives a started job for this worker to run,
+ * or NULL. Returns false when the poller must act (job is untouched). */
+bool evbus__workers_answer(struct evbus_sub *sub, evbus_job_t *job,
+                           evbus_job_t **next);
 /* Waits for every job sub's workers run and acts on the answers, then
  * gives the jobs that did not start back to the broker. */
 void evbus__workers_drain(evbus_t *bus, struct evbus_sub *sub);

@@ -27,6 +27,8 @@ static void make_runnable(evbus_lanes_t *l, evbus_lane_t *lane)
 {
     if (lane->runnable)
         return;
+    if (lane->key)
+        l->startable++;
     lane->runnable = true;
     lane->next_runnable = NULL;
     if (l->run_tail)
@@ -108,6 +110,8 @@ int evbus__lanes_push(evbus_lanes_t *l, evbus_job_t *job)
         lane->head = job;
     lane->tail = job;
     l->waiting++;
+    if (!lane->key)
+        l->startable++;
     if (!lane->running)
         make_runnable(l, lane);
     return EVBUS_OK;
@@ -128,6 +132,7 @@ evbus_job_t *evbus__lanes_next(evbus_lanes_t *l)
         lane->tail = NULL;
     job->next = NULL;
     l->waiting--;
+    l->startable--;
     if (lane->key)
         lane->running = true; /* its next job waits for this one */
     else if (lane->head)
@@ -174,6 +179,6 @@ evbus_job_t *evbus__lanes_drain(evbus_lanes_t *l)
             x = next;
         }
     }
-    l->waiting = 0;
+    l->waiting = l->startable = 0;
     return all;
 }

@@ -47,6 +47,8 @@ typedef struct evbus_lanes {
     evbus_lane_t *run_head, *run_tail;
     evbus_lane_t keyless;
     size_t waiting;          /* jobs not started */
+    size_t startable;        /* of them, how many could start now: one
+                                per runnable key, every keyless one */
 } evbus_lanes_t;
 
 void evbus__lanes_init(evbus_lanes_t *l);

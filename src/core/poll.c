@@ -56,23 +56,29 @@ static int enter_poll(evbus_t *bus)
     if (rc != EVBUS_OK)
         pthread_cond_broadcast(&bus->role_cv); /* a closer may wait for us */
     pthread_mutex_unlock(&bus->mu);
-    if (rc == EVBUS_OK)
+    if (rc == EVBUS_OK) {
         evbus__polling_bus = bus;
+        pthread_mutex_lock(&bus->work_mu); /* see struct evbus */
+    }
     return rc;
 }
 
 static void leave_poll(evbus_t *bus)
 {
     evbus__polling_bus = NULL;
+    pthread_mutex_unlock(&bus->work_mu);
     /* Last touch of bus: evbus_close may free it once we unlock. */
     evbus__role_release(bus);
 }
 
 /* Sleeps until a backend notifies (gen moves past gen0), evbus_stop, or
  * ms pass. The sleeping flag and gen are both seq_cst, so either the
- * notifier sees sleeping and writes the eventfd, or we see the new gen. */
+ * notifier sees sleeping and writes the eventfd, or we see the new gen.
+ * Meanwhile workers may act on their answers (struct evbus, work_mu). */
 static void idle_wait(evbus_t *bus, uint64_t gen0, int ms)
 {
+    bus->lend = true;
+    pthread_mutex_unlock(&bus->work_mu);
     atomic_store(&bus->sleeping, true);
     if (atomic_load(&bus->gen) == gen0 && !atomic_load(&bus->stop) &&
         !atomic_load(&bus->closing)) {
@@ -83,6 +89,8 @@ static void idle_wait(evbus_t *bus, uint64_t gen0, int ms)
     uint64_t drain;
     ssize_t r = read(bus->wake_fd, &drain, sizeof drain);
     (void)r;
+    pthread_mutex_lock(&bus->work_mu);
+    bus->lend = false;
 }
 
 /* evbus_stop with workers: the handlers they run finish and are settled;
@@ -137,6 +145,10 @@ static int poll_once(evbus_t *bus, int timeout_ms, bool *stopped)
         if (wait > EVBUS_IDLE_RECHECK_MS)
             wait = EVBUS_IDLE_RECHECK_MS;
         idle_wait(bus, gen0, (int)wait);
+        /* Handler calls whose answers workers acted on while we slept. */
+        int lent = atomic_exchange(&bus->lent_calls, 0);
+        if (lent > 0 && !atomic_load(&bus->stop))
+            return lent;
     }
 }
 

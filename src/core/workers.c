@@ -4,34 +4,59 @@
 
 #include "internal.h"
 
+/* The next job handed over, waiting for one; NULL when stopping. */
+static evbus_job_t *take_ready(evbus_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (!p->ready_head && !p->stop) {
+        p->idle++;
+        pthread_cond_wait(&p->work_cv, &p->mu);
+        p->idle--;
+    }
+    evbus_job_t *job = p->ready_head;
+    if (job) {
+        p->ready_head = job->next;
+        if (!p->ready_head)
+            p->ready_tail = NULL;
+        job->next = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return job;
+}
+
+/* Queues an answer for the poller. */
+static void hand_back(evbus_pool_t *p, evbus_job_t *job)
+{
+    pthread_mutex_lock(&p->mu);
+    job->next = NULL;
+    bool first = !p->done_head && !p->acting;
+    if (p->done_tail)
+        p->done_tail->next = job;
+    else
+        p->done_head = job;
+    p->done_tail = job;
+    if (p->done_waiter)
+        pthread_cond_broadcast(&p->done_cv);
+    pthread_mutex_unlock(&p->mu);
+    /* A poller that has not collected the earlier answers yet sees this
+     * one too, and an acting worker takes it before it ends: only the
+     * first needs to wake the poller. */
+    if (first)
+        evbus_host_notify(&p->sub->bus->host);
+}
+
 static void *worker_main(void *arg)
 {
     evbus_pool_t *p = arg;
     evbus_sub_t *sub = p->sub;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->ready_head && !p->stop)
-            pthread_cond_wait(&p->work_cv, &p->mu);
-        if (!p->ready_head)
-            break; /* stop, and nothing left to run */
-        evbus_job_t *job = p->ready_head;
-        p->ready_head = job->next;
-        if (!p->ready_head)
-            p->ready_tail = NULL;
-        pthread_mutex_unlock(&p->mu);
+    evbus_job_t *job = NULL;
+    while (job || (job = take_ready(p))) {
         job->result = evbus__run_handler(sub, job->event, job->ctx.attempt);
-        pthread_mutex_lock(&p->mu);
-        job->next = NULL;
-        if (p->done_tail)
-            p->done_tail->next = job;
-        else
-            p->done_head = job;
-        p->done_tail = job;
-        pthread_cond_broadcast(&p->done_cv);
-        /* Wake the poller; notify takes no lock of ours. */
-        evbus_host_notify(&sub->bus->host);
+        evbus_job_t *next = NULL;
+        if (!evbus__workers_answer(sub, job, &next))
+            hand_back(p, job);
+        job = next; /* started for us while we acted on the answers */
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -56,8 +81,9 @@ void evbus__pool_assign(evbus_pool_t *p, evbus_job_t *jobs)
 {
     if (!jobs)
         return;
+    int n = 1;
     evbus_job_t *last = jobs;
-    while (last->next)
+    for (; last->next; n++)
         last = last->next;
     pthread_mutex_lock(&p->mu);
     if (p->ready_tail)
@@ -65,7 +91,10 @@ void evbus__pool_assign(evbus_pool_t *p, evbus_job_t *jobs)
     else
         p->ready_head = jobs;
     p->ready_tail = last;
-    pthread_cond_broadcast(&p->work_cv);
+    /* One idle worker per job: a broadcast would wake every idle worker
+     * for each job, and all but one would go back to sleep. */
+    for (int i = 0; i < n && i < p->idle; i++)
+        pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -78,11 +107,32 @@ evbus_job_t *evbus__pool_take_done(evbus_pool_t *p)
     return done;
 }
 
+void evbus__pool_begin_acting(evbus_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->acting = true;
+    pthread_mutex_unlock(&p->mu);
+}
+
+evbus_job_t *evbus__pool_take_done_or_end(evbus_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    evbus_job_t *done = p->done_head;
+    p->done_head = p->done_tail = NULL;
+    if (!done)
+        p->acting = false;
+    pthread_mutex_unlock(&p->mu);
+    return done;
+}
+
 void evbus__pool_wait_done(evbus_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    while (!p->done_head)
+    while (!p->done_head) {
+        p->done_waiter = true;
         pthread_cond_wait(&p->done_cv, &p->mu);
+    }
+    p->done_waiter = false;
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -262,6 +262,95 @@ START_TEST(stop_waits_for_workers_only)
 }
 END_TEST
 
+/* A long backlog of one key does not hold back the other keys: while the
+ * first "hot" event's handler runs, its later events can only wait, so the
+ * core fetches past them (up to max_inflight) for keys that can run. */
+enum { HOT = 100, COLD = 10 };
+
+typedef struct {
+    pthread_mutex_t mu;
+    int acked, cold_ran;
+    bool hot0_saw_cold;
+} hot_t;
+
+static evbus_result_t hot_handler(const evbus_event_t *ev, void *opaque)
+{
+    hot_t *h = opaque;
+    const char *key = evbus_event_ext(ev, "partitionkey");
+    bool hot = key && strcmp(key, "hot") == 0;
+    pthread_mutex_lock(&h->mu);
+    if (hot && atol(evbus_event_ext(ev, "seq")) == 0) {
+        /* Wait for a cold key to run; the guard only stops a hang. */
+        uint64_t guard = now_ms() + HANG_MS / 6;
+        while (h->cold_ran == 0 && now_ms() < guard) {
+            pthread_mutex_unlock(&h->mu);
+            usleep(1000);
+            pthread_mutex_lock(&h->mu);
+        }
+        h->hot0_saw_cold = h->cold_ran > 0;
+    } else if (!hot) {
+        h->cold_ran++;
+    }
+    h->acked++;
+    pthread_mutex_unlock(&h->mu);
+    return EVBUS_ACK;
+}
+
+static void publish_with_key(evbus_t *bus, const char *topic,
+                             const char *key, int seq)
+{
+    evbus_event_t *ev = make_event(seq);
+    ck_assert_int_eq(evbus_event_set_ext(ev, "partitionkey", key), EVBUS_OK);
+    ck_assert_int_eq(evbus_publish_async(bus, topic, ev, NULL, NULL),
+                     EVBUS_OK);
+    evbus_event_free(ev);
+}
+
+START_TEST(hot_key_backlog_lets_others_run)
+{
+    char topic[128];
+    unique_topic(topic, sizeof topic, "parhot");
+    evbus_t *bus = open_bus();
+    hot_t h;
+    memset(&h, 0, sizeof h);
+    pthread_mutex_init(&h.mu, NULL);
+    evbus_sub_opts_t o;
+    evbus_retry_policy_t retry;
+    fast_retry_opts(&o, &retry, 5);
+    o.concurrency = WORKERS;
+    char why[512];
+    ck_assert_msg(evbus_subscribe_opts(bus, topic, "par", &o, hot_handler, &h,
+                                       why, sizeof why) != NULL,
+                  "%s", why);
+    for (int s = 0; s < HOT; s++)
+        publish_with_key(bus, topic, "hot", s);
+    for (int s = 0; s < COLD; s++) {
+        char key[16];
+        snprintf(key, sizeof key, "c%d", s);
+        publish_with_key(bus, topic, key, s);
+    }
+    ck_assert_int_eq(evbus_flush(bus, HANG_MS), EVBUS_OK);
+    uint64_t guard = now_ms() + HANG_MS;
+    for (;;) {
+        pthread_mutex_lock(&h.mu);
+        int acked = h.acked;
+        pthread_mutex_unlock(&h.mu);
+        if (acked >= HOT + COLD || now_ms() >= guard)
+            break;
+        int rc = evbus_poll(bus, 20);
+        ck_assert_msg(rc >= 0, "evbus_poll: %s", evbus_strerror(rc));
+    }
+    pthread_mutex_lock(&h.mu);
+    ck_assert_int_eq(h.acked, HOT + COLD);
+    ck_assert_msg(h.hot0_saw_cold,
+                  "no other key ran while the first of %d events of one key "
+                  "ran", HOT);
+    pthread_mutex_unlock(&h.mu);
+    evbus_close(bus);
+    pthread_mutex_destroy(&h.mu);
+}
+END_TEST
+
 size_t concurrency_cases(conf_case_t *out, size_t max)
 {
     const conf_case_t cases[] = {
@@ -272,6 +361,9 @@ size_t concurrency_cases(conf_case_t *out, size_t max)
          NULL, 0},
         {"stop_waits_for_workers_only", stop_waits_for_workers_only, 0, 0,
          NULL, 0},
+        {"hot_key_backlog_lets_others_run", hot_key_backlog_lets_others_run,
+         0, EVBUS_FEAT_ORDERED | EVBUS_FEAT_ORDERED_BY_KEY,
+         "backend promises no order", 0},
     };
     size_t n = sizeof cases / sizeof cases[0];
     for (size_t i = 0; i < n && i < max; i++)
