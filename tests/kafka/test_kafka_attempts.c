@@ -159,8 +159,17 @@ START_TEST(retry_count_survives_a_restart)
     ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
                                                a, err, sizeof err));
     end = kt_now_ms() + HANG_MS;
-    while (a->max_attempt[1] <= before && kt_now_ms() < end)
+    /* Events 0 and 2 may sit in partitions the first bus never reached:
+     * wait for all three, not only the retried one. */
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        bool done = a->max_attempt[1] > before && a->max_attempt[0] >= 1 &&
+                    a->max_attempt[2] >= 1;
+        pthread_mutex_unlock(&a->mu);
+        if (done || kt_now_ms() >= end)
+            break;
         evbus_poll(bus, 20);
+    }
     ck_assert_int_eq(a->max_attempt[1], before + 1);
     ck_assert_int_eq(a->max_attempt[0], 1);
     ck_assert_int_eq(a->max_attempt[2], 1);
@@ -279,6 +288,121 @@ START_TEST(dlq_failure_ack_unpins_the_offset)
 }
 END_TEST
 
+/* ------------------------------------------------------------ failures */
+
+/* Every commit that would record an attempt fails, more times than the
+ * retry policy allows attempts: the events go back unhandled each time and
+ * must come through at attempt 1 once a commit succeeds - a recording that
+ * failed is not a handler call, so nothing is dead-lettered. */
+START_TEST(failed_recordings_charge_no_attempt)
+{
+    enum { N = 3, FAILS = 8 };
+    char topic[128];
+    kt_topic(topic, sizeof topic, "recfail");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
+    evbus_t *bus = kt_open(mock.url);
+    kt_publish_range(bus, topic, 0, N, HANG_MS);
+    att_t *a = malloc(sizeof *a);
+    att_init(a);
+    rd_kafka_resp_err_t errs[FAILS];
+    for (int i = 0; i < FAILS; i++)
+        errs[i] = RD_KAFKA_RESP_ERR_INVALID_COMMIT_OFFSET_SIZE;
+    rd_kafka_mock_push_request_errors_array(mock.mc, 8 /* OffsetCommit */,
+                                            FAILS, errs);
+    evbus_sub_t *sub = evbus_subscribe(bus, topic, "rf", att_handler, a);
+    ck_assert_ptr_nonnull(sub);
+    poll_acked(bus, a, N);
+    evbus_sub_metrics_t m;
+    evbus_sub_metrics_init(&m);
+    ck_assert_int_eq(evbus_sub_metrics_get(sub, &m), EVBUS_OK);
+    ck_assert_msg(m.dead_lettered == 0,
+                  "%llu event(s) dead-lettered that no handler had seen",
+                  (unsigned long long)m.dead_lettered);
+    ck_assert_int_eq(att_acked(a), N);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(a->max_attempt[i] == 1,
+                      "event %d ran as attempt %d after failed recordings", i,
+                      a->max_attempt[i]);
+    evbus_close(bus);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+END_TEST
+
+/* The group coordinator goes away while an event waits for its second
+ * attempt, whose recording needs a commit: the commit gives up after
+ * commit_timeout_ms, evbus_poll returns, no handler runs while nothing can
+ * be recorded, and once the coordinator is back the event runs as attempt
+ * 2 - the failed recordings charged nothing. Without the bound, the first
+ * poll waited inside rd_kafka_commit until the session timed out (for
+ * good, in kafka-faults, when the test thread was the one to bring the
+ * broker back), the partition was lost and the handler ran on. */
+START_TEST(coordinator_down_does_not_hang_poll)
+{
+    char topic[128], url[1200];
+    kt_topic(topic, sizeof topic, "coorddown");
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mock.mc, topic, 1, 1), 0);
+    /* Only the coordinator goes down: the others still answer
+     * FindCoordinator with it, so librdkafka waits for it to return. */
+    ck_assert_int_eq(rd_kafka_mock_partition_set_leader(mock.mc, topic, 0, 1),
+                     0);
+    ck_assert_int_eq(rd_kafka_mock_coordinator_set(mock.mc, "group", "cd", 2),
+                     0);
+    snprintf(url, sizeof url, "%s&commit_timeout_ms=300", mock.url);
+    evbus_t *bus = kt_open(url);
+    kt_publish_range(bus, topic, 0, 1, HANG_MS);
+    att_t *a = malloc(sizeof *a);
+    att_init(a);
+    a->retry_seq = 0;
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_attempts = 50;
+    retry.initial_ms = 200;
+    retry.max_ms = 200;
+    retry.jitter = EVBUS_JITTER_NONE;
+    o.retry = &retry;
+    char err[256];
+    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "cd", &o,
+                                               att_handler, a, err,
+                                               sizeof err));
+    long long end = kt_now_ms() + HANG_MS;
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        bool ran = a->calls >= 1;
+        pthread_mutex_unlock(&a->mu);
+        if (ran || kt_now_ms() >= end)
+            break;
+        evbus_poll(bus, 20);
+    }
+    ck_assert_int_eq(a->max_attempt[0], 1);
+    rd_kafka_mock_broker_set_down(mock.mc, 2);
+    /* The retry falls due and cannot be recorded: each call comes back,
+     * and the handler does not run. */
+    for (int i = 0; i < 5; i++)
+        evbus_poll(bus, 100);
+    pthread_mutex_lock(&a->mu);
+    int calls_while_down = a->calls;
+    pthread_mutex_unlock(&a->mu);
+    ck_assert_msg(calls_while_down == 1,
+                  "%d handler call(s) while no attempt could be recorded",
+                  calls_while_down - 1);
+    rd_kafka_mock_broker_set_up(mock.mc, 2);
+    pthread_mutex_lock(&a->mu);
+    a->retry_seq = -1;
+    pthread_mutex_unlock(&a->mu);
+    poll_acked(bus, a, 1);
+    ck_assert_int_eq(att_acked(a), 1);
+    ck_assert_msg(a->max_attempt[0] == 2,
+                  "the retried event ran as attempt %d, not 2",
+                  a->max_attempt[0]);
+    evbus_close(bus);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+END_TEST
+
 /* ------------------------------------------------------------ topics */
 
 typedef struct {
@@ -368,6 +492,8 @@ int main(void)
     tcase_add_test(tc, retry_count_survives_a_restart);
     tcase_add_test(tc, crash_when_idle_makes_no_suspects);
     tcase_add_test(tc, dlq_failure_ack_unpins_the_offset);
+    tcase_add_test(tc, failed_recordings_charge_no_attempt);
+    tcase_add_test(tc, coordinator_down_does_not_hang_poll);
     tcase_add_test(tc, three_topics_back_to_back_all_receive);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

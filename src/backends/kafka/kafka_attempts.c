@@ -253,14 +253,36 @@ void evbus__kafka_commit_build(kafka_sub_t *s,
     }
 }
 
+/* Sends l and waits for the answer at most commit_timeout_ms. A plain
+ * synchronous rd_kafka_commit waits without limit while the group has no
+ * coordinator (a broker down), and the callers hold commit_mu on the
+ * application's poll thread: evbus_poll would hang for as long as the
+ * broker stays away. A commit that times out may still be sent later;
+ * librdkafka keeps commits in order on the way to the coordinator, so a
+ * later one still lands after it. */
 rd_kafka_resp_err_t evbus__kafka_commit_send(kafka_group_t *g,
                                              rd_kafka_topic_partition_list_t *l)
 {
     if (!l->cnt)
         return RD_KAFKA_RESP_ERR_NO_ERROR;
-    rd_kafka_resp_err_t err = rd_kafka_commit(g->rk, l, 0);
-    for (int i = 0; !err && i < l->cnt; i++)
-        err = l->elems[i].err;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(g->rk);
+    if (!q)
+        return RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE;
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(g->rk, l, q, NULL, NULL);
+    if (!err) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, g->kb->commit_timeout_ms);
+        if (!ev) {
+            err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        } else {
+            err = rd_kafka_event_error(ev);
+            const rd_kafka_topic_partition_list_t *r =
+                rd_kafka_event_topic_partition_list(ev);
+            for (int i = 0; !err && r && i < r->cnt; i++)
+                err = r->elems[i].err;
+            rd_kafka_event_destroy(ev);
+        }
+    }
+    rd_kafka_queue_destroy(q);
     return err == RD_KAFKA_RESP_ERR__NO_OFFSET ? RD_KAFKA_RESP_ERR_NO_ERROR
                                                : err;
 }
@@ -324,6 +346,25 @@ static bool note_attempt(kafka_sub_t *s, const evbus_msg_t *msg, bool *full)
     return false;
 }
 
+/* Undoes note_attempt for a record whose attempt could not be recorded:
+ * the core gives it back without calling the handler, so the count it
+ * will report on the next fetch is the one it had (attempts = handler
+ * calls, not recording tries). msg->attempts is the attempt that was
+ * about to start, so the one before it is the last that ran. s->mu held. */
+static void forget_attempt(const evbus_msg_t *msg)
+{
+    kafka_msg_t *m = msg->cookie;
+    if (m->part->revoked)
+        return;
+    m->attempts = msg->attempts > 0 ? msg->attempts - 1 : 0;
+    if (m->attempts == 0) {
+        m->started = false;
+        m->first_ms = 0;
+    }
+    if (m->attempts < 2)
+        m->exact = false;
+}
+
 int evbus__kafka_record_attempts(void *priv, void *bsub,
                                  evbus_msg_t *const *msgs, int n)
 {
@@ -359,6 +400,8 @@ int evbus__kafka_record_attempts(void *priv, void *bsub,
     if (err) {
         /* Not recorded: send it again with the next commit. */
         pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < n; i++)
+            forget_attempt(msgs[i]);
         for (int i = 0; i < l->cnt; i++) {
             int32_t id = l->elems[i].partition;
             kafka_part_t *p =

@@ -10,6 +10,9 @@
  *                                    consumers read both
  *   connect_timeout_ms=N             how long evbus_open and evbus_health
  *                                    wait for the cluster (default 10000)
+ *   commit_timeout_ms=N              how long a commit that records
+ *                                    attempts may wait for the group
+ *                                    coordinator (default 5000)
  *   kafka.<property>=V               any librdkafka property, for the
  *                                    producer and every consumer (one
  *                                    per consumer group the bus joins)
@@ -247,6 +250,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     evbus__cond_init(&kb->cv);
     pthread_mutex_init(&kb->groups_mu, NULL);
 
+    int rc = EVBUS_EURL;
     const char *brokers = evbus_url_hostlist(url);
     if (!brokers || !*brokers) {
         snprintf(errstr, n,
@@ -262,21 +266,20 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
         snprintf(errstr, n,
                  "kafka: content_mode must be structured or binary, not '%s'",
                  mode);
-        pthread_mutex_destroy(&kb->mu);
-    pthread_mutex_destroy(&kb->groups_mu);
-        pthread_cond_destroy(&kb->cv);
-        return EVBUS_EOPTION;
+        rc = EVBUS_EOPTION;
+        goto fail_early;
     }
     long long tmo;
-    int rc = evbus_url_param_int(url, "connect_timeout_ms", 10000, 1,
-                                 3600000, &tmo, errstr, n);
-    if (rc != EVBUS_OK) {
-        pthread_mutex_destroy(&kb->mu);
-    pthread_mutex_destroy(&kb->groups_mu);
-        pthread_cond_destroy(&kb->cv);
-        return rc;
-    }
+    rc = evbus_url_param_int(url, "connect_timeout_ms", 10000, 1, 3600000,
+                             &tmo, errstr, n);
+    if (rc != EVBUS_OK)
+        goto fail_early;
     kb->timeout_ms = (int)tmo;
+    rc = evbus_url_param_int(url, "commit_timeout_ms", 5000, 1, 3600000, &tmo,
+                             errstr, n);
+    if (rc != EVBUS_OK)
+        goto fail_early;
+    kb->commit_timeout_ms = (int)tmo;
 
     rd_kafka_conf_t *pconf = rd_kafka_conf_new();
     rd_kafka_conf_t *cconf = rd_kafka_conf_new();
@@ -331,11 +334,11 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     rd_kafka_metadata_destroy(md);
     return EVBUS_OK;
 
-fail_early:
+fail_early: /* nothing but the locks made yet */
     pthread_mutex_destroy(&kb->mu);
     pthread_mutex_destroy(&kb->groups_mu);
     pthread_cond_destroy(&kb->cv);
-    return EVBUS_EURL;
+    return rc;
 }
 
 static void kafka_close(void *priv)

@@ -53,6 +53,7 @@ typedef struct kafka_bus {
     evbus_host_t *host;
     kafka_mode_t mode;
     int timeout_ms;               /* connect check and health */
+    int commit_timeout_ms;        /* longest wait for one commit's answer */
     rd_kafka_t *producer;
     rd_kafka_conf_t *consumer_conf; /* template, duplicated per subscription */
     pthread_t dr_thread;
