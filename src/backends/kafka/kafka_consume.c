@@ -118,21 +118,91 @@ static void part_detach(kafka_sub_t *s, kafka_part_t *p)
     part_unref(p); /* the attachment */
 }
 
-/* Drops buffered records of revoked partitions from the buffer. Locked. */
+/* ---------------------------------------------------------- the buffer
+ *
+ * Each partition keeps its buffered records in offset order; the
+ * partitions that have some wait in a ring, and fetch takes a slice of
+ * each in turn. A consumer receives long runs of one partition (a fetch
+ * response each), and one partition carries only a share of the keys:
+ * handing out a run whole would leave the core's workers few keys to run
+ * at once. Locked (s->mu), all of it. */
+
+#define FETCH_SLICE 8 /* records of one partition per turn */
+
+static void ring_push(kafka_sub_t *s, kafka_part_t *p, bool front)
+{
+    if (p->in_rr)
+        return;
+    p->in_rr = true;
+    if (front || !s->rr_tail) {
+        p->next_rr = s->rr_head;
+        s->rr_head = p;
+        if (!s->rr_tail)
+            s->rr_tail = p;
+    } else {
+        p->next_rr = NULL;
+        s->rr_tail->next_rr = p;
+        s->rr_tail = p;
+    }
+}
+
+/* Takes the partition at the front of the ring out of it. */
+static kafka_part_t *ring_pop(kafka_sub_t *s)
+{
+    kafka_part_t *p = s->rr_head;
+    if (p) {
+        s->rr_head = p->next_rr;
+        if (!s->rr_head)
+            s->rr_tail = NULL;
+        p->next_rr = NULL;
+        p->in_rr = false;
+    }
+    return p;
+}
+
+/* Appends a record to its partition's buffer. */
+static void buffer_append(kafka_sub_t *s, kafka_msg_t *m)
+{
+    kafka_part_t *p = m->part;
+    m->next_ready = NULL;
+    if (p->ready_tail)
+        p->ready_tail->next_ready = m;
+    else
+        p->ready_head = m;
+    p->ready_tail = m;
+    s->ready_len++;
+    ring_push(s, p, false);
+}
+
+/* Empties the buffer of the partitions keep() refuses (all when NULL). */
+static void buffer_drop(kafka_sub_t *s, bool (*keep)(const kafka_part_t *))
+{
+    kafka_part_t *kept = NULL, *p;
+    while ((p = ring_pop(s))) {
+        if (keep && keep(p)) {
+            p->next_rr = kept;
+            kept = p;
+            continue;
+        }
+        for (kafka_msg_t *m = p->ready_head; m; m = m->next_ready)
+            s->ready_len--;
+        p->ready_head = p->ready_tail = NULL;
+    }
+    while ((p = kept)) {
+        kept = p->next_rr;
+        ring_push(s, p, true);
+    }
+}
+
+static bool not_revoked(const kafka_part_t *p)
+{
+    return !p->revoked;
+}
+
+/* Drops buffered records of revoked partitions from the buffer. */
 static void buffer_drop_revoked(kafka_sub_t *s)
 {
-    kafka_msg_t **pp = &s->ready_head, *last = NULL;
-    while (*pp) {
-        kafka_msg_t *m = *pp;
-        if (m->part->revoked) {
-            *pp = m->next_ready;
-            s->ready_len--;
-        } else {
-            last = m;
-            pp = &m->next_ready;
-        }
-    }
-    s->ready_tail = last;
+    buffer_drop(s, not_revoked);
 }
 
 void evbus__kafka_sub_revoke_locked(kafka_sub_t *s,
@@ -245,12 +315,7 @@ void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
         else
             p->head = m;
         p->tail = m;
-        if (s->ready_tail)
-            s->ready_tail->next_ready = m;
-        else
-            s->ready_head = m;
-        s->ready_tail = m;
-        s->ready_len++;
+        buffer_append(s, m);
     }
     pthread_mutex_unlock(&s->mu);
     if (oom_part >= 0)
@@ -304,8 +369,7 @@ void evbus__kafka_sub_let_go(kafka_sub_t *s)
 {
     evbus__kafka_commit_sub(s);
     pthread_mutex_lock(&s->mu);
-    s->ready_head = s->ready_tail = NULL;
-    s->ready_len = 0;
+    buffer_drop(s, NULL);
     for (size_t i = 0; i < s->nparts; i++)
         if (s->parts[i]) {
             kafka_part_t *p = s->parts[i];
@@ -324,14 +388,23 @@ int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
     (void)priv;
     kafka_sub_t *s = bsub;
-    int n = 0;
+    int n = 0, slice = 0;
+    kafka_part_t *p = NULL;
     pthread_mutex_lock(&s->mu);
-    while (n < max && s->ready_head) {
-        kafka_msg_t *m = s->ready_head;
-        s->ready_head = m->next_ready;
-        if (!s->ready_head)
-            s->ready_tail = NULL;
+    while (n < max) {
+        if (!p || !p->ready_head || slice == FETCH_SLICE) {
+            if (p && p->ready_head)
+                ring_push(s, p, false); /* its next slice, later */
+            if (!(p = ring_pop(s)))
+                break;
+            slice = 0;
+        }
+        kafka_msg_t *m = p->ready_head;
+        p->ready_head = m->next_ready;
+        if (!p->ready_head)
+            p->ready_tail = NULL;
         s->ready_len--;
+        slice++;
         m->next_ready = NULL;
         m->state = KMSG_HANDED;
         m->part->handed++;
@@ -348,6 +421,8 @@ int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         o->cookie = m;
         o->cookie_u64 = (uint64_t)m->offset;
     }
+    if (p && p->ready_head) /* the rest of its slice comes first */
+        ring_push(s, p, slice < FETCH_SLICE);
     if (s->room_waiting && s->ready_len <= KAFKA_BUF_LOW)
         pthread_cond_signal(&s->room_cv);
     pthread_mutex_unlock(&s->mu);
@@ -378,14 +453,16 @@ static void requeue(kafka_sub_t *s, kafka_msg_t *m)
             m->decode_error = why ? why : strdup("undecodable Kafka record");
     }
     m->state = KMSG_BUFFERED;
-    kafka_msg_t **pp = &s->ready_head;
-    while (*pp && !((*pp)->part == m->part && (*pp)->offset > m->offset))
+    kafka_part_t *p = m->part;
+    kafka_msg_t **pp = &p->ready_head;
+    while (*pp && (*pp)->offset < m->offset)
         pp = &(*pp)->next_ready;
     m->next_ready = *pp;
     *pp = m;
     if (!m->next_ready)
-        s->ready_tail = m;
+        p->ready_tail = m;
     s->ready_len++;
+    ring_push(s, p, true);
 }
 
 int evbus__kafka_settle(void *priv, void *bsub, evbus_msg_t *msg,

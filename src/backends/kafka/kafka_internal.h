@@ -86,7 +86,7 @@ typedef struct kafka_part kafka_part_t;
 
 /* One consumed record; the message's cookie. */
 typedef struct kafka_msg {
-    struct kafka_msg *next_ready; /* buffer (FIFO) link */
+    struct kafka_msg *next_ready; /* its partition's buffer link */
     struct kafka_msg *next_part;  /* partition list link, offset order */
     kafka_part_t *part;
     rd_kafka_message_t *rkm;      /* payload lives here until settled */
@@ -121,6 +121,11 @@ struct kafka_part {
     int refs;                    /* records pointing here, +1 while attached */
     int handed;                  /* records the core holds */
     kafka_msg_t *head, *tail;    /* records not yet popped, offset order */
+    /* Its buffered records, offset order, and its place in the sub's ring
+     * of partitions that have some (fetch takes a slice of each in turn). */
+    kafka_msg_t *ready_head, *ready_tail;
+    struct kafka_part *next_rr;
+    bool in_rr;
     /* Commits and attempts (kafka_attempts.c). */
     int64_t commit_off;   /* L: next offset to consume, -1 unknown */
     bool commit_dirty;    /* L or the metadata changed since sent */
@@ -146,8 +151,8 @@ typedef struct kafka_sub {
 
     pthread_mutex_t mu;
     pthread_cond_t settled_cv;   /* a settle happened (revoke waits) */
-    kafka_msg_t *ready_head, *ready_tail;
-    size_t ready_len;
+    kafka_part_t *rr_head, *rr_tail; /* partitions with buffered records */
+    size_t ready_len;                /* buffered records, all partitions */
     kafka_part_t **parts;        /* attached partitions by id */
     size_t nparts;
     bool commits_dirty;          /* some part has commit_dirty */
