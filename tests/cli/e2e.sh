@@ -10,31 +10,8 @@ evbus=$1 dropper=$2 url=$3
 idle=${CLI_IDLE:-2}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/evbus-cli-e2e.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
-fails=0
 topic=cli.$$.$RANDOM
-
-fail() {
-    echo "FAIL: $*" >&2
-    fails=$((fails + 1))
-}
-# expect_rc WANT DESCRIPTION CMD... : runs CMD, output in $tmp/out/$tmp/err
-expect_rc() {
-    local want=$1 what=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" != "$want" ]; then
-        fail "$what: exit $rc, wanted $want"
-        sed 's/^/  stdout: /' "$tmp/out" >&2
-        sed 's/^/  stderr: /' "$tmp/err" >&2
-        return 1
-    fi
-    return 0
-}
-# contains FILE TEXT DESCRIPTION
-contains() {
-    grep -qF -- "$2" "$1" || { fail "$3: '$2' not in output:"; sed 's/^/  | /' "$1" >&2; }
-}
+. "$(dirname "$0")/lib.sh"
 not_contains() {
     ! grep -qF -- "$2" "$1" || { fail "$3: '$2' unexpectedly in output:"; sed 's/^/  | /' "$1" >&2; }
 }
