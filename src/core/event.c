@@ -333,28 +333,55 @@ static int replace(evbus_event_t *ev, char **slot, const char *v)
 
 #define NO_EVENT() evbus__event_refuse("no event (NULL)")
 
-int evbus_event_set_id(evbus_event_t *ev, const char *id)
+int evbus__attr_check(int attr, const char *v)
+{
+    static const char *const names[] = {"id",      "source", "type",
+                                        "subject", "time",   "dataschema",
+                                        "datacontenttype"};
+    int rc = check_plain(names[attr], v);
+    if (rc)
+        return rc;
+    if (attr == EVBUS__ATTR_TIME && !evbus__time_parse(v, NULL))
+        return evbus__event_refuse(
+            "time '%.64s' is not an RFC 3339 timestamp "
+            "(YYYY-MM-DDTHH:MM:SS[.frac] and Z or +hh:mm)",
+            v);
+    if (attr == EVBUS__ATTR_DATASCHEMA && !evbus__uri_absolute(v))
+        return evbus__event_refuse("dataschema '%.64s' is not an absolute "
+                                   "URI",
+                                   v);
+    if (attr == EVBUS__ATTR_DATACONTENTTYPE && !evbus__media_type_ok(v))
+        return evbus__event_refuse("datacontenttype '%.64s' is not a media "
+                                   "type (type/subtype)",
+                                   v);
+    return EVBUS_OK;
+}
+
+/* A required attribute (any value checked) or an optional one (NULL
+ * unsets) set to a copy of v. */
+static int set_attr(evbus_event_t *ev, int attr, char **slot, const char *v,
+                    bool required)
 {
     if (!ev)
         return NO_EVENT();
-    int rc = check_plain("id", id);
-    return rc ? rc : replace(ev, &ev->id, id);
+    int rc = v || required ? evbus__attr_check(attr, v) : EVBUS_OK;
+    return rc ? rc : replace(ev, slot, v);
+}
+
+int evbus_event_set_id(evbus_event_t *ev, const char *id)
+{
+    return set_attr(ev, EVBUS__ATTR_ID, ev ? &ev->id : NULL, id, true);
 }
 
 int evbus_event_set_source(evbus_event_t *ev, const char *source)
 {
-    if (!ev)
-        return NO_EVENT();
-    int rc = check_plain("source", source);
-    return rc ? rc : replace(ev, &ev->source, source);
+    return set_attr(ev, EVBUS__ATTR_SOURCE, ev ? &ev->source : NULL, source,
+                    true);
 }
 
 int evbus_event_set_type(evbus_event_t *ev, const char *type)
 {
-    if (!ev)
-        return NO_EVENT();
-    int rc = check_plain("type", type);
-    return rc ? rc : replace(ev, &ev->type, type);
+    return set_attr(ev, EVBUS__ATTR_TYPE, ev ? &ev->type : NULL, type, true);
 }
 
 /* Sets datacontenttype (already validated) and the cached JSON flag. */
@@ -374,56 +401,29 @@ int evbus_event_set_datacontenttype(evbus_event_t *ev,
     if (!ev)
         return NO_EVENT();
     if (content_type) {
-        int rc = check_plain("datacontenttype", content_type);
+        int rc = evbus__attr_check(EVBUS__ATTR_DATACONTENTTYPE, content_type);
         if (rc)
             return rc;
-        if (!evbus__media_type_ok(content_type))
-            return evbus__event_refuse("datacontenttype '%.64s' is not a "
-                                       "media type (type/subtype)",
-                                       content_type);
     }
     return set_ct(ev, content_type);
 }
 
 int evbus_event_set_dataschema(evbus_event_t *ev, const char *uri)
 {
-    if (!ev)
-        return NO_EVENT();
-    if (uri) {
-        int rc = check_plain("dataschema", uri);
-        if (rc)
-            return rc;
-        if (!evbus__uri_absolute(uri))
-            return evbus__event_refuse("dataschema '%.64s' is not an "
-                                       "absolute URI",
-                                       uri);
-    }
-    return replace(ev, &ev->dataschema, uri);
+    return set_attr(ev, EVBUS__ATTR_DATASCHEMA, ev ? &ev->dataschema : NULL,
+                    uri, false);
 }
 
 int evbus_event_set_subject(evbus_event_t *ev, const char *subject)
 {
-    if (!ev)
-        return NO_EVENT();
-    int rc = subject ? check_plain("subject", subject) : EVBUS_OK;
-    return rc ? rc : replace(ev, &ev->subject, subject);
+    return set_attr(ev, EVBUS__ATTR_SUBJECT, ev ? &ev->subject : NULL,
+                    subject, false);
 }
 
 int evbus_event_set_time(evbus_event_t *ev, const char *rfc3339)
 {
-    if (!ev)
-        return NO_EVENT();
-    if (rfc3339) {
-        int rc = check_plain("time", rfc3339);
-        if (rc)
-            return rc;
-        if (!evbus__time_parse(rfc3339, NULL))
-            return evbus__event_refuse(
-                "time '%.64s' is not an RFC 3339 timestamp "
-                "(YYYY-MM-DDTHH:MM:SS[.frac] and Z or +hh:mm)",
-                rfc3339);
-    }
-    return replace(ev, &ev->time, rfc3339);
+    return set_attr(ev, EVBUS__ATTR_TIME, ev ? &ev->time : NULL, rfc3339,
+                    false);
 }
 
 /* ---- data */
@@ -529,6 +529,39 @@ int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
     return data_replace(ev, vs, (size_t)(ve - vs), EVBUS__DATA_JSON);
 }
 
+int evbus__data_kind(const void *data, size_t len, const char *ct,
+                     bool exact, const char **p, size_t *n)
+{
+    int kind;
+    const char *vs, *ve;
+    *p = data;
+    *n = len;
+    if (!ct) {
+        /* untyped bytes: JSON if they are exactly one JSON value (not
+         * null, which the JSON format cannot carry), else bytes */
+        kind = json_value_span(data, len, &vs, &ve, false) && vs == *p &&
+                       ve == *p + len && !(len == 4 && !memcmp(*p, "null", 4))
+                   ? EVBUS__DATA_JSON
+                   : EVBUS__DATA_BINARY;
+    } else if (evbus__media_type_is_json(ct)) {
+        if (!json_value_span(data, len, &vs, &ve, true))
+            return -1;
+        /* whitespace around JSON data has no place in the JSON format and
+         * would not survive it: dropped, also in exact mode */
+        *p = vs;
+        *n = (size_t)(ve - vs);
+        kind = EVBUS__DATA_JSON;
+    } else if (evbus__media_type_is_text(ct) && evbus__utf8_ok(data, len)) {
+        kind = EVBUS__DATA_TEXT;
+    } else {
+        kind = EVBUS__DATA_BINARY;
+    }
+    if (exact && kind == EVBUS__DATA_JSON && *n == 4 &&
+        !memcmp(*p, "null", 4))
+        kind = EVBUS__DATA_BINARY; /* keep the bytes: JSON null is no data */
+    return kind;
+}
+
 /* evbus_event_set_data (exact = false) and evbus_event_set_data_bytes
  * (exact = true: no default content type, untyped bytes never trimmed). */
 static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
@@ -545,13 +578,9 @@ static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
     if (!content_type && !exact)
         content_type = "application/octet-stream";
     if (content_type) {
-        int crc = check_plain("datacontenttype", content_type);
+        int crc = evbus__attr_check(EVBUS__ATTR_DATACONTENTTYPE, content_type);
         if (crc)
             return crc;
-        if (!evbus__media_type_ok(content_type))
-            return evbus__event_refuse("datacontenttype '%.64s' is not a "
-                                       "media type (type/subtype)",
-                                       content_type);
     }
     if (!data) { /* exact: no data, the content type as given */
         int rc = set_ct(ev, content_type);
@@ -559,36 +588,14 @@ static int set_data_common(evbus_event_t *ev, const void *data, size_t len,
             data_clear(ev);
         return rc;
     }
-    int kind;
-    const char *p = data;
-    size_t n = len;
-    const char *vs, *ve;
-    if (!content_type) {
-        /* untyped bytes: JSON if they are exactly one JSON value (not
-         * null, which the JSON format cannot carry), else bytes */
-        kind = json_value_span(data, len, &vs, &ve, false) && vs == p &&
-                       ve == p + n && !(n == 4 && !memcmp(p, "null", 4))
-                   ? EVBUS__DATA_JSON
-                   : EVBUS__DATA_BINARY;
-    } else if (evbus__media_type_is_json(content_type)) {
-        if (!json_value_span(data, len, &vs, &ve, true))
-            return EVBUS_EINVAL;
-        /* whitespace around JSON data has no place in the JSON format and
-         * would not survive it: dropped, also in exact mode */
-        p = vs;
-        n = (size_t)(ve - vs);
-        kind = EVBUS__DATA_JSON;
-    } else if (evbus__media_type_is_text(content_type) &&
-               evbus__utf8_ok(data, len)) {
-        kind = EVBUS__DATA_TEXT;
-    } else {
-        kind = EVBUS__DATA_BINARY;
-    }
+    const char *p;
+    size_t n;
+    int kind = evbus__data_kind(data, len, content_type, exact, &p, &n);
+    if (kind < 0)
+        return EVBUS_EINVAL;
     int rc = set_ct(ev, content_type);
     if (rc != EVBUS_OK)
         return rc;
-    if (exact && kind == EVBUS__DATA_JSON && n == 4 && !memcmp(p, "null", 4))
-        kind = EVBUS__DATA_BINARY; /* keep the bytes: JSON null is no data */
     return data_replace(ev, p, n, kind);
 }
 

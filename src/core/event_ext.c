@@ -27,7 +27,7 @@ static bool reserved_name(const char *name)
 
 /* Lowercase a-z0-9, at most 20, not a context attribute; records the
  * reason when not. The name is printed only once it is known to be text. */
-static bool ext_name_check(const char *name)
+bool evbus__ext_name_check(const char *name)
 {
     if (!evbus__name_ok(name)) {
         size_t bad, len = strlen(name);
@@ -124,9 +124,9 @@ int evbus_event_set_ext(evbus_event_t *ev, const char *name,
         evbus__ext_t *x = evbus__ext_find(ev, name);
         if (x)
             ext_remove(ev, x);
-        return x || ext_name_check(name) ? EVBUS_OK : EVBUS_EINVAL;
+        return x || evbus__ext_name_check(name) ? EVBUS_OK : EVBUS_EINVAL;
     }
-    if (!ext_name_check(name))
+    if (!evbus__ext_name_check(name))
         return EVBUS_EINVAL;
     size_t n;
     char *buf = evbus__event_reason_buf(&n);
@@ -142,7 +142,7 @@ int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
         return NO_EVENT();
     if (!name)
         return evbus__event_refuse("extension name is NULL");
-    if (!ext_name_check(name))
+    if (!evbus__ext_name_check(name))
         return EVBUS_EINVAL;
     if (value > EVBUS__EXT_INT_MAX || value < -EVBUS__EXT_INT_MAX)
         return evbus__event_refuse("extension '%s': %lld is outside "
@@ -159,7 +159,7 @@ int evbus_event_set_ext_bool(evbus_event_t *ev, const char *name, int value)
         return NO_EVENT();
     if (!name)
         return evbus__event_refuse("extension name is NULL");
-    if (!ext_name_check(name))
+    if (!evbus__ext_name_check(name))
         return EVBUS_EINVAL;
     return ext_put(ev, name, value ? "true" : "false", EVBUS__EXT_BOOL);
 }

@@ -68,11 +68,36 @@ evbus_event_t *evbus__event_alloc(size_t n_ext, size_t bytes, char **cursor);
  * reason in evbus_event_error_message) or out of memory. */
 evbus_event_t *evbus__event_new_with_id(const char *type, const char *source,
                                         const char *id, size_t n_ext);
+/* The attributes evbus__attr_check knows. */
+enum {
+    EVBUS__ATTR_ID,
+    EVBUS__ATTR_SOURCE,
+    EVBUS__ATTR_TYPE,
+    EVBUS__ATTR_SUBJECT,
+    EVBUS__ATTR_TIME,
+    EVBUS__ATTR_DATASCHEMA,
+    EVBUS__ATTR_DATACONTENTTYPE
+};
+/* Checks a (non-NULL) value of attribute attr as its setter does: text,
+ * not empty; time RFC 3339, dataschema an absolute URI, datacontenttype a
+ * media type. EVBUS_OK or EVBUS_EINVAL with the reason recorded (NULL is
+ * refused as missing). Thread-safe. */
+int evbus__attr_check(int attr, const char *v);
+/* How evbus_event_set_data (exact false) or evbus_event_set_data_bytes
+ * (exact true) keeps len bytes (not NULL) of content type ct (already
+ * checked; NULL: untyped): returns EVBUS__DATA_* with the bytes to keep in
+ * [*p, *p + *n) (JSON loses surrounding whitespace), or -1 with the reason
+ * recorded when ct is a JSON type and the bytes are not one JSON value. */
+int evbus__data_kind(const void *data, size_t len, const char *ct,
+                     bool exact, const char **p, size_t *n);
 /* Copies n bytes plus a NUL to *cursor, advances it, returns the copy. */
 char *evbus__blk_put(char **cursor, const void *src, size_t n);
 
 /* ---- event_ext.c: the extension named name, or NULL. */
 evbus__ext_t *evbus__ext_find(const evbus_event_t *ev, const char *name);
+/* An extension name: lowercase a-z0-9, at most 20, not a context
+ * attribute. Records the reason when not. */
+bool evbus__ext_name_check(const char *name);
 
 /* Frees p unless it lives in ev's trailing block. */
 void evbus__event_release(evbus_event_t *ev, void *p);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backends/kafka/kafka_internal.h"
+#include "core/event_internal.h"
 
 static rd_kafka_headers_t *binary_headers(const char *id)
 {
@@ -121,16 +122,79 @@ START_TEST(binary_headers_must_be_utf8)
         free(why);
         rd_kafka_headers_destroy(h);
     }
-    /* a NUL inside a header value is not cut short silently */
-    rd_kafka_headers_t *h = binary_headers("b4");
-    rd_kafka_header_add(h, "ce_subject", -1, "a\0b", 3);
-    evbus_event_t *ev = NULL;
-    char *why = NULL;
-    ck_assert_int_eq(evbus__kafka_wire_decode("x", 1, h, &ev, &why),
-                     EVBUS_EDECODE);
-    ck_assert_ptr_nonnull(strstr(why, "NUL"));
-    free(why);
-    rd_kafka_headers_destroy(h);
+    /* a NUL inside a header value is not cut short silently, also not in
+     * a required attribute or the content type */
+    static const char *const nul_in[] = {"ce_subject", "ce_id", "ce_myext",
+                                         "content-type"};
+    for (size_t i = 0; i < sizeof nul_in / sizeof nul_in[0]; i++) {
+        rd_kafka_headers_t *h = binary_headers("b4");
+        rd_kafka_header_add(h, nul_in[i], -1, "a\0b", 3);
+        evbus_event_t *ev = NULL;
+        char *why = NULL;
+        ck_assert_int_eq(evbus__kafka_wire_decode("x", 1, h, &ev, &why),
+                         EVBUS_EDECODE);
+        ck_assert_ptr_null(ev);
+        ck_assert_msg(why && strstr(why, "NUL") && strstr(why, nul_in[i]),
+                      "%s: %s", nul_in[i], why ? why : "(none)");
+        free(why);
+        rd_kafka_headers_destroy(h);
+    }
+}
+END_TEST
+
+/* 1 when p points into ev's own block (no allocation of its own). */
+static int in_block(const evbus_event_t *ev, const void *p)
+{
+    return (const char *)p >= ev->blk && (const char *)p < ev->blk_end;
+}
+
+/* A binary-mode record becomes an event in one allocation: header values
+ * are copied once, from where librdkafka keeps them, into the event's
+ * block (the consume path allocated a dozen times per record before).
+ * Repeated names keep the last value, extensions their first place. */
+START_TEST(binary_event_is_one_allocation)
+{
+    rd_kafka_headers_t *h = binary_headers("b5");
+    rd_kafka_header_add(h, "content-type", -1, "application/json", -1);
+    rd_kafka_header_add(h, "ce_subject", -1, "first", -1);
+    rd_kafka_header_add(h, "ce_time", -1, "2026-12-02T10:00:00Z", -1);
+    rd_kafka_header_add(h, "ce_dataschema", -1, "https://x.example/s", -1);
+    rd_kafka_header_add(h, "ce_a", -1, "1", -1);
+    rd_kafka_header_add(h, "ce_b", -1, "2", -1);
+    rd_kafka_header_add(h, "CE_A", -1, "3", -1);
+    rd_kafka_header_add(h, "ce_subject", -1, "second", -1);
+    rd_kafka_header_add(h, "traceparent", -1, "not an attribute", -1);
+    const char json[] = " {\"k\":[1,2]} ";
+    evbus_event_t *ev = decode_ok(json, sizeof json - 1, h);
+    rd_kafka_headers_destroy(h); /* the event holds copies */
+    ck_assert_str_eq(evbus_event_id(ev), "b5");
+    ck_assert_str_eq(evbus_event_subject(ev), "second");
+    ck_assert_str_eq(evbus_event_time(ev), "2026-12-02T10:00:00Z");
+    ck_assert_str_eq(evbus_event_dataschema(ev), "https://x.example/s");
+    ck_assert_str_eq(evbus_event_datacontenttype(ev), "application/json");
+    ck_assert_int_eq((int)evbus_event_ext_count(ev), 2);
+    const char *name, *value;
+    ck_assert_int_eq(evbus_event_ext_at(ev, 0, &name, &value), EVBUS_OK);
+    ck_assert_str_eq(name, "a");
+    ck_assert_str_eq(value, "3");
+    ck_assert_int_eq(evbus_event_ext_at(ev, 1, &name, &value), EVBUS_OK);
+    ck_assert_str_eq(name, "b");
+    ck_assert_int_eq((int)evbus_event_data_len(ev), 11); /* JSON trimmed */
+    ck_assert_int_eq(memcmp(evbus_event_data(ev), "{\"k\":[1,2]}", 11), 0);
+    const void *parts[] = {evbus_event_id(ev),         evbus_event_source(ev),
+                           evbus_event_type(ev),       evbus_event_subject(ev),
+                           evbus_event_time(ev),       evbus_event_dataschema(ev),
+                           evbus_event_datacontenttype(ev),
+                           evbus_event_data(ev),       ev->ext,
+                           ev->ext[0].name,            ev->ext[0].value,
+                           ev->ext[1].name,            ev->ext[1].value};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        ck_assert_msg(in_block(ev, parts[i]), "part %zu allocated apart", i);
+    char *out = evbus_event_to_json(ev, NULL);
+    ck_assert_msg(out && strstr(out, "\"data\":{\"k\":[1,2]}"), "%s",
+                  out ? out : "(null)");
+    free(out);
+    evbus_event_free(ev);
 }
 END_TEST
 
@@ -236,6 +300,7 @@ int main(void)
     tcase_add_test(tc, binary_without_content_type_invents_nothing);
     tcase_add_test(tc, binary_content_type_is_datacontenttype);
     tcase_add_test(tc, binary_headers_must_be_utf8);
+    tcase_add_test(tc, binary_event_is_one_allocation);
     tcase_add_test(tc, encode_then_decode_gives_the_same_event);
     tcase_add_test(tc, commit_metadata_parses_only_its_own_format);
     suite_add_tcase(s, tc);

@@ -249,8 +249,8 @@ void evbus__kafka_sub_wait_for_settles(
 
 /* ------------------------------------------------------------ records in */
 
-/* Turns a consumed record into a buffer entry (decoding outside the lock).
- * Returns NULL when out of memory. */
+/* Turns a consumed record into a buffer entry, not decoded yet (see
+ * decode). Returns NULL when out of memory. */
 static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
 {
     kafka_msg_t *m = calloc(1, sizeof *m);
@@ -258,18 +258,31 @@ static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
         return NULL;
     m->rkm = rkm;
     m->offset = rkm->offset;
+    return m;
+}
+
+/* Decodes a fetched record unless that is done: a binary-mode event (the
+ * core takes it), the reason it is no event, or nothing (the core decodes
+ * a structured value). Runs on the thread that fetched, which also frees
+ * the event and, at settle, librdkafka's header list parsed here: decoding
+ * on the group's poll thread had every record's dozen allocations freed on
+ * another thread, and the two contended for glibc's arena lock. m is the
+ * fetcher's (handed), so no lock. EVBUS_ENOMEM or EVBUS_OK. */
+static int decode(kafka_msg_t *m)
+{
+    if (m->event || m->decode_error)
+        return EVBUS_OK;
     char *why = NULL;
-    int rc = evbus__kafka_wire_classify(rkm, &m->event, &why);
+    int rc = evbus__kafka_wire_classify(m->rkm, &m->event, &why);
     if (rc == EVBUS_ENOMEM) {
         free(why);
-        free(m);
-        return NULL;
+        return EVBUS_ENOMEM;
     }
     if (rc != EVBUS_OK)
         m->decode_error = why ? why : strdup("undecodable Kafka record");
-    else if (!m->event && !rkm->payload)
+    else if (!m->event && !m->rkm->payload)
         m->decode_error = strdup("record has no value (null or empty)");
-    return m;
+    return EVBUS_OK;
 }
 
 void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
@@ -386,7 +399,6 @@ void evbus__kafka_sub_let_go(kafka_sub_t *s)
 
 int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
 {
-    (void)priv;
     kafka_sub_t *s = bsub;
     int n = 0, slice = 0;
     kafka_part_t *p = NULL;
@@ -412,9 +424,6 @@ int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
         o->topic = s->topic;
         o->payload = m->rkm->payload;
         o->len = m->rkm->len;
-        o->event = m->event;
-        m->event = NULL;
-        o->decode_error = m->decode_error;
         o->attempts = m->attempts;
         o->first_attempt_ms = m->first_ms;
         o->prev_delay_ms = m->prev_delay_ms;
@@ -426,32 +435,36 @@ int evbus__kafka_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     if (s->room_waiting && s->ready_len <= KAFKA_BUF_LOW)
         pthread_cond_signal(&s->room_cv);
     pthread_mutex_unlock(&s->mu);
-    return n;
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        kafka_msg_t *m = out[i].cookie;
+        if (decode(m) != EVBUS_OK) {
+            /* out of memory: back into the buffer, fetched again later */
+            evbus__kafka_settle(priv, bsub, &out[i], EVBUS_SETTLE_RELEASE, 0);
+            continue;
+        }
+        out[kept] = out[i];
+        out[kept].event = m->event;
+        m->event = NULL;
+        out[kept].decode_error = m->decode_error;
+        kept++;
+    }
+    return kept;
 }
 
 /* Puts a released record back into the buffer ahead of the later records
  * of its partition, so that this member fetches it again (evbus_stop gives
  * back what was fetched and not handled; nothing else would redeliver it
- * before a rebalance). A record that cannot be rebuilt stays released and
- * pins its partition's offset until the next owner reads it. Locked. */
+ * before a rebalance). A placeholder without its librdkafka message stays
+ * released and pins its partition's offset until the next owner reads it.
+ * Locked. */
 static void requeue(kafka_sub_t *s, kafka_msg_t *m)
 {
     if (!m->rkm) {
         m->state = KMSG_RELEASED;
         return;
     }
-    if (!m->decode_error) {
-        /* The core took the binary-mode event; decode it again. */
-        char *why = NULL;
-        int rc = evbus__kafka_wire_classify(m->rkm, &m->event, &why);
-        if (rc == EVBUS_ENOMEM) {
-            free(why);
-            m->state = KMSG_RELEASED;
-            return;
-        }
-        if (rc != EVBUS_OK)
-            m->decode_error = why ? why : strdup("undecodable Kafka record");
-    }
+    /* the core took the binary-mode event: fetch decodes it again */
     m->state = KMSG_BUFFERED;
     kafka_part_t *p = m->part;
     kafka_msg_t **pp = &p->ready_head;

@@ -62,17 +62,6 @@ rd_kafka_headers_t *evbus__kafka_wire_binary_headers(const evbus_event_t *ev)
     return h;
 }
 
-/* A header value as a NUL-terminated copy (NULL when absent; "" when the
- * header has a null value). */
-static char *header_str(rd_kafka_headers_t *h, const char *name)
-{
-    const void *v;
-    size_t size;
-    if (!h || rd_kafka_header_get_last(h, name, &v, &size))
-        return NULL;
-    return v ? strndup(v, size) : strdup("");
-}
-
 static char *dup_reason(const char *fmt, const char *a, const char *b)
 {
     char buf[512];
@@ -80,129 +69,248 @@ static char *dup_reason(const char *fmt, const char *a, const char *b)
     return strdup(buf);
 }
 
-/* Builds the event of a binary-mode record. */
-static int decode_binary(const void *value, size_t len, rd_kafka_headers_t *h,
-                         const char *content_type, evbus_event_t **out,
-                         char **why)
+/* A header value borrowed from librdkafka's list (alive as long as the
+ * headers are): v is NULL when the header is absent. */
+typedef struct {
+    const char *v;
+    size_t n;
+} hval_t;
+
+/* A ce_ header that is no attribute: its name after the prefix. */
+typedef struct {
+    const char *name;
+    hval_t val;
+} hext_t;
+
+/* The attributes a ce_ header names, in the order they are checked. */
+enum {
+    H_ID = EVBUS__ATTR_ID,
+    H_SOURCE = EVBUS__ATTR_SOURCE,
+    H_TYPE = EVBUS__ATTR_TYPE,
+    H_SUBJECT = EVBUS__ATTR_SUBJECT,
+    H_TIME = EVBUS__ATTR_TIME,
+    H_DATASCHEMA = EVBUS__ATTR_DATASCHEMA,
+    H_DCT = EVBUS__ATTR_DATACONTENTTYPE,
+    H_SPEC,
+    H_COUNT
+};
+
+static const char *const attr_names[H_COUNT] = {
+    [H_ID] = "id",           [H_SOURCE] = "source",
+    [H_TYPE] = "type",       [H_SUBJECT] = "subject",
+    [H_TIME] = "time",       [H_DATASCHEMA] = "dataschema",
+    [H_DCT] = "datacontenttype", [H_SPEC] = "specversion"};
+
+static int header_attr(const char *a)
 {
-    char *spec = header_str(h, "ce_specversion");
-    char *id = header_str(h, "ce_id");
-    char *source = header_str(h, "ce_source");
-    char *type = header_str(h, "ce_type");
-    evbus_event_t *ev = NULL;
-    int rc = EVBUS_EDECODE;
-    if (!spec) {
-        rc = EVBUS_ENOMEM;
-        goto out;
-    }
-    if (strcmp(spec, "1.0") != 0) {
-        *why = dup_reason("binary-mode record with ce_specversion '%s' "
-                          "(only 1.0 is known)%s",
-                          spec, NULL);
-        goto out;
-    }
-    if (!id || !*id || !source || !*source || !type || !*type) {
-        *why = dup_reason("binary-mode record lacks a required attribute "
-                          "header (ce_id, ce_source, ce_type)%s%s",
-                          NULL, NULL);
-        goto out;
-    }
-    /* Built from the headers as they are: no id generated (a UUID per
-     * record cost most of the consume rate), no time invented. */
-    size_t next = 0;
-    const char *hn;
-    const void *hv;
-    size_t hs;
-    for (size_t i = 0; rd_kafka_header_get_all(h, i, &hn, &hv, &hs) == 0; i++)
-        next += strncasecmp(hn, "ce_", 3) == 0;
-    ev = evbus__event_new_with_id(type, source, id, next);
-    if (!ev) {
-        *why = dup_reason("binary-mode record has an invalid ce_id, ce_type "
-                          "or ce_source header: %s%s",
-                          evbus_event_error_message(), NULL);
-        goto out;
-    }
+    for (int i = 0; i < H_COUNT; i++)
+        if (strcasecmp(a, attr_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* The header that gave attribute a: ce_<name>, or content-type. */
+static void header_name(char *buf, size_t n, int a, bool from_ct)
+{
+    if (a == H_DCT && from_ct)
+        snprintf(buf, n, "content-type");
+    else
+        snprintf(buf, n, "ce_%s", attr_names[a]);
+}
+
+/* What the ce_ headers of one record say, every value borrowed. */
+typedef struct {
+    hval_t attr[H_COUNT];
+    hext_t local[16], *ext; /* local, or a malloc'd array when larger */
+    size_t next, cap;
+} hset_t;
+
+/* Sorts the ce_ headers into attributes and extensions, the last value of
+ * a name winning (extensions keep the place of their first header).
+ * EVBUS_ENOMEM or EVBUS_OK. */
+static int collect(rd_kafka_headers_t *h, hset_t *hs)
+{
     const char *name;
     const void *val;
     size_t size;
+    memset(hs->attr, 0, sizeof hs->attr);
+    hs->ext = hs->local;
+    hs->next = 0;
+    hs->cap = sizeof hs->local / sizeof hs->local[0];
     for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &size) == 0;
          i++) {
         if (strncasecmp(name, "ce_", 3) != 0)
             continue;
-        char *attr = strdup(name + 3);
-        char *v = val ? strndup(val, size) : strdup("");
-        if (!attr || !v) {
-            free(attr);
-            free(v);
-            rc = EVBUS_ENOMEM;
-            goto out;
-        }
-        for (char *p = attr; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        if (!strcmp(attr, "specversion") || !strcmp(attr, "id") ||
-            !strcmp(attr, "source") || !strcmp(attr, "type")) {
-            free(attr);
-            free(v);
+        hval_t hv = {val ? val : "", val ? size : 0};
+        int a = header_attr(name + 3);
+        if (a >= 0) {
+            hs->attr[a] = hv;
             continue;
         }
-        if (strlen(v) != size && val) {
+        size_t k = 0;
+        while (k < hs->next && strcasecmp(hs->ext[k].name, name + 3) != 0)
+            k++;
+        if (k == hs->cap) {
+            hext_t *g = malloc(2 * hs->cap * sizeof *g);
+            if (!g)
+                return EVBUS_ENOMEM;
+            memcpy(g, hs->ext, hs->next * sizeof *g);
+            if (hs->ext != hs->local)
+                free(hs->ext);
+            hs->ext = g;
+            hs->cap *= 2;
+        }
+        hs->ext[k].name = name + 3;
+        hs->ext[k].val = hv;
+        hs->next += k == hs->next;
+    }
+    return EVBUS_OK;
+}
+
+/* Copies a borrowed value into the block (NULL stays NULL). */
+static char *put(char **cur, hval_t v)
+{
+    return v.v ? evbus__blk_put(cur, v.v, v.n) : NULL;
+}
+
+/* The setter's reason for refusing header hdr, which names the attribute
+ * and the byte offset (the header value itself may not be text). */
+static char *refused(const char *hdr)
+{
+    return dup_reason("binary-mode record has an invalid %s header: %s", hdr,
+                      evbus_event_error_message());
+}
+
+/* Builds the event of a binary-mode record in one allocation: the header
+ * values are read where librdkafka keeps them and copied once, into the
+ * event's block, where they are checked as the setters check them. */
+static int decode_binary(const void *value, size_t len, rd_kafka_headers_t *h,
+                         hval_t ct, evbus_event_t **out, char **why)
+{
+    hset_t hs;
+    if (collect(h, &hs) != EVBUS_OK)
+        return EVBUS_ENOMEM;
+    evbus_event_t *ev = NULL;
+    int rc = EVBUS_EDECODE;
+    hval_t spec = hs.attr[H_SPEC];
+    if (spec.n != 3 || memcmp(spec.v, "1.0", 3) != 0) {
+        char sv[40];
+        snprintf(sv, sizeof sv, "%.*s", (int)(spec.n < 32 ? spec.n : 32),
+                 spec.v ? spec.v : "");
+        *why = dup_reason("binary-mode record with ce_specversion '%s' "
+                          "(only 1.0 is known)%s",
+                          evbus__utf8_ok((const unsigned char *)sv,
+                                         strlen(sv)) && !evbus__has_ctl(sv)
+                              ? sv
+                              : "(not text)",
+                          NULL);
+        goto out;
+    }
+    for (int a = H_ID; a <= H_TYPE; a++)
+        if (!hs.attr[a].n) {
+            *why = dup_reason("binary-mode record lacks a required attribute "
+                              "header (ce_id, ce_source, ce_type)%s%s",
+                              NULL, NULL);
+            goto out;
+        }
+    /* the content-type header is the datacontenttype (the ce_ header is
+     * not looked at then) */
+    if (ct.v)
+        hs.attr[H_DCT] = ct;
+    size_t bytes = value && len ? len + 1 : 0;
+    for (int a = 0; a < H_SPEC; a++) {
+        hval_t v = hs.attr[a];
+        if (v.v && memchr(v.v, '\0', v.n)) {
+            char hdr[40];
+            header_name(hdr, sizeof hdr, a, ct.v);
             *why = dup_reason("binary-mode record: header %.64s holds a NUL "
                               "byte%s",
-                              name, NULL);
-            free(attr);
-            free(v);
+                              hdr, NULL);
             goto out;
         }
-        int r;
-        if (!strcmp(attr, "subject"))
-            r = evbus_event_set_subject(ev, v);
-        else if (!strcmp(attr, "time"))
-            r = evbus_event_set_time(ev, v);
-        else if (!strcmp(attr, "dataschema"))
-            r = evbus_event_set_dataschema(ev, v);
-        else if (!strcmp(attr, "datacontenttype"))
-            r = content_type ? EVBUS_OK
-                             : evbus_event_set_datacontenttype(ev, v);
-        else
-            r = evbus_event_set_ext(ev, attr, v);
-        free(v);
-        if (r != EVBUS_OK) {
-            /* the setter's reason names the attribute and the byte offset;
-             * the header value itself may not be text */
+        bytes += v.v ? v.n + 1 : 0;
+    }
+    for (size_t i = 0; i < hs.next; i++) {
+        if (memchr(hs.ext[i].val.v, '\0', hs.ext[i].val.n)) {
+            *why = dup_reason("binary-mode record: header ce_%.64s holds a "
+                              "NUL byte%s",
+                              hs.ext[i].name, NULL);
+            goto out;
+        }
+        bytes += strlen(hs.ext[i].name) + hs.ext[i].val.n + 2;
+    }
+    char *cur;
+    ev = evbus__event_alloc(hs.next, bytes, &cur);
+    if (!ev) {
+        rc = EVBUS_ENOMEM;
+        goto out;
+    }
+    char **slot[H_SPEC] = {
+        [H_ID] = &ev->id,           [H_SOURCE] = &ev->source,
+        [H_TYPE] = &ev->type,       [H_SUBJECT] = &ev->subject,
+        [H_TIME] = &ev->time,       [H_DATASCHEMA] = &ev->dataschema,
+        [H_DCT] = &ev->datacontenttype};
+    for (int a = 0; a < H_SPEC; a++)
+        *slot[a] = put(&cur, hs.attr[a]);
+    for (int a = H_ID; a <= H_TYPE; a++)
+        if (evbus__attr_check(a, *slot[a]) != EVBUS_OK) {
+            *why = dup_reason("binary-mode record has an invalid ce_id, "
+                              "ce_type or ce_source header: %s%s",
+                              evbus_event_error_message(), NULL);
+            goto out;
+        }
+    for (int a = H_SUBJECT; a <= H_DCT; a++)
+        if (*slot[a] && evbus__attr_check(a, *slot[a]) != EVBUS_OK) {
+            char hdr[40];
+            header_name(hdr, sizeof hdr, a, ct.v);
+            *why = refused(hdr);
+            goto out;
+        }
+    for (size_t i = 0; i < hs.next; i++) {
+        evbus__ext_t *x = &ev->ext[i];
+        char *nm = put(&cur, (hval_t){hs.ext[i].name, strlen(hs.ext[i].name)});
+        for (char *p = nm; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        x->name = nm;
+        x->value = put(&cur, hs.ext[i].val);
+        x->kind = EVBUS__EXT_STRING;
+        ev->ext_count = i + 1;
+        size_t n;
+        char *buf = evbus__event_reason_buf(&n);
+        if (!evbus__ext_name_check(nm) ||
+            !evbus__text_value_ok("extension", nm, x->value, hs.ext[i].val.n,
+                                  buf, n)) {
             char hdr[80];
-            snprintf(hdr, sizeof hdr, "ce_%.64s", attr);
-            *why = dup_reason("binary-mode record has an invalid %s header: "
-                              "%s",
-                              hdr, evbus_event_error_message());
-            free(attr);
+            snprintf(hdr, sizeof hdr, "ce_%.64s", nm);
+            *why = refused(hdr);
             goto out;
         }
-        free(attr);
     }
-    if (content_type &&
-        evbus_event_set_datacontenttype(ev, content_type) != EVBUS_OK) {
-        *why = dup_reason("binary-mode record has an invalid content-type "
-                          "header: %s%s",
-                          evbus_event_error_message(), NULL);
-        goto out;
-    }
-    const char *ct = evbus_event_datacontenttype(ev);
-    if (value && len &&
-        evbus_event_set_data_bytes(ev, value, len, ct) != EVBUS_OK) {
-        *why = dup_reason("binary-mode record: the value does not match its "
-                          "content type '%s': %s",
-                          ct, evbus_event_error_message());
-        goto out;
+    ev->ct_json = ev->datacontenttype &&
+                  evbus__media_type_is_json(ev->datacontenttype);
+    if (value && len) {
+        const char *p;
+        size_t n;
+        int kind = evbus__data_kind(value, len, ev->datacontenttype, true, &p,
+                                    &n);
+        if (kind < 0) {
+            *why = dup_reason("binary-mode record: the value does not match "
+                              "its content type '%s': %s",
+                              ev->datacontenttype,
+                              evbus_event_error_message());
+            goto out;
+        }
+        ev->data = (unsigned char *)evbus__blk_put(&cur, p, n);
+        ev->data_len = n;
+        ev->data_kind = kind;
     }
     *out = ev;
     ev = NULL;
     rc = EVBUS_OK;
 out:
     evbus_event_free(ev);
-    free(spec);
-    free(id);
-    free(source);
-    free(type);
+    if (hs.ext != hs.local)
+        free(hs.ext);
     return rc;
 }
 
@@ -249,10 +357,8 @@ int evbus__kafka_wire_decode(const void *value, size_t len,
     size_t size;
     if (rd_kafka_header_get_last(h, "ce_specversion", &v, &size) != 0)
         return EVBUS_OK; /* no binary-mode headers: a bare JSON event */
-    char *ct = has_ct ? (ctv ? strndup(ctv, ctsize) : strdup("")) : NULL;
-    if (has_ct && !ct)
-        return EVBUS_ENOMEM;
-    int rc = decode_binary(value, len, h, ct, event, why);
-    free(ct);
-    return rc;
+    hval_t ct = {NULL, 0};
+    if (has_ct)
+        ct = (hval_t){ctv ? ctv : "", ctv ? ctsize : 0};
+    return decode_binary(value, len, h, ct, event, why);
 }
