@@ -78,7 +78,8 @@ kafka_part_t *evbus__kafka_part_get(kafka_sub_t *s, int32_t id)
     return s->parts[id];
 }
 
-/* Pops the acked prefix of p's records; schedules the commit. Locked. */
+/* Pops the acked prefix of p's records for the poll thread to free
+ * (evbus__kafka_sub_sweep); schedules the commit. Locked. */
 static void advance(kafka_sub_t *s, kafka_part_t *p)
 {
     int64_t last = -1;
@@ -88,7 +89,8 @@ static void advance(kafka_sub_t *s, kafka_part_t *p)
         if (!p->head)
             p->tail = NULL;
         last = m->offset;
-        msg_free(m);
+        m->next_ready = s->done;
+        s->done = m;
         p->refs--; /* still attached: never reaches 0 here */
     }
     if (last >= 0) {
@@ -258,16 +260,22 @@ static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
         return NULL;
     m->rkm = rkm;
     m->offset = rkm->offset;
+    /* librdkafka parses the headers into a list (an allocation per
+     * header) on first access: here, where the sweep frees them */
+    rd_kafka_headers_t *h;
+    (void)rd_kafka_message_headers(rkm, &h);
     return m;
 }
 
 /* Decodes a fetched record unless that is done: a binary-mode event (the
  * core takes it), the reason it is no event, or nothing (the core decodes
- * a structured value). Runs on the thread that fetched, which also frees
- * the event and, at settle, librdkafka's header list parsed here: decoding
- * on the group's poll thread had every record's dozen allocations freed on
- * another thread, and the two contended for glibc's arena lock. m is the
- * fetcher's (handed), so no lock. EVBUS_ENOMEM or EVBUS_OK. */
+ * a structured value). Every allocation of a record is freed by the
+ * thread that made it: the event here, on the thread that fetches and
+ * frees it after the handler; the record and its header list on the
+ * poll thread (make_record, evbus__kafka_sub_sweep). Decoding on the poll
+ * thread and freeing at settle had a dozen allocations per record freed
+ * across threads, contending for glibc's arena lock. m is the fetcher's
+ * (handed), so no lock. EVBUS_ENOMEM or EVBUS_OK. */
 static int decode(kafka_msg_t *m)
 {
     if (m->event || m->decode_error)
@@ -285,6 +293,24 @@ static int decode(kafka_msg_t *m)
     return EVBUS_OK;
 }
 
+static void free_list(kafka_msg_t *m)
+{
+    while (m) {
+        kafka_msg_t *next = m->next_ready;
+        msg_free(m);
+        m = next;
+    }
+}
+
+void evbus__kafka_sub_sweep(kafka_sub_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    kafka_msg_t *done = s->done;
+    s->done = NULL;
+    pthread_mutex_unlock(&s->mu);
+    free_list(done);
+}
+
 void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
 {
     kafka_msg_t *recs[KAFKA_POLL_BATCH];
@@ -292,6 +318,8 @@ void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
     for (int i = 0; i < n; i++)
         recs[i] = make_record(batch[i]);
     pthread_mutex_lock(&s->mu);
+    kafka_msg_t *done = s->done;
+    s->done = NULL;
     for (int i = 0; i < n; i++) {
         kafka_msg_t *m = recs[i];
         kafka_part_t *p = evbus__kafka_part_get(s, batch[i]->partition);
@@ -331,6 +359,7 @@ void evbus__kafka_sub_buffer(kafka_sub_t *s, rd_kafka_message_t **batch, int n)
         buffer_append(s, m);
     }
     pthread_mutex_unlock(&s->mu);
+    free_list(done);
     if (oom_part >= 0)
         evbus_host_log(s->kb->host, EVBUS_LOG_ERROR,
                        "%s [%d]: out of memory; offsets of this partition "
@@ -361,6 +390,7 @@ kafka_sub_t *evbus__kafka_sub_new(kafka_bus_t *kb, const char *topic,
 
 void evbus__kafka_sub_free(kafka_sub_t *s)
 {
+    free_list(s->done);
     free(s->parts);
     free(s->topic);
     free(s->group);
@@ -381,6 +411,8 @@ size_t evbus__kafka_sub_ready_len(kafka_sub_t *s)
 void evbus__kafka_sub_let_go(kafka_sub_t *s)
 {
     evbus__kafka_commit_sub(s);
+    /* rd_kafka_destroy waits for every message to be destroyed */
+    evbus__kafka_sub_sweep(s);
     pthread_mutex_lock(&s->mu);
     buffer_drop(s, NULL);
     for (size_t i = 0; i < s->nparts; i++)
@@ -502,12 +534,7 @@ int evbus__kafka_settle(void *priv, void *bsub, evbus_msg_t *msg,
         part_unref(p);
     } else {
         if (how == EVBUS_SETTLE_ACK) {
-            if (m->rkm) {
-                rd_kafka_message_destroy(m->rkm);
-                m->rkm = NULL;
-            }
-            free(m->decode_error);
-            m->decode_error = NULL;
+            /* its librdkafka message goes with it (advance) */
             m->state = KMSG_ACKED;
             advance(s, p);
         } else {

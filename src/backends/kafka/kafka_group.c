@@ -519,6 +519,7 @@ static void commit_changed(kafka_group_t *g)
     pthread_mutex_lock(&g->commit_mu);
     pthread_mutex_lock(&g->mu);
     for (kafka_sub_t *s = g->subs; s; s = s->next) {
+        evbus__kafka_sub_sweep(s); /* when no record came to do it */
         pthread_mutex_lock(&s->mu);
         if (s->commits_dirty) {
             s->commits_dirty = false;

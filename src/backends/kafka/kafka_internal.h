@@ -162,6 +162,8 @@ typedef struct kafka_sub {
     bool paused;                 /* its partitions are paused (g->mu) */
     long long full_since;        /* poll thread only: buffer full since */
     evbus__lograte_t meta_full;  /* s->mu: exact entries over the budget */
+    struct kafka_msg *done;      /* s->mu: settled records the poll thread
+                                    frees (evbus__kafka_sub_sweep) */
 } kafka_sub_t;
 
 /* The consumer of one (bus, group id). */
@@ -254,6 +256,10 @@ int evbus__kafka_publish_async(void *priv, const char *topic,
 int evbus__kafka_flush(void *priv, int timeout_ms);
 
 /* ------------------------------------------------------------- consumer */
+
+/* Frees the records s settled since the last sweep: on the poll thread,
+ * which allocated them and had librdkafka parse their headers. */
+void evbus__kafka_sub_sweep(kafka_sub_t *s);
 
 /* kafka_consume.c: one subscription's buffer, partitions and offsets. */
 kafka_sub_t *evbus__kafka_sub_new(kafka_bus_t *kb, const char *topic,
