@@ -6,6 +6,10 @@
 #                    (records not read)          target >= 0.80
 #   structured mode  evbus vs a raw loop that checks the content-type and
 #                    cJSON-parses each value     target >= 0.85
+# and, to read the binary figure by: a raw loop that reads the binary-mode
+# headers of records shaped like the bus's (librdkafka parses the header
+# list, what any binary-mode consumer pays; the bare loop reads none), and
+# the core's own rate for the same events on memory:// (no broker).
 #
 #   bench/kafka/consume_ratio.sh [BUILD_DIR] [EVENTS] [SIZE] [RUNS]
 #
@@ -24,7 +28,8 @@ for p in "$mock" "$raw" "$steady_bin"; do
 done
 topics=()
 for i in $(seq 1 "$runs"); do
-  topics+=(--topic "r.bare.$i" --topic "r.dec.$i" --topic "b.bin.$i" --topic "b.str.$i")
+  topics+=(--topic "r.bare.$i" --topic "r.dec.$i" --topic "r.hdr.$i")
+  topics+=(--topic "b.bin.$i" --topic "b.str.$i")
 done
 coproc MOCK { exec "$mock" --brokers 3 --partitions 8 "${topics[@]}"; }
 mock_pid=$MOCK_PID
@@ -40,13 +45,20 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "# $(date -u +%FT%TZ) events=$events size=$size runs=$runs mock $brokers"
-bin_pairs=() str_pairs=()
+bin_pairs=() str_pairs=() hdr_pairs=() binhdr_pairs=() mem_pairs=()
 for i in $(seq 1 "$runs"); do
   r=$("$raw" --brokers "$brokers" --mode consume --events "$events" --bytes "$bytes" --topic "r.bare.$i" -X "$spread")
   b=$("$steady_bin" --url "$url&content_mode=binary" --events "$events" --size "$size" --topic "b.bin.$i")
   echo "raw bare:        $r"
   echo "evbus binary:    $b"
+  h=$("$raw" --brokers "$brokers" --mode consume --binary --events "$events" --bytes "$size" --topic "r.hdr.$i" -X "$spread")
+  m=$("$steady_bin" --url "memory://floor$i" --events "$events" --size "$size")
+  echo "raw + headers:   $h"
+  echo "core, memory://: $m"
   bin_pairs+=("$(ratio "$(echo "$b" | steady)" "$(echo "$r" | steady)")")
+  hdr_pairs+=("$(ratio "$(echo "$h" | steady)" "$(echo "$r" | steady)")")
+  binhdr_pairs+=("$(ratio "$(echo "$b" | steady)" "$(echo "$h" | steady)")")
+  mem_pairs+=("$(ratio "$(echo "$m" | steady)" "$(echo "$r" | steady)")")
   r=$("$raw" --brokers "$brokers" --mode consume --decode --events "$events" --bytes "$bytes" --topic "r.dec.$i" -X "$spread")
   b=$("$steady_bin" --url "$url" --events "$events" --size "$size" --topic "b.str.$i")
   echo "raw + cJSON:     $r"
@@ -54,4 +66,7 @@ for i in $(seq 1 "$runs"); do
   str_pairs+=("$(ratio "$(echo "$b" | steady)" "$(echo "$r" | steady)")")
 done
 echo "binary vs bare raw loop, round by round: ${bin_pairs[*]}; median $(median "${bin_pairs[@]}")x (target >= 0.80)"
+echo "raw + headers vs bare raw loop (any binary consumer's ceiling): ${hdr_pairs[*]}; median $(median "${hdr_pairs[@]}")x"
+echo "binary vs raw + headers loop: ${binhdr_pairs[*]}; median $(median "${binhdr_pairs[@]}")x"
+echo "core on memory:// vs bare raw loop: ${mem_pairs[*]}; median $(median "${mem_pairs[@]}")x"
 echo "structured vs raw + cJSON, round by round: ${str_pairs[*]}; median $(median "${str_pairs[@]}")x (target >= 0.85)"

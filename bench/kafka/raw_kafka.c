@@ -16,6 +16,13 @@
  *          the CloudEvents Kafka binding requires at the least: checks the
  *          content-type header for structured mode, parses the value with
  *          cJSON and reads its id, type and data, then stores the offset.
+ * --binary: the records are binary-mode CloudEvents as a kafka:// bus
+ *          with content_mode=binary writes them (B value bytes, a
+ *          content-type and five ce_ headers) and the consumer reads what
+ *          any binary-mode consumer must: librdkafka's header list, the
+ *          ce_specversion, ce_id, ce_source and ce_type values. The bare
+ *          loop reads no header at all; this one is the floor of a binary
+ *          consumer through librdkafka's public API.
  * Prints one JSON line like evbus-bench.
  */
 #include <getopt.h>
@@ -36,6 +43,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static int decode, binary;
 static long delivered, failed;
 static void on_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o)
 {
@@ -83,6 +91,36 @@ static void quiet(const rd_kafka_t *rk, int level, const char *fac,
         fprintf(stderr, "rdkafka %s: %s\n", fac, buf);
 }
 
+/* rd_kafka_producev with the given arguments, waiting out a full queue;
+ * any other error ends the program. */
+#define PRODUCE(rk, ...)                                                      \
+    do {                                                                      \
+        rd_kafka_resp_err_t e_;                                               \
+        while ((e_ = rd_kafka_producev(rk, __VA_ARGS__, RD_KAFKA_V_END)) ==   \
+               RD_KAFKA_RESP_ERR__QUEUE_FULL)                                 \
+            rd_kafka_poll(rk, 1);                                             \
+        if (e_) {                                                             \
+            fprintf(stderr, "kafka-raw-bench: producev: %s\n",                \
+                    rd_kafka_err2str(e_));                                    \
+            exit(1);                                                          \
+        }                                                                     \
+        rd_kafka_poll(rk, 0);                                                 \
+    } while (0)
+
+/* The headers of an event a kafka:// bus writes in binary mode. */
+static rd_kafka_headers_t *binary_headers(void)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+    rd_kafka_header_add(h, "content-type", -1, "text/plain", -1);
+    rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+    rd_kafka_header_add(h, "ce_id", -1, "6f1c2e0a-9a41-4c6e-b7a5-2b1d9f3e8c70",
+                        -1);
+    rd_kafka_header_add(h, "ce_source", -1, "/evbus/bench", -1);
+    rd_kafka_header_add(h, "ce_type", -1, "bench.event.sent", -1);
+    rd_kafka_header_add(h, "ce_time", -1, "2026-11-27T05:00:00.000000Z", -1);
+    return h;
+}
+
 static double produce_all(const char *brokers, const char *topic, long n,
                           const char *value, size_t len)
 {
@@ -104,21 +142,20 @@ static double produce_all(const char *brokers, const char *topic, long n,
         rd_kafka_metadata_destroy(md);
     double t0 = now_s();
     for (long i = 0; i < n; i++) {
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(topic),
+        if (binary) {
+            /* the list is librdkafka's once a produce succeeds */
+            rd_kafka_headers_t *h = binary_headers();
+            PRODUCE(rk, RD_KAFKA_V_TOPIC(topic),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_VALUE((void *)value, len),
+                    RD_KAFKA_V_HEADERS(h));
+        } else {
+            PRODUCE(rk, RD_KAFKA_V_TOPIC(topic),
                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                     RD_KAFKA_V_VALUE((void *)value, len),
                     RD_KAFKA_V_HEADER("content-type",
-                                      "application/cloudevents+json", -1),
-                    RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 1);
-        if (e) {
-            fprintf(stderr, "kafka-raw-bench: producev: %s\n",
-                    rd_kafka_err2str(e));
-            exit(1);
+                                      "application/cloudevents+json", -1));
         }
-        rd_kafka_poll(rk, 0);
     }
     rd_kafka_flush(rk, -1);
     double secs = now_s() - t0;
@@ -130,7 +167,25 @@ static double produce_all(const char *brokers, const char *topic, long n,
     return secs;
 }
 
-static int decode;
+/* What a binary-mode consumer reads first (see --binary). */
+static int read_binary(const rd_kafka_message_t *m)
+{
+    static const char *const want[] = {"ce_specversion", "ce_id",
+                                       "ce_source", "ce_type"};
+    rd_kafka_headers_t *h;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const void *v;
+        size_t n;
+        if (rd_kafka_header_get_last(h, want[i], &v, &n) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            return 0;
+        total += n;
+    }
+    return total > 0;
+}
 
 /* What a raw-client handler does first: tell the binding's mode from the
  * content-type header, parse the CloudEvent and find the attributes it
@@ -204,7 +259,7 @@ static void consume_all(const char *brokers, const char *topic, long n,
             if (!got)
                 tfirst = now_s();
             got++;
-            if (decode && !read_event(m)) {
+            if ((decode && !read_event(m)) || (binary && !read_binary(m))) {
                 fprintf(stderr, "kafka-raw-bench: record %ld is not an "
                                 "event\n", got);
                 exit(1);
@@ -237,6 +292,7 @@ int main(int argc, char **argv)
         {"topic", required_argument, NULL, 't'},
         {"set", required_argument, NULL, 'X'},
         {"decode", no_argument, &decode, 1},
+        {"binary", no_argument, &binary, 1},
         {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "b:m:n:s:t:X:", opts, NULL)) != -1) {
@@ -254,10 +310,11 @@ int main(int argc, char **argv)
         default: return 2;
         }
     }
-    if (!brokers || events <= 0 || bytes <= 0 || (decode && bytes < 200)) {
+    if (!brokers || events <= 0 || bytes <= 0 || (decode && bytes < 200) ||
+        (decode && binary)) {
         fprintf(stderr, "usage: kafka-raw-bench --brokers LIST --mode "
                         "publish|consume [--events N] [--bytes B]\n"
-                        "       [--decode (B >= 200)] [--topic T] "
+                        "       [--decode (B >= 200) | --binary] [--topic T] "
                         "[-X prop=value]...\n");
         return 2;
     }
@@ -285,7 +342,8 @@ int main(int argc, char **argv)
     printf("{\"mode\":\"raw-%s%s\",\"events\":%ld,\"bytes\":%ld,"
            "\"seconds\":%.3f,\"events_per_s\":%.0f,"
            "\"steady_events_per_s\":%.0f,\"max_rss_kb\":%ld}\n",
-           mode, decode ? "-decode" : "", events, bytes, secs,
+           mode, decode ? "-decode" : binary ? "-binary" : "", events, bytes,
+           secs,
            (double)events / secs, steady,
            ru.ru_maxrss);
     free(value);
