@@ -529,6 +529,13 @@ int evbus_event_set_data_json(evbus_event_t *ev, const char *json)
     return data_replace(ev, vs, (size_t)(ve - vs), EVBUS__DATA_JSON);
 }
 
+bool evbus__data_is_json_exact(const void *data, size_t n)
+{
+    const char *vs, *ve, *p = data;
+    return json_value_span(p, n, &vs, &ve, false) && vs == p &&
+           ve == p + n && !(n == 4 && !memcmp(p, "null", 4));
+}
+
 int evbus__data_kind(const void *data, size_t len, const char *ct,
                      bool exact, const char **p, size_t *n)
 {
@@ -539,10 +546,8 @@ int evbus__data_kind(const void *data, size_t len, const char *ct,
     if (!ct) {
         /* untyped bytes: JSON if they are exactly one JSON value (not
          * null, which the JSON format cannot carry), else bytes */
-        kind = json_value_span(data, len, &vs, &ve, false) && vs == *p &&
-                       ve == *p + len && !(len == 4 && !memcmp(*p, "null", 4))
-                   ? EVBUS__DATA_JSON
-                   : EVBUS__DATA_BINARY;
+        kind = evbus__data_is_json_exact(data, len) ? EVBUS__DATA_JSON
+                                                    : EVBUS__DATA_BINARY;
     } else if (evbus__media_type_is_json(ct)) {
         if (!json_value_span(data, len, &vs, &ve, true))
             return -1;

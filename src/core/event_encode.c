@@ -190,7 +190,8 @@ static size_t opt_len(const char *s)
  * later change of datacontenttype could make a decoder read the bytes
  * differently; then data_base64, which always gives back the same bytes:
  * text under a JSON type (or no type) would be read as JSON, and a JSON
- * string under a non-JSON type would lose its quotes.
+ * string under a non-JSON type would lose its quotes. Bytes kept unparsed
+ * (EVBUS__DATA_RAW) go as JSON only when they are exactly one JSON value.
  */
 static int wire_kind(const evbus_event_t *ev)
 {
@@ -198,6 +199,10 @@ static int wire_kind(const evbus_event_t *ev)
     if (!ev->data || kind == EVBUS__DATA_BINARY)
         return kind;
     bool json_type = !ev->datacontenttype || ev->ct_json;
+    if (kind == EVBUS__DATA_RAW) /* parsed only now that JSON is written */
+        return json_type && evbus__data_is_json_exact(ev->data, ev->data_len)
+                   ? EVBUS__DATA_JSON
+                   : EVBUS__DATA_BINARY;
     if (kind == EVBUS__DATA_TEXT && json_type)
         return EVBUS__DATA_BINARY;
     if (kind == EVBUS__DATA_JSON && !json_type && ev->data[0] == '"')

@@ -28,7 +28,11 @@ enum {
     EVBUS__DATA_NONE,
     EVBUS__DATA_JSON,
     EVBUS__DATA_TEXT,
-    EVBUS__DATA_BINARY
+    EVBUS__DATA_BINARY,
+    /* bytes taken as they came (a Kafka binary-mode value under a JSON
+     * content type or none), not parsed: the JSON encoder decides (`data`
+     * when they are exactly one JSON value, else `data_base64`) */
+    EVBUS__DATA_RAW
 };
 
 /* name and value share one allocation (value follows name's NUL), owned
@@ -90,6 +94,9 @@ int evbus__attr_check(int attr, const char *v);
  * recorded when ct is a JSON type and the bytes are not one JSON value. */
 int evbus__data_kind(const void *data, size_t len, const char *ct,
                      bool exact, const char **p, size_t *n);
+/* Are the n bytes at data exactly one JSON value other than null, without
+ * whitespace around it (what the JSON format gives back byte for byte)? */
+bool evbus__data_is_json_exact(const void *data, size_t n);
 /* Copies n bytes plus a NUL to *cursor, advances it, returns the copy. */
 char *evbus__blk_put(char **cursor, const void *src, size_t n);
 

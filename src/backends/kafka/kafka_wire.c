@@ -12,8 +12,10 @@
  *
  * content-type and datacontenttype map onto each other directly: a binary
  * record without the header has no datacontenttype, and its value comes
- * through byte for byte (never re-labelled application/octet-stream).
- * Header values are checked as UTF-8 by the event setters.
+ * through byte for byte (never re-labelled application/octet-stream), as
+ * does a value under a JSON content type: it is not parsed (see
+ * EVBUS__DATA_RAW). Header values are checked as UTF-8 by the event
+ * setters' rules.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -289,17 +291,17 @@ static int decode_binary(const void *value, size_t len, rd_kafka_headers_t *h,
     ev->ct_json = ev->datacontenttype &&
                   evbus__media_type_is_json(ev->datacontenttype);
     if (value && len) {
-        const char *p;
-        size_t n;
-        int kind = evbus__data_kind(value, len, ev->datacontenttype, true, &p,
-                                    &n);
-        if (kind < 0) {
-            *why = dup_reason("binary-mode record: the value does not match "
-                              "its content type '%s': %s",
-                              ev->datacontenttype,
-                              evbus_event_error_message());
-            goto out;
-        }
+        const char *p = value;
+        size_t n = len;
+        /* The value is the data as it is (binding: "placed into the
+         * value as-is"): under a JSON type, or none, not parsed here; the
+         * JSON format checks it if the event is ever written that way.
+         * Text types still get their cheap UTF-8 look. */
+        int kind = !ev->datacontenttype || ev->ct_json
+                       ? EVBUS__DATA_RAW
+                       : evbus__data_kind(value, len, ev->datacontenttype,
+                                          true, &p, &n); /* not JSON:
+                                                            never fails */
         ev->data = (unsigned char *)evbus__blk_put(&cur, p, n);
         ev->data_len = n;
         ev->data_kind = kind;
