@@ -447,17 +447,26 @@ bool evbus__workers_answer(evbus_sub_t *sub, evbus_job_t *job,
     size_t held = bus->heap.len;
     evbus__pool_begin_acting(&sub->pool);
     int n = 0;
-    do {
+    bool left = false;
+    for (;;) {
         n += finish_all(bus, sub, job);
-        evbus_job_t *own = may_start(bus, sub) ? start_jobs(bus, sub, !*next)
-                                               : NULL;
-        if (own)
-            *next = own;
-    } while ((job = evbus__pool_take_done_or_end(&sub->pool)));
-    /* Wake the poller only for what it must do itself: fetch again (the
-     * lanes ran low or room came back), or a retry timer that may be due
-     * before its sleep ends. */
-    bool wake = (!wanted && wants_fetch(sub)) || bus->heap.len != held;
+        *next = may_start(bus, sub) ? start_jobs(bus, sub, true) : NULL;
+        /* Answers handed back meanwhile (while the record went to the
+         * broker) are taken too, until this worker has a job of its own:
+         * then the poller takes the rest, so that job does not wait for
+         * more round trips. */
+        if (*next) {
+            left = evbus__pool_end_acting(&sub->pool);
+            break;
+        }
+        if (!(job = evbus__pool_take_done_or_end(&sub->pool)))
+            break;
+    }
+    /* Wake the poller only for what it must do itself: answers left, fetch
+     * again (the lanes ran low or room came back), or a retry timer that
+     * may be due before its sleep ends. */
+    bool wake = left || (!wanted && wants_fetch(sub)) ||
+                bus->heap.len != held;
     atomic_fetch_add_explicit(&bus->lent_calls, n, memory_order_relaxed);
     pthread_mutex_unlock(&bus->work_mu);
     if (wake)

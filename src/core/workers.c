@@ -125,6 +125,15 @@ evbus_job_t *evbus__pool_take_done_or_end(evbus_pool_t *p)
     return done;
 }
 
+bool evbus__pool_end_acting(evbus_pool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->acting = false;
+    bool left = p->done_head != NULL;
+    pthread_mutex_unlock(&p->mu);
+    return left;
+}
+
 void evbus__pool_wait_done(evbus_pool_t *p)
 {
     pthread_mutex_lock(&p->mu);

@@ -48,6 +48,9 @@ void evbus__pool_begin_acting(evbus_pool_t *p);
 /* The answers handed back since the last take; when there are none the
  * acting worker is done (NULL, and later answers wake the poller again). */
 evbus_job_t *evbus__pool_take_done_or_end(evbus_pool_t *p);
+/* The acting worker stops acting; true when answers are left for the
+ * poller (the caller wakes it). */
+bool evbus__pool_end_acting(evbus_pool_t *p);
 /* Waits until a job is answered (returns at once if one is). */
 void evbus__pool_wait_done(evbus_pool_t *p);
 /* Stops and joins the workers; every job handed over must have been
