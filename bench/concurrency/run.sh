@@ -5,6 +5,9 @@
 #      events/s beside the baseline (32 plain threads running the same
 #      handler) and the target 0.8 x 32 x 1,000 = 25,600/s; per-key order
 #      checked on every call;
+#      for sqlite and redis also the same run with attempts=memory: what
+#      recording each batch's attempts durably (one commit, one round trip,
+#      between a worker's handlers) costs;
 #   2. a CPU-bound handler (--cpu-us) on memory:// with 1 and 2 workers:
 #      the speed-up on this machine's cores.
 # Several rounds (ROUNDS, default 3); the median ratio per backend.
@@ -53,9 +56,16 @@ for url in "${urls[@]}"; do
     br=$(echo "$b" | field rate); er=$(echo "$e" | field rate)
     ratio=$(awk -v e="$er" -v b="$br" 'BEGIN{printf "%.2f", e/b}')
     ratios+=("$ratio")
+    mem=
+    case $url in sqlite:* | redis:*)
+      [ "${url#sqlite://}" != "$url" ] && rm -f "$dir"/bus.db*
+      m=$("$bench" --url "$url?attempts=memory" --concurrency 32 \
+            --handler-us 1000 --keys 100 --events "$events")
+      mem=", with attempts=memory $(echo "$m" | field rate)/s" ;;
+    esac
     echo "$url round $r: evbus $er/s, baseline $br/s, ratio $ratio," \
          "order violations $(echo "$e" | field order_violations)," \
-         "max running $(echo "$e" | field max_running)"
+         "max running $(echo "$e" | field max_running)$mem"
   done
   echo "$url: median ratio $(printf '%s\n' "${ratios[@]}" | median)" \
        "(target: >= 25600/s, i.e. 0.8 x 32 x 1000)"
