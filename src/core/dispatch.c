@@ -362,8 +362,10 @@ static int collect(evbus_t *bus, evbus_sub_t *sub)
 
 /* Starts jobs whose key is free, as many as workers are idle, their
  * attempts recorded in one call first. The first of them is returned
- * when mine (for the calling worker), the rest handed to the workers. */
-static evbus_job_t *start_jobs(evbus_t *bus, evbus_sub_t *sub, bool mine)
+ * when mine (for the calling worker); the rest are appended to *others
+ * when given (the caller hands them to the workers), else handed over. */
+static evbus_job_t *start_jobs(evbus_t *bus, evbus_sub_t *sub, bool mine,
+                               evbus_job_t ***others)
 {
     int n = 0;
     evbus_job_t *head = NULL, **tail = &head;
@@ -396,7 +398,12 @@ static evbus_job_t *start_jobs(evbus_t *bus, evbus_sub_t *sub, bool mine)
         head = head->next;
         own->next = NULL;
     }
-    evbus__pool_assign(&sub->pool, head);
+    if (others && head) {
+        **others = head;
+        *others = tail;
+    } else {
+        evbus__pool_assign(&sub->pool, head);
+    }
     return own;
 }
 
@@ -412,7 +419,7 @@ int evbus__workers_round(evbus_t *bus, evbus_sub_t *sub)
         return 0;
     int n = collect(bus, sub);
     if (may_start(bus, sub))
-        start_jobs(bus, sub, false);
+        start_jobs(bus, sub, false, NULL);
     return n;
 }
 
@@ -448,9 +455,11 @@ bool evbus__workers_answer(evbus_sub_t *sub, evbus_job_t *job,
     evbus__pool_begin_acting(&sub->pool);
     int n = 0;
     bool left = false;
+    evbus_job_t *others = NULL, **others_tail = &others;
     for (;;) {
         n += finish_all(bus, sub, job);
-        *next = may_start(bus, sub) ? start_jobs(bus, sub, true) : NULL;
+        *next = may_start(bus, sub) ? start_jobs(bus, sub, true, &others_tail)
+                                    : NULL;
         /* Answers handed back meanwhile (while the record went to the
          * broker) are taken too, until this worker has a job of its own:
          * then the poller takes the rest, so that job does not wait for
@@ -469,6 +478,8 @@ bool evbus__workers_answer(evbus_sub_t *sub, evbus_job_t *job,
                 bus->heap.len != held;
     atomic_fetch_add_explicit(&bus->lent_calls, n, memory_order_relaxed);
     pthread_mutex_unlock(&bus->work_mu);
+    /* Started (recorded, counted): handing them over needs no right. */
+    evbus__pool_assign(&sub->pool, others);
     if (wake)
         evbus_host_notify(&bus->host);
     return true;

@@ -91,11 +91,14 @@ void evbus__pool_assign(evbus_pool_t *p, evbus_job_t *jobs)
     else
         p->ready_head = jobs;
     p->ready_tail = last;
-    /* One idle worker per job: a broadcast would wake every idle worker
-     * for each job, and all but one would go back to sleep. */
-    for (int i = 0; i < n && i < p->idle; i++)
-        pthread_cond_signal(&p->work_cv);
+    int wake = n < p->idle ? n : p->idle;
     pthread_mutex_unlock(&p->mu);
+    /* One idle worker per job (a broadcast would wake every idle worker
+     * for each job, and all but one would go back to sleep), after the
+     * unlock so that the woken do not wait for our mutex. Those counted
+     * idle wait in work_cv now, so none of them misses it. */
+    for (int i = 0; i < wake; i++)
+        pthread_cond_signal(&p->work_cv);
 }
 
 evbus_job_t *evbus__pool_take_done(evbus_pool_t *p)
