@@ -122,13 +122,20 @@ static void meta_add(char *buf, size_t *len, int64_t o, int a, int64_t f, int p)
 }
 
 /* Whether p's window must stay in its metadata: a record handed to a
- * handler is not covered by the commit offset yet, or suspects of a
- * previous owner wait. Otherwise (all started work acked, or an idle
- * partition) a crash must not make the next records suspects - with
- * max_attempts 1 they would be dead-lettered unhandled. */
+ * handler is not covered by the commit offset yet, suspects of a previous
+ * owner wait, or records are buffered to start next. Otherwise (all
+ * started work acked and nothing waiting: an idle partition) a crash must
+ * not make the next records suspects - with max_attempts 1 they would be
+ * dead-lettered unhandled. Buffered records keep it open because fetch
+ * takes a slice of each partition in turn: the slice before is often all
+ * acked when the next starts, and closing then cost one synchronous
+ * commit per slice (3,748 for 30,000 records instead of ~30); a crash in
+ * that state charges the window's unstarted records one attempt, the
+ * bound a stream already has (see the file comment). */
 static bool window_open(const kafka_part_t *p)
 {
-    return p->max_started >= p->commit_off || p->suspect_end >= p->commit_off;
+    return p->max_started >= p->commit_off || p->suspect_end >= p->commit_off ||
+           p->ready_head != NULL;
 }
 
 /* The metadata of p. s->mu held. */
