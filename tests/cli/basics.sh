@@ -155,12 +155,17 @@ expect_rc 0 "dlq list of nothing" "$evbus" dlq list "$db" empty.topic --timeout 
 echo "== colour only on a terminal, and not with NO_COLOR"
 "$evbus" publish "$db" colour.topic --type a.b.c --source /s -q --data '{"x":1}' || fail "publish for colour"
 if command -v script >/dev/null; then
-    script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null ||
+    # TERM is the caller's (CI systems often set TERM=dumb, which rightly
+    # turns colour off): name a colour terminal for the positive check.
+    TERM=xterm script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null ||
         fail "tail on a pseudo-terminal failed: $(cat "$tmp/tty")"
     contains "$tmp/tty" $'\033[1;32ma.b.c\033[0m' "pretty colours the type on a terminal"
-    NO_COLOR=1 script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null
+    TERM=xterm NO_COLOR=1 script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null
     contains "$tmp/tty" "a.b.c id=" "pretty on a terminal with NO_COLOR"
     grep -q $'\033\[' "$tmp/tty" && fail "NO_COLOR still wrote colour"
+    TERM=dumb script -qec "'$evbus' tail '$db' colour.topic --format pretty --count 1" /dev/null >"$tmp/tty" 2>&1 </dev/null
+    contains "$tmp/tty" "a.b.c id=" "pretty on a TERM=dumb terminal"
+    grep -q $'\033\[' "$tmp/tty" && fail "TERM=dumb still got colour"
 else
     echo "(script(1) not installed: terminal colour check not run)"
 fi
