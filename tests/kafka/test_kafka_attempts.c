@@ -74,6 +74,27 @@ static void poll_acked(evbus_t *bus, att_t *a, int want)
         evbus_poll(bus, 50);
 }
 
+/* Subscribes a's handler with room for 50 attempts, delay_ms apart
+ * (fixed, no jitter): far more than the tests below need to see, so none
+ * of their events runs out of attempts and is dead-lettered. */
+static void subscribe_retrying(evbus_t *bus, const char *topic,
+                               const char *group, att_t *a, int delay_ms)
+{
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    evbus_retry_policy_t retry;
+    evbus_retry_policy_init(&retry);
+    retry.max_attempts = 50;
+    retry.initial_ms = delay_ms;
+    retry.max_ms = delay_ms;
+    retry.jitter = EVBUS_JITTER_NONE;
+    o.retry = &retry;
+    char err[256] = "";
+    ck_assert_msg(evbus_subscribe_opts(bus, topic, group, &o, att_handler, a,
+                                       err, sizeof err) != NULL,
+                  "subscribe %s: %s", topic, err);
+}
+
 /* ------------------------------------------------------------ restart */
 
 /* A consumer stopped with a backlog (evbus_stop: what was fetched and not
@@ -122,22 +143,11 @@ START_TEST(retry_count_survives_a_restart)
     att_t *a = malloc(sizeof *a);
     att_init(a);
     a->retry_seq = 1;
-    evbus_sub_opts_t o;
-    evbus_sub_opts_init(&o);
-    evbus_retry_policy_t retry;
-    evbus_retry_policy_init(&retry);
     /* Retries 50 ms apart and room for 50 attempts: the loop below sees
      * attempt 2 long before the event could run out of attempts and be
      * dead-lettered (with 1-5 ms and 10 attempts, a busy machine got
      * there first: "10 == 11"). */
-    retry.max_attempts = 50;
-    retry.initial_ms = 50;
-    retry.max_ms = 50;
-    retry.jitter = EVBUS_JITTER_NONE;
-    o.retry = &retry;
-    char err[256];
-    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
-                                               a, err, sizeof err));
+    subscribe_retrying(bus, topic, "g", a, 50);
     kt_publish_range(bus, topic, 0, 3, HANG_MS);
     long long end = kt_now_ms() + HANG_MS;
     for (;;) {
@@ -156,8 +166,7 @@ START_TEST(retry_count_survives_a_restart)
     ck_assert_int_ge(before, 2);
 
     bus = kt_open(mock.url);
-    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, att_handler,
-                                               a, err, sizeof err));
+    subscribe_retrying(bus, topic, "g", a, 50);
     end = kt_now_ms() + HANG_MS;
     /* Events 0 and 2 may sit in partitions the first bus never reached:
      * wait for all three, not only the retried one. */
@@ -354,19 +363,7 @@ START_TEST(coordinator_down_does_not_hang_poll)
     att_t *a = malloc(sizeof *a);
     att_init(a);
     a->retry_seq = 0;
-    evbus_sub_opts_t o;
-    evbus_sub_opts_init(&o);
-    evbus_retry_policy_t retry;
-    evbus_retry_policy_init(&retry);
-    retry.max_attempts = 50;
-    retry.initial_ms = 200;
-    retry.max_ms = 200;
-    retry.jitter = EVBUS_JITTER_NONE;
-    o.retry = &retry;
-    char err[256];
-    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "cd", &o,
-                                               att_handler, a, err,
-                                               sizeof err));
+    subscribe_retrying(bus, topic, "cd", a, 200);
     long long end = kt_now_ms() + HANG_MS;
     for (;;) {
         pthread_mutex_lock(&a->mu);
