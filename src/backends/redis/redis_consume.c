@@ -153,15 +153,17 @@ void evbus__redis_unsubscribe(void *priv, void *bsub)
     pthread_mutex_unlock(&s->mu);
 
     /* Wait (bounded) until the writer confirmed every ack and release, so
-     * a reopened member does not get acked entries again. */
+     * a reopened member does not get acked entries again, and no release
+     * lands after the handback (see rds_sub_t.releasing). */
     uint64_t deadline = evbus__mono_ms() + (uint64_t)b->o.command_timeout_ms;
     for (;;) {
         evbus__redis_schedule_settle(s);
         pthread_mutex_lock(&s->mu);
         bool drained = !s->acks && !s->releases && !s->settle_queued;
         /* settle_queued is cleared when the writer takes the lists; the
-         * held set empties once the acks it sent are confirmed. */
-        drained = drained && s->held.len == 0;
+         * held set empties once the acks it sent are confirmed, releasing
+         * once the releases are. */
+        drained = drained && s->held.len == 0 && s->releasing == 0;
         if (!drained && evbus__mono_ms() < deadline)
             evbus__cond_wait_ms(&s->cv, &s->mu, 20);
         pthread_mutex_unlock(&s->mu);

@@ -99,6 +99,11 @@ void evbus__redis_handback(rds_sub_t *s)
         if (rc < PAGE)
             break;
     }
+    pthread_mutex_lock(&s->mu);
+    /* A release still in flight re-creates this consumer with the entry:
+     * deleting the consumer after it lands would drop the entry. */
+    kept += s->releasing;
+    pthread_mutex_unlock(&s->mu);
     if (rc >= 0 && kept == 0) {
         /* Nothing of ours is pending any more: leave the group. */
         const char *argv[] = {"XGROUP", "DELCONSUMER", s->topic, s->group,

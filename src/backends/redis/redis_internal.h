@@ -209,6 +209,11 @@ typedef struct rds_sub {
     /* Settled, waiting for the writer: XACK these, give those back. */
     rds_msg_t *acks, *releases;
     bool settle_queued; /* a RDS_JOB_SETTLE is queued or running */
+    /* Releases the writer has taken and not yet seen answered. Leaving the
+     * group waits for them: a give-back landing after the handback would
+     * put an entry on a consumer that DELCONSUMER then deletes with its
+     * pending list. */
+    int releasing;
     /* The fetcher is cycling (not blocked, connected) and sends the queued
      * acks itself, pipelined with its next XREADGROUP; otherwise settles
      * go through the writer thread. */
@@ -263,6 +268,12 @@ int evbus__redis_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
  * reference on s), false when it drops the job and its reference. */
 bool evbus__redis_settle_done(rds_sub_t *s, rds_msg_t *acks,
                               rds_msg_t *releases, bool ok);
+/* Test hook, NULL in production: the writer calls it after taking
+ * releases of s and before sending them (tests/redis/test_redis_leave.c
+ * delays a release with it). */
+extern void (*evbus__redis_hook_releasing)(const char *topic,
+                                           const char *group,
+                                           const char *consumer);
 void evbus__redis_sub_unref(rds_sub_t *s);
 
 /* redis_entries.c */

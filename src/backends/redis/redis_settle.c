@@ -6,13 +6,17 @@
  * fetcher is blocked, so no ack waits for the next event. RELEASE goes
  * through the writer and gives an entry back by marking it long idle
  * (XCLAIM ... IDLE ... JUSTID), so any member's next claim scan takes it.
- * An acked entry stays held until its XACK is confirmed.
+ * An acked entry stays held until its XACK is confirmed; a released one
+ * counts in s->releasing until its XCLAIM is answered.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "redis_internal.h"
+
+void (*evbus__redis_hook_releasing)(const char *topic, const char *group,
+                                    const char *consumer);
 
 /* Queues a settle job for what s has collected; the caller set
  * s->settle_queued (under s->mu) and so owns this step. */
@@ -109,18 +113,21 @@ int evbus__redis_append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks)
 int evbus__redis_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
                                rds_msg_t **releases)
 {
+    size_t na = 0, nr = 0;
     pthread_mutex_lock(&s->mu);
     *acks = s->acks;
     *releases = s->releases;
     s->acks = s->releases = NULL;
     s->settle_queued = false;
-    pthread_mutex_unlock(&s->mu);
-    int replies = 0;
-    size_t na = 0, nr = 0;
     for (rds_msg_t *m = *acks; m; m = m->next)
         na++;
     for (rds_msg_t *m = *releases; m; m = m->next)
         nr++;
+    s->releasing += (int)nr; /* until evbus__redis_settle_done */
+    pthread_mutex_unlock(&s->mu);
+    if (nr && evbus__redis_hook_releasing)
+        evbus__redis_hook_releasing(s->topic, s->group, s->consumer);
+    int replies = 0;
     size_t most = (na > nr ? na : nr) + 8;
     const char **argv = malloc(most * sizeof *argv);
     if (!argv) { /* put them back; sent with the next job */
@@ -165,6 +172,8 @@ bool evbus__redis_settle_done(rds_sub_t *s, rds_msg_t *acks,
 {
     bool requeue = false;
     pthread_mutex_lock(&s->mu);
+    for (rds_msg_t *m = releases; m; m = m->next)
+        s->releasing--;
     if (ok) {
         for (rds_msg_t *m = acks; m; m = m->next)
             evbus__redis_idset_del(&s->held, m->id);
