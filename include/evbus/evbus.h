@@ -140,9 +140,10 @@ typedef struct evbus_sub evbus_sub_t;
  *   names=portable|native  topic and group names: portable (default) is
  *                        Kafka's rule, 1-249 bytes of [A-Za-z0-9._-] and not
  *                        "." or "..", so code runs on every backend; native
- *                        accepts what this backend accepts (any UTF-8
- *                        without spaces or control characters), for
- *                        existing streams
+ *                        accepts what this backend accepts (1-249 bytes of
+ *                        UTF-8 without spaces or control characters; Kafka
+ *                        topics still follow Kafka's rule, which is the
+ *                        portable one), for existing streams
  * Backend options are documented per backend (docs/backends/<scheme>.md);
  * native client options pass through with a prefix (kafka.linger.ms=5). An
  * option nobody understands is an error, so typos do not go unnoticed.
@@ -210,8 +211,11 @@ EVBUS_API int evbus_health(evbus_t *bus, char *errstr, size_t errstr_size);
 
 /*
  * Checks a topic or group name against the bus's name rule without using
- * it: the portable rule, or the backend's own when the bus was opened with
- * names=native (see evbus_open); bus NULL checks the portable rule.
+ * it: the portable rule, or with names=native (see evbus_open) the rule
+ * every backend shares (1-249 bytes of UTF-8 without spaces or control
+ * characters) - a backend may refuse more when the name is used: kafka://
+ * refuses topics outside Kafka's rule (the portable one); bus NULL checks
+ * the portable rule.
  * Returns EVBUS_OK, or EVBUS_EINVAL with a one-line reason naming the rule
  * and the offending byte in errstr (may be NULL when errstr_size is 0).
  * Any thread.
