@@ -182,6 +182,15 @@ int evbus__sqlite_step_int(sqlite3_stmt *st, int64_t def, int64_t *out)
     return rc;
 }
 
+int64_t evbus__sqlite_data_version(sq_conn_t *c)
+{
+    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DATA_VERSION);
+    int64_t v = -1;
+    if (st && evbus__sqlite_step_int(st, -1, &v) != SQLITE_OK)
+        v = -1;
+    return v;
+}
+
 static int topic_lookup(sq_conn_t *c, const char *topic, int64_t *id)
 {
     sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_TOPIC_GET);

@@ -276,15 +276,6 @@ static int lease_fresh(sq_sub_t *s, int64_t now, evbus_msg_t *out, int max)
     return n;
 }
 
-static int64_t data_version(sq_conn_t *c)
-{
-    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DATA_VERSION);
-    int64_t v = -1;
-    if (st && evbus__sqlite_step_int(st, -1, &v) != SQLITE_OK)
-        v = -1;
-    return v;
-}
-
 /* Remembers that s has nothing now: until dv or sub_gen change or
  * next_due passes, fetch can answer 0 without a query. Asks the watcher
  * to notify when the next lease or retry turns due. */
@@ -369,7 +360,7 @@ int evbus__sqlite_fetch(void *priv, void *bsub, evbus_msg_t *out, int max)
     }
     sq_conn_t *c = &b->sub;
     int64_t now = evbus__wall_ms();
-    int64_t dv = data_version(c);
+    int64_t dv = evbus__sqlite_data_version(c);
     /* Settles of every subscription of this bus go into this fetch's
      * transaction (they share the connection), so none waits for the
      * watcher. */

@@ -245,6 +245,9 @@ int evbus__sqlite_exec_retry(sq_conn_t *c, const char *path, const char *sql,
 int evbus__sqlite_topic_id(sq_conn_t *c, const char *topic, int64_t *id);
 /* Steps a statement that returns one integer (or none: *out = def). */
 int evbus__sqlite_step_int(sqlite3_stmt *st, int64_t def, int64_t *out);
+/* PRAGMA data_version on c (it changes when another connection commits),
+ * or -1 when it cannot be read. */
+int64_t evbus__sqlite_data_version(sq_conn_t *c);
 
 /* ---------------------------------------------------- sqlite_schema.c */
 /* Creates the tables and migrates an older file (create), or checks that

@@ -55,15 +55,6 @@ void evbus__sqlite_watch_due(sq_bus_t *b, int64_t due_ms)
     }
 }
 
-static int64_t aux_data_version(sq_conn_t *c)
-{
-    sqlite3_stmt *st = evbus__sqlite_stmt(c, SQ_DATA_VERSION);
-    int64_t v = -1;
-    if (st && evbus__sqlite_step_int(st, -1, &v) != SQLITE_OK)
-        v = -1;
-    return v;
-}
-
 /* Deletes up to RETENTION_CHUNK old acknowledged events of one topic in one
  * transaction. Returns rows deleted (0 = done with this topic) or < 0. */
 static long retention_chunk(sq_bus_t *b, sq_conn_t *c, int64_t topic_id,
@@ -242,7 +233,7 @@ static void *watcher_main(void *arg)
     /* The file identity check runs with or without subscriptions: a
      * publisher must learn too that its file is gone. */
     int64_t next_file = mono + b->o.poll_interval_ms;
-    int64_t last_dv = aux_data_version(&b->aux);
+    int64_t last_dv = evbus__sqlite_data_version(&b->aux);
     while (!atomic_load(&b->stop)) {
         manage_watch(b);
         bool watching = b->ino_wd >= 0;
@@ -304,7 +295,7 @@ static void *watcher_main(void *arg)
             evbus__sqlite_sub_unlock(b);
         }
         if (subs && mono >= next_dv) {
-            int64_t dv = aux_data_version(&b->aux);
+            int64_t dv = evbus__sqlite_data_version(&b->aux);
             if (dv != last_dv)
                 evbus_host_notify(b->host);
             last_dv = dv;
