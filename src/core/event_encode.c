@@ -2,19 +2,17 @@
  * CloudEvents JSON format (application/cloudevents+json): the encoder.
  *
  * Encoding is hand-assembled into one growing buffer (attribute names are
- * fixed, values are escaped here), which costs one malloc per event and no
- * cJSON tree. Every string in an event is valid UTF-8 (the setters and the
+ * fixed, values are escaped by evbus__buf_json_strn), which costs one
+ * malloc per event and no cJSON tree. Every string in an event is valid UTF-8 (the setters and the
  * decoder refuse anything else) and JSON data is strict JSON text, so the
  * output is JSON any reader accepts. The decoder is in event_decode.c.
  */
 #include <stdlib.h>
 #include <string.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "event_internal.h"
 #include "internal.h"
+#include "support/buf.h"
 
 /* ---- base64 (RFC 4648, standard alphabet, padding) */
 
@@ -54,128 +52,26 @@ static void b64_encode(char *out, const unsigned char *in, size_t n)
 
 /* ---- encoder */
 
-typedef struct {
-    char *b;
-    size_t len, cap;
-} sbuf_t;
-
-static bool sb_reserve(sbuf_t *s, size_t more)
-{
-    if (s->len + more <= s->cap)
-        return true;
-    size_t cap = s->cap ? s->cap : 256;
-    while (cap < s->len + more)
-        cap *= 2;
-    char *b = realloc(s->b, cap);
-    if (!b)
-        return false;
-    s->b = b;
-    s->cap = cap;
-    return true;
-}
+/* The text grows in an evbus__buf_t (support/buf.h); the encoder reserves
+ * room for a run of writes at once and then copies without checks. */
 
 /* Appends n bytes; the caller reserved room. */
-static void sb_raw(sbuf_t *s, const void *p, size_t n)
+static void sb_raw(evbus__buf_t *s, const void *p, size_t n)
 {
-    memcpy(s->b + s->len, p, n);
+    memcpy(s->data + s->len, p, n);
     s->len += n;
 }
 
 #define SB_LIT(s, lit) sb_raw((s), (lit), sizeof(lit) - 1)
 
-static inline bool must_escape(unsigned char c)
-{
-    return c < 0x20 || c == '"' || c == '\\';
-}
-
-/* Length of the prefix of p[0..n) that needs no escaping. */
-static size_t plain_run(const char *p, size_t n)
-{
-    size_t i = 0;
-#ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i bslash = _mm_set1_epi8('\\');
-    const __m128i ctl_max = _mm_set1_epi8(0x1f);
-    for (; n - i >= 16; i += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
-        /* v <= 0x1f (unsigned) exactly when max(v, 0x1f) == 0x1f */
-        __m128i m = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl_max), ctl_max));
-        int mask = _mm_movemask_epi8(m);
-        if (mask)
-            return i + (size_t)__builtin_ctz((unsigned)mask);
-    }
-#else
-    const uint64_t lo = UINT64_C(0x0101010101010101);
-    const uint64_t hi = UINT64_C(0x8080808080808080);
-    for (; n - i >= 8; i += 8) {
-        uint64_t v, q, b;
-        memcpy(&v, p + i, 8);
-        q = v ^ (lo * '"');
-        b = v ^ (lo * '\\');
-        /* exact for "none"; on "maybe" the bytes are looked at below */
-        if ((((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b)) & hi)
-            break;
-    }
-#endif
-    while (i < n && !must_escape((unsigned char)p[i]))
-        i++;
-    return i;
-}
-
-/* Appends p[0..n) as a JSON string. */
-static bool sb_str(sbuf_t *s, const char *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (!sb_reserve(s, n + 2))
-        return false;
-    s->b[s->len++] = '"';
-    size_t i = 0;
-    for (;;) {
-        size_t r = plain_run(p + i, n - i);
-        sb_raw(s, p + i, r);
-        i += r;
-        if (i == n)
-            break;
-        /* an escape is at most 6 bytes where 1 was reserved */
-        if (!sb_reserve(s, 6 + (n - i)))
-            return false;
-        unsigned char c = (unsigned char)p[i++];
-        char e[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t el = 2;
-        switch (c) {
-        case '"': e[1] = '"'; break;
-        case '\\': e[1] = '\\'; break;
-        case '\n': e[1] = 'n'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\t': e[1] = 't'; break;
-        case '\b': e[1] = 'b'; break;
-        case '\f': e[1] = 'f'; break;
-        default:
-            e[1] = 'u';
-            e[2] = '0';
-            e[3] = '0';
-            e[4] = hex[c >> 4];
-            e[5] = hex[c & 15];
-            el = 6;
-        }
-        sb_raw(s, e, el);
-    }
-    s->b[s->len++] = '"';
-    return true;
-}
-
 /* Appends ,"key":"value" for a set optional attribute of length n. */
-static bool sb_attr(sbuf_t *s, const char *key_lit, size_t key_len,
+static void sb_attr(evbus__buf_t *s, const char *key_lit, size_t key_len,
                     const char *v, size_t n)
 {
-    if (!v)
-        return true;
-    if (!sb_reserve(s, key_len + 8))
-        return false;
+    if (!v || !evbus__buf_reserve(s, key_len + 8))
+        return;
     sb_raw(s, key_lit, key_len);
-    return sb_str(s, v, n);
+    evbus__buf_json_strn(s, v, n);
 }
 
 #define ATTR(s, lit, v, n) sb_attr((s), (lit), sizeof(lit) - 1, (v), (n))
@@ -212,10 +108,12 @@ static int wire_kind(const evbus_event_t *ev)
 
 /* Encodes ev into s (which may already own a buffer to reuse). Returns the
  * text, or NULL when out of memory; s keeps its buffer either way. */
-static char *encode_into(const evbus_event_t *ev, sbuf_t *s_, size_t *len)
+static char *encode_into(const evbus_event_t *ev, evbus__buf_t *s_,
+                         size_t *len)
 {
-    sbuf_t s = *s_;
+    evbus__buf_t s = *s_;
     s.len = 0;
+    s.failed = false;
     /* each length once; a first guess that fits an event without escapes */
     const char *v[7] = {ev->id,         ev->source,  ev->type,
                         ev->datacontenttype, ev->dataschema, ev->subject,
@@ -230,27 +128,29 @@ static char *encode_into(const evbus_event_t *ev, sbuf_t *s_, size_t *len)
         guess += kind == EVBUS__DATA_BINARY
                      ? b64_encoded_len(ev->data_len)
                      : ev->data_len + ev->data_len / 8;
-    if (!sb_reserve(&s, guess))
+    if (!evbus__buf_reserve(&s, guess))
         goto oom;
     SB_LIT(&s, "{\"specversion\":\"1.0\",\"id\":");
-    if (!sb_str(&s, v[0], n[0]) ||
-        !ATTR(&s, ",\"source\":", v[1], n[1]) ||
-        !ATTR(&s, ",\"type\":", v[2], n[2]) ||
-        !ATTR(&s, ",\"datacontenttype\":", v[3], n[3]) ||
-        !ATTR(&s, ",\"dataschema\":", v[4], n[4]) ||
-        !ATTR(&s, ",\"subject\":", v[5], n[5]) ||
-        !ATTR(&s, ",\"time\":", v[6], n[6]))
+    evbus__buf_json_strn(&s, v[0], n[0]);
+    ATTR(&s, ",\"source\":", v[1], n[1]);
+    ATTR(&s, ",\"type\":", v[2], n[2]);
+    ATTR(&s, ",\"datacontenttype\":", v[3], n[3]);
+    ATTR(&s, ",\"dataschema\":", v[4], n[4]);
+    ATTR(&s, ",\"subject\":", v[5], n[5]);
+    ATTR(&s, ",\"time\":", v[6], n[6]);
+    if (s.failed)
         goto oom;
     for (size_t i = 0; i < ev->ext_count; i++) {
         const evbus__ext_t *x = &ev->ext[i];
         size_t nl = strlen(x->name), vl = strlen(x->value);
-        if (!sb_reserve(&s, nl + vl + 8))
+        if (!evbus__buf_reserve(&s, nl + vl + 8))
             goto oom;
         SB_LIT(&s, ",\"");
         sb_raw(&s, x->name, nl); /* a-z0-9: nothing to escape */
         SB_LIT(&s, "\":");
         if (x->kind == EVBUS__EXT_STRING) {
-            if (!sb_str(&s, x->value, vl))
+            evbus__buf_json_strn(&s, x->value, vl);
+            if (s.failed)
                 goto oom;
         } else {
             sb_raw(&s, x->value, vl); /* digits, true or false */
@@ -260,36 +160,37 @@ static char *encode_into(const evbus_event_t *ev, sbuf_t *s_, size_t *len)
         switch (kind) {
         case EVBUS__DATA_BINARY: {
             size_t bl = b64_encoded_len(ev->data_len);
-            if (!sb_reserve(&s, bl + 20))
+            if (!evbus__buf_reserve(&s, bl + 20))
                 goto oom;
             SB_LIT(&s, ",\"data_base64\":\"");
-            b64_encode(s.b + s.len, ev->data, ev->data_len);
+            b64_encode(s.data + s.len, ev->data, ev->data_len);
             s.len += bl;
-            s.b[s.len++] = '"';
+            s.data[s.len++] = '"';
             break;
         }
         case EVBUS__DATA_TEXT:
-            if (!sb_reserve(&s, 10))
+            if (!evbus__buf_reserve(&s, 10))
                 goto oom;
             SB_LIT(&s, ",\"data\":");
-            if (!sb_str(&s, (const char *)ev->data, ev->data_len))
+            evbus__buf_json_strn(&s, (const char *)ev->data, ev->data_len);
+            if (s.failed)
                 goto oom;
             break;
         default: /* JSON text, checked when it was set */
-            if (!sb_reserve(&s, ev->data_len + 10))
+            if (!evbus__buf_reserve(&s, ev->data_len + 10))
                 goto oom;
             SB_LIT(&s, ",\"data\":");
             sb_raw(&s, ev->data, ev->data_len);
         }
     }
-    if (!sb_reserve(&s, 2))
+    if (!evbus__buf_reserve(&s, 1))
         goto oom;
-    s.b[s.len++] = '}';
-    s.b[s.len] = '\0';
+    s.data[s.len++] = '}';
+    s.data[s.len] = '\0';
     if (len)
         *len = s.len;
     *s_ = s;
-    return s.b;
+    return s.data;
 oom:
     *s_ = s;
     return NULL;
@@ -299,10 +200,10 @@ char *evbus_event_to_json(const evbus_event_t *ev, size_t *len)
 {
     if (!ev || !ev->id || !ev->source || !ev->type)
         return NULL;
-    sbuf_t s = {NULL, 0, 0};
+    evbus__buf_t s = {0};
     char *out = encode_into(ev, &s, len);
     if (!out)
-        free(s.b);
+        evbus__buf_free(&s);
     return out;
 }
 
@@ -311,9 +212,9 @@ char *evbus__event_encode_reuse(const evbus_event_t *ev, char **buf,
 {
     if (!ev || !ev->id || !ev->source || !ev->type)
         return NULL;
-    sbuf_t s = {*buf, 0, *cap};
+    evbus__buf_t s = {*buf, 0, *cap, false};
     char *out = encode_into(ev, &s, len);
-    *buf = s.b;
+    *buf = s.data;
     *cap = s.cap;
     return out;
 }

@@ -3,10 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "support/buf.h"
 
-bool evbus__buf_reserve(evbus__buf_t *b, size_t more)
+bool evbus__buf_grow(evbus__buf_t *b, size_t more)
 {
     if (b->failed)
         return false;
@@ -63,21 +66,93 @@ void evbus__buf_printf(evbus__buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+static inline bool must_escape(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
+/* Length of the prefix of p[0..n) that needs no escaping. */
+static size_t plain_run(const char *p, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i ctl_max = _mm_set1_epi8(0x1f);
+    for (; n - i >= 16; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        /* v <= 0x1f (unsigned) exactly when max(v, 0x1f) == 0x1f */
+        __m128i m = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl_max), ctl_max));
+        int mask = _mm_movemask_epi8(m);
+        if (mask)
+            return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#else
+    const uint64_t lo = UINT64_C(0x0101010101010101);
+    const uint64_t hi = UINT64_C(0x8080808080808080);
+    for (; n - i >= 8; i += 8) {
+        uint64_t v, q, b;
+        memcpy(&v, p + i, 8);
+        q = v ^ (lo * '"');
+        b = v ^ (lo * '\\');
+        /* exact for "none"; on "maybe" the bytes are looked at below */
+        if ((((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b)) & hi)
+            break;
+    }
+#endif
+    while (i < n && !must_escape((unsigned char)p[i]))
+        i++;
+    return i;
+}
+
+void evbus__buf_json_strn(evbus__buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!evbus__buf_reserve(b, n + 2))
+        return;
+    b->data[b->len++] = '"';
+    size_t i = 0;
+    for (;;) {
+        size_t r = plain_run(s + i, n - i);
+        memcpy(b->data + b->len, s + i, r);
+        b->len += r;
+        i += r;
+        if (i == n)
+            break;
+        /* an escape is at most 6 bytes where 1 was reserved */
+        if (!evbus__buf_reserve(b, 6 + (n - i)))
+            return;
+        unsigned char c = (unsigned char)s[i++];
+        char e[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (c) {
+        case '"': e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        default:
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            el = 6;
+        }
+        memcpy(b->data + b->len, e, el);
+        b->len += el;
+    }
+    b->data[b->len++] = '"';
+    b->data[b->len] = '\0';
+}
+
 void evbus__buf_json_str(evbus__buf_t *b, const char *s)
 {
-    evbus__buf_append(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            evbus__buf_append(b, esc, 2);
-        } else if (c < 0x20) {
-            evbus__buf_printf(b, "\\u%04x", c);
-        } else {
-            evbus__buf_append(b, s, 1);
-        }
-    }
-    evbus__buf_append(b, "\"", 1);
+    evbus__buf_json_strn(b, s, strlen(s));
 }
 
 char *evbus__buf_take(evbus__buf_t *b, size_t *len)
