@@ -419,20 +419,18 @@ int evbus_flush(evbus_t *bus, int timeout_ms)
 {
     if (!bus)
         return EVBUS_EINVAL;
-    struct timespec until = evbus__deadline_in(timeout_ms);
+    uint64_t until = timeout_ms < 0 ? UINT64_MAX
+                                    : evbus__mono_ms() + (uint64_t)timeout_ms;
     if (bus->be->flush)
         bus->be->flush(bus->priv, timeout_ms);
     pthread_mutex_lock(&bus->mu);
     /* Wake at least every 100 ms: completions may also be waiting. */
     while (atomic_load(&bus->unconfirmed) > 0) {
-        struct timespec step = evbus__deadline_in(100);
-        const struct timespec *d =
-            (step.tv_sec < until.tv_sec ||
-             (step.tv_sec == until.tv_sec && step.tv_nsec < until.tv_nsec))
-                ? &step
-                : &until;
-        if (evbus__cond_wait_until(&bus->cv, &bus->mu, d) != 0 && d == &until)
+        uint64_t now = evbus__mono_ms();
+        if (now >= until)
             break;
+        evbus__cond_wait_ms(&bus->cv, &bus->mu,
+                            until - now < 100 ? (int64_t)(until - now) : 100);
     }
     long left = atomic_load(&bus->unconfirmed);
     pthread_mutex_unlock(&bus->mu);
