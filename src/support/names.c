@@ -5,12 +5,6 @@
 #include "support/errstr.h"
 #include "support/names.h"
 
-static bool portable_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-}
-
 int evbus__check_name(const char *name, const char *what, bool native,
                       char *why, size_t n)
 {
@@ -38,7 +32,7 @@ int evbus__check_name(const char *name, const char *what, bool native,
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
-        bool ok = native ? c > ' ' && c != 0x7f : portable_byte(c);
+        bool ok = native ? c > ' ' && c != 0x7f : evbus__portable_byte(c);
         if (!ok) {
             if (c > ' ' && c < 0x7f)
                 evbus__seterr(why, n, "%s name has '%c' at byte %zu (%s)",

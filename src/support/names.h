@@ -14,6 +14,14 @@
 
 #define EVBUS__NAME_MAX 249
 
+/* A byte the portable rule allows: A-Z a-z 0-9 . _ - (saga, step and
+ * orchestrator names are made of these too). */
+static inline bool evbus__portable_byte(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
 /* Checks a name. what names it in the message ("topic", "group").
  * EVBUS_OK, or EVBUS_EINVAL with a one-line reason in why that names the
  * rule and the first offending byte. */

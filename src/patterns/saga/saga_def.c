@@ -16,12 +16,9 @@ bool evbus__saga_name_ok(const char *s)
 {
     if (!s || !*s || strlen(s) > SAGA_NAME_MAX)
         return false;
-    for (const char *p = s; *p; p++) {
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+    for (const char *p = s; *p; p++)
+        if (!evbus__portable_byte((unsigned char)*p))
             return false;
-    }
     return true;
 }
 
