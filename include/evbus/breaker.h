@@ -87,7 +87,12 @@ typedef struct evbus_breaker_opts {
  * window_size 20, minimum_calls 10, failure_rate_pct 50,
  * consecutive_failures 5, open_ms 10000, half_open_calls 3,
  * monotonic clock; and sets struct_size. Thread-safe. */
-EVBUS_API void evbus_breaker_opts_init(evbus_breaker_opts_t *o);
+EVBUS_API void evbus_breaker_opts_init_sized(
+    evbus_breaker_opts_t *o, size_t struct_size);
+static inline void evbus_breaker_opts_init(evbus_breaker_opts_t *o)
+{
+    evbus_breaker_opts_init_sized(o, sizeof *o);
+}
 
 /* Creates a CLOSED breaker named "breaker" without a state callback. o is
  * copied; the caller keeps it. o NULL = defaults. Returns NULL with a
@@ -148,7 +153,12 @@ typedef struct evbus_breaker_stats {
 } evbus_breaker_stats_t;
 
 /* Zeroes out and sets its struct_size. Thread-safe. */
-EVBUS_API void evbus_breaker_stats_init(evbus_breaker_stats_t *out);
+EVBUS_API void evbus_breaker_stats_init_sized(
+    evbus_breaker_stats_t *out, size_t struct_size);
+static inline void evbus_breaker_stats_init(evbus_breaker_stats_t *out)
+{
+    evbus_breaker_stats_init_sized(out, sizeof *out);
+}
 
 /* Copies a consistent snapshot of the counters into out (initialised by
  * evbus_breaker_stats_init; like evbus_breaker_state it may move an OPEN

@@ -35,7 +35,12 @@ typedef struct evbus_bulkhead_opts {
 } evbus_bulkhead_opts_t;
 
 /* Fills o with the defaults and sets struct_size. Thread-safe. */
-EVBUS_API void evbus_bulkhead_opts_init(evbus_bulkhead_opts_t *o);
+EVBUS_API void evbus_bulkhead_opts_init_sized(
+    evbus_bulkhead_opts_t *o, size_t struct_size);
+static inline void evbus_bulkhead_opts_init(evbus_bulkhead_opts_t *o)
+{
+    evbus_bulkhead_opts_init_sized(o, sizeof *o);
+}
 
 /* Creates a bulkhead named "bulkhead". o NULL = defaults; o is copied.
  * NULL with a one-line reason in errstr when an option is out of range or
@@ -67,7 +72,12 @@ typedef struct evbus_bulkhead_stats {
 } evbus_bulkhead_stats_t;
 
 /* Zeroes out and sets its struct_size. Thread-safe. */
-EVBUS_API void evbus_bulkhead_stats_init(evbus_bulkhead_stats_t *out);
+EVBUS_API void evbus_bulkhead_stats_init_sized(
+    evbus_bulkhead_stats_t *out, size_t struct_size);
+static inline void evbus_bulkhead_stats_init(evbus_bulkhead_stats_t *out)
+{
+    evbus_bulkhead_stats_init_sized(out, sizeof *out);
+}
 
 /* Copies a snapshot of the counters into out (initialised by
  * evbus_bulkhead_stats_init). EVBUS_OK or EVBUS_EINVAL. */

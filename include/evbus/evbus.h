@@ -354,7 +354,12 @@ typedef struct evbus_sub_opts {
 
 /* Fills o with the defaults listed above and sets o->struct_size.
  * Thread-safe. */
-EVBUS_API void evbus_sub_opts_init(evbus_sub_opts_t *o);
+EVBUS_API void evbus_sub_opts_init_sized(
+    evbus_sub_opts_t *o, size_t struct_size);
+static inline void evbus_sub_opts_init(evbus_sub_opts_t *o)
+{
+    evbus_sub_opts_init_sized(o, sizeof *o);
+}
 
 /* The largest evbus_sub_opts_t.concurrency. */
 #define EVBUS_MAX_CONCURRENCY 1024
@@ -463,8 +468,18 @@ typedef struct evbus_metrics {
 } evbus_metrics_t;
 
 /* Zeroes out and sets its struct_size. Thread-safe. */
-EVBUS_API void evbus_metrics_init(evbus_metrics_t *out);
-EVBUS_API void evbus_sub_metrics_init(evbus_sub_metrics_t *out);
+EVBUS_API void evbus_metrics_init_sized(
+    evbus_metrics_t *out, size_t struct_size);
+static inline void evbus_metrics_init(evbus_metrics_t *out)
+{
+    evbus_metrics_init_sized(out, sizeof *out);
+}
+EVBUS_API void evbus_sub_metrics_init_sized(
+    evbus_sub_metrics_t *out, size_t struct_size);
+static inline void evbus_sub_metrics_init(evbus_sub_metrics_t *out)
+{
+    evbus_sub_metrics_init_sized(out, sizeof *out);
+}
 
 /* Copies the bus counters into out (initialised by evbus_metrics_init).
  * EVBUS_OK, or EVBUS_EINVAL for a NULL or uninitialised argument. Any

@@ -56,7 +56,12 @@ typedef struct evbus_inbox_opts {
 } evbus_inbox_opts_t;
 
 /* Fills o with the defaults above and sets o->struct_size. Thread-safe. */
-EVBUS_API void evbus_inbox_opts_init(evbus_inbox_opts_t *o);
+EVBUS_API void evbus_inbox_opts_init_sized(
+    evbus_inbox_opts_t *o, size_t struct_size);
+static inline void evbus_inbox_opts_init(evbus_inbox_opts_t *o)
+{
+    evbus_inbox_opts_init_sized(o, sizeof *o);
+}
 
 /*
  * Prepares the inbox of `consumer` (a non-empty name; the service or handler

@@ -141,7 +141,12 @@ typedef struct evbus_relay_opts {
 } evbus_relay_opts_t;
 
 /* Fills o with the defaults above and sets o->struct_size. Thread-safe. */
-EVBUS_API void evbus_relay_opts_init(evbus_relay_opts_t *o);
+EVBUS_API void evbus_relay_opts_init_sized(
+    evbus_relay_opts_t *o, size_t struct_size);
+static inline void evbus_relay_opts_init(evbus_relay_opts_t *o)
+{
+    evbus_relay_opts_init_sized(o, sizeof *o);
+}
 
 /*
  * Opens a relay that publishes the outbox of the SQLite database at
@@ -226,7 +231,12 @@ typedef struct evbus_relay_stats {
 } evbus_relay_stats_t;
 
 /* Zeroes out and sets its struct_size. Thread-safe. */
-EVBUS_API void evbus_relay_stats_init(evbus_relay_stats_t *out);
+EVBUS_API void evbus_relay_stats_init_sized(
+    evbus_relay_stats_t *out, size_t struct_size);
+static inline void evbus_relay_stats_init(evbus_relay_stats_t *out)
+{
+    evbus_relay_stats_init_sized(out, sizeof *out);
+}
 
 /* Copies the relay's counters into out (initialised by
  * evbus_relay_stats_init). EVBUS_OK or EVBUS_EINVAL. Any thread. */

@@ -52,7 +52,12 @@ typedef struct evbus_retry_policy {
  * Thread-safe. Every function below refuses (EVBUS_EINVAL, or 0 / a zero
  * delay where it returns no error) a policy whose struct_size was not set
  * by this function. */
-EVBUS_API void evbus_retry_policy_init(evbus_retry_policy_t *p);
+EVBUS_API void evbus_retry_policy_init_sized(
+    evbus_retry_policy_t *p, size_t struct_size);
+static inline void evbus_retry_policy_init(evbus_retry_policy_t *p)
+{
+    evbus_retry_policy_init_sized(p, sizeof *p);
+}
 
 /*
  * The delay before attempt number `attempt` + 1, after `attempt` attempts

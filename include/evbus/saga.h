@@ -213,7 +213,12 @@ typedef struct evbus_saga_step {
 
 /* Fills s with the defaults (all NULL, deadline 60000 ms, compensation
  * timeout 30000 ms) and sets s->struct_size. Thread-safe. */
-EVBUS_API void evbus_saga_step_init(evbus_saga_step_t *s);
+EVBUS_API void evbus_saga_step_init_sized(
+    evbus_saga_step_t *s, size_t struct_size);
+static inline void evbus_saga_step_init(evbus_saga_step_t *s)
+{
+    evbus_saga_step_init_sized(s, sizeof *s);
+}
 
 typedef struct evbus_saga_def evbus_saga_def_t;
 
@@ -292,7 +297,12 @@ typedef struct evbus_saga_opts {
 } evbus_saga_opts_t;
 
 /* Fills o with the defaults above and sets o->struct_size. Thread-safe. */
-EVBUS_API void evbus_saga_opts_init(evbus_saga_opts_t *o);
+EVBUS_API void evbus_saga_opts_init_sized(
+    evbus_saga_opts_t *o, size_t struct_size);
+static inline void evbus_saga_opts_init(evbus_saga_opts_t *o)
+{
+    evbus_saga_opts_init_sized(o, sizeof *o);
+}
 
 /*
  * Opens the orchestrator `name` (1-64 bytes of letters, digits, '.', '_',
@@ -431,7 +441,12 @@ typedef struct evbus_saga_metrics {
 } evbus_saga_metrics_t;
 
 /* Sets m->struct_size (and zeroes the rest). Thread-safe. */
-EVBUS_API void evbus_saga_metrics_init(evbus_saga_metrics_t *m);
+EVBUS_API void evbus_saga_metrics_init_sized(
+    evbus_saga_metrics_t *m, size_t struct_size);
+static inline void evbus_saga_metrics_init(evbus_saga_metrics_t *m)
+{
+    evbus_saga_metrics_init_sized(m, sizeof *m);
+}
 
 /* Fills the first m->struct_size bytes of m. Returns EVBUS_OK, EVBUS_EINVAL
  * (NULL, struct_size too small) or a SQLite error mapped (EVBUS_EIO).
@@ -499,8 +514,13 @@ typedef struct evbus_saga_participant_opts {
 } evbus_saga_participant_opts_t;
 
 /* Fills o with the defaults and sets o->struct_size. Thread-safe. */
-EVBUS_API void evbus_saga_participant_opts_init(
-    evbus_saga_participant_opts_t *o);
+EVBUS_API void evbus_saga_participant_opts_init_sized(
+    evbus_saga_participant_opts_t *o, size_t struct_size);
+static inline void evbus_saga_participant_opts_init(
+    evbus_saga_participant_opts_t *o)
+{
+    evbus_saga_participant_opts_init_sized(o, sizeof *o);
+}
 
 /*
  * Opens the participant `consumer` (its inbox consumer name) on the

@@ -24,14 +24,14 @@ void evbus__hist_observe(evbus_sub_counters_t *c, uint64_t us)
 #define SUB_METRICS_MIN_SIZE                                                   \
     EVBUS__SIZE_THROUGH(evbus_sub_metrics_t, handler_us_hist)
 
-void evbus_metrics_init(evbus_metrics_t *out)
+void evbus_metrics_init_sized(evbus_metrics_t *out, size_t size)
 {
-    evbus__struct_init(out, sizeof *out);
+    evbus__struct_init(out, size);
 }
 
-void evbus_sub_metrics_init(evbus_sub_metrics_t *out)
+void evbus_sub_metrics_init_sized(evbus_sub_metrics_t *out, size_t size)
 {
-    evbus__struct_init(out, sizeof *out);
+    evbus__struct_init(out, size);
 }
 
 int evbus_metrics_get(evbus_t *bus, evbus_metrics_t *out)

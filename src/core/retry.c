@@ -19,10 +19,9 @@
 
 #include "evbus/retry.h"
 
-void evbus_retry_policy_init(evbus_retry_policy_t *p)
+void evbus_retry_policy_init_sized(evbus_retry_policy_t *out, size_t size)
 {
-    if (!p)
-        return;
+    evbus_retry_policy_t defaults, *p = &defaults;
     *p = (evbus_retry_policy_t){
         .struct_size = sizeof *p,
         .initial_ms = 100,
@@ -32,6 +31,7 @@ void evbus_retry_policy_init(evbus_retry_policy_t *p)
         .max_attempts = 5,
         .max_elapsed_ms = 0,
     };
+    evbus__struct_defaults(out, size, p, sizeof *p);
 }
 
 /* The policy as of the first release that carried struct_size. */

@@ -14,15 +14,15 @@
 /* The options as of the first release that carried struct_size. */
 #define SUB_OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_sub_opts_t, concurrency)
 
-void evbus_sub_opts_init(evbus_sub_opts_t *o)
+void evbus_sub_opts_init_sized(evbus_sub_opts_t *out, size_t size)
 {
-    if (!o)
-        return;
+    evbus_sub_opts_t defaults, *o = &defaults;
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
     o->max_inflight = 1000;
     o->dlq_failure = EVBUS_DLQ_FAILURE_RELEASE;
     o->concurrency = 1;
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 void evbus__sub_free(evbus_sub_t *sub)

@@ -5,10 +5,21 @@
 
 void evbus__struct_init(void *p, size_t size)
 {
-    if (p) {
+    if (p && size >= sizeof size) {
         memset(p, 0, size);
         memcpy(p, &size, sizeof size);
     }
+}
+
+void evbus__struct_defaults(void *p, size_t size, const void *defaults,
+                            size_t defaults_size)
+{
+    if (!p || size < sizeof size)
+        return;
+    size_t n = size < defaults_size ? size : defaults_size;
+    memcpy(p, defaults, n);
+    memset((char *)p + n, 0, size - n);
+    memcpy(p, &size, sizeof size);
 }
 
 int evbus__struct_in(void *dst, size_t dst_size, const void *src,

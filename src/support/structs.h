@@ -13,9 +13,23 @@
  * the release whose last member was m. */
 #define EVBUS__SIZE_THROUGH(type, m) (offsetof(type, m) + sizeof(((type *)0)->m))
 
+/* The public _init functions are inlines in the headers that pass the
+ * size the caller's header gives the struct (sizeof) to an exported
+ * _init_sized function, so a library newer than the program's header
+ * writes only the bytes the program has. */
+
 /* Zeroes the size bytes at p and sets its struct_size to size: the body
- * of every public _init function of an output struct. p NULL is ignored. */
+ * of every _init_sized function of an output struct. p NULL, or size too
+ * small to hold struct_size, is ignored. */
 void evbus__struct_init(void *p, size_t size);
+
+/* The body of every _init_sized function of an input struct: writes the
+ * library's defaults (a full struct of defaults_size bytes) into the
+ * caller's struct of size bytes - the bytes both know of, zeroes past the
+ * library's size - and sets its struct_size to size. p NULL, or size too
+ * small to hold struct_size, is ignored. */
+void evbus__struct_defaults(void *p, size_t size, const void *defaults,
+                            size_t defaults_size);
 
 /* Overlays a caller's struct on dst, which already holds the library's
  * defaults for the full struct of dst_size bytes: copies min(struct_size,

@@ -58,10 +58,9 @@ struct evbus_breaker {
     evbus_breaker_stats_t st; /* calls, rejected, successes, failures, opened */
 };
 
-void evbus_breaker_opts_init(evbus_breaker_opts_t *o)
+void evbus_breaker_opts_init_sized(evbus_breaker_opts_t *out, size_t size)
 {
-    if (!o)
-        return;
+    evbus_breaker_opts_t defaults, *o = &defaults;
     *o = (evbus_breaker_opts_t){
         .struct_size = sizeof *o,
         .window_size = 20,
@@ -71,6 +70,7 @@ void evbus_breaker_opts_init(evbus_breaker_opts_t *o)
         .open_ms = 10000,
         .half_open_calls = 3,
     };
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 const char *evbus_breaker_state_name(evbus_breaker_state_t state)
@@ -346,9 +346,9 @@ evbus_breaker_state_t evbus_breaker_state(evbus_breaker_t *b)
     return s;
 }
 
-void evbus_breaker_stats_init(evbus_breaker_stats_t *out)
+void evbus_breaker_stats_init_sized(evbus_breaker_stats_t *out, size_t size)
 {
-    evbus__struct_init(out, sizeof *out);
+    evbus__struct_init(out, size);
 }
 
 int evbus_breaker_stats(evbus_breaker_t *b, evbus_breaker_stats_t *out)

@@ -28,10 +28,11 @@ struct evbus_bulkhead {
 #define OPTS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_bulkhead_opts_t, max_wait_ms)
 #define STATS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_bulkhead_stats_t, max_in_use)
 
-void evbus_bulkhead_opts_init(evbus_bulkhead_opts_t *o)
+void evbus_bulkhead_opts_init_sized(evbus_bulkhead_opts_t *out, size_t size)
 {
-    if (o)
-        *o = (evbus_bulkhead_opts_t){sizeof *o, 10, 0};
+    evbus_bulkhead_opts_t defaults, *o = &defaults;
+    *o = (evbus_bulkhead_opts_t){sizeof *o, 10, 0};
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 evbus_bulkhead_t *evbus_bulkhead_new(const evbus_bulkhead_opts_t *opts,
@@ -127,9 +128,9 @@ int evbus_bulkhead_call(evbus_bulkhead_t *b, int (*fn)(void *), void *opaque)
     return rc;
 }
 
-void evbus_bulkhead_stats_init(evbus_bulkhead_stats_t *out)
+void evbus_bulkhead_stats_init_sized(evbus_bulkhead_stats_t *out, size_t size)
 {
-    evbus__struct_init(out, sizeof *out);
+    evbus__struct_init(out, size);
 }
 
 int evbus_bulkhead_stats(evbus_bulkhead_t *b, evbus_bulkhead_stats_t *out)

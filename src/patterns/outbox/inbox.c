@@ -33,14 +33,14 @@ struct evbus_inbox {
 #define INBOX_OPTS_MIN_SIZE                                                    \
     EVBUS__SIZE_THROUGH(evbus_inbox_opts_t, purge_interval_ms)
 
-void evbus_inbox_opts_init(evbus_inbox_opts_t *o)
+void evbus_inbox_opts_init_sized(evbus_inbox_opts_t *out, size_t size)
 {
-    if (!o)
-        return;
+    evbus_inbox_opts_t defaults, *o = &defaults;
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
     o->retention_ms = INT64_C(7) * 24 * 3600 * 1000;
     o->purge_interval_ms = 60000;
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 evbus_inbox_t *evbus_inbox_open(sqlite3 *db, const char *consumer,

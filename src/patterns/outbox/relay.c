@@ -31,10 +31,9 @@ static void relay_relax_sync(sqlite3 *db)
         sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
 }
 
-void evbus_relay_opts_init(evbus_relay_opts_t *o)
+void evbus_relay_opts_init_sized(evbus_relay_opts_t *out, size_t size)
 {
-    if (!o)
-        return;
+    evbus_relay_opts_t defaults, *o = &defaults;
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
     o->batch_size = 512;
@@ -43,6 +42,7 @@ void evbus_relay_opts_init(evbus_relay_opts_t *o)
     o->purge_interval_ms = 10000;
     o->flush_timeout_ms = 10000;
     o->busy_timeout_ms = 5000;
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 /* The options as of the first release that carried struct_size. */
@@ -273,9 +273,9 @@ int evbus_relay_is_active(const evbus_relay_t *r)
     return r && atomic_load(&r->active) ? 1 : 0;
 }
 
-void evbus_relay_stats_init(evbus_relay_stats_t *out)
+void evbus_relay_stats_init_sized(evbus_relay_stats_t *out, size_t size)
 {
-    evbus__struct_init(out, sizeof *out);
+    evbus__struct_init(out, size);
 }
 
 #define RELAY_STATS_MIN_SIZE EVBUS__SIZE_THROUGH(evbus_relay_stats_t, handed_off)

@@ -22,14 +22,14 @@ bool evbus__saga_name_ok(const char *s)
     return true;
 }
 
-void evbus_saga_step_init(evbus_saga_step_t *s)
+void evbus_saga_step_init_sized(evbus_saga_step_t *out, size_t size)
 {
-    if (!s)
-        return;
+    evbus_saga_step_t defaults, *s = &defaults;
     memset(s, 0, sizeof *s);
     s->struct_size = sizeof *s;
     s->deadline_ms = 60000;
     s->comp_timeout_ms = 30000;
+    evbus__struct_defaults(out, size, s, sizeof *s);
 }
 
 evbus_saga_def_t *evbus_saga_def_new(const char *name, char *errstr,

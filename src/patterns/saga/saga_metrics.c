@@ -11,9 +11,9 @@
 
 #define METRICS_SIZE_V1 EVBUS__SIZE_THROUGH(evbus_saga_metrics_t, parked)
 
-void evbus_saga_metrics_init(evbus_saga_metrics_t *m)
+void evbus_saga_metrics_init_sized(evbus_saga_metrics_t *out, size_t size)
 {
-    evbus__struct_init(m, sizeof *m);
+    evbus__struct_init(out, size);
 }
 
 /* Calls fn for every (saga, state, count) row. Caller holds the lock. */

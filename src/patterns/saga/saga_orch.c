@@ -80,16 +80,16 @@ void evbus__saga_pend_clear(evbus_saga_orch_t *o)
     memset(&o->pend, 0, sizeof o->pend);
 }
 
-void evbus_saga_opts_init(evbus_saga_opts_t *o)
+void evbus_saga_opts_init_sized(evbus_saga_opts_t *out, size_t size)
 {
-    if (!o)
-        return;
+    evbus_saga_opts_t defaults, *o = &defaults;
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
     o->subscribe = 1;
     o->run_relay = 1;
     o->max_data_bytes = 262144;
     o->due_batch = 256;
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 static void default_comp_retry(evbus_retry_policy_t *p)

@@ -27,14 +27,14 @@ struct evbus_saga_participant {
     int64_t next_purge_ms; /* monotonic */
 };
 
-void evbus_saga_participant_opts_init(evbus_saga_participant_opts_t *o)
+void evbus_saga_participant_opts_init_sized(evbus_saga_participant_opts_t *out, size_t size)
 {
-    if (!o)
-        return;
+    evbus_saga_participant_opts_t defaults, *o = &defaults;
     memset(o, 0, sizeof *o);
     o->struct_size = sizeof *o;
     o->retention_ms = INT64_C(30) * 24 * 3600 * 1000;
     o->inbox_retention_ms = INT64_C(7) * 24 * 3600 * 1000;
+    evbus__struct_defaults(out, size, o, sizeof *o);
 }
 
 static const char *open_problem(evbus_saga_participant_t *p,
