@@ -532,6 +532,34 @@ START_TEST(log_callback_runs_without_the_lock)
 }
 END_TEST
 
+/* A reply that comes after the end is written to the history but does not
+ * move the end time: purge and "ended" go by when the instance ended. */
+START_TEST(late_reply_after_the_end_keeps_the_end_time)
+{
+    evbus_event_t *c = to_ship("o12");
+    evbus_event_t *dup = evbus_event_clone(c);
+    ck_assert_int_eq(h_reply(&h, c, SUCCESS, NULL, NULL), EVBUS_ACK);
+    ck_assert_int_eq(h_state(&h, "o12"), EVBUS_SAGA_COMPLETED);
+    char ended[64];
+    snprintf(ended, sizeof ended, "%s",
+             h_col(&h, "SELECT ended_at FROM evbus_saga WHERE id=?1", "o12"));
+    ck_assert_str_ne(ended, "(null)");
+    h_advance(&h, 60000);
+    evbus_event_t *late = evbus_saga_reply_new(dup, FAILURE, NULL, "late",
+                                               "/shipping");
+    evbus_event_set_id(late, "late-after-the-end");
+    ck_assert_int_eq(evbus_saga_on_reply(h.orch, late), EVBUS_ACK);
+    ck_assert(strstr(h_history(&h, "o12"), "completed,reply ignored") !=
+              NULL);
+    ck_assert_int_eq(h_state(&h, "o12"), EVBUS_SAGA_COMPLETED);
+    ck_assert_str_eq(h_col(&h, "SELECT ended_at FROM evbus_saga WHERE id=?1",
+                           "o12"),
+                     ended);
+    evbus_event_free(late);
+    evbus_event_free(dup);
+}
+END_TEST
+
 Suite *machine_suite(void);
 Suite *machine_suite(void)
 {
@@ -553,6 +581,7 @@ Suite *machine_suite(void)
     tcase_add_test(t, malformed_replies);
     tcase_add_test(t, two_orchestrators_share_a_database);
     tcase_add_test(t, log_callback_runs_without_the_lock);
+    tcase_add_test(t, late_reply_after_the_end_keeps_the_end_time);
     suite_add_tcase(s, t);
     return s;
 }

@@ -46,7 +46,11 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
          "UPDATE evbus_saga SET state = ?3, step = ?4, attempt = ?5,"
          " waiting = ?6, data = ?7, reason = ?8, due_at = ?9,"
          " prev_delay_ms = ?10, comp_started_at = ?11, steps = ?12,"
-         " hseq = ?13, updated_at = ?14, ended_at = ?15"
+         " hseq = ?13, updated_at = ?14,"
+         /* an ended instance keeps its end time (a late reply only adds
+          * history); one that moves again has none */
+         " ended_at = CASE WHEN ?15 IS NULL THEN NULL"
+         " ELSE coalesce(ended_at, ?15) END"
          " WHERE id = ?1 AND saga = ?2"},
         {&st->history,
          "INSERT INTO evbus_saga_history(saga_id, seq, at, step, event,"
