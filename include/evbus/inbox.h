@@ -135,8 +135,8 @@ typedef evbus_result_t (*evbus_inbox_work_fn)(sqlite3 *db,
  *                                                         not called
  *   work returned EVBUS_DROP                           -> rolled back,
  *                                                         EVBUS_DROP
- *   work returned EVBUS_RETRY or an error, the claim,
- *   BEGIN or COMMIT failed (database busy, I/O error),
+ *   work returned EVBUS_RETRY (or any other value),
+ *   the claim, BEGIN or COMMIT failed (busy, I/O error),
  *   ob on another connection than the inbox            -> rolled back,
  *                                                         EVBUS_RETRY
  * Rolling back forgets the claim, so the retried delivery runs work again.

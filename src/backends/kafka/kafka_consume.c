@@ -522,7 +522,9 @@ int evbus__kafka_settle(void *priv, void *bsub, evbus_msg_t *msg,
         return EVBUS_EINVAL;
     pthread_mutex_lock(&s->mu);
     kafka_part_t *p = m->part;
-    if (m->state != KMSG_HANDED) { /* settled twice: ignore */
+    /* The core settles each delivery once (m may be freed after that), so
+     * this only turns away a message that is not handed out. */
+    if (m->state != KMSG_HANDED) {
         pthread_mutex_unlock(&s->mu);
         return EVBUS_OK;
     }

@@ -251,15 +251,16 @@ void evbus__redis_unsubscribe(void *priv, void *bsub);
 int evbus__redis_fetch(void *priv, void *bsub, evbus_msg_t *out, int max);
 int evbus__redis_settle(void *priv, void *bsub, evbus_msg_t *msg,
                         evbus_settle_t how, int delay_ms);
-/* Run by the writer thread for a RDS_JOB_SETTLE (see redis_writer.c):
- * takes the sub's queued acks/releases and appends their commands to c.
- * Returns how many replies to read (0 = nothing to send). */
 /* Queues a settle job for what s has collected (s->settle_queued or a
  * failed send put it there). */
 void evbus__redis_push_settle_job(rds_sub_t *s);
 /* Appends one XACK (and the HDEL of the attempt records) of the listed
  * messages to c; returns the replies to read (0 for an empty list). */
 int evbus__redis_append_acks(rds_sub_t *s, redisContext *c, rds_msg_t *acks);
+/* Run by the writer thread for a RDS_JOB_SETTLE (see redis_writer.c):
+ * takes the sub's queued acks and releases (into *acks, *releases) and
+ * appends their commands to c. Returns how many replies to read (0 =
+ * nothing to send). */
 int evbus__redis_settle_append(rds_sub_t *s, redisContext *c, rds_msg_t **acks,
                                rds_msg_t **releases);
 /* After the replies: ok = true when the server answered (acks are final),
