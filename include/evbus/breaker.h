@@ -128,7 +128,8 @@ EVBUS_API int evbus_breaker_call(evbus_breaker_t *b, int (*fn)(void *),
                                  int (*fallback)(void *), void *opaque);
 
 /* Like evbus_breaker_call, but the fallback learns why it runs: err is
- * EVBUS_EBREAKER when the breaker rejected the call, else fn's result. */
+ * EVBUS_EBREAKER when the breaker rejected the call, else fn's result.
+ * Thread-safe when fn and fallback are. */
 EVBUS_API int evbus_breaker_call_ex(evbus_breaker_t *b, int (*fn)(void *),
                                     int (*fallback)(void *opaque, int err),
                                     void *opaque);
@@ -173,7 +174,8 @@ EVBUS_API int evbus_breaker_stats(evbus_breaker_t *b,
 EVBUS_API int evbus_breaker_set_name(evbus_breaker_t *b, const char *name);
 
 /* The breaker's name ("breaker" unless set); owned by b, valid until
- * evbus_breaker_set_name or evbus_breaker_free. */
+ * evbus_breaker_set_name or evbus_breaker_free. Thread-safe while no
+ * thread calls evbus_breaker_set_name. */
 EVBUS_API const char *evbus_breaker_name(const evbus_breaker_t *b);
 
 /* "CLOSED", "OPEN", "HALF_OPEN" or "UNKNOWN". Static string. Thread-safe. */

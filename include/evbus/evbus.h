@@ -108,7 +108,8 @@ typedef void (*evbus_log_fn)(int level, const char *component, const char *msg,
 EVBUS_API void evbus_set_log(evbus_log_fn fn, int max_level, void *opaque);
 
 /* A ready-made callback that writes "evbus <level> <component>: msg" lines to
- * stderr. Install with evbus_set_log(evbus_log_stderr, EVBUS_LOG_INFO, NULL). */
+ * stderr. Install with evbus_set_log(evbus_log_stderr, EVBUS_LOG_INFO, NULL).
+ * Any thread (one write per line). */
 EVBUS_API void evbus_log_stderr(int level, const char *component,
                                 const char *msg, void *opaque);
 

@@ -70,7 +70,8 @@ EVBUS_API int evbus_retry_delay_ms(const evbus_retry_policy_t *p, int attempt,
                                    int prev_delay_ms);
 
 /* 1 when another attempt is allowed after `attempt` failed attempts that
- * started elapsed_ms ago with next_delay_ms still to wait, else 0. */
+ * started elapsed_ms ago with next_delay_ms still to wait, else 0.
+ * Thread-safe. */
 EVBUS_API int evbus_retry_should_retry(const evbus_retry_policy_t *p,
                                        int attempt, uint64_t elapsed_ms,
                                        int next_delay_ms);
