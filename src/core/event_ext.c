@@ -135,15 +135,22 @@ int evbus_event_set_ext(evbus_event_t *ev, const char *name,
     return ext_put(ev, name, value, EVBUS__EXT_STRING);
 }
 
-int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
-                            int64_t value)
+/* The checks of a typed extension setter before its value's own. */
+static int typed_ext_refused(const evbus_event_t *ev, const char *name)
 {
     if (!ev)
         return NO_EVENT();
     if (!name)
         return evbus__event_refuse("extension name is NULL");
-    if (!evbus__ext_name_check(name))
-        return EVBUS_EINVAL;
+    return evbus__ext_name_check(name) ? EVBUS_OK : EVBUS_EINVAL;
+}
+
+int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
+                            int64_t value)
+{
+    int rc = typed_ext_refused(ev, name);
+    if (rc != EVBUS_OK)
+        return rc;
     if (value > EVBUS__EXT_INT_MAX || value < -EVBUS__EXT_INT_MAX)
         return evbus__event_refuse("extension '%s': %lld is outside "
                                    "+-(2^53 - 1)",
@@ -155,12 +162,9 @@ int evbus_event_set_ext_int(evbus_event_t *ev, const char *name,
 
 int evbus_event_set_ext_bool(evbus_event_t *ev, const char *name, int value)
 {
-    if (!ev)
-        return NO_EVENT();
-    if (!name)
-        return evbus__event_refuse("extension name is NULL");
-    if (!evbus__ext_name_check(name))
-        return EVBUS_EINVAL;
+    int rc = typed_ext_refused(ev, name);
+    if (rc != EVBUS_OK)
+        return rc;
     return ext_put(ev, name, value ? "true" : "false", EVBUS__EXT_BOOL);
 }
 

@@ -89,6 +89,19 @@ static void label(char *dst, size_t n, const char *src)
     dst[o] = '\0';
 }
 
+/* A subscription's counters and its topic and group as label values. */
+typedef struct {
+    evbus_sub_metrics_t m;
+    char t[512], g[512];
+} sub_view_t;
+
+static void sub_view(const evbus_sub_t *s, sub_view_t *v)
+{
+    sub_metrics(s, &v->m);
+    label(v->t, sizeof v->t, s->topic);
+    label(v->g, sizeof v->g, s->group);
+}
+
 char *evbus_metrics_prometheus(evbus_t *bus)
 {
     if (!bus)
@@ -134,27 +147,24 @@ char *evbus_metrics_prometheus(evbus_t *bus)
         evbus__buf_printf(&b, "# HELP evbus_%s_total %s\n# TYPE evbus_%s_total counter\n",
                   counters[k].name, counters[k].help, counters[k].name);
         for (evbus_sub_t *s = bus->subs; s; s = s->next) {
-            evbus_sub_metrics_t sm;
-            sub_metrics(s, &sm);
-            char t[512], g[512];
-            label(t, sizeof t, s->topic);
-            label(g, sizeof g, s->group);
-            uint64_t v = *(const uint64_t *)((const char *)&sm + counters[k].off);
+            sub_view_t sv;
+            sub_view(s, &sv);
+            uint64_t v =
+                *(const uint64_t *)((const char *)&sv.m + counters[k].off);
             evbus__buf_printf(&b, "evbus_%s_total{topic=\"%s\",group=\"%s\"} %llu\n",
-                      counters[k].name, t, g, (unsigned long long)v);
+                      counters[k].name, sv.t, sv.g, (unsigned long long)v);
         }
     }
     evbus__buf_printf(&b, "# HELP evbus_handler_seconds Handler run time.\n"
                   "# TYPE evbus_handler_seconds histogram\n");
     for (evbus_sub_t *s = bus->subs; s; s = s->next) {
-        evbus_sub_metrics_t sm;
-        sub_metrics(s, &sm);
-        char t[512], g[512];
-        label(t, sizeof t, s->topic);
-        label(g, sizeof g, s->group);
+        sub_view_t sv;
+        sub_view(s, &sv);
+        const evbus_sub_metrics_t *sm = &sv.m;
+        const char *t = sv.t, *g = sv.g;
         uint64_t cum = 0;
         for (size_t i = 0; i < EVBUS_HIST_BUCKETS; i++) {
-            cum += sm.handler_us_hist[i];
+            cum += sm->handler_us_hist[i];
             if (i < EVBUS_HIST_BUCKETS - 1)
                 evbus__buf_printf(&b,
                           "evbus_handler_seconds_bucket{topic=\"%s\",group=\"%s\","
@@ -169,7 +179,7 @@ char *evbus_metrics_prometheus(evbus_t *bus)
         }
         evbus__buf_printf(&b, "evbus_handler_seconds_sum{topic=\"%s\",group=\"%s\"} %g\n"
                       "evbus_handler_seconds_count{topic=\"%s\",group=\"%s\"} %llu\n",
-                  t, g, (double)sm.handler_us_sum / 1e6, t, g,
+                  t, g, (double)sm->handler_us_sum / 1e6, t, g,
                   (unsigned long long)cum);
     }
     pthread_mutex_unlock(&bus->mu);
