@@ -305,10 +305,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     if (rc) {
         rd_kafka_conf_destroy(pconf);
         rd_kafka_conf_destroy(cconf);
-        pthread_mutex_destroy(&kb->mu);
-    pthread_mutex_destroy(&kb->groups_mu);
-        pthread_cond_destroy(&kb->cv);
-        return rc;
+        goto fail_early;
     }
     kb->consumer_conf = cconf;
     rc = evbus__kafka_producer_open(kb, pconf, errstr, n); /* takes pconf */
@@ -334,7 +331,7 @@ static int kafka_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     rd_kafka_metadata_destroy(md);
     return EVBUS_OK;
 
-fail_early: /* nothing but the locks made yet */
+fail_early: /* nothing but the locks made yet (or left) */
     pthread_mutex_destroy(&kb->mu);
     pthread_mutex_destroy(&kb->groups_mu);
     pthread_cond_destroy(&kb->cv);
