@@ -11,6 +11,7 @@
  * original content type. A dead letter that cannot be written is the one
  * failure a consumer cannot route around, so it must never be too big.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,36 +31,48 @@ static void sanitize(char *dst, size_t n, const char *src)
     dst[i] = '\0';
 }
 
-static evbus_event_t *wrap_undecodable(const evbus_sub_t *sub,
-                                       const evbus_msg_t *msg)
-{
-    char source[300];
-    snprintf(source, sizeof source, "/evbus/%s/%s", sub->bus->scheme,
-             sub->topic);
-    evbus_event_t *ev = evbus_event_new(UNDECODABLE_TYPE, source);
-    if (ev && msg->len &&
-        evbus_event_set_data(ev, msg->payload, msg->len,
-                             "application/octet-stream") != EVBUS_OK) {
-        evbus_event_free(ev);
-        return NULL;
-    }
-    return ev;
-}
-
 /* Replaces dl's data by its first keep bytes as octet-stream and marks the
- * cut. orig/orig_len/orig_type: the full data as the event had it. */
+ * cut. orig/orig_len/orig_type: the full data as the event had it. A mark
+ * already there (an earlier cut) is kept: it names the original. */
 static int cut_data(evbus_event_t *dl, const void *orig, size_t orig_len,
                     const char *orig_type, size_t keep)
 {
     char n[24];
     snprintf(n, sizeof n, "%zu", orig_len);
+    bool first = evbus_event_ext(dl, "dlqtruncated") == NULL;
     int rc = evbus_event_set_data(dl, keep ? orig : NULL, keep,
                                   keep ? "application/octet-stream" : NULL);
-    if (rc == EVBUS_OK)
+    if (rc == EVBUS_OK && first)
         rc = evbus_event_set_ext(dl, "dlqtruncated", n);
-    if (rc == EVBUS_OK && orig_type && *orig_type)
+    if (rc == EVBUS_OK && first && orig_type && *orig_type)
         rc = evbus_event_set_ext(dl, "dlqdatacontenttype", orig_type);
     return rc;
+}
+
+/* Wraps bytes that are not an event. Bytes a dead letter of limit bytes
+ * cannot carry whole (base64 makes 3 bytes 4) are copied only as far as it
+ * can, and marked as cut: an oversized payload costs memory bounded by the
+ * limit here, not by its size (encode_fitting trims what is still over). */
+static evbus_event_t *wrap_undecodable(const evbus_sub_t *sub,
+                                       const evbus_msg_t *msg, size_t limit)
+{
+    char source[300];
+    snprintf(source, sizeof source, "/evbus/%s/%s", sub->bus->scheme,
+             sub->topic);
+    evbus_event_t *ev = evbus_event_new(UNDECODABLE_TYPE, source);
+    if (!ev || !msg->len)
+        return ev;
+    size_t head = limit / 4 * 3;
+    int rc = msg->len > head
+                 ? cut_data(ev, msg->payload, msg->len,
+                            "application/octet-stream", head)
+                 : evbus_event_set_data(ev, msg->payload, msg->len,
+                                        "application/octet-stream");
+    if (rc != EVBUS_OK) {
+        evbus_event_free(ev);
+        return NULL;
+    }
+    return ev;
 }
 
 /* Encodes dl, cutting its data until it fits limit bytes. Returns the JSON
@@ -121,7 +134,9 @@ int evbus__deadletter(evbus_sub_t *sub, const evbus_event_t *ev,
                       const evbus_msg_t *msg, const char *reason,
                       int attempts)
 {
-    evbus_event_t *dl = ev ? evbus_event_clone(ev) : wrap_undecodable(sub, msg);
+    evbus_event_t *dl = ev ? evbus_event_clone(ev)
+                           : wrap_undecodable(sub, msg,
+                                              sub->bus->max_event_bytes);
     if (!dl)
         return EVBUS_ENOMEM;
     char clean[1024], count[16];
