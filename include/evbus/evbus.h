@@ -333,7 +333,8 @@ typedef struct evbus_sub_opts {
      * is dead-lettered (see retry.h). NULL = the defaults: 5 attempts, 100
      * ms doubling up to 30 s with full jitter. Copied by subscribe. */
     const evbus_retry_policy_t *retry;
-    /* Dead-letter topic; NULL = "<topic>.dlq". Copied. */
+    /* Dead-letter topic; NULL = "<topic>.dlq", which follows the name rule
+     * too (a topic over 245 bytes needs one set here). Copied. */
     const char *dlq_topic;
     /* Most events fetched from the broker and not yet settled (handled or
      * waiting for a retry) per subscription; default 1000. */

@@ -83,8 +83,10 @@ static evbus_sub_t *sub_new(evbus_t *bus, const char *topic, const char *group,
     char dlq[EVBUS__NAME_MAX + 8];
     if (!o.dlq_topic || !*o.dlq_topic) {
         snprintf(dlq, sizeof dlq, "%s.dlq", topic);
-        if (evbus__check_name(dlq, "dead-letter topic", bus->native_names,
-                              errstr, n))
+        if (evbus__check_name(dlq,
+                              "default dead-letter topic (TOPIC.dlq; "
+                              "evbus_sub_opts_t.dlq_topic names another)",
+                              bus->native_names, errstr, n))
             return NULL;
     }
     evbus_sub_t *sub = calloc(1, sizeof *sub);

@@ -362,6 +362,30 @@ START_TEST(names_follow_one_portable_rule)
 }
 END_TEST
 
+/* A valid 249-byte topic has a 253-byte default dead-letter topic: the
+ * refusal says which name and how to choose another. */
+START_TEST(long_topic_needs_its_own_dead_letter_topic)
+{
+    char topic[250], why[512];
+    memset(topic, 't', 249);
+    topic[249] = '\0';
+    evbus_t *bus = evbus_open("memory://longdlq", NULL, 0);
+    ck_assert_ptr_nonnull(bus);
+    int n = 0;
+    ck_assert_ptr_null(evbus_subscribe_opts(bus, topic, "g", NULL, ack, &n,
+                                            why, sizeof why));
+    ck_assert_msg(strstr(why, "TOPIC.dlq") && strstr(why, "dlq_topic") &&
+                      strstr(why, "253 bytes"),
+                  "%s", why);
+    evbus_sub_opts_t o;
+    evbus_sub_opts_init(&o);
+    o.dlq_topic = "long.dlq";
+    ck_assert_ptr_nonnull(evbus_subscribe_opts(bus, topic, "g", &o, ack, &n,
+                                               why, sizeof why));
+    evbus_close(bus);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("core");
@@ -379,6 +403,7 @@ int main(void)
     tcase_add_test(tc, metrics_render_as_prometheus_text);
     tcase_add_test(tc, user_backends_register_by_scheme);
     tcase_add_test(tc, names_follow_one_portable_rule);
+    tcase_add_test(tc, long_topic_needs_its_own_dead_letter_topic);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
