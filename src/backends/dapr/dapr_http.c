@@ -78,17 +78,14 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *opaque)
 {
     dapr_resp_t *r = opaque;
     size_t n = size * nmemb;
-    size_t keep = r->len < MAX_BODY_KEPT ? MAX_BODY_KEPT - r->len : 0;
+    size_t len = r->body.len;
+    size_t keep = len < MAX_BODY_KEPT ? MAX_BODY_KEPT - len : 0;
     if (keep > n)
         keep = n;
     if (keep) {
-        char *b = realloc(r->body, r->len + keep + 1);
-        if (!b)
+        evbus__buf_append(&r->body, data, keep);
+        if (r->body.failed)
             return 0;
-        memcpy(b + r->len, data, keep);
-        r->len += keep;
-        b[r->len] = '\0';
-        r->body = b;
     }
     return n;
 }
@@ -139,9 +136,7 @@ int evbus__dapr_request(dapr_t *d, const char *url, struct curl_slist *hdrs,
 
 void evbus__dapr_resp_free(dapr_resp_t *r)
 {
-    free(r->body);
-    r->body = NULL;
-    r->len = 0;
+    evbus__buf_free(&r->body);
 }
 
 void evbus__dapr_describe_curl(const dapr_resp_t *r, char *why, size_t n)
@@ -165,7 +160,8 @@ static void one_line(char *out, size_t n, const char *text, size_t len)
 int evbus__dapr_map_status(const dapr_resp_t *r, char *why, size_t n)
 {
     const char *code = NULL, *msg = NULL;
-    cJSON *j = r->body ? cJSON_ParseWithLength(r->body, r->len) : NULL;
+    cJSON *j = r->body.data ? cJSON_ParseWithLength(r->body.data, r->body.len)
+                          : NULL;
     if (j) {
         cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "errorCode");
         cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
@@ -175,8 +171,8 @@ int evbus__dapr_map_status(const dapr_resp_t *r, char *why, size_t n)
     char text[256] = "";
     if (msg)
         one_line(text, sizeof text, msg, strlen(msg));
-    else if (r->body && !code)
-        one_line(text, sizeof text, r->body, r->len);
+    else if (r->body.data && !code)
+        one_line(text, sizeof text, r->body.data, r->body.len);
     snprintf(why, n, "HTTP %ld %s%s%s", r->status, code ? code : "",
              code && *text ? ": " : "", text);
     int err;

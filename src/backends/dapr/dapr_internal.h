@@ -46,8 +46,7 @@ typedef struct dapr_curl_pool {
 typedef struct dapr_resp {
     long status;
     CURLcode cc;
-    char *body;
-    size_t len;
+    evbus__buf_t body; /* body.data NULL when there was none */
 } dapr_resp_t;
 
 typedef struct dapr_server dapr_server_t;

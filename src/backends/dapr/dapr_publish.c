@@ -247,7 +247,8 @@ static bool send_bulk(dapr_t *d, aitem_t **batch, int n)
         return true;
     }
     rc = evbus__dapr_map_status(&r, why, sizeof why);
-    cJSON *j = r.body ? cJSON_ParseWithLength(r.body, r.len) : NULL;
+    cJSON *j =
+        r.body.data ? cJSON_ParseWithLength(r.body.data, r.body.len) : NULL;
     cJSON *failed = j ? cJSON_GetObjectItemCaseSensitive(j, "failedEntries")
                       : NULL;
     cJSON *code = j ? cJSON_GetObjectItemCaseSensitive(j, "errorCode") : NULL;
