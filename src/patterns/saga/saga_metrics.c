@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "saga_internal.h"
+#include "support/buf.h"
 
 #define METRICS_SIZE_V1 EVBUS__SIZE_THROUGH(evbus_saga_metrics_t, parked)
 
@@ -81,23 +82,21 @@ static void put_instances(const char *saga, int state, uint64_t n, void *arg)
         lower[i] = (char)(name[i] | 0x20);
     lower[i] = 0;
     /* saga names are [A-Za-z0-9._-]: nothing to escape in the label */
-    fprintf(arg, "evbus_saga_instances{saga=\"%s\",state=\"%s\"} %llu\n", saga,
-        lower, (unsigned long long)n);
+    evbus__buf_printf(arg,
+                      "evbus_saga_instances{saga=\"%s\",state=\"%s\"} %llu\n",
+                      saga, lower, (unsigned long long)n);
 }
 
 char *evbus_saga_metrics_prometheus(evbus_saga_orch_t *o)
 {
     if (!o)
         return NULL;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len); /* a growing string */
-    if (!f)
-        return NULL;
-    fputs("# HELP evbus_saga_instances Saga instances in the database by "
-          "state.\n# TYPE evbus_saga_instances gauge\n", f);
+    evbus__buf_t b = {0};
+    evbus__buf_puts(&b, "# HELP evbus_saga_instances Saga instances in the "
+                        "database by state.\n# TYPE evbus_saga_instances "
+                        "gauge\n");
     evbus__saga_lock(o);
-    int rc = each_count(o, put_instances, f);
+    int rc = each_count(o, put_instances, &b);
     evbus__saga_unlock(o);
     struct {
         const char *name, *help;
@@ -117,15 +116,15 @@ char *evbus_saga_metrics_prometheus(evbus_saga_orch_t *o)
          atomic_load(&o->parked)},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-        fprintf(f,
-                "# HELP evbus_saga_%s_total %s\n# TYPE evbus_saga_%s_total "
-                "counter\nevbus_saga_%s_total{orchestrator=\"%s\"} %llu\n",
-                c[i].name, c[i].help, c[i].name, c[i].name, o->name,
-                (unsigned long long)c[i].v);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad || rc != EVBUS_OK) {
-        free(text);
+        evbus__buf_printf(&b,
+                          "# HELP evbus_saga_%s_total %s\n# TYPE "
+                          "evbus_saga_%s_total counter\nevbus_saga_%s_total"
+                          "{orchestrator=\"%s\"} %llu\n",
+                          c[i].name, c[i].help, c[i].name, c[i].name, o->name,
+                          (unsigned long long)c[i].v);
+    if (rc != EVBUS_OK) {
+        evbus__buf_free(&b);
         return NULL;
     }
-    return text;
+    return evbus__buf_take(&b, NULL);
 }
