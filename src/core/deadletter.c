@@ -147,13 +147,25 @@ int evbus__deadletter(evbus_sub_t *sub, const evbus_event_t *ev,
         rc = evbus_event_set_ext(dl, "dlqattempts", count);
     if (rc == EVBUS_OK)
         rc = evbus_event_set_ext(dl, "dlqtopic", sub->topic);
-    size_t len = 0;
-    char *json = rc == EVBUS_OK
-                     ? encode_fitting(dl, sub->bus->max_event_bytes, &len, &rc)
-                     : NULL;
-    if (json) {
+    /* A broker may carry less than max_event_bytes (Kafka's
+     * message.max.bytes is 1,000,000 by default, below the default 1 MiB):
+     * a dead letter it refuses as too big is cut by a tenth more, a few
+     * times, rather than failing for good. */
+    size_t limit = sub->bus->max_event_bytes;
+    for (int round = 0; rc == EVBUS_OK; round++) {
+        size_t len = 0;
+        char *json = encode_fitting(dl, limit, &len, &rc);
+        if (!json)
+            break;
         rc = evbus__publish_encoded(sub->bus, sub->dlq_topic, dl, json, len);
         free(json);
+        if (rc != EVBUS_ETOOBIG || round == 4 || len < 4096)
+            break;
+        evbus__log(EVBUS_LOG_INFO, "core",
+                   "dead letter of %zu bytes refused as too big by %s; "
+                   "cutting it to %zu", len, sub->dlq_topic, len / 10 * 9);
+        limit = len / 10 * 9;
+        rc = EVBUS_OK;
     }
     evbus_event_free(dl);
     return rc;

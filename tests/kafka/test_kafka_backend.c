@@ -298,13 +298,39 @@ START_TEST(dapr_bare_json_record_is_decoded)
 }
 END_TEST
 
+/* Consumes topic on a default bus until its dead-letter topic holds one
+ * event, checks no handler ran on topic, and returns that dead letter
+ * (caller frees). */
+static evbus_event_t *only_dead_letter(const char *url, const char *topic,
+                                       int ms)
+{
+    char dlq[160], err[512];
+    snprintf(dlq, sizeof dlq, "%s.dlq", topic);
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(bus != NULL, "%s", err);
+    kt_collector_t c, d;
+    kt_collector_init(&c, KT_ACK);
+    kt_collector_init(&d, KT_ACK);
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", kt_handler, &c));
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, dlq, "g", kt_handler, &d));
+    evbus_t *buses[] = {bus, NULL};
+    ck_assert_int_eq(kt_poll_until(buses, &d, kt_acked, 1, ms), 1);
+    ck_assert_int_eq(c.calls, 0);
+    evbus_close(bus);
+    evbus_event_t *dl = d.last;
+    d.last = NULL;
+    kt_collector_free(&c);
+    kt_collector_free(&d);
+    ck_assert_str_eq(evbus_event_type(dl), "evbus.deadletter.undecodable");
+    return dl;
+}
+
 START_TEST(broken_binary_record_is_dead_lettered)
 {
     kt_mock_t m;
     kt_mock_start(&m, 1, "");
-    char topic[128], dlq[160], err[512];
+    char topic[128];
     kt_topic(topic, sizeof topic, "badbin");
-    snprintf(dlq, sizeof dlq, "%s.dlq", topic);
     rd_kafka_t *p = kt_raw_producer(m.brokers);
     /* ce_ headers without ce_type / ce_source */
     ck_assert_int_eq(rd_kafka_producev(
@@ -317,22 +343,50 @@ START_TEST(broken_binary_record_is_dead_lettered)
                      0);
     ck_assert_int_eq(rd_kafka_flush(p, 10000), 0);
     rd_kafka_destroy(p);
-    evbus_t *bus = evbus_open(m.url, err, sizeof err);
-    ck_assert_msg(bus != NULL, "%s", err);
-    kt_collector_t c, d;
-    kt_collector_init(&c, KT_ACK);
-    kt_collector_init(&d, KT_ACK);
-    ck_assert_ptr_nonnull(evbus_subscribe(bus, topic, "g", kt_handler, &c));
-    ck_assert_ptr_nonnull(evbus_subscribe(bus, dlq, "g", kt_handler, &d));
-    evbus_t *buses[] = {bus, NULL};
-    ck_assert_int_eq(kt_poll_until(buses, &d, kt_acked, 1, 30000), 1);
-    ck_assert_int_eq(c.calls, 0);
-    ck_assert_str_eq(evbus_event_type(d.last), "evbus.deadletter.undecodable");
-    ck_assert_ptr_nonnull(strstr(evbus_event_ext(d.last, "dlqreason"),
-                                 "ce_"));
-    evbus_close(bus);
-    kt_collector_free(&c);
-    kt_collector_free(&d);
+    evbus_event_t *dl = only_dead_letter(m.url, topic, 30000);
+    ck_assert_ptr_nonnull(strstr(evbus_event_ext(dl, "dlqreason"), "ce_"));
+    evbus_event_free(dl);
+    kt_mock_stop(&m);
+}
+END_TEST
+
+/* A record over the consumer's max_event_bytes, written by a producer
+ * with larger limits: its dead letter, cut to max_event_bytes (1 MiB),
+ * would still be over librdkafka's message.max.bytes (1,000,000 by
+ * default), and the event was held and given back for ever. It must reach
+ * the dead-letter topic, cut further. */
+START_TEST(oversized_record_dead_letter_fits_kafka)
+{
+    kt_mock_t m;
+    kt_mock_start(&m, 1, "");
+    char topic[128], url[1200], err[512];
+    kt_topic(topic, sizeof topic, "oversized");
+    snprintf(url, sizeof url, "%s&max_event_bytes=5000000"
+             "&kafka.message.max.bytes=10000000", m.url);
+    evbus_t *big = evbus_open(url, err, sizeof err);
+    ck_assert_msg(big != NULL, "%s", err);
+    size_t n = 3000000;
+    char *text = malloc(n);
+    ck_assert_ptr_nonnull(text);
+    memset(text, 'b', n);
+    evbus_event_t *ev = evbus_event_new("a.b.c", "/src");
+    ck_assert_int_eq(evbus_event_set_data(ev, text, n, "text/plain"),
+                     EVBUS_OK);
+    size_t encoded = 0;
+    free(evbus_event_to_json(ev, &encoded));
+    ck_assert_int_eq(evbus_publish(big, topic, ev), EVBUS_OK);
+    evbus_event_free(ev);
+    free(text);
+    evbus_close(big);
+
+    evbus_event_t *dl = only_dead_letter(m.url, topic, 90000);
+    char want[32];
+    snprintf(want, sizeof want, "%zu", encoded);
+    ck_assert_str_eq(evbus_event_ext(dl, "dlqtruncated"), want);
+    ck_assert_ptr_nonnull(strstr(evbus_event_ext(dl, "dlqreason"),
+                                 "over max_event_bytes 1048576"));
+    ck_assert_uint_lt(evbus_event_data_len(dl), 1000000);
+    evbus_event_free(dl);
     kt_mock_stop(&m);
 }
 END_TEST
@@ -469,6 +523,7 @@ int main(void)
     tcase_add_test(tc, binary_mode_roundtrip_and_headers);
     tcase_add_test(tc, dapr_bare_json_record_is_decoded);
     tcase_add_test(tc, broken_binary_record_is_dead_lettered);
+    tcase_add_test(tc, oversized_record_dead_letter_fits_kafka);
     tcase_add_test(tc, offsets_never_pass_a_retrying_event);
     tcase_add_test(tc, delivery_report_error_fails_the_publish);
     suite_add_tcase(s, tc);
