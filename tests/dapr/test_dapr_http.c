@@ -190,8 +190,14 @@ START_TEST(binary_mode_is_validated_like_structured)
                               "Content-Type: application/json", NULL};
     const char *bad_version[] = {"ce-specversion: 0.3", "ce-id: x",
                                  "ce-source: /p", "ce-type: a.b.c", NULL};
-    const char *const *cases[] = {no_id, bad_utf8, bad_time, bad_json,
-                                  bad_version};
+    /* a percent-encoded NUL would cut the value short ("a" for "a%00b") */
+    const char *nul_id[] = {"ce-specversion: 1.0", "ce-id: a%00b",
+                            "ce-source: /p", "ce-type: a.b.c", NULL};
+    const char *nul_ext[] = {"ce-specversion: 1.0", "ce-id: x",
+                             "ce-source: /p", "ce-type: a.b.c",
+                             "ce-myext: v%00", NULL};
+    const char *const *cases[] = {no_id,   bad_utf8,    bad_time, bad_json,
+                                  bad_version, nul_id, nul_ext};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         post_expect(&a, "{x", 2, cases[i], 200, "\"DROP\"");
     ck_assert_int_eq(rec_calls(&a.rec), 0);

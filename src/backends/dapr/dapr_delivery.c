@@ -23,6 +23,7 @@
  * an entry that is not an event keeps the reason instead.
  */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,11 +154,14 @@ static int hexval(int c)
 }
 
 /* Percent-decodes a ce- header value (the HTTP binding encodes what is not
- * printable ASCII); a '%' without two hex digits stays as it is. */
-static char *pct_decode(const char *s)
+ * printable ASCII); a '%' without two hex digits stays as it is. A %00
+ * would cut the C string short, so it is refused: NULL with *nul_at its
+ * offset in the decoded value (SIZE_MAX when out of memory). */
+static char *pct_decode(const char *s, size_t *nul_at)
 {
     size_t n = strlen(s);
     char *out = malloc(n + 1), *o = out;
+    *nul_at = SIZE_MAX;
     if (!out)
         return NULL;
     for (size_t i = 0; i < n; i++) {
@@ -165,6 +169,11 @@ static char *pct_decode(const char *s)
         if (s[i] == '%' && i + 2 < n &&
             (a = hexval((unsigned char)s[i + 1])) >= 0 &&
             (b = hexval((unsigned char)s[i + 2])) >= 0) {
+            if (!(a | b)) {
+                *nul_at = (size_t)(o - out);
+                free(out);
+                return NULL;
+            }
             *o++ = (char)(a << 4 | b);
             i += 2;
         } else {
@@ -173,6 +182,18 @@ static char *pct_decode(const char *s)
     }
     *o = '\0';
     return out;
+}
+
+/* why for a value pct_decode refused. */
+static void pct_refused(char *why, size_t n, const char *header,
+                        size_t nul_at)
+{
+    if (nul_at == SIZE_MAX)
+        snprintf(why, n, "out of memory");
+    else
+        snprintf(why, n, "binary-mode event has an invalid %.44s header: a "
+                         "NUL byte (%%00) at byte offset %zu",
+                 header, nul_at);
 }
 
 /* Only a-z, 0-9 and '-': safe to print in a message. */
@@ -219,8 +240,9 @@ static evbus_event_t *decode_binary(const dapr_http_req_t *in, char *why,
     evbus_event_t *ev = NULL;
     for (int i = 0; i < 4; i++) {
         const char *v = header(in, req[i]);
-        if (v && !(vals[i] = pct_decode(v))) {
-            snprintf(why, n, "out of memory");
+        size_t nul_at;
+        if (v && !(vals[i] = pct_decode(v, &nul_at))) {
+            pct_refused(why, n, req[i], nul_at);
             goto out;
         }
         if (!vals[i] || !*vals[i]) {
@@ -248,15 +270,20 @@ static evbus_event_t *decode_binary(const dapr_http_req_t *in, char *why,
         if (strncasecmp(name, "ce-", 3) != 0)
             continue;
         char *attr = strdup(name + 3);
-        char *v = attr ? pct_decode(in->values[i]) : NULL;
+        size_t nul_at = SIZE_MAX;
+        char *v = attr ? pct_decode(in->values[i], &nul_at) : NULL;
+        if (attr)
+            for (char *p = attr; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
         if (!attr || !v) {
+            char h[48];
+            snprintf(h, sizeof h, "ce-%.40s",
+                     attr && name_is_plain(attr) ? attr : "(unprintable)");
+            pct_refused(why, n, h, attr ? nul_at : SIZE_MAX);
             free(attr);
             free(v);
-            snprintf(why, n, "out of memory");
             goto fail;
         }
-        for (char *p = attr; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
         int rc = EVBUS_OK;
         if (strcmp(attr, "specversion") && strcmp(attr, "source") &&
             strcmp(attr, "type"))
