@@ -26,10 +26,14 @@
  * takes the same lock as the eviction, so a shut fd is always still ours.
  *
  * libmicrohttpd counts a closed connection until its daemon thread reaps
- * it, and refuses new ones at app_max_conns: the reserve is the room for
- * connections being torn down. When as many as half of it are still
- * waiting to be reaped, accepting pauses for a millisecond so their threads
- * can end (only under such a flood).
+ * it - between two accepts, and only once the connection's thread has
+ * ended - and refuses new ones at its own limit. So that limit is twice
+ * app_max_conns (evbus__dapr_conns_mhd_limit): the reserve and app_max_conns
+ * more are room for connections being torn down, and a delivery is not
+ * refused while a loaded machine is slow to end the evicted connections'
+ * threads. When as many as half of the reserve are still waiting to be
+ * reaped, accepting pauses for a millisecond (5 past the whole reserve) so
+ * their threads can end (only under such a flood).
  */
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -68,6 +72,11 @@ dapr_conns_t *evbus__dapr_conns_new(const dapr_conn_limits_t *lim)
     return cs;
 }
 
+unsigned evbus__dapr_conns_mhd_limit(const dapr_conn_limits_t *lim)
+{
+    return 2u * (unsigned)lim->max_conns;
+}
+
 void evbus__dapr_conns_free(dapr_conns_t *cs)
 {
     if (!cs)
@@ -98,7 +107,7 @@ void evbus__dapr_on_connection(void *cls, struct MHD_Connection *c,
                                enum MHD_ConnectionNotificationCode code)
 {
     dapr_conns_t *cs = cls;
-    bool pause = false;
+    useconds_t pause_us = 0;
     pthread_mutex_lock(&cs->mu);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci =
@@ -124,7 +133,9 @@ void evbus__dapr_on_connection(void *cls, struct MHD_Connection *c,
             cs->evicting++;
             cs->evicted++;
         }
-        pause = cs->evicting >= cs->reserve / 2;
+        pause_us = cs->evicting >= cs->reserve       ? 5000
+                   : cs->evicting >= cs->reserve / 2 ? 1000
+                                                     : 0;
     } else {
         dconn_t *x = *socket_context;
         if (x) {
@@ -144,8 +155,8 @@ void evbus__dapr_on_connection(void *cls, struct MHD_Connection *c,
         }
     }
     pthread_mutex_unlock(&cs->mu);
-    if (pause)
-        usleep(1000);
+    if (pause_us)
+        usleep(pause_us);
 }
 
 static dconn_t *conn_of(struct MHD_Connection *c)

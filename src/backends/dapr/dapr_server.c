@@ -75,7 +75,8 @@ static int server_start(dapr_server_t *srv)
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED,
         evbus__dapr_on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
         evbus__dapr_on_connection, srv->conns, MHD_OPTION_CONNECTION_LIMIT,
-        srv->limits.max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        evbus__dapr_conns_mhd_limit(&srv->limits),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         srv->limits.max_conns_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
         srv->limits.conn_timeout_s, MHD_OPTION_END);
     freeaddrinfo(ai);

@@ -104,6 +104,9 @@ void evbus__dapr_resolve(delivery_t *d, int status);
 /* ---- dapr_conns.c */
 dapr_conns_t *evbus__dapr_conns_new(const dapr_conn_limits_t *lim);
 void evbus__dapr_conns_free(dapr_conns_t *cs);
+/* libmicrohttpd's connection limit for app_max_conns: twice it, the
+ * difference being room for evicted connections not yet reaped. */
+unsigned evbus__dapr_conns_mhd_limit(const dapr_conn_limits_t *lim);
 /* MHD_OPTION_NOTIFY_CONNECTION callback (cls = the dapr_conns_t). */
 void evbus__dapr_on_connection(void *cls, struct MHD_Connection *c,
                                void **socket_context,
