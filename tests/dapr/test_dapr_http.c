@@ -248,6 +248,35 @@ START_TEST(batch_entries_each_delivered)
 }
 END_TEST
 
+/* Dapr's bulk envelope: each entry's event is decoded from its exact
+ * text, like a batch entry - no reprinting of numbers, and a \u0000 is
+ * refused rather than cutting the string short. */
+START_TEST(bulk_envelope_entries_keep_their_bytes)
+{
+    app_t a;
+    app_start(&a, "");
+    const char *ct[] = {"Content-Type: application/cloudevents+json", NULL};
+    char *e1 = event_json("k-1");
+    char body[2048];
+    snprintf(body, sizeof body,
+             "{\"type\":\"com.dapr.event.sent.bulk\",\"id\":\"env\","
+             "\"entries\":[{\"entryId\":\"1\",\"event\":%s,"
+             "\"contentType\":\"application/cloudevents+json\"},"
+             " {\"entryId\":\"2\",\"event\":{\"specversion\":\"1.0\","
+             "\"id\":\"x\\u0000y\",\"source\":\"/s\",\"type\":\"a.b.c\"},"
+             "\"contentType\":\"application/cloudevents+json\"}]}",
+             e1);
+    post_expect(&a, body, strlen(body), ct, 200,
+                "{\"entryId\":\"2\",\"status\":\"DROP\"}");
+    ck_assert_int_eq(rec_calls(&a.rec), 1);
+    ck_assert_str_eq(evbus_event_id(a.rec.got[0]), "k-1");
+    ck_assert_str_eq(evbus_event_data(a.rec.got[0]),
+                     "{\"n\":1.50,\"big\":12345678901234567890}");
+    free(e1);
+    app_stop(&a);
+}
+END_TEST
+
 /* ------------------------------------------------------------ methods */
 
 START_TEST(wrong_method_is_405_with_allow)
@@ -352,6 +381,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, binary_mode_is_a_cloudevent);
     tcase_add_test(tc, binary_mode_is_validated_like_structured);
     tcase_add_test(tc, batch_entries_each_delivered);
+    tcase_add_test(tc, bulk_envelope_entries_keep_their_bytes);
     tcase_add_test(tc, wrong_method_is_405_with_allow);
     tcase_add_test(tc, close_right_after_ack_still_answers);
     suite_add_tcase(s, tc);

@@ -321,8 +321,64 @@ out:
 
 /* ------------------------------------------------------------ bodies */
 
-/* Fills out with the entries of Dapr's bulk envelope j. */
-static int parse_bulk(cJSON *entries, dapr_delivery_t *out, size_t max)
+/* ---- finding a member's exact text in JSON that cJSON already accepted */
+
+static const char *json_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+/* Where the JSON value at p ends, or NULL. */
+static const char *json_value_end(const char *p, const char *end)
+{
+    const char *vend = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(p, (size_t)(end - p), &vend, 0);
+    cJSON_Delete(v);
+    return v && vend > p ? vend : NULL;
+}
+
+/* The exact text of member key (compared as written) of the object at p,
+ * with *vlen its length; NULL when absent or not found that way. */
+static const char *json_member(const char *p, const char *end,
+                               const char *key, size_t *vlen)
+{
+    p = json_ws(p, end);
+    if (p >= end || *p++ != '{')
+        return NULL;
+    for (;;) {
+        p = json_ws(p, end);
+        if (p >= end || *p != '"')
+            return NULL;
+        const char *k = ++p;
+        while (p < end && *p != '"')
+            p += *p == '\\' && p + 1 < end ? 2 : 1;
+        if (p >= end)
+            return NULL;
+        size_t klen = (size_t)(p - k);
+        p = json_ws(p + 1, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        const char *v = json_ws(p + 1, end), *vend = json_value_end(v, end);
+        if (!vend)
+            return NULL;
+        if (klen == strlen(key) && memcmp(k, key, klen) == 0) {
+            *vlen = (size_t)(vend - v);
+            return v;
+        }
+        p = json_ws(vend, end);
+        if (p >= end || *p++ != ',')
+            return NULL;
+    }
+}
+
+/* Fills out with the entries of Dapr's bulk envelope j, parsed from body.
+ * An entry's event object is decoded from its exact text, like a batch
+ * entry (cJSON would reprint numbers and cut strings at a \u0000); only
+ * if that text cannot be found is the object reprinted. */
+static int parse_bulk(cJSON *entries, const char *body, size_t len,
+                      dapr_delivery_t *out, size_t max)
 {
     int n = cJSON_GetArraySize(entries);
     out->kind = DAPR_BODY_BULK;
@@ -330,22 +386,41 @@ static int parse_bulk(cJSON *entries, dapr_delivery_t *out, size_t max)
     if (!out->e)
         return EVBUS_ENOMEM;
     out->n = n;
+    const char *end = body + len;
+    size_t alen = 0;
+    const char *raw = json_member(body, end, "entries", &alen);
+    raw = raw && *raw == '[' ? raw + 1 : NULL;
     int i = 0;
     cJSON *en;
     cJSON_ArrayForEach(en, entries) {
         dapr_entry_t *e = &out->e[i++];
+        const char *ev_raw = NULL;
+        size_t ev_len = 0;
+        if (raw) { /* walk the array beside cJSON */
+            raw = json_ws(raw, end);
+            const char *en_end = json_value_end(raw, end);
+            ev_raw = en_end ? json_member(raw, en_end, "event", &ev_len)
+                            : NULL;
+            raw = en_end ? json_ws(en_end, end) : NULL;
+            if (raw && raw < end && *raw == ',')
+                raw++;
+        }
         cJSON *eid = cJSON_GetObjectItemCaseSensitive(en, "entryId");
         cJSON *ev = cJSON_GetObjectItemCaseSensitive(en, "event");
         e->entry_id = strdup(cJSON_IsString(eid) ? eid->valuestring : "");
         if (cJSON_IsString(ev))
             e->json = strdup(ev->valuestring);
+        else if (cJSON_IsObject(ev) && ev_raw && *ev_raw == '{')
+            e->json = dup_bytes(ev_raw, ev_len);
         else if (cJSON_IsObject(ev))
             e->json = cJSON_PrintUnformatted(ev);
         else
             e->json = strdup(""); /* no event: decoding says so */
         if (!e->entry_id || !e->json)
             return EVBUS_ENOMEM;
-        e->len = strlen(e->json);
+        e->len = cJSON_IsObject(ev) && ev_raw && *ev_raw == '{'
+                     ? ev_len
+                     : strlen(e->json);
         if (!entry_decode_json(e, max))
             return EVBUS_ENOMEM;
     }
@@ -424,7 +499,7 @@ int evbus__dapr_parse_delivery(const dapr_http_req_t *in, dapr_delivery_t *out)
         cJSON *entries = cJSON_GetObjectItemCaseSensitive(j, "entries");
         if (cJSON_IsArray(entries) && cJSON_IsString(type) &&
             strcmp(type->valuestring, "com.dapr.event.sent.bulk") == 0) {
-            int rc = parse_bulk(entries, out, in->max_bytes);
+            int rc = parse_bulk(entries, body, in->len, out, in->max_bytes);
             cJSON_Delete(j);
             return rc;
         }
