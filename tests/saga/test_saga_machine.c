@@ -560,6 +560,54 @@ START_TEST(late_reply_after_the_end_keeps_the_end_time)
 }
 END_TEST
 
+/* The per-step results are written by the module's own printer (not
+ * cJSON's, whose number check was most of a transition's cost): what a
+ * reply carries comes back as the same JSON, times as integers, and the
+ * state index agrees with the rows after transitions that kept the state
+ * (those skip rewriting it). */
+START_TEST(step_results_keep_their_json)
+{
+    static const char result[] =
+        "{\"s\":\"q\\\"b\\\\n\\n\\t\\u0001\u00e9\",\"f\":0.1,\"e\":1e+300,"
+        "\"big\":9007199254740992,\"neg\":-42,\"a\":[1,[2,{}],[]],"
+        "\"t\":true,\"n\":null,\"o\":{\"x\":{\"y\":\"z\"}}}";
+    ck_assert_int_eq(evbus_saga_start(h.orch, "order", "o13", "{}"), 1);
+    evbus_event_t *c = h_expect_cmd(&h, "inventory.reserve", 0, "action");
+    ck_assert_int_eq(h_reply(&h, c, SUCCESS, result, NULL), EVBUS_ACK);
+    c = h_expect_cmd(&h, "payment.charge", 1, "action");
+    ck_assert_str_eq(
+        h_col(&h,
+              "SELECT json_extract(steps, '$[0].result') = json(?1)"
+              " FROM evbus_saga WHERE id = 'o13'",
+              result),
+        "1");
+    char updated[32];
+    snprintf(updated, sizeof updated, "%s",
+             h_col(&h, "SELECT updated_at FROM evbus_saga WHERE id = ?1",
+                   "o13"));
+    ck_assert_str_eq(h_col(&h,
+                           "SELECT json_type(steps, '$[0].startedAt') || ','"
+                           " || json_type(steps, '$[0].endedAt') || ','"
+                           " || json_type(steps, '$[1].deadlineAt') || ','"
+                           " || (json_extract(steps, '$[0].endedAt')"
+                           "     = CAST(?1 AS INTEGER))"
+                           " FROM evbus_saga WHERE id = 'o13'",
+                           updated),
+                     "integer,integer,integer,1");
+    ck_assert_int_eq(h_reply(&h, c, SUCCESS, NULL, NULL), EVBUS_ACK);
+    c = h_expect_cmd(&h, "shipping.ship", 2, "action");
+    ck_assert_int_eq(h_reply(&h, c, SUCCESS, NULL, NULL), EVBUS_ACK);
+    ck_assert_int_eq(h_state(&h, "o13"), EVBUS_SAGA_COMPLETED);
+    ck_assert_str_eq(h_col(&h,
+                           "SELECT count(*) FROM evbus_saga INDEXED BY"
+                           " evbus_saga_by_state WHERE state = 'COMPLETED'"
+                           " AND id = ?1",
+                           "o13"),
+                     "1");
+    ck_assert_str_eq(h_col(&h, "PRAGMA integrity_check", "x"), "ok");
+}
+END_TEST
+
 Suite *machine_suite(void);
 Suite *machine_suite(void)
 {
@@ -582,6 +630,7 @@ Suite *machine_suite(void)
     tcase_add_test(t, two_orchestrators_share_a_database);
     tcase_add_test(t, log_callback_runs_without_the_lock);
     tcase_add_test(t, late_reply_after_the_end_keeps_the_end_time);
+    tcase_add_test(t, step_results_keep_their_json);
     suite_add_tcase(s, t);
     return s;
 }

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "saga_internal.h"
+#include "support/buf.h"
 
 int evbus__saga_steps_parse(saga_inst_t *in, const char *text)
 {
@@ -26,9 +27,74 @@ int evbus__saga_steps_parse(saga_inst_t *in, const char *text)
     return EVBUS_OK;
 }
 
+/* A number as cJSON prints it, except that integers up to 2^53 (the
+ * times, attempts, indexes) are written as digits without going through
+ * printf("%1.15g") and the sscanf that checks it: printing the list is on
+ * every transition's path, and that check was most of its cost. */
+static void print_number(evbus__buf_t *b, double v)
+{
+    if (v != v || v - v != 0) { /* NaN, infinity: what cJSON writes */
+        evbus__buf_puts(b, "null");
+        return;
+    }
+    if (v >= -9007199254740992.0 && v <= 9007199254740992.0 &&
+        v == (double)(int64_t)v) {
+        char digits[24], *p = digits + sizeof digits;
+        int64_t i = (int64_t)v;
+        uint64_t u = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
+        do
+            *--p = (char)('0' + u % 10);
+        while ((u /= 10) != 0);
+        if (i < 0)
+            *--p = '-';
+        evbus__buf_append(b, p, (size_t)(digits + sizeof digits - p));
+        return;
+    }
+    char text[32];
+    snprintf(text, sizeof text, "%1.15g", v);
+    double back;
+    if (sscanf(text, "%lg", &back) != 1 || back != v)
+        snprintf(text, sizeof text, "%1.17g", v);
+    evbus__buf_puts(b, text);
+}
+
+/* Writes item as compact JSON (the same text as cJSON_PrintUnformatted
+ * but for the integers above). */
+static void print_item(evbus__buf_t *b, const cJSON *item)
+{
+    if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+        bool obj = cJSON_IsObject(item);
+        evbus__buf_append(b, obj ? "{" : "[", 1);
+        for (const cJSON *c = item->child; c; c = c->next) {
+            if (c != item->child)
+                evbus__buf_append(b, ",", 1);
+            if (obj) {
+                evbus__buf_json_str(b, c->string ? c->string : "");
+                evbus__buf_append(b, ":", 1);
+            }
+            print_item(b, c);
+        }
+        evbus__buf_append(b, obj ? "}" : "]", 1);
+    } else if (cJSON_IsString(item)) {
+        evbus__buf_json_str(b, item->valuestring ? item->valuestring : "");
+    } else if (cJSON_IsNumber(item)) {
+        print_number(b, item->valuedouble);
+    } else if (cJSON_IsRaw(item) && item->valuestring) {
+        evbus__buf_puts(b, item->valuestring);
+    } else {
+        evbus__buf_puts(b, cJSON_IsTrue(item)    ? "true"
+                           : cJSON_IsFalse(item) ? "false"
+                                                 : "null");
+    }
+}
+
 char *evbus__saga_steps_print(const saga_inst_t *in)
 {
-    return in->steps ? cJSON_PrintUnformatted(in->steps) : strdup("[]");
+    if (!in->steps)
+        return strdup("[]");
+    evbus__buf_t b = {0};
+    print_item(&b, in->steps);
+    return evbus__buf_take(&b, NULL);
 }
 
 /* Sets a number member (time < 0 or attempts < 0: leave as it is). */
