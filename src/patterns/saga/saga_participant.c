@@ -24,6 +24,9 @@ struct evbus_saga_participant {
     evbus_outbox_t *ob;
     evbus_relay_t *relay;
     sqlite3_stmt *get, *set, *purge;
+    /* the work's SAVEPOINT, prepared once: parsing these on every command
+     * cost as much as the record's own statements */
+    sqlite3_stmt *sp_open, *sp_release, *sp_undo;
     int64_t next_purge_ms; /* monotonic */
 };
 
@@ -100,6 +103,12 @@ evbus_saga_participant_t *evbus_saga_participant_open(
                     "DELETE FROM evbus_saga_part WHERE consumer = ?1"
                     " AND updated_at < ?2",
                     &p->purge, why, sizeof why) != EVBUS_OK ||
+        evbus__sql_prepare(db, "SAVEPOINT evbus_saga_work", &p->sp_open, why,
+                           sizeof why) != EVBUS_OK ||
+        evbus__sql_prepare(db, "RELEASE evbus_saga_work", &p->sp_release,
+                           why, sizeof why) != EVBUS_OK ||
+        evbus__sql_prepare(db, "ROLLBACK TO evbus_saga_work", &p->sp_undo,
+                           why, sizeof why) != EVBUS_OK ||
         !(p->in = evbus_inbox_open_opts(db, consumer, &io, why, sizeof why)) ||
         !(p->ob = evbus_outbox_open(db, why, sizeof why))) {
         evbus__seterr(errstr, n, "saga participant %s: %s", consumer, why);
@@ -135,6 +144,9 @@ void evbus_saga_participant_close(evbus_saga_participant_t *p)
     sqlite3_finalize(p->get);
     sqlite3_finalize(p->set);
     sqlite3_finalize(p->purge);
+    sqlite3_finalize(p->sp_open);
+    sqlite3_finalize(p->sp_release);
+    sqlite3_finalize(p->sp_undo);
     free(p->consumer);
     free(p->source);
     free(p);
@@ -195,18 +207,19 @@ typedef struct {
 
 /* Runs fn in a SAVEPOINT: its writes stay on success, go on failure.
  * Returns the outcome or a negative error. */
-static int run_work(sqlite3 *db, evbus_saga_work_fn fn,
+static int run_work(evbus_saga_participant_t *p, evbus_saga_work_fn fn,
                     const evbus_event_t *cmd, evbus_saga_answer_t *ans,
                     void *opaque)
 {
-    int rc = evbus__sql_exec(db, "SAVEPOINT evbus_saga_work", NULL, 0);
+    int rc = evbus__sql_step_done(p->sp_open);
     if (rc != EVBUS_OK)
         return rc;
-    int r = fn(db, cmd, ans, opaque);
+    int r = fn(p->db, cmd, ans, opaque);
     if (r == EVBUS_SAGA_SUCCESS)
-        return evbus__sql_exec(db, "RELEASE evbus_saga_work", NULL, 0);
-    rc = evbus__sql_exec(db, "ROLLBACK TO evbus_saga_work; RELEASE evbus_saga_work",
-                  NULL, 0);
+        return evbus__sql_step_done(p->sp_release);
+    rc = evbus__sql_step_done(p->sp_undo);
+    if (rc == EVBUS_OK)
+        rc = evbus__sql_step_done(p->sp_release);
     if (r < 0 || rc != EVBUS_OK)
         return r < 0 ? r : rc;
     return EVBUS_SAGA_FAILURE;
@@ -224,7 +237,7 @@ static int decide(part_ctx_t *c, sqlite3 *db, const evbus_event_t *cmd,
     *outcome = EVBUS_SAGA_SUCCESS;
     if (m->kind == SAGA_ACTION) {
         if (!*state) {
-            *outcome = run_work(db, c->action, cmd, ans, c->opaque);
+            *outcome = run_work(c->p, c->action, cmd, ans, c->opaque);
             next = *outcome == EVBUS_SAGA_SUCCESS ? "done" : "failed";
         } else if (strcmp(state, "done") != 0) {
             *outcome = EVBUS_SAGA_FAILURE;
@@ -244,7 +257,7 @@ static int decide(part_ctx_t *c, sqlite3 *db, const evbus_event_t *cmd,
                             "function was given", c->p->consumer, m->id,
                             m->step);
         } else {
-            *outcome = run_work(db, c->compensate, cmd, ans, c->opaque);
+            *outcome = run_work(c->p, c->compensate, cmd, ans, c->opaque);
             next = *outcome == EVBUS_SAGA_SUCCESS ? "compensated" : NULL;
         }
     } else if (!*state) {
