@@ -108,13 +108,15 @@ typedef struct saga_inst {
     int64_t comp_started_at;
     struct cJSON *steps; /* the per-step results (saga_steps.c) */
     int64_t hseq;        /* history rows written so far */
+    int stored_state;    /* the state in its row (-1: no row yet) */
 } saga_inst_t;
 
 /* Prepared statements on the orchestrator's connection. */
 typedef struct saga_store {
     sqlite3 *db;
-    sqlite3_stmt *insert, *load, *update, *history;
+    sqlite3_stmt *insert, *exists, *load, *update, *update_same, *history;
     sqlite3_stmt *due, *next_due, *count_states;
+    sqlite3_stmt *begin, *commit; /* BEGIN IMMEDIATE / COMMIT, parsed once */
 } saga_store_t;
 
 struct evbus_saga_orch {
@@ -193,12 +195,20 @@ int evbus__saga_tx_commit(sqlite3 *db, int nested, const char *savepoint);
 void evbus__saga_tx_rollback(sqlite3 *db, int nested, const char *savepoint);
 
 /* ---- saga_store.c */
+/* evbus__saga_tx_begin / _commit on the orchestrator's connection, with
+ * BEGIN IMMEDIATE and COMMIT prepared once. */
+int evbus__saga_store_begin(saga_store_t *st, int *nested,
+                            const char *savepoint);
+int evbus__saga_store_commit(saga_store_t *st, int nested,
+                             const char *savepoint);
 int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why,
                            size_t n);
 void evbus__saga_store_close(saga_store_t *st);
 /* 1 inserted, 0 exists, negative error. */
 int evbus__saga_store_insert(saga_store_t *st, const saga_inst_t *in,
                              int64_t now);
+/* 1 when an instance with this id exists, 0 when not, negative error. */
+int evbus__saga_store_exists(saga_store_t *st, const char *id);
 /* EVBUS_OK, EVBUS_ENOTFOUND, or an error. */
 int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out);
 int evbus__saga_store_update(saga_store_t *st, const saga_inst_t *in,

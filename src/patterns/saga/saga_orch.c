@@ -346,7 +346,7 @@ int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,
         return EVBUS_EINVAL;
     }
     int nested;
-    int rc = evbus__saga_tx_begin(o->db, &nested, "evbus_saga_start");
+    int rc = evbus__saga_store_begin(&o->st, &nested, "evbus_saga_start");
     if (rc != EVBUS_OK) {
         evbus__saga_unlock(o);
         return rc;
@@ -355,7 +355,8 @@ int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,
     int64_t now = evbus__saga_now(o);
     saga_inst_t in = {.id = strdup(id), .saga = strdup(d->name),
                       .data = strdup(data), .state = EVBUS_SAGA_RUNNING,
-                      .attempt = 1, .due_at = -1};
+                      .attempt = 1, .due_at = -1,
+                      .stored_state = EVBUS_SAGA_RUNNING}; /* as inserted */
     int created = 0;
     if (!in.id || !in.saga || !in.data)
         rc = EVBUS_ENOMEM;
@@ -367,7 +368,7 @@ int evbus_saga_start(evbus_saga_orch_t *o, const char *saga, const char *id,
     if (rc == EVBUS_OK && created)
         rc = evbus__saga_store_update(&o->st, &in, now);
     if (rc == EVBUS_OK)
-        rc = evbus__saga_tx_commit(o->db, nested, "evbus_saga_start");
+        rc = evbus__saga_store_commit(&o->st, nested, "evbus_saga_start");
     if (rc == EVBUS_OK) {
         evbus__saga_pend_commit(o);
         if (created)
@@ -459,7 +460,7 @@ static int run_timer(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
                      const char *id)
 {
     int nested;
-    int rc = evbus__saga_tx_begin(o->db, &nested, "evbus_saga_timer");
+    int rc = evbus__saga_store_begin(&o->st, &nested, "evbus_saga_timer");
     if (rc != EVBUS_OK)
         return rc;
     evbus__saga_pend_clear(o);
@@ -480,7 +481,7 @@ static int run_timer(evbus_saga_orch_t *o, const evbus_saga_def_t *d,
         rc = EVBUS_OK;
     }
     if (rc == EVBUS_OK)
-        rc = evbus__saga_tx_commit(o->db, nested, "evbus_saga_timer");
+        rc = evbus__saga_store_commit(&o->st, nested, "evbus_saga_timer");
     if (rc == EVBUS_OK) {
         evbus__saga_pend_commit(o);
         return moved;

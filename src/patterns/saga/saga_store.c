@@ -41,6 +41,7 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
          "INSERT INTO evbus_saga(" INST_COLS ", created_at, updated_at)"
          " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
          " ?14, ?14) ON CONFLICT(id) DO NOTHING"},
+        {&st->exists, "SELECT 1 FROM evbus_saga WHERE id = ?1"},
         {&st->load, "SELECT " INST_COLS " FROM evbus_saga WHERE id = ?1"},
         {&st->update,
          "UPDATE evbus_saga SET state = ?3, step = ?4, attempt = ?5,"
@@ -51,6 +52,14 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
           * history); one that moves again has none */
          " ended_at = CASE WHEN ?15 IS NULL THEN NULL"
          " ELSE coalesce(ended_at, ?15) END"
+         " WHERE id = ?1 AND saga = ?2"},
+        /* the state as it was: the state index (and the end time) stay as
+         * they are, so the transition writes one page less */
+        {&st->update_same,
+         "UPDATE evbus_saga SET step = ?4, attempt = ?5,"
+         " waiting = ?6, data = ?7, reason = ?8, due_at = ?9,"
+         " prev_delay_ms = ?10, comp_started_at = ?11, steps = ?12,"
+         " hseq = ?13, updated_at = ?14"
          " WHERE id = ?1 AND saga = ?2"},
         {&st->history,
          "INSERT INTO evbus_saga_history(saga_id, seq, at, step, event,"
@@ -64,6 +73,9 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
          " WHERE saga = ?1 AND due_at IS NOT NULL"},
         {&st->count_states,
          "SELECT saga, state, count(*) FROM evbus_saga GROUP BY state, saga"},
+        /* IMMEDIATE takes the write lock now (see evbus__saga_tx_begin) */
+        {&st->begin, "BEGIN IMMEDIATE"},
+        {&st->commit, "COMMIT"},
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         int rc = evbus__sql_prepare(db, q[i].sql, q[i].st, why, n);
@@ -77,12 +89,29 @@ int evbus__saga_store_open(saga_store_t *st, sqlite3 *db, char *why, size_t n)
 
 void evbus__saga_store_close(saga_store_t *st)
 {
-    sqlite3_stmt *all[] = {st->insert,  st->load,     st->update,
-                           st->history, st->due,      st->next_due,
-                           st->count_states};
+    sqlite3_stmt *all[] = {st->insert,      st->exists,  st->load,
+                           st->update,      st->update_same,
+                           st->history,     st->due,     st->next_due,
+                           st->count_states, st->begin, st->commit};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
     memset(st, 0, sizeof *st);
+}
+
+int evbus__saga_store_begin(saga_store_t *st, int *nested,
+                            const char *savepoint)
+{
+    if (!sqlite3_get_autocommit(st->db))
+        return evbus__saga_tx_begin(st->db, nested, savepoint);
+    *nested = 0;
+    return evbus__sql_step_done(st->begin);
+}
+
+int evbus__saga_store_commit(saga_store_t *st, int nested,
+                             const char *savepoint)
+{
+    return nested ? evbus__saga_tx_commit(st->db, nested, savepoint)
+                  : evbus__sql_step_done(st->commit);
 }
 
 static void bind_opt_text(sqlite3_stmt *s, int i, const char *v)
@@ -139,6 +168,14 @@ static int write_inst(sqlite3_stmt *st, const saga_inst_t *in, int64_t now,
     return rc;
 }
 
+int evbus__saga_store_exists(saga_store_t *st, const char *id)
+{
+    sqlite3_bind_text(st->exists, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st->exists);
+    sqlite3_reset(st->exists);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : evbus__sqlite_err(rc);
+}
+
 int evbus__saga_store_insert(saga_store_t *st, const saga_inst_t *in,
                              int64_t now)
 {
@@ -189,6 +226,7 @@ int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out)
     int steps_rc = evbus__saga_steps_parse(
         out, (const char *)sqlite3_column_text(s, 11));
     out->hseq = sqlite3_column_int64(s, 12);
+    out->stored_state = out->state;
     sqlite3_reset(s);
     if (steps_rc != EVBUS_OK || oom || !out->id || !out->saga || !out->data) {
         evbus__saga_inst_free(out);
@@ -204,7 +242,9 @@ int evbus__saga_store_load(saga_store_t *st, const char *id, saga_inst_t *out)
 int evbus__saga_store_update(saga_store_t *st, const saga_inst_t *in,
                              int64_t now)
 {
-    return write_inst(st->update, in, now, true);
+    return write_inst(in->state == in->stored_state ? st->update_same
+                                                    : st->update,
+                      in, now, in->state != in->stored_state);
 }
 
 void evbus__saga_inst_free(saga_inst_t *in)
