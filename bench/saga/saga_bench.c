@@ -504,9 +504,24 @@ int main(int argc, char **argv)
 
 /* Both kinds, alternating which goes first, each round's ratio and the
  * median. */
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The machine may be shared: the load average says how much. */
+static void print_load(const char *when)
+{
+    double l[3];
+    if (getloadavg(l, 3) == 3)
+        printf("load average %s: %.2f %.2f %.2f\n", when, l[0], l[1], l[2]);
+}
+
 static void compare(int n, int rounds)
 {
-    double ratios[99];
+    double ratios[99], per_s[2][99], cpu[2][99];
+    print_load("before");
     for (int i = 0; i < rounds; i++) {
         result_t res[2];
         /* alternate which goes first: the machine is shared */
@@ -520,8 +535,16 @@ static void compare(int n, int rounds)
         ratios[i] = res[1].per_s / res[0].per_s;
         printf("%-5d %-28s %12.3f\n", i + 1, "ratio saga/baseline",
                ratios[i]);
+        for (int m = 0; m < 2; m++) {
+            per_s[m][i] = res[m].per_s;
+            cpu[m][i] = res[m].cpu_us_step;
+        }
     }
-    qsort(ratios, (size_t)rounds, sizeof ratios[0], cmp_double);
+    print_load("after");
+    for (int m = 0; m < 2; m++)
+        printf("median over %d rounds, %-28s %8.0f sagas/s %8.1f cpu us/step"
+               "\n", rounds, modes[m].name, median(per_s[m], rounds),
+               median(cpu[m], rounds));
     printf("median ratio saga/baseline over %d rounds: %.3f\n", rounds,
-           ratios[rounds / 2]);
+           median(ratios, rounds));
 }
