@@ -98,7 +98,7 @@ static topic_t *topics;
 static job_t *ready_head, *ready_tail;
 static job_t **delayed; /* min-heap by due */
 static size_t ndelayed, cap_delayed;
-static atomic_int stopping; /* lock-free: fine in a signal handler */
+static atomic_int stopping; /* set once SIGTERM/SIGINT arrived */
 
 static struct {
     long published, bulk_requests, bulk_entries, injected_failures, wrapped,
@@ -1001,8 +1001,6 @@ static void *subscriber(void *arg)
 
 /* ------------------------------------------------------------ main */
 
-static void on_signal(int sig) { stopping = 1; }
-
 /* A port nobody listens on now (for --app-port 0). */
 static int free_port(void)
 {
@@ -1073,8 +1071,15 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
+    /* SIGTERM/SIGINT are taken by sigwait below: blocked here, before any
+     * thread starts, so every thread inherits the mask. (A handler plus
+     * pause() would hang when the signal lands on another thread, or
+     * between the check and the pause.) */
+    sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigaddset(&stop_sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL);
     curl_global_init(CURL_GLOBAL_ALL);
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
@@ -1097,8 +1102,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < opt_workers; i++)
             pthread_create(&workers[i], NULL, worker, NULL);
     }
-    while (!stopping)
-        pause();
+    int sig;
+    sigwait(&stop_sigs, &sig);
+    stopping = 1;
     /* A test tool: workers may sit in a request to a vanished app, so do
      * not wait for them. */
     _exit(0);
