@@ -175,6 +175,98 @@ START_TEST(limits_are_url_options)
 }
 END_TEST
 
+/* A request body that arrives slowly holds its bytes in the server until
+ * the request ends. app_max_buffered_mb bounds them over all connections:
+ * with one upload holding ~1 MB of a 1 MiB budget, a complete 100 kB
+ * delivery is answered 503 (Dapr retries), and served once the slow one
+ * is gone. Verdicts are answers; the tries only wait for the server to
+ * have read what the slow client sent. */
+START_TEST(buffered_bodies_are_bounded)
+{
+    standin_t s;
+    ck_assert_int_eq(standin_start(&s, standin_exe, NULL), 0);
+    char url[512], err[512] = "";
+    standin_url(&s, url, sizeof url,
+                "&app_api_token=tok&app_max_buffered_mb=1");
+    evbus_t *bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(bus != NULL, "%s", err);
+    calls = 0;
+    ck_assert_ptr_nonnull(evbus_subscribe(bus, "t", "g", handler, NULL));
+    pthread_t th;
+    pthread_create(&th, NULL, run_bus, bus);
+    const char *tok[] = {"dapr-api-token: tok", NULL};
+    for (int i = 0; i < 500 && http_call(s.app_port, "/healthz", NULL, tok,
+                                         NULL) != 200;
+         i++)
+        usleep(10 * 1000);
+
+    /* the slow upload: 1,000,000 of its 1,500,000 bytes, then nothing */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s.app_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static const char head[] =
+        "POST /evbus/pubsub/t HTTP/1.1\r\nHost: x\r\n"
+        "dapr-api-token: tok\r\n"
+        "Content-Type: application/cloudevents+json\r\n"
+        "Content-Length: 1500000\r\n\r\n";
+    ck_assert_int_eq(send(fd, head, sizeof head - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof head - 1));
+    char *slow = malloc(1000000);
+    memset(slow, ' ', 1000000);
+    for (size_t off = 0; off < 1000000;) {
+        ssize_t n = send(fd, slow + off, 1000000 - off, MSG_NOSIGNAL);
+        ck_assert_int_gt(n, 0);
+        off += (size_t)n;
+    }
+    free(slow);
+
+    /* a complete delivery of 100 kB */
+    evbus_event_t *ev = evbus_event_new("test.abuse.big", "/tests/abuse");
+    char *json = malloc(100002);
+    json[0] = '"';
+    memset(json + 1, 'x', 99999);
+    json[100000] = '"';
+    json[100001] = '\0';
+    ck_assert_int_eq(evbus_event_set_data_json(ev, json), EVBUS_OK);
+    free(json);
+    char *body = evbus_event_to_json(ev, NULL);
+    const char *hdrs[] = {"Content-Type: application/cloudevents+json",
+                          "dapr-api-token: tok", NULL};
+    long st = 0;
+    for (int i = 0; i < 500 && st != 503; i++) {
+        char *answer = NULL;
+        st = http_call(s.app_port, "/evbus/pubsub/t", body, hdrs, &answer);
+        free(answer);
+        if (st != 503)
+            usleep(10 * 1000);
+    }
+    ck_assert_msg(st == 503, "with ~1 MB held of a 1 MiB budget, a 100 kB "
+                             "delivery was answered %ld, not 503", st);
+
+    close(fd); /* the slow upload ends: its bytes are let go */
+    st = 0;
+    for (int i = 0; i < 500 && st != 200; i++) {
+        char *answer = NULL;
+        st = http_call(s.app_port, "/evbus/pubsub/t", body, hdrs, &answer);
+        free(answer);
+        if (st != 200)
+            usleep(10 * 1000);
+    }
+    ck_assert_msg(st == 200, "after the slow upload ended: %ld", st);
+    pthread_mutex_lock(&calls_mu);
+    ck_assert_int_ge(calls, 1);
+    pthread_mutex_unlock(&calls_mu);
+    free(body);
+    evbus_event_free(ev);
+    evbus_stop(bus);
+    pthread_join(th, NULL);
+    evbus_close(bus);
+    standin_stop(&s);
+}
+END_TEST
+
 START_TEST(bad_limit_options_are_refused)
 {
     static const char *const bad[] = {
@@ -183,6 +275,7 @@ START_TEST(bad_limit_options_are_refused)
         "dapr://127.0.0.1:1?sidecar_wait_ms=0&app_conn_timeout_s=0",
         "dapr://127.0.0.1:1?sidecar_wait_ms=0&app_idle_timeout_s=-1",
         "dapr://127.0.0.1:1?sidecar_wait_ms=0&app_max_conns_per_ip=-2",
+        "dapr://127.0.0.1:1?sidecar_wait_ms=0&app_max_buffered_mb=0",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[512] = "";
@@ -220,6 +313,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, half_open_connections_do_not_starve_deliveries);
     tcase_add_test(tc, limits_are_url_options);
+    tcase_add_test(tc, buffered_bodies_are_bounded);
     tcase_add_test(tc, bad_limit_options_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -30,6 +30,9 @@
  *   app_conn_timeout_s=N    idle limit of a connection until a request on
  *                      it passed the token check (default 10)
  *   app_idle_timeout_s=N    idle limit after that (default 120)
+ *   app_max_buffered_mb=N   MiB of request bodies the app server holds at
+ *                      once, over all connections (default 256); a body
+ *                      that would pass it is answered 503 (Dapr retries)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +210,7 @@ static int dapr_open(void *priv, evbus_host_t *host, const evbus_url_t *url,
     INT_OPT("app_max_conns_per_ip", 0, 0, 65536, d->limits.max_conns_per_ip);
     INT_OPT("app_conn_timeout_s", 10, 1, 3600, d->limits.conn_timeout_s);
     INT_OPT("app_idle_timeout_s", 120, 1, 86400, d->limits.idle_timeout_s);
+    INT_OPT("app_max_buffered_mb", 256, 1, 65536, d->limits.max_buffered_mb);
 #undef INT_OPT
     if (rc != EVBUS_OK) {
         release(d);

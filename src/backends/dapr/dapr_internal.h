@@ -52,12 +52,14 @@ typedef struct dapr_resp {
 typedef struct dapr_server dapr_server_t;
 
 /* What the app server lets clients hold (URL options app_max_conns,
- * app_max_conns_per_ip, app_conn_timeout_s, app_idle_timeout_s). */
+ * app_max_conns_per_ip, app_conn_timeout_s, app_idle_timeout_s,
+ * app_max_buffered_mb). */
 typedef struct dapr_conn_limits {
     unsigned max_conns;        /* held at once (MHD's limit is 2x) */
     unsigned max_conns_per_ip; /* MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0 = off */
     unsigned conn_timeout_s;   /* idle limit until a request proved itself */
     unsigned idle_timeout_s;   /* idle limit of a proven keep-alive conn */
+    unsigned max_buffered_mb;  /* request bodies held at once, all together */
 } dapr_conn_limits_t;
 typedef struct dapr_async dapr_async_t;
 

@@ -22,8 +22,6 @@
 
 #include "dapr_server_internal.h"
 
-#define MAX_BODY (64u * 1024 * 1024)
-
 static const char *const status_name[] = {"SUCCESS", "RETRY", "DROP"};
 
 /* ------------------------------------------------------------ replies */
@@ -426,8 +424,26 @@ static enum MHD_Result on_delivery(dapr_server_t *srv,
 
 typedef struct conn_state {
     evbus__buf_t body;
+    size_t held;  /* bytes counted in srv->buffered for this request */
     bool denied, too_big;
+    bool busy;    /* the bodies of all requests would pass the budget */
 } conn_state_t;
+
+/* Takes n more bytes of st's body into the server-wide budget
+ * (app_max_buffered_mb), so many slow uploads at once cannot hold more
+ * memory than that. false: over it. */
+static bool hold_body(dapr_server_t *srv, conn_state_t *st, size_t n)
+{
+    size_t budget = (size_t)srv->limits.max_buffered_mb << 20;
+    pthread_mutex_lock(&srv->mu);
+    bool ok = srv->buffered + n <= budget;
+    if (ok) {
+        srv->buffered += n;
+        st->held += n;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return ok;
+}
 
 enum MHD_Result evbus__dapr_on_request(void *cls, struct MHD_Connection *c,
                                        const char *url, const char *method,
@@ -449,10 +465,11 @@ enum MHD_Result evbus__dapr_on_request(void *cls, struct MHD_Connection *c,
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!st->denied && !st->too_big) {
+        if (!st->denied && !st->too_big && !st->busy) {
             /* over the limit, or no memory for it: refused either way */
             st->too_big = st->body.len + *upload_size > MAX_BODY;
-            if (!st->too_big) {
+            st->busy = !st->too_big && !hold_body(srv, st, *upload_size);
+            if (!st->too_big && !st->busy) {
                 evbus__buf_append(&st->body, upload, *upload_size);
                 st->too_big = st->body.failed;
             }
@@ -468,6 +485,15 @@ enum MHD_Result evbus__dapr_on_request(void *cls, struct MHD_Connection *c,
     }
     if (st->too_big)
         return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+    if (st->busy) {
+        SRV_LOG(srv, EVBUS_LOG_WARN,
+                "%s %s answered 503: request bodies held would pass "
+                "app_max_buffered_mb=%u", method, url,
+                srv->limits.max_buffered_mb);
+        return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          "busy: too many request bodies held at once "
+                          "(app_max_buffered_mb), retry");
+    }
     bool get = strcmp(method, "GET") == 0;
     bool post = strcmp(method, "POST") == 0;
     bool delivery_route =
@@ -501,6 +527,7 @@ void evbus__dapr_on_completed(void *cls, struct MHD_Connection *c,
         pthread_mutex_lock(&srv->mu);
         if (--srv->active == 0)
             pthread_cond_broadcast(&srv->answered);
+        srv->buffered -= st->held;
         pthread_mutex_unlock(&srv->mu);
         free(st->body.data);
         free(st);

@@ -69,6 +69,7 @@ struct dapr_server {
     dapr_conn_limits_t limits;
     dapr_conns_t *conns; /* open connections (dapr_conns.c) */
     int active;          /* requests not answered yet (under mu) */
+    size_t buffered;     /* bytes of request bodies held (under mu) */
     pthread_cond_t answered; /* signalled when active drops to 0 */
     bool closing;
     uint64_t next_start_ms;
