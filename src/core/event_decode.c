@@ -332,6 +332,7 @@ typedef struct {
     const char *dsrc;           /* data bytes to copy (not for BINARY) */
     size_t dlen;
     char *printed;              /* JSON data printed by cJSON (rare) */
+    unsigned seen;              /* what the strings hold: EVBUS__TEXT_* */
 } decoder_t;
 
 /* Writes the reason and evaluates to false. */
@@ -375,7 +376,7 @@ static bool dec_parse(decoder_t *d, size_t max_bytes)
      * other whitespace, numbers such as 01 */
     size_t bad;
     const char *why;
-    if (!evbus__json_text_check(d->json, d->len, &bad, &why)) {
+    if (!evbus__json_text_scan(d->json, d->len, &bad, &why, &d->seen)) {
         char where[96];
         member_at(d->json, d->json + d->len, bad, where, sizeof where);
         size_t ubad;
@@ -388,6 +389,13 @@ static bool dec_parse(decoder_t *d, size_t max_bytes)
                       where);
     }
     return true;
+}
+
+/* Does a string cJSON made hold a control character? Never when the text
+ * had only printable ASCII in its strings, unescaped (dec_parse). */
+static bool has_ctl(const decoder_t *d, const char *s, size_t n)
+{
+    return d->seen && evbus__has_ctl_n(s, n);
 }
 
 /* Sorts the members into attributes and extensions; checks extension names
@@ -415,7 +423,7 @@ static bool dec_members(decoder_t *d)
         int64_t iv;
         if (cJSON_IsString(c)) {
             size_t vl = strlen(c->valuestring);
-            if (evbus__has_ctl_n(c->valuestring, vl))
+            if (has_ctl(d, c->valuestring, vl))
                 return REFUSE(d, "extension '%.64s' contains a control "
                                  "character",
                               k);
@@ -459,7 +467,7 @@ static bool dec_attributes(decoder_t *d)
             return REFUSE(d, "%s attribute '%s' is empty",
                           required ? "required" : "optional", attr_names[i]);
         d->alen[i] = strlen(v);
-        if (evbus__has_ctl_n(v, d->alen[i]))
+        if (has_ctl(d, v, d->alen[i]))
             return REFUSE(d, "attribute '%s' contains a control character",
                           attr_names[i]);
         if (i != A_SPECVERSION)
@@ -526,8 +534,11 @@ static bool dec_data(decoder_t *d)
         }
     }
     const char *keep = d->kind == EVBUS__DATA_JSON ? d->dsrc : NULL;
-    const char *nulesc = find_nul_escape(d->json, d->json + d->len, keep,
-                                         keep ? keep + d->dlen : NULL);
+    const char *nulesc =
+        d->seen & EVBUS__TEXT_ESCAPES
+            ? find_nul_escape(d->json, d->json + d->len, keep,
+                              keep ? keep + d->dlen : NULL)
+            : NULL;
     if (nulesc)
         return REFUSE(d, "a string holds a NUL character (\\u0000) at byte "
                          "offset %zu",

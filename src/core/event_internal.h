@@ -153,6 +153,15 @@ bool evbus__utf8_ok(const unsigned char *s, size_t n);
  * numbers by the grammar? Same failure reporting as evbus__utf8_check. */
 bool evbus__json_text_check(const char *s, size_t n, size_t *bad,
                             const char **why);
+/* evbus__json_text_check that also says what the strings of the text hold
+ * (*seen, when not NULL): EVBUS__TEXT_ESCAPES, a backslash escape;
+ * EVBUS__TEXT_UNPRINTABLE, a byte outside 0x20-0x7e. With neither, every
+ * string (member names included) is printable ASCII as written, so the
+ * strings cJSON made of it hold no control character. */
+#define EVBUS__TEXT_ESCAPES 1u
+#define EVBUS__TEXT_UNPRINTABLE 2u
+bool evbus__json_text_scan(const char *s, size_t n, size_t *bad,
+                           const char **why, unsigned *seen);
 
 /* ---- event.c: why the calling thread's last setter refused its input */
 int evbus__event_refuse(const char *fmt, ...)

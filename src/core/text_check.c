@@ -11,8 +11,12 @@
  * libevbus keeps and writes back out is JSON every other reader accepts.
  */
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "event_internal.h"
+#include "support/buf.h"
 
 /* 8 bytes of ASCII without a NUL? */
 static bool ascii8(const unsigned char *p)
@@ -160,40 +164,35 @@ static const char *json_number(const char *p, const char *e)
     return p;
 }
 
-bool evbus__json_text_check(const char *text, size_t n, size_t *bad,
-                            const char **why)
+bool evbus__json_text_scan(const char *text, size_t n, size_t *bad,
+                           const char **why, unsigned *seen)
 {
     const unsigned char *s = (const unsigned char *)text;
     const char *w = NULL;
     size_t i = 0;
+    unsigned got = 0;
     bool in_str = false;
     while (i < n) {
-        unsigned char c = s[i];
+        unsigned char c;
         if (in_str) {
-            if (n - i >= 8 && ascii8(s + i)) {
-                /* plain ASCII: only quote, backslash and controls matter */
-                size_t k = 0;
-                while (k < 8 && s[i + k] >= 0x20 && s[i + k] != '"' &&
-                       s[i + k] != '\\')
-                    k++;
-                if (k == 8) {
-                    i += 8;
-                    continue;
-                }
-                i += k;
-                c = s[i];
-            }
+            i += evbus__json_str_run(text + i, n - i, true);
+            if (i >= n)
+                break;
+            c = s[i];
             if (c == '"') {
                 in_str = false;
                 i++;
             } else if (c == '\\') {
+                got |= EVBUS__TEXT_ESCAPES;
                 i += 2; /* cJSON checked the escape itself */
             } else if (c < 0x20) {
                 w = "control character inside a string (must be escaped)";
                 break;
-            } else if (c < 0x80) {
+            } else if (c < 0x80) { /* 0x7f */
+                got |= EVBUS__TEXT_UNPRINTABLE;
                 i++;
             } else {
+                got |= EVBUS__TEXT_UNPRINTABLE;
                 size_t k = utf8_seq(s + i, n - i, &w);
                 if (!k)
                     break;
@@ -201,6 +200,7 @@ bool evbus__json_text_check(const char *text, size_t n, size_t *bad,
             }
             continue;
         }
+        c = s[i];
         if (c == '"') {
             in_str = true;
             i++;
@@ -228,6 +228,8 @@ bool evbus__json_text_check(const char *text, size_t n, size_t *bad,
             break;
         }
     }
+    if (seen)
+        *seen = got;
     if (i >= n && !in_str)
         return true;
     if (!w)
@@ -237,4 +239,10 @@ bool evbus__json_text_check(const char *text, size_t n, size_t *bad,
     if (why)
         *why = w;
     return false;
+}
+
+bool evbus__json_text_check(const char *text, size_t n, size_t *bad,
+                            const char **why)
+{
+    return evbus__json_text_scan(text, n, bad, why, NULL);
 }

@@ -66,26 +66,31 @@ void evbus__buf_printf(evbus__buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-static inline bool must_escape(unsigned char c)
+/* Is c a byte a JSON string holds as it is, with nothing to look at? */
+static inline bool str_plain(unsigned char c, bool ascii)
 {
-    return c < 0x20 || c == '"' || c == '\\';
+    return c >= 0x20 && c != '"' && c != '\\' && (!ascii || c < 0x7f);
 }
 
-/* Length of the prefix of p[0..n) that needs no escaping. */
-static size_t plain_run(const char *p, size_t n)
+size_t evbus__json_str_run(const char *p, size_t n, bool ascii)
 {
+    const unsigned char *s = (const unsigned char *)p;
     size_t i = 0;
 #ifdef __SSE2__
     const __m128i quote = _mm_set1_epi8('"');
     const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i del = _mm_set1_epi8(0x7f);
     const __m128i ctl_max = _mm_set1_epi8(0x1f);
     for (; n - i >= 16; i += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
         /* v <= 0x1f (unsigned) exactly when max(v, 0x1f) == 0x1f */
         __m128i m = _mm_or_si128(
             _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
             _mm_cmpeq_epi8(_mm_max_epu8(v, ctl_max), ctl_max));
         int mask = _mm_movemask_epi8(m);
+        if (ascii) /* DEL, and bytes >= 0x80 (their top bit) */
+            mask |= _mm_movemask_epi8(_mm_cmpeq_epi8(v, del)) |
+                    _mm_movemask_epi8(v);
         if (mask)
             return i + (size_t)__builtin_ctz((unsigned)mask);
     }
@@ -93,16 +98,21 @@ static size_t plain_run(const char *p, size_t n)
     const uint64_t lo = UINT64_C(0x0101010101010101);
     const uint64_t hi = UINT64_C(0x8080808080808080);
     for (; n - i >= 8; i += 8) {
-        uint64_t v, q, b;
-        memcpy(&v, p + i, 8);
+        uint64_t v, q, b, d;
+        memcpy(&v, s + i, 8);
         q = v ^ (lo * '"');
         b = v ^ (lo * '\\');
+        d = v ^ (lo * 0x7f);
+        uint64_t stop = ((v - lo * 0x20) & ~v) | ((q - lo) & ~q) |
+                        ((b - lo) & ~b);
+        if (ascii)
+            stop |= v | ((d - lo) & ~d);
         /* exact for "none"; on "maybe" the bytes are looked at below */
-        if ((((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b)) & hi)
+        if (stop & hi)
             break;
     }
 #endif
-    while (i < n && !must_escape((unsigned char)p[i]))
+    while (i < n && str_plain(s[i], ascii))
         i++;
     return i;
 }
@@ -115,7 +125,7 @@ void evbus__buf_json_strn(evbus__buf_t *b, const char *s, size_t n)
     b->data[b->len++] = '"';
     size_t i = 0;
     for (;;) {
-        size_t r = plain_run(s + i, n - i);
+        size_t r = evbus__json_str_run(s + i, n - i, false);
         memcpy(b->data + b->len, s + i, r);
         b->len += r;
         i += r;

@@ -30,6 +30,12 @@ void evbus__buf_append(evbus__buf_t *b, const void *p, size_t n);
 void evbus__buf_puts(evbus__buf_t *b, const char *s);
 void evbus__buf_printf(evbus__buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Length of the prefix of p[0..n) a JSON string holds as it is: no quote,
+ * backslash or byte below 0x20 (what needs an escape), and with ascii no
+ * byte above 0x7e either (what a text check looks at closer). Thread-safe,
+ * reads p only. */
+size_t evbus__json_str_run(const char *p, size_t n, bool ascii);
+
 /* Appends the n bytes at s as a JSON string literal: quoted, with ", \
  * and control characters escaped (\n \r \t \b \f, others \u00XX); s is
  * UTF-8 and copied through as is. Runs of plain bytes are copied at once,

@@ -304,6 +304,80 @@ START_TEST(decoder_refuses_ill_formed_utf8_naming_attribute_and_offset)
 }
 END_TEST
 
+/* The decoder skips plain runs of a string many bytes at a time: a byte
+ * that needs a look is found wherever it sits in the run, and a string
+ * that holds only printable ASCII as written skips the control-character
+ * look of the attributes - escapes, DEL and C1 controls still get it. */
+START_TEST(decoder_finds_each_byte_of_a_long_string)
+{
+    static const struct {
+        const char *bytes, *want;
+    } bad[] = {
+        {"\x01", "not JSON: control character inside a string"},
+        {"\xff", "attribute 'subject' is not valid UTF-8"},
+        {"\xe2\x82", "attribute 'subject' is not valid UTF-8"},
+        {"\x7f", "attribute 'subject' contains a control character"},
+        {"\xc2\x85", "attribute 'subject' contains a control character"},
+        {"\\u0001", "attribute 'subject' contains a control character"},
+        {"\\n", "attribute 'subject' contains a control character"},
+    };
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        for (size_t pos = 0; pos <= 40; pos++) {
+            char v[64];
+            memset(v, 'x', 40);
+            v[40] = '\0';
+            char bytes[8];
+            snprintf(bytes, sizeof bytes, "%s", bad[b].bytes);
+            memcpy(v + pos, bytes, strlen(bytes) < 40 - pos ? strlen(bytes)
+                                                            : 40 - pos);
+            if (pos == 40)
+                snprintf(v + 40, sizeof v - 40, "%s", bytes);
+            char *json = event_with("subject", v);
+            char err[256] = "";
+            evbus_event_t *ev =
+                evbus_event_from_json(json, strlen(json), err, sizeof err);
+            /* a cut escape or sequence may no longer be one */
+            if (pos + strlen(bytes) > 40 && pos != 40) {
+                evbus_event_free(ev);
+                continue;
+            }
+            ck_assert_msg(ev == NULL, "case %zu at %zu decoded", b, pos);
+            ck_assert_msg(strstr(err, bad[b].want), "case %zu at %zu: %s", b,
+                          pos, err);
+            if (bad[b].bytes[0] != '\\' && strcmp(bad[b].bytes, "\x7f") &&
+                strcmp(bad[b].bytes, "\xc2\x85")) {
+                char off[48];
+                snprintf(off, sizeof off, "byte offset %zu",
+                         (size_t)(strstr(json, "\"subject\":\"") - json) +
+                             11 + pos);
+                ck_assert_msg(strstr(err, off), "case %zu at %zu: %s (want %s)",
+                              b, pos, err, off);
+            }
+        }
+    }
+    /* the same bytes where they are allowed: DEL, C1 and escapes in text
+     * data, and printable ASCII of any length in an attribute */
+    for (size_t pos = 1; pos <= 40; pos++) {
+        char json[256], v[64];
+        memset(v, 'x', 40);
+        memcpy(v + pos % 38, "\x7f\xc2\x85", 3);
+        v[40] = '\0';
+        snprintf(json, sizeof json,
+                 "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\","
+                 "\"type\":\"t.t.t\",\"datacontenttype\":\"text/plain\","
+                 "\"subject\":\"%.*s\",\"data\":\"%s\\n\"}",
+                 (int)pos, "~ !#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}z", v);
+        char err[256] = "";
+        evbus_event_t *ev =
+            evbus_event_from_json(json, strlen(json), err, sizeof err);
+        ck_assert_msg(ev != NULL, "at %zu: %s", pos, err);
+        ck_assert_int_eq((int)strlen(evbus_event_subject(ev)), (int)pos);
+        ck_assert_int_eq((int)evbus_event_data_len(ev), 41);
+        evbus_event_free(ev);
+    }
+}
+END_TEST
+
 /* Deterministic pseudo-random bytes (xorshift). */
 static unsigned long long rng = 88172645463325252ull;
 static unsigned rnd(void)
@@ -365,6 +439,7 @@ int main(void)
     tcase_add_test(tc, json_data_must_be_strict_json_text);
     tcase_add_test(tc,
                    decoder_refuses_ill_formed_utf8_naming_attribute_and_offset);
+    tcase_add_test(tc, decoder_finds_each_byte_of_a_long_string);
     tcase_add_test(tc, whatever_setters_accept_encodes_to_json_that_decodes_back);
     tcase_add_test(tc, set_data_bytes_keeps_bytes_and_invents_no_content_type);
     suite_add_tcase(s, tc);
