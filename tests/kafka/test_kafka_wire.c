@@ -302,6 +302,71 @@ START_TEST(commit_metadata_parses_only_its_own_format)
 }
 END_TEST
 
+/* A synchronous window commit widens the windows of the partitions about
+ * to cross (records waiting, under half a window of 1024 left), so
+ * partitions read in turn share one commit; the others keep theirs. */
+START_TEST(window_commit_carries_the_windows_about_to_cross)
+{
+    kafka_sub_t *s = evbus__kafka_sub_new(NULL, "t", "g");
+    kafka_msg_t waiting;
+    memset(&waiting, 0, sizeof waiting);
+    static const struct {
+        int64_t commit_off, max_started, window_end;
+        bool ready, revoked;
+        int64_t want;
+    } c[] = {
+        {1000, 1024, 2048, true, false, 2048}, /* crossing: note_attempt */
+        {800, 900, 1023, true, false, 1924},   /* 123 left: widened */
+        {200, 300, 1023, true, false, 1023},   /* 723 left: kept */
+        {950, 950, 1023, false, false, 1023},  /* nothing waiting: kept */
+        {900, 950, 1023, true, true, 1023},    /* revoked: kept */
+        {5000, 4999, -1, true, false, 6023},   /* closed, records came */
+        {0, -1, -1, true, false, 1023},        /* nothing started yet */
+    };
+    size_t n = sizeof c / sizeof c[0];
+    for (size_t i = 0; i < n; i++) {
+        kafka_part_t *p = evbus__kafka_part_get(s, (int32_t)i);
+        p->commit_off = c[i].commit_off;
+        p->max_started = c[i].max_started;
+        p->window_end = c[i].window_end;
+        p->ready_head = c[i].ready ? &waiting : NULL;
+        p->revoked = c[i].revoked;
+    }
+    s->parts[0]->window_prev = 1023;
+    evbus__kafka_windows_align(s);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(s->parts[i]->window_end == c[i].want,
+                      "partition %zu: window %lld, want %lld", i,
+                      (long long)s->parts[i]->window_end,
+                      (long long)c[i].want);
+        /* a failed commit puts the old window back */
+        int64_t prev = s->parts[i]->window_prev;
+        ck_assert_int_eq(prev, i == 0                ? 1023
+                               : c[i].want != c[i].window_end ? c[i].window_end
+                                                    : -2);
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    s->parts[0]->commit_dirty = true;
+    evbus__kafka_commit_build(s, l, NULL, false);
+    int widened = 0;
+    for (int k = 0; k < l->cnt; k++) {
+        kafka_meta_t m;
+        ck_assert(evbus__kafka_meta_parse(l->elems[k].metadata,
+                                          l->elems[k].metadata_size, &m));
+        ck_assert_int_eq(m.window, c[l->elems[k].partition].want);
+        widened += l->elems[k].partition != 0;
+        free(m.e);
+    }
+    ck_assert_int_eq(widened, 3); /* in the one commit */
+    rd_kafka_topic_partition_list_destroy(l);
+    for (size_t i = 0; i < n; i++) {
+        s->parts[i]->ready_head = NULL;
+        free(s->parts[i]);
+    }
+    evbus__kafka_sub_free(s);
+}
+END_TEST
+
 START_TEST(encode_then_decode_gives_the_same_event)
 {
     char buf[256];
@@ -351,6 +416,7 @@ int main(void)
     tcase_add_test(tc, binary_json_value_is_not_parsed);
     tcase_add_test(tc, encode_then_decode_gives_the_same_event);
     tcase_add_test(tc, commit_metadata_parses_only_its_own_format);
+    tcase_add_test(tc, window_commit_carries_the_windows_about_to_cross);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -12,7 +12,8 @@
  *   W        the started window: no record past offset W was handed to a
  *            handler. Before starting a record with offset > W the backend
  *            synchronously commits W = offset + WINDOW, so a normal stream
- *            costs one synchronous commit per WINDOW records.
+ *            costs one synchronous commit per WINDOW records (shared by
+ *            the partitions about to cross: evbus__kafka_windows_align).
  *   O:A:F:P  an exact entry: record O had attempt A started (A >= 2), the
  *            first attempt at F ms since the epoch, P the previous backoff.
  *            Written with a synchronous commit before the handler runs.
@@ -353,6 +354,31 @@ static bool note_attempt(kafka_sub_t *s, const evbus_msg_t *msg, bool *full)
     return false;
 }
 
+/* Widens, along with a window that must be committed now, those of the
+ * partitions with records waiting to start and less than half a window
+ * left: fetch takes a slice of each partition in turn, so they would each
+ * cross soon after, with a synchronous commit apiece (~32 for 30,000
+ * records over 8 partitions); carried by this one they cross together.
+ * The bound stays that of a window: a crash charges at most WINDOW
+ * records past the last started one (or the commit offset). s->mu held;
+ * window_prev as note_attempt sets it, for a commit that fails. */
+void evbus__kafka_windows_align(kafka_sub_t *s)
+{
+    for (size_t i = 0; i < s->nparts; i++) {
+        kafka_part_t *p = s->parts[i];
+        if (!p || p->revoked || !p->ready_head || p->commit_off < 0)
+            continue;
+        int64_t base = p->max_started > p->commit_off - 1 ? p->max_started
+                                                          : p->commit_off - 1;
+        if (p->window_end >= 0 && p->window_end - base >= WINDOW / 2)
+            continue;
+        if (p->window_prev == -2)
+            p->window_prev = p->window_end;
+        p->window_end = base + WINDOW;
+        p->commit_dirty = true;
+    }
+}
+
 /* Undoes note_attempt for a record whose attempt could not be recorded:
  * the core gives it back without calling the handler, so the count it
  * will report on the next fetch is the one it had (attempts = handler
@@ -399,6 +425,7 @@ int evbus__kafka_record_attempts(void *priv, void *bsub,
         return EVBUS_ENOMEM;
     pthread_mutex_lock(&g->commit_mu);
     pthread_mutex_lock(&s->mu);
+    evbus__kafka_windows_align(s);
     evbus__kafka_commit_build(s, l, NULL, false);
     pthread_mutex_unlock(&s->mu);
     rd_kafka_resp_err_t err = evbus__kafka_commit_send(g, l);

@@ -309,6 +309,9 @@ void evbus__kafka_commit_build(kafka_sub_t *s,
                                rd_kafka_topic_partition_list_t *out,
                                const rd_kafka_topic_partition_list_t *only,
                                bool clean);
+/* Before a synchronous window commit: widens the windows of the
+ * partitions about to need one of their own (see there). s->mu held. */
+void evbus__kafka_windows_align(kafka_sub_t *s);
 /* Commits list synchronously (g->commit_mu held, no other lock).
  * Returns the librdkafka error (none for nothing to commit). */
 rd_kafka_resp_err_t
