@@ -7,6 +7,7 @@
 
 #include "event_internal.h"
 #include "internal.h"
+#include "support/buf.h"
 
 bool evbus__name_ok(const char *s)
 {
@@ -68,6 +69,9 @@ static size_t ctl_offset(const char *s, size_t n)
 bool evbus__text_value_ok(const char *what, const char *name, const char *v,
                           size_t n, char *err, size_t errn)
 {
+    /* printable ASCII (most values): UTF-8 without a control character */
+    if (evbus__json_str_run(v, n, true) == n)
+        return true;
     size_t off;
     const char *why;
     if (!evbus__utf8_check((const unsigned char *)v, n, &off, &why)) {

@@ -96,6 +96,16 @@ bool evbus__utf8_check(const unsigned char *s, size_t n, size_t *bad,
     const char *w = NULL;
     size_t i = 0;
     while (i < n) {
+#ifdef __SSE2__
+        if (n - i >= 16) { /* 16 bytes of ASCII without a NUL */
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+            if (!(_mm_movemask_epi8(v) |
+                  _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128())))) {
+                i += 16;
+                continue;
+            }
+        }
+#endif
         if (n - i >= 8 && ascii8(s + i)) {
             i += 8;
             continue;

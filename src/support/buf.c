@@ -72,46 +72,64 @@ static inline bool str_plain(unsigned char c, bool ascii)
     return c >= 0x20 && c != '"' && c != '\\' && (!ascii || c < 0x7f);
 }
 
+/* Are the 8 bytes at s all str_plain? */
+static inline bool word_plain(const unsigned char *s, bool ascii)
+{
+    const uint64_t lo = UINT64_C(0x0101010101010101);
+    const uint64_t hi = UINT64_C(0x8080808080808080);
+    uint64_t v, q, b, d;
+    memcpy(&v, s, 8);
+    q = v ^ (lo * '"');
+    b = v ^ (lo * '\\');
+    uint64_t stop = ((v - lo * 0x20) & ~v) | ((q - lo) & ~q) | ((b - lo) & ~b);
+    if (ascii) {
+        d = v ^ (lo * 0x7f);
+        stop |= v | ((d - lo) & ~d);
+    }
+    /* exact for "none" (a "maybe" may be wrong in the bytes after a hit) */
+    return !(stop & hi);
+}
+
+#ifdef __SSE2__
+/* Bit k set: byte k of the 16 at s is not str_plain. */
+static inline unsigned sse_stops(const unsigned char *s, bool ascii)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+    const __m128i ctl_max = _mm_set1_epi8(0x1f);
+    /* v <= 0x1f (unsigned) exactly when max(v, 0x1f) == 0x1f */
+    __m128i m = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                     _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+        _mm_cmpeq_epi8(_mm_max_epu8(v, ctl_max), ctl_max));
+    if (ascii) /* DEL, and bytes >= 0x80 (their top bit) */
+        m = _mm_or_si128(_mm_or_si128(m, v),
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
 size_t evbus__json_str_run(const char *p, size_t n, bool ascii)
 {
     const unsigned char *s = (const unsigned char *)p;
     size_t i = 0;
 #ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i bslash = _mm_set1_epi8('\\');
-    const __m128i del = _mm_set1_epi8(0x7f);
-    const __m128i ctl_max = _mm_set1_epi8(0x1f);
-    for (; n - i >= 16; i += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-        /* v <= 0x1f (unsigned) exactly when max(v, 0x1f) == 0x1f */
-        __m128i m = _mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-            _mm_cmpeq_epi8(_mm_max_epu8(v, ctl_max), ctl_max));
-        int mask = _mm_movemask_epi8(m);
-        if (ascii) /* DEL, and bytes >= 0x80 (their top bit) */
-            mask |= _mm_movemask_epi8(_mm_cmpeq_epi8(v, del)) |
-                    _mm_movemask_epi8(v);
-        if (mask)
-            return i + (size_t)__builtin_ctz((unsigned)mask);
-    }
-#else
-    const uint64_t lo = UINT64_C(0x0101010101010101);
-    const uint64_t hi = UINT64_C(0x8080808080808080);
-    for (; n - i >= 8; i += 8) {
-        uint64_t v, q, b, d;
-        memcpy(&v, s + i, 8);
-        q = v ^ (lo * '"');
-        b = v ^ (lo * '\\');
-        d = v ^ (lo * 0x7f);
-        uint64_t stop = ((v - lo * 0x20) & ~v) | ((q - lo) & ~q) |
-                        ((b - lo) & ~b);
-        if (ascii)
-            stop |= v | ((d - lo) & ~d);
-        /* exact for "none"; on "maybe" the bytes are looked at below */
-        if (stop & hi)
-            break;
+    if (n >= 16) {
+        for (; n - i > 16; i += 16) {
+            unsigned m = sse_stops(s + i, ascii);
+            if (m)
+                return i + (size_t)__builtin_ctz(m);
+        }
+        /* the last 16 bytes, the first i - off of them checked already */
+        size_t off = n - 16;
+        unsigned m = sse_stops(s + off, ascii) & (~0u << (i - off));
+        return m ? off + (size_t)__builtin_ctz(m) : n;
     }
 #endif
+    while (n - i >= 8 && word_plain(s + i, ascii))
+        i += 8;
+    /* short of a word: the last 8 bytes, overlapping */
+    if (n - i < 8 && i < n && n >= 8 && word_plain(s + n - 8, ascii))
+        return n;
     while (i < n && str_plain(s[i], ascii))
         i++;
     return i;

@@ -148,6 +148,50 @@ static int in_block(const evbus_event_t *ev, const void *p)
     return (const char *)p >= ev->blk && (const char *)p < ev->blk_end;
 }
 
+/* The attribute headers in mixed case, and one extension. */
+static rd_kafka_headers_t *mixed_case_headers(void)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(10);
+    rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+    rd_kafka_header_add(h, "CE_ID", -1, "i", -1);
+    rd_kafka_header_add(h, "Ce_Source", -1, "/s", -1);
+    rd_kafka_header_add(h, "cE_tYpE", -1, "t.t.t", -1);
+    rd_kafka_header_add(h, "CE_SUBJECT", -1, "sub", -1);
+    rd_kafka_header_add(h, "ce_Time", -1, "2026-12-02T10:00:00Z", -1);
+    rd_kafka_header_add(h, "CE_DATASCHEMA", -1, "https://x.example/s", -1);
+    rd_kafka_header_add(h, "CE_DATACONTENTTYPE", -1, "text/plain", -1);
+    rd_kafka_header_add(h, "ce_types", -1, "x", -1); /* no attribute */
+    rd_kafka_header_add(h, "c", -1, "z", -1);        /* no ce_ header */
+    return h;
+}
+
+/* Every attribute header is one in any case (and ce_datacontenttype
+ * stands in for a missing content-type); other names are extensions. */
+START_TEST(binary_attribute_headers_in_any_case)
+{
+    rd_kafka_headers_t *h = mixed_case_headers();
+    evbus_event_t *ev = decode_ok("d", 1, h);
+    ck_assert_str_eq(evbus_event_id(ev), "i");
+    ck_assert_str_eq(evbus_event_source(ev), "/s");
+    ck_assert_str_eq(evbus_event_type(ev), "t.t.t");
+    ck_assert_str_eq(evbus_event_subject(ev), "sub");
+    ck_assert_str_eq(evbus_event_time(ev), "2026-12-02T10:00:00Z");
+    ck_assert_str_eq(evbus_event_dataschema(ev), "https://x.example/s");
+    ck_assert_str_eq(evbus_event_datacontenttype(ev), "text/plain");
+    ck_assert_int_eq((int)evbus_event_ext_count(ev), 1);
+    ck_assert_str_eq(evbus_event_ext(ev, "types"), "x");
+    evbus_event_free(ev);
+    /* "ce_" names no extension: refused, like any bad name */
+    rd_kafka_header_add(h, "ce_", -1, "y", -1);
+    char *why = NULL;
+    ck_assert_int_eq(evbus__kafka_wire_decode("d", 1, h, &ev, &why),
+                     EVBUS_EDECODE);
+    ck_assert_msg(why && strstr(why, "ce_"), "%s", why ? why : "(none)");
+    free(why);
+    rd_kafka_headers_destroy(h);
+}
+END_TEST
+
 /* A binary-mode record becomes an event in one allocation: header values
  * are copied once, from where librdkafka keeps them, into the event's
  * block (the consume path allocated a dozen times per record before).
@@ -412,6 +456,7 @@ int main(void)
     tcase_add_test(tc, binary_without_content_type_invents_nothing);
     tcase_add_test(tc, binary_content_type_is_datacontenttype);
     tcase_add_test(tc, binary_headers_must_be_utf8);
+    tcase_add_test(tc, binary_attribute_headers_in_any_case);
     tcase_add_test(tc, binary_event_is_one_allocation);
     tcase_add_test(tc, binary_json_value_is_not_parsed);
     tcase_add_test(tc, encode_then_decode_gives_the_same_event);

@@ -105,8 +105,13 @@ static const char *const attr_names[H_COUNT] = {
 
 static int header_attr(const char *a)
 {
+    static const size_t len[H_COUNT] = {
+        [H_ID] = 2,      [H_SOURCE] = 6,      [H_TYPE] = 4,
+        [H_SUBJECT] = 7, [H_TIME] = 4,        [H_DATASCHEMA] = 10,
+        [H_DCT] = 15,    [H_SPEC] = 11};
+    size_t n = strlen(a);
     for (int i = 0; i < H_COUNT; i++)
-        if (strcasecmp(a, attr_names[i]) == 0)
+        if (len[i] == n && strcasecmp(a, attr_names[i]) == 0)
             return i;
     return -1;
 }
@@ -141,7 +146,8 @@ static int collect(rd_kafka_headers_t *h, hset_t *hs)
     hs->cap = sizeof hs->local / sizeof hs->local[0];
     for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &size) == 0;
          i++) {
-        if (strncasecmp(name, "ce_", 3) != 0)
+        if ((name[0] | 0x20) != 'c' || (name[1] | 0x20) != 'e' ||
+            name[2] != '_') /* "ce_", any case; stops at a NUL */
             continue;
         hval_t hv = {val ? val : "", val ? size : 0};
         int a = header_attr(name + 3);
