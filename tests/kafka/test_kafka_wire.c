@@ -411,6 +411,62 @@ START_TEST(window_commit_carries_the_windows_about_to_cross)
 }
 END_TEST
 
+/* The metadata of a commit as one string. */
+static void one_commit_meta(kafka_sub_t *s, char *buf, size_t n)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    s->parts[0]->commit_dirty = true;
+    evbus__kafka_commit_build(s, l, NULL, false);
+    ck_assert_int_eq(l->cnt, 1);
+    snprintf(buf, n, "%.*s", (int)l->elems[0].metadata_size,
+             (const char *)l->elems[0].metadata);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* A commit lists the exact entries of records anywhere in a partition's
+ * buffer (a previous owner's, arriving with their records), and no more
+ * once they are acked; it stops looking once it has them all. */
+START_TEST(commit_lists_exact_entries_of_buffered_records)
+{
+    enum { N = 5000 };
+    kafka_sub_t *s = evbus__kafka_sub_new(NULL, "t", "g");
+    kafka_part_t *p = evbus__kafka_part_get(s, 0);
+    p->commit_off = 0;
+    p->prior = calloc(2, sizeof *p->prior);
+    p->prior[0] = (kafka_prior_t){10, 3, 0, 1};
+    p->prior[1] = (kafka_prior_t){N - 10, 2, 5, 1};
+    p->nprior = 2;
+    kafka_msg_t *m = calloc(N, sizeof *m);
+    for (int i = 0; i < N; i++) {
+        m[i].offset = i;
+        m[i].part = p;
+        evbus__kafka_arrival(s, p, &m[i]);
+        if (p->tail)
+            p->tail->next_part = &m[i];
+        else
+            p->head = &m[i];
+        p->tail = &m[i];
+    }
+    ck_assert(m[10].exact && m[N - 10].exact && m[N - 10].attempts == 2);
+    char meta[256];
+    one_commit_meta(s, meta, sizeof meta);
+    ck_assert_str_eq(meta, "evbus1;10:3:1:0;4990:2:1:5");
+    /* acked: its entry goes (the record stays until those before it) */
+    m[10].state = KMSG_HANDED;
+    p->handed = 1;
+    evbus_msg_t msg = {.cookie = &m[10]};
+    ck_assert_int_eq(evbus__kafka_settle(NULL, s, &msg, EVBUS_SETTLE_ACK, 0),
+                     EVBUS_OK);
+    one_commit_meta(s, meta, sizeof meta);
+    ck_assert_str_eq(meta, "evbus1;4990:2:1:5");
+    free(m);
+    free(p->prior);
+    free(p);
+    s->parts[0] = NULL;
+    evbus__kafka_sub_free(s);
+}
+END_TEST
+
 START_TEST(encode_then_decode_gives_the_same_event)
 {
     char buf[256];
@@ -462,6 +518,7 @@ int main(void)
     tcase_add_test(tc, encode_then_decode_gives_the_same_event);
     tcase_add_test(tc, commit_metadata_parses_only_its_own_format);
     tcase_add_test(tc, window_commit_carries_the_windows_about_to_cross);
+    tcase_add_test(tc, commit_lists_exact_entries_of_buffered_records);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -146,12 +146,17 @@ static size_t meta_build(const kafka_part_t *p, bool clean, char *buf)
     if (p->window_end >= 0 && window_open(p) && !(clean && p->handed == 0))
         len += (size_t)snprintf(buf + len, META_MAX - len, ";w=%" PRId64,
                                 p->window_end);
-    int n = 0;
-    for (const kafka_msg_t *m = p->head; m && n < MAX_EXACT; m = m->next_part)
+    /* The list holds every buffered record (thousands): walked to its end
+     * under s->mu at each commit it stalled fetch and settle. A commit
+     * that is not clean lists exact entries only, counted in nexact. */
+    int n = 0, left = p->nexact;
+    for (const kafka_msg_t *m = p->head; m && n < MAX_EXACT && (clean || left);
+         m = m->next_part)
         if ((m->exact || (clean && m->started)) && m->state != KMSG_ACKED) {
             meta_add(buf, &len, m->offset, m->attempts, m->first_ms,
                      m->prev_delay_ms);
             n++;
+            left -= m->exact;
         }
     for (int i = 0; i < p->nprior && n < MAX_EXACT; i++)
         if (p->prior[i].offset >= p->commit_off) {
@@ -164,9 +169,7 @@ static size_t meta_build(const kafka_part_t *p, bool clean, char *buf)
 
 static int exact_count(const kafka_part_t *p)
 {
-    int n = 0;
-    for (const kafka_msg_t *m = p->head; m; m = m->next_part)
-        n += m->exact && m->state != KMSG_ACKED;
+    int n = p->nexact;
     for (int i = 0; i < p->nprior; i++)
         n += p->prior[i].offset >= p->commit_off;
     return n;
@@ -210,6 +213,7 @@ void evbus__kafka_arrival(kafka_sub_t *s, kafka_part_t *p, kafka_msg_t *m)
             m->first_ms = p->prior[i].first_ms;
             m->prev_delay_ms = p->prior[i].prev_delay_ms;
             m->exact = true; /* the entry now travels with the record */
+            p->nexact++;
             p->prior[i] = p->prior[--p->nprior];
             return;
         }
@@ -341,7 +345,10 @@ static bool note_attempt(kafka_sub_t *s, const evbus_msg_t *msg, bool *full)
             *full = true;
             return false;
         }
-        m->exact = true;
+        if (!m->exact) {
+            m->exact = true;
+            p->nexact++;
+        }
         p->commit_dirty = true;
         return true;
     }
@@ -394,8 +401,10 @@ static void forget_attempt(const evbus_msg_t *msg)
         m->started = false;
         m->first_ms = 0;
     }
-    if (m->attempts < 2)
+    if (m->attempts < 2 && m->exact) {
         m->exact = false;
+        m->part->nexact--;
+    }
 }
 
 int evbus__kafka_record_attempts(void *priv, void *bsub,

@@ -538,6 +538,7 @@ int evbus__kafka_settle(void *priv, void *bsub, evbus_msg_t *msg,
         if (how == EVBUS_SETTLE_ACK) {
             /* its librdkafka message goes with it (advance) */
             m->state = KMSG_ACKED;
+            p->nexact -= m->exact; /* its entry is listed no more */
             advance(s, p);
         } else {
             /* RELEASE (or RETRY, never requested: no DELAYED_RETRY): it

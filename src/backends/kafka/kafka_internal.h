@@ -121,6 +121,9 @@ struct kafka_part {
     int refs;                    /* records pointing here, +1 while attached */
     int handed;                  /* records the core holds */
     kafka_msg_t *head, *tail;    /* records not yet popped, offset order */
+    int nexact;                  /* of them, exact and not acked: what a
+                                    commit's metadata lists (the walk stops
+                                    once it has found them all) */
     /* Its buffered records, offset order, and its place in the sub's ring
      * of partitions that have some (fetch takes a slice of each in turn). */
     kafka_msg_t *ready_head, *ready_tail;
