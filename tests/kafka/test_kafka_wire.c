@@ -411,6 +411,33 @@ START_TEST(window_commit_carries_the_windows_about_to_cross)
 }
 END_TEST
 
+/* The poll thread tells structured records by their content-type alone
+ * (the thread that fetches them then touches no header). */
+START_TEST(structured_is_told_by_content_type)
+{
+    static const struct {
+        const char *ct;
+        bool structured;
+    } c[] = {
+        {"application/cloudevents+json", true},
+        {"Application/CloudEvents+JSON; charset=utf-8", true},
+        {"application/cloudevents-batch+json", false},
+        {"application/json", false},
+        {"text/plain", false},
+        {NULL, false},
+    };
+    ck_assert(!evbus__kafka_wire_structured(NULL));
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        rd_kafka_headers_t *h = binary_headers("s1");
+        if (c[i].ct)
+            rd_kafka_header_add(h, "content-type", -1, c[i].ct, -1);
+        ck_assert_msg(evbus__kafka_wire_structured(h) == c[i].structured,
+                      "case %zu", i);
+        rd_kafka_headers_destroy(h);
+    }
+}
+END_TEST
+
 /* The metadata of a commit as one string. */
 static void one_commit_meta(kafka_sub_t *s, char *buf, size_t n)
 {
@@ -519,6 +546,7 @@ int main(void)
     tcase_add_test(tc, commit_metadata_parses_only_its_own_format);
     tcase_add_test(tc, window_commit_carries_the_windows_about_to_cross);
     tcase_add_test(tc, commit_lists_exact_entries_of_buffered_records);
+    tcase_add_test(tc, structured_is_told_by_content_type);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -261,9 +261,13 @@ static kafka_msg_t *make_record(rd_kafka_message_t *rkm)
     m->rkm = rkm;
     m->offset = rkm->offset;
     /* librdkafka parses the headers into a list (an allocation per
-     * header) on first access: here, where the sweep frees them */
+     * header) on first access: here, where the sweep frees them; and
+     * while they are in this thread's cache, the structured-mode test
+     * (the thread that fetches then touches no header of such a record) */
     rd_kafka_headers_t *h;
-    (void)rd_kafka_message_headers(rkm, &h);
+    if (rd_kafka_message_headers(rkm, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        h = NULL;
+    m->structured = evbus__kafka_wire_structured(h);
     return m;
 }
 
@@ -281,7 +285,9 @@ static int decode(kafka_msg_t *m)
     if (m->event || m->decode_error)
         return EVBUS_OK;
     char *why = NULL;
-    int rc = evbus__kafka_wire_classify(m->rkm, &m->event, &why);
+    int rc = m->structured
+                 ? EVBUS_OK /* the core decodes the value */
+                 : evbus__kafka_wire_classify(m->rkm, &m->event, &why);
     if (rc == EVBUS_ENOMEM) {
         free(why);
         return EVBUS_ENOMEM;

@@ -99,6 +99,7 @@ typedef struct kafka_msg {
     int attempts;
     int prev_delay_ms;
     int64_t first_ms;
+    bool structured; /* evbus__kafka_wire_structured, where it was read */
     bool exact; /* carried as an exact metadata entry */
     bool started; /* record_attempts saw it: a handler ran or runs */
 } kafka_msg_t;
@@ -238,6 +239,10 @@ rd_kafka_headers_t *evbus__kafka_wire_binary_headers(const evbus_event_t *ev);
  */
 int evbus__kafka_wire_classify(const rd_kafka_message_t *rkm,
                                evbus_event_t **event, char **why);
+/* Is a record with headers h (NULL: none) in structured mode, one event
+ * (content-type application/cloudevents, not -batch)? Then classify
+ * builds nothing: the core decodes the value. Thread-safe; h is read. */
+bool evbus__kafka_wire_structured(rd_kafka_headers_t *h);
 /* The same for a record's value and headers (h NULL = no headers), without
  * a consumed message: what the classifier and the fuzz target call.
  * Thread-safe; h is only read. */

@@ -330,6 +330,27 @@ static int value_starts(const void *v, size_t size, const char *prefix)
     return v && size >= n && strncasecmp(v, prefix, n) == 0;
 }
 
+/* The content-type header's value, when there is one. */
+static bool content_type(rd_kafka_headers_t *h, const void **v, size_t *n)
+{
+    *v = NULL;
+    *n = 0;
+    return h && rd_kafka_header_get_last(h, "content-type", v, n) == 0;
+}
+
+static bool is_structured(const void *ct, size_t n)
+{
+    return value_starts(ct, n, "application/cloudevents") &&
+           !value_starts(ct, n, "application/cloudevents-batch");
+}
+
+bool evbus__kafka_wire_structured(rd_kafka_headers_t *h)
+{
+    const void *ct;
+    size_t n;
+    return content_type(h, &ct, &n) && is_structured(ct, n);
+}
+
 int evbus__kafka_wire_classify(const rd_kafka_message_t *rkm,
                                evbus_event_t **event, char **why)
 {
@@ -347,12 +368,11 @@ int evbus__kafka_wire_decode(const void *value, size_t len,
     *why = NULL;
     if (!h)
         return EVBUS_OK; /* no headers: a bare JSON event (Dapr) */
-    const void *ctv = NULL;
-    size_t ctsize = 0;
-    bool has_ct = rd_kafka_header_get_last(h, "content-type", &ctv,
-                                           &ctsize) == 0;
+    const void *ctv;
+    size_t ctsize;
+    bool has_ct = content_type(h, &ctv, &ctsize);
     if (has_ct && value_starts(ctv, ctsize, "application/cloudevents")) {
-        if (!value_starts(ctv, ctsize, "application/cloudevents-batch"))
+        if (is_structured(ctv, ctsize))
             return EVBUS_OK; /* structured: the core decodes the value */
         char *ct = strndup(ctv, ctsize);
         *why = dup_reason("structured-mode batch records (%s) are not "
