@@ -578,7 +578,8 @@ static evbus_event_t *dec_build(decoder_t *d)
         if (d->attr[i])
             *slot[i] = evbus__blk_put(&cur, d->attr[i]->valuestring,
                                       d->alen[i]);
-    for (const cJSON *c = d->root->child; c; c = c->next) {
+    /* the extensions (members dec_members counted), none most often */
+    for (const cJSON *c = d->n_ext ? d->root->child : NULL; c; c = c->next) {
         if (attr_index(c->string) >= 0 || cJSON_IsNull(c))
             continue;
         for (size_t k = 0; k < ev->ext_count; k++) {
