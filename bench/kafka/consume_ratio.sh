@@ -14,10 +14,13 @@
 #   bench/kafka/consume_ratio.sh [BUILD_DIR] [EVENTS] [SIZE] [RUNS]
 #
 # Keep EVENTS x (SIZE + ~200 B) / 8 partitions under ~4 MB (the mock's
-# per-partition limit). Timing belongs here, never in tests.
+# per-partition limit). 80000 events make rounds of 100-200 ms: with
+# 30000 (40-70 ms) one preemption on the shared machine moved a round's
+# ratio by half (0.75-1.23x in one run). The load average before and after
+# says how much the figures are worth. Timing belongs here, never in tests.
 set -eu
 build=${1:-build}
-events=${2:-30000}
+events=${2:-80000}
 size=${3:-100}
 runs=${4:-5}
 mock=$build/tools/kafka-mock/evbus-kafka-mock
@@ -44,7 +47,8 @@ steady() { sed -n 's/.*"steady_events_per_s":\([0-9.]*\).*/\1/p'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-echo "# $(date -u +%FT%TZ) events=$events size=$size runs=$runs mock $brokers"
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+echo "# $(date -u +%FT%TZ) events=$events size=$size runs=$runs mock $brokers load $(load)"
 bin_pairs=() str_pairs=() hdr_pairs=() binhdr_pairs=() mem_pairs=()
 for i in $(seq 1 "$runs"); do
   r=$("$raw" --brokers "$brokers" --mode consume --events "$events" --bytes "$bytes" --topic "r.bare.$i" -X "$spread")
@@ -70,3 +74,4 @@ echo "raw + headers vs bare raw loop (any binary consumer's ceiling): ${hdr_pair
 echo "binary vs raw + headers loop: ${binhdr_pairs[*]}; median $(median "${binhdr_pairs[@]}")x"
 echo "core on memory:// vs bare raw loop: ${mem_pairs[*]}; median $(median "${mem_pairs[@]}")x"
 echo "structured vs raw + cJSON, round by round: ${str_pairs[*]}; median $(median "${str_pairs[@]}")x (target >= 0.85)"
+echo "# load average after: $(load)"
