@@ -201,6 +201,7 @@ typedef struct sq_bus {
     _Atomic int64_t progress_ms; /* last fetch or settle (monotonic) */
     atomic_bool ckpt_due;        /* sub's commits grew the WAL: the
                                     watcher checkpoints it (passive) */
+    atomic_int ckpt_mark;        /* WAL pages at the last such request */
 
     /* the database file's identity (sqlite_file.c) */
     char *real_path; /* symbolic links resolved */
