@@ -302,10 +302,30 @@ rd_kafka_resp_err_t evbus__kafka_commit_send(kafka_group_t *g,
 void evbus__kafka_commit_log(kafka_group_t *g, rd_kafka_resp_err_t err,
                              const char *what)
 {
-    if (err)
+    /* While a rebalance runs, every attempt commit fails with "rebalance
+     * in progress" and its event is fetched and tried again: thousands of
+     * the same warning a second without a rate limit. */
+    uint64_t n = 0;
+    pthread_mutex_lock(&g->commit_mu);
+    bool say = err ? evbus__lograte_fail(&g->commit_rate, (int)err, &n)
+                   : (n = evbus__lograte_ok(&g->commit_rate)) > 0;
+    pthread_mutex_unlock(&g->commit_mu);
+    if (!say)
+        return;
+    if (err && n)
+        evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
+                       "group %s: commit (%s) failed: %s (%llu more such "
+                       "failures since the last report)",
+                       g->id, what, rd_kafka_err2str(err),
+                       (unsigned long long)n);
+    else if (err)
         evbus_host_log(g->kb->host, EVBUS_LOG_WARN,
                        "group %s: commit (%s) failed: %s", g->id, what,
                        rd_kafka_err2str(err));
+    else
+        evbus_host_log(g->kb->host, EVBUS_LOG_INFO,
+                       "group %s: commits succeed again (%llu failed)", g->id,
+                       (unsigned long long)n);
 }
 
 void evbus__kafka_commit_sub(kafka_sub_t *s)

@@ -184,6 +184,8 @@ typedef struct kafka_group {
                                   mu and every kafka_sub_t.mu, so that
                                   metadata reaches the broker in the
                                   order it was built */
+    evbus__lograte_t commit_rate; /* commit_mu: failures logged (a
+                                     rebalance fails thousands) */
     long long next_commit;     /* poll thread: periodic commit due */
     bool joining;              /* g->mu: subscribed, no assignment yet */
     long long joined_at;       /* g->mu: when that subscribe was made */
@@ -324,7 +326,8 @@ void evbus__kafka_windows_align(kafka_sub_t *s);
  * Returns the librdkafka error (none for nothing to commit). */
 rd_kafka_resp_err_t
 evbus__kafka_commit_send(kafka_group_t *g, rd_kafka_topic_partition_list_t *l);
-/* Logs a failed commit (call with no lock held). */
+/* Logs a failed commit, rate-limited per group, and the recovery after
+ * failures (call with no lock held: takes g->commit_mu). */
 void evbus__kafka_commit_log(kafka_group_t *g, rd_kafka_resp_err_t err,
                              const char *what);
 /* Clean commit of every attached partition of s (unsubscribe). Takes
