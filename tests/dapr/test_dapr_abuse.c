@@ -55,6 +55,39 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* A stand-in sidecar and a bus whose app server (URL options extra)
+ * runs on its own thread, answering /healthz with the token "tok". */
+typedef struct {
+    standin_t s;
+    evbus_t *bus;
+    pthread_t th;
+} server_t;
+
+static void server_start(server_t *v, const char *extra)
+{
+    ck_assert_int_eq(standin_start(&v->s, standin_exe, NULL), 0);
+    char url[512], err[512] = "";
+    standin_url(&v->s, url, sizeof url, extra);
+    v->bus = evbus_open(url, err, sizeof err);
+    ck_assert_msg(v->bus != NULL, "%s", err);
+    calls = 0;
+    ck_assert_ptr_nonnull(evbus_subscribe(v->bus, "t", "g", handler, NULL));
+    pthread_create(&v->th, NULL, run_bus, v->bus);
+    const char *tok[] = {"dapr-api-token: tok", NULL};
+    for (int i = 0; i < 500 && http_call(v->s.app_port, "/healthz", NULL, tok,
+                                         NULL) != 200;
+         i++)
+        usleep(10 * 1000);
+}
+
+static void server_stop(server_t *v)
+{
+    evbus_stop(v->bus);
+    pthread_join(v->th, NULL);
+    evbus_close(v->bus);
+    standin_stop(&v->s);
+}
+
 /* A connection that starts a request and never finishes it. */
 static int half_open(int port)
 {
@@ -95,21 +128,9 @@ static int closed_by_server(const int *fds, int n)
 
 static void abuse_then_deliver(const char *extra, int max_conns)
 {
-    standin_t s;
-    ck_assert_int_eq(standin_start(&s, standin_exe, NULL), 0);
-    char url[512], err[512] = "";
-    standin_url(&s, url, sizeof url, extra);
-    evbus_t *bus = evbus_open(url, err, sizeof err);
-    ck_assert_msg(bus != NULL, "%s", err);
-    calls = 0;
-    ck_assert_ptr_nonnull(evbus_subscribe(bus, "t", "g", handler, NULL));
-    pthread_t th;
-    pthread_create(&th, NULL, run_bus, bus);
-    const char *tok[] = {"dapr-api-token: tok", NULL};
-    for (int i = 0; i < 500 && http_call(s.app_port, "/healthz", NULL, tok,
-                                         NULL) != 200;
-         i++)
-        usleep(10 * 1000);
+    server_t v;
+    server_start(&v, extra);
+    const standin_t s = v.s; /* its ports */
 
     int *fds = malloc(HALF_OPEN * sizeof *fds);
     int opened = 0;
@@ -155,10 +176,7 @@ static void abuse_then_deliver(const char *extra, int max_conns)
     free(fds);
     free(body);
     evbus_event_free(ev);
-    evbus_stop(bus);
-    pthread_join(th, NULL);
-    evbus_close(bus);
-    standin_stop(&s);
+    server_stop(&v);
 }
 
 START_TEST(half_open_connections_do_not_starve_deliveries)
@@ -240,22 +258,9 @@ static int upload_finish(int fd, size_t rest)
  * (a count decides, never a clock). Then a delivery is served again. */
 START_TEST(buffered_bodies_are_bounded)
 {
-    standin_t s;
-    ck_assert_int_eq(standin_start(&s, standin_exe, NULL), 0);
-    char url[512], err[512] = "";
-    standin_url(&s, url, sizeof url,
-                "&app_api_token=tok&app_max_buffered_mb=1");
-    evbus_t *bus = evbus_open(url, err, sizeof err);
-    ck_assert_msg(bus != NULL, "%s", err);
-    calls = 0;
-    ck_assert_ptr_nonnull(evbus_subscribe(bus, "t", "g", handler, NULL));
-    pthread_t th;
-    pthread_create(&th, NULL, run_bus, bus);
-    const char *tok[] = {"dapr-api-token: tok", NULL};
-    for (int i = 0; i < 500 && http_call(s.app_port, "/healthz", NULL, tok,
-                                         NULL) != 200;
-         i++)
-        usleep(10 * 1000);
+    server_t v;
+    server_start(&v, "&app_api_token=tok&app_max_buffered_mb=1");
+    const standin_t s = v.s; /* its ports */
 
     const size_t len = 600000;
     int refused = 0, rounds = 0;
@@ -294,10 +299,7 @@ START_TEST(buffered_bodies_are_bounded)
     pthread_mutex_unlock(&calls_mu);
     free(body);
     evbus_event_free(ev);
-    evbus_stop(bus);
-    pthread_join(th, NULL);
-    evbus_close(bus);
-    standin_stop(&s);
+    server_stop(&v);
 }
 END_TEST
 
